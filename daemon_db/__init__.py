@@ -1,0 +1,54 @@
+"""daemon_db: the async SQLite state store of a long-running orchestration daemon.
+
+Runs (a workflow on a git feature branch), their units of work, and an event
+log per run, kept in one SQLite file and awaited from asyncio without blocking
+the event loop. See ``DB.open``.
+"""
+
+from .db import DB
+from .errors import (
+    ClosedError,
+    DaemonDBError,
+    DatabaseError,
+    InvalidRecordError,
+    ReadOnlyError,
+    RunExistsError,
+    RunNotFoundError,
+    SchemaVersionError,
+    UnitExistsError,
+    UnitNotFoundError,
+)
+from .ids import new_run_id
+from .records import (
+    EventRecord,
+    ResumableRun,
+    Run,
+    RunStatus,
+    UnitRecord,
+    UnitStatus,
+    make_unit_record_id,
+)
+from .transaction import Transaction
+
+__all__ = [
+    "DB",
+    "ClosedError",
+    "DaemonDBError",
+    "DatabaseError",
+    "EventRecord",
+    "InvalidRecordError",
+    "ReadOnlyError",
+    "ResumableRun",
+    "Run",
+    "RunExistsError",
+    "RunNotFoundError",
+    "RunStatus",
+    "SchemaVersionError",
+    "Transaction",
+    "UnitExistsError",
+    "UnitNotFoundError",
+    "UnitRecord",
+    "UnitStatus",
+    "make_unit_record_id",
+    "new_run_id",
+]

@@ -1,0 +1,333 @@
+"""DB: opening and closing the store, routing calls, transactions and following events.
+
+A file database has two connections, each on its own thread: a writer, fed by
+the group-commit Writer, and a reader (opened read-only), so that reads see the
+last committed state without waiting behind writes (WAL mode). ``":memory:"``
+has only the writer, and its reads queue with the writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import warnings
+from collections.abc import AsyncIterator, Coroutine, Generator
+from functools import partial
+from types import TracebackType
+from typing import Any, Final, TypeVar
+
+import aiosqlite
+
+from . import bridge, events, schema, work
+from . import validation as check
+from .cancellation import settle
+from .errors import ClosedError, DaemonDBError, InvalidRecordError, ReadOnlyError, RunNotFoundError
+from .operations import PAGE_SIZE, Operations
+from .records import FINISHED_RUN_STATUSES, EventRecord
+from .transaction import Transaction
+from .work import Work
+from .writer import Writer
+
+__all__ = ["DB"]
+
+T = TypeVar("T")
+
+FOLLOW_POLL_SECONDS: Final = 0.1
+"""How often follow_events looks for events appended by other processes."""
+
+
+class DB(Operations):
+    """An open daemon_db store. Open one with ``DB.open(path)``.
+
+    Every method is safe to call from many tasks at once. After ``close()``,
+    every call raises ClosedError.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        writer: aiosqlite.Connection | None,
+        reader: aiosqlite.Connection | None,
+    ) -> None:
+        """Use ``DB.open()``; this only assembles connections it has opened."""
+        self._path = path
+        self._writer = None if writer is None else Writer(writer, path, self._notify)
+        self._reader = reader
+        self._tx: Transaction | None = None
+        self._closing: asyncio.Task[None] | None = None
+        self._change: asyncio.Future[None] | None = None
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        readonly: bool = False,
+        busy_timeout: float = 5.0,
+        synchronous: str = "NORMAL",
+    ) -> _Opening:
+        """Open (creating and migrating as needed) the database at ``path``.
+
+        Await the result, or use it with ``async with`` to close it on exit.
+        ``path`` may be ``":memory:"``. With ``readonly=True`` nothing is ever
+        written: the file must exist at this release's schema version.
+
+        Raises DatabaseError for a file that is not a daemon_db database (naming
+        the path), SchemaVersionError for one of another schema version.
+        """
+        location = _location(path)
+        if not isinstance(readonly, bool):
+            raise InvalidRecordError("readonly", readonly, "must be a bool")
+        if isinstance(busy_timeout, bool) or not isinstance(busy_timeout, int | float):
+            raise InvalidRecordError("busy_timeout", busy_timeout, "must be a number of seconds")
+        if not 0 <= busy_timeout < float("inf"):
+            raise InvalidRecordError("busy_timeout", busy_timeout, "must be >= 0 and finite")
+        mode = synchronous.upper() if isinstance(synchronous, str) else synchronous
+        if mode not in schema.SYNCHRONOUS_MODES:
+            allowed = ", ".join(sorted(schema.SYNCHRONOUS_MODES))
+            raise InvalidRecordError("synchronous", synchronous, f"must be one of {allowed}")
+        return _Opening(cls._connect(location, readonly, float(busy_timeout), str(mode)))
+
+    @classmethod
+    async def _connect(cls, path: str, readonly: bool, busy_timeout: float, synchronous: str) -> DB:
+        writer = reader = None
+        try:
+            if not readonly:
+                writer = await bridge.connect(
+                    partial(
+                        schema.open_writer,
+                        path,
+                        busy_timeout=busy_timeout,
+                        synchronous=synchronous,
+                    )
+                )
+            if path != schema.MEMORY or readonly:
+                reader = await bridge.connect(
+                    partial(schema.open_reader, path, busy_timeout=busy_timeout)
+                )
+        except BaseException:
+            if writer is not None:
+                await writer.close()
+            raise
+        return cls(path, writer, reader)
+
+    @property
+    def path(self) -> str:
+        """The path the database was opened with."""
+        return self._path
+
+    @property
+    def readonly(self) -> bool:
+        """True if the database was opened with ``readonly=True``."""
+        return self._writer is None
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closing is not None else "open"
+        mode = ", readonly" if self.readonly else ""
+        return f"<DB {self._path!r} {state}{mode}>"
+
+    async def close(self) -> None:
+        """Close the database after the writes and transactions already under way.
+
+        Safe to call twice; calls made once closing has begun raise ClosedError.
+        """
+        if self._joined() is not None:
+            raise DaemonDBError("close() inside a transaction block would wait for itself")
+        if self._closing is None:
+            self._closing = asyncio.create_task(self._shut_down())
+        await asyncio.shield(self._closing)
+
+    async def _shut_down(self) -> None:
+        self._notify()  # followers wake up and find the DB closed
+        try:
+            if self._writer is not None:
+                await self._writer.drain()
+        finally:
+            # The writer closes last: as the last connection to the file, it can
+            # checkpoint the WAL into the database and remove it.
+            try:
+                if self._reader is not None:
+                    await self._reader.close()
+            finally:
+                if self._writer is not None:
+                    await self._writer.connection.close()
+
+    def __del__(self) -> None:
+        if getattr(self, "_closing", True) is None:
+            warnings.warn(
+                f"{self!r} was never closed; use 'async with DB.open(...)' or 'await db.close()'",
+                ResourceWarning,
+                stacklevel=2,
+                source=self,
+            )
+
+    def transaction(self) -> _TransactionBlock:
+        """A block whose writes commit together, or not at all.
+
+        ``async with db.transaction() as tx:`` -- ``tx`` has the run, unit and event
+        methods of the DB, and calls on the DB by the task that opened the block
+        join it too. An exception leaving the block (cancellation included) rolls
+        it back. Other tasks' writes wait until the block ends; on a file
+        database their reads do not wait and see the last committed state.
+        Blocks do not nest: opening one inside another raises DaemonDBError.
+        Tasks started inside the block are other tasks: give them ``tx``.
+        """
+        return _TransactionBlock(self)
+
+    def follow_events(self, run_id: str, since: int = 0) -> AsyncIterator[EventRecord]:
+        """Yield the run's events after ``since`` in order, then each new one as it comes.
+
+        Appends through this DB are seen at once, appends by other processes
+        within a poll interval. Ends once the run is finished and every event
+        appended by then has been yielded, or when the run is deleted. Raises
+        RunNotFoundError if the run does not exist.
+        """
+        run_id = check.name("run_id", run_id)
+        since = check.count("since", since, minimum=0)
+        self._check_open()
+        return self._follow(run_id, since)
+
+    async def _follow(self, run_id: str, after: int) -> AsyncIterator[EventRecord]:
+        found = False
+        while True:
+            change = self._next_change()  # taken before reading, so no append is missed
+            status, batch = await self._read(
+                partial(events.follow_page, run_id=run_id, after=after, limit=PAGE_SIZE)
+            )
+            if status is None:
+                if not found:
+                    raise RunNotFoundError(run_id)
+                return
+            found = True
+            for event in batch:
+                yield event
+                after = event.sequence
+            if len(batch) == PAGE_SIZE:
+                continue
+            if status in FINISHED_RUN_STATUSES:
+                return
+            await asyncio.wait((change,), timeout=FOLLOW_POLL_SECONDS)
+
+    def _next_change(self) -> asyncio.Future[None]:
+        if self._change is None:
+            self._change = asyncio.get_running_loop().create_future()
+        return self._change
+
+    def _notify(self) -> None:
+        change, self._change = self._change, None
+        if change is not None and not change.done():
+            change.set_result(None)
+
+    # Routing: the methods of Operations end up here.
+
+    def _joined(self) -> Transaction | None:
+        """The transaction the calling task opened, if it is inside its block."""
+        tx = self._tx
+        return tx if tx is not None and tx.owner is asyncio.current_task() else None
+
+    def _check_open(self) -> None:
+        if self._closing is not None:
+            raise ClosedError(self._path)
+
+    async def _read(self, work_: Work[T]) -> T:
+        tx = self._joined()
+        if tx is not None:
+            return await tx._read(work_)
+        self._check_open()
+        if self._reader is not None:
+            return await bridge.run(self._reader, partial(work.read, work=work_, path=self._path))
+        assert self._writer is not None
+        return await self._writer.submit(work_)
+
+    async def _write(self, work_: Work[T]) -> T:
+        tx = self._joined()
+        if tx is not None:
+            return await tx._write(work_)
+        self._check_open()
+        if self._writer is None:
+            raise ReadOnlyError(self._path)
+        return await self._writer.submit(work_)
+
+
+class _Opening:
+    """What ``DB.open()`` returns: await it for a DB, or ``async with`` it."""
+
+    __slots__ = ("_connecting", "_db")
+
+    def __init__(self, connecting: Coroutine[Any, Any, DB]) -> None:
+        self._connecting = connecting
+        self._db: DB | None = None
+
+    def __await__(self) -> Generator[Any, None, DB]:
+        return self._connecting.__await__()
+
+    async def __aenter__(self) -> DB:
+        self._db = await self
+        return self._db
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        assert self._db is not None
+        await self._db.close()
+
+
+class _TransactionBlock:
+    """The async context manager ``DB.transaction()`` returns."""
+
+    __slots__ = ("_db", "_tx")
+
+    def __init__(self, db: DB) -> None:
+        self._db = db
+        self._tx: Transaction | None = None
+
+    async def __aenter__(self) -> Transaction:
+        db = self._db
+        if db._joined() is not None:
+            raise DaemonDBError("transaction blocks do not nest: this task is already in one")
+        db._check_open()
+        writer = db._writer
+        if writer is None:
+            raise ReadOnlyError(db._path)
+        owner = asyncio.current_task()
+        assert owner is not None, "a transaction block runs in a task"
+        connection = await writer.reserve()
+        try:
+            await settle(bridge.run(connection, partial(work.begin, path=db._path)))
+        except BaseException:
+            writer.release()
+            raise
+        self._tx = db._tx = Transaction(connection, db._path, owner)
+        return self._tx
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        db, tx, writer = self._db, self._tx, self._db._writer
+        assert tx is not None
+        assert writer is not None
+        try:
+            await settle(
+                bridge.run(tx.connection, partial(work.end, path=db._path, commit=exc_type is None))
+            )
+        finally:
+            tx.end()
+            db._tx = None
+            writer.release()
+            db._notify()
+
+
+def _location(path: object) -> str:
+    if isinstance(path, os.PathLike):
+        path = os.fspath(path)
+    if not isinstance(path, str):
+        raise InvalidRecordError("path", path, "must be a str or os.PathLike[str]")
+    if path != schema.MEMORY:
+        check.name("path", path)
+    return path

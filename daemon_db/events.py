@@ -1,0 +1,81 @@
+"""The event log: plain functions over a sqlite3 connection, run on its thread.
+
+Sequences are gap-free because an append reads the run's last sequence and
+inserts the next one inside a write transaction (``BEGIN IMMEDIATE``), which
+SQLite grants to one connection at a time, in this process or any other; the
+``UNIQUE (run_id, sequence)`` constraint backs that up.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from . import timestamps
+from .errors import RunNotFoundError
+from .records import EventRecord, RunStatus, loader
+from .work import snapshot
+
+__all__ = ["append", "follow_page", "list_page", "next_sequence"]
+
+_COLUMNS = "id, run_id, sequence, event_type, unit_id, payload_json, created_at"
+_load = loader(EventRecord)
+
+
+def _from_row(row: tuple[Any, ...]) -> EventRecord:
+    return _load(*row[:6], timestamps.from_text(row[6]))
+
+
+def append(
+    conn: sqlite3.Connection,
+    *,
+    run_id: str,
+    event_type: str,
+    unit_id: str | None,
+    payload: str | None,
+) -> EventRecord:
+    """Append an event (``payload`` is JSON text) with the run's next sequence."""
+    sequence = next_sequence(conn, run_id=run_id)
+    created_at = timestamps.now()
+    cursor = conn.execute(
+        "INSERT INTO events (run_id, sequence, event_type, unit_id, payload_json, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (run_id, sequence, event_type, unit_id, payload, timestamps.to_text(created_at)),
+    )
+    return _load(cursor.lastrowid, run_id, sequence, event_type, unit_id, payload, created_at)
+
+
+def next_sequence(conn: sqlite3.Connection, *, run_id: str) -> int:
+    """The sequence the run's next event will get; RunNotFoundError if there is no run."""
+    row = conn.execute(
+        "SELECT (SELECT COALESCE(MAX(sequence), 0) + 1 FROM events WHERE run_id = runs.id)"
+        " FROM runs WHERE id = ?",
+        (run_id,),
+    ).fetchone()
+    if row is None:
+        raise RunNotFoundError(run_id)
+    sequence: int = row[0]
+    return sequence
+
+
+def list_page(
+    conn: sqlite3.Connection, *, run_id: str, after: int, limit: int
+) -> list[EventRecord]:
+    """Up to ``limit`` events of a run with sequence > ``after``, in order."""
+    rows = conn.execute(
+        f"SELECT {_COLUMNS} FROM events WHERE run_id = ? AND sequence > ?"
+        " ORDER BY sequence LIMIT ?",
+        (run_id, after, limit),
+    ).fetchall()
+    return [_from_row(row) for row in rows]
+
+
+def follow_page(
+    conn: sqlite3.Connection, *, run_id: str, after: int, limit: int
+) -> tuple[RunStatus | None, list[EventRecord]]:
+    """The run's status (None if it is gone) and its next events, from one snapshot."""
+    with snapshot(conn):
+        row = conn.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            return None, []
+        return RunStatus(row[0]), list_page(conn, run_id=run_id, after=after, limit=limit)

@@ -1,0 +1,28 @@
+"""Run ids: ULIDs that sort in the order they were made."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+from ulid import ULID
+
+__all__ = ["new_run_id"]
+
+_lock = threading.Lock()
+_last = 0
+
+
+def new_run_id() -> str:
+    """Return a fresh 26-character ULID; ids made later sort later.
+
+    A ULID is 48 bits of milliseconds then 80 random bits. Within one millisecond,
+    or if the clock steps back, the new id is the previous one plus one, so the
+    order holds for every id this process makes, from any thread.
+    """
+    global _last
+    with _lock:
+        candidate = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10))
+        _last = max(candidate, _last + 1)
+        return str(ULID.from_int(_last))

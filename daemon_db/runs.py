@@ -1,0 +1,216 @@
+"""Run queries: plain functions over a sqlite3 connection, run on its thread."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Collection
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+from . import events, timestamps, units
+from .errors import RunExistsError, RunNotFoundError
+from .records import (
+    FINISHED_RUN_STATUSES,
+    ResumableRun,
+    Run,
+    RunStatus,
+    loader,
+)
+from .work import snapshot
+
+__all__ = [
+    "complete",
+    "create",
+    "delete",
+    "get",
+    "get_by_branch",
+    "list_page",
+    "resumable",
+    "update_status",
+]
+
+_COLUMNS = (
+    "id, feature_branch, repo_path, target_branch, tasks_dir, parallelism, status,"
+    " daemon_version, started_at, completed_at, error, config_json"
+)
+_ACTIVE = "status IN ('pending', 'running')"
+_load = loader(Run)
+
+
+def _from_row(row: tuple[Any, ...]) -> Run:
+    started_at, completed_at = row[8], row[9]
+    return _load(
+        *row[:6],
+        RunStatus(row[6]),
+        row[7],
+        None if started_at is None else timestamps.from_text(started_at),
+        None if completed_at is None else timestamps.from_text(completed_at),
+        *row[10:],
+    )
+
+
+def _text(moment: datetime | None) -> str | None:
+    return None if moment is None else timestamps.to_text(moment)
+
+
+def create(conn: sqlite3.Connection, *, run: Run) -> Run:
+    """Insert ``run``; return it as stored, with the timestamps its status implies."""
+    started_at, completed_at = timestamps.on_create(
+        run.started_at,
+        run.completed_at,
+        running=run.status is RunStatus.RUNNING,
+        finished=run.status in FINISHED_RUN_STATUSES,
+    )
+    if (started_at, completed_at) != (run.started_at, run.completed_at):
+        run = replace(run, started_at=started_at, completed_at=completed_at)
+    try:
+        conn.execute(
+            f"INSERT INTO runs ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                run.id,
+                run.feature_branch,
+                run.repo_path,
+                run.target_branch,
+                run.tasks_dir,
+                run.parallelism,
+                run.status.value,
+                run.daemon_version,
+                _text(run.started_at),
+                _text(run.completed_at),
+                run.error,
+                run.config_json,
+            ),
+        )
+    except sqlite3.IntegrityError:
+        conflict = _holder(conn, run, inserting=True)
+        if conflict is None:
+            raise
+        raise conflict from None
+    return run
+
+
+def get(conn: sqlite3.Connection, *, run_id: str) -> Run | None:
+    """The run with this id, or None."""
+    row = conn.execute(f"SELECT {_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
+    return None if row is None else _from_row(row)
+
+
+def get_by_branch(conn: sqlite3.Connection, *, feature_branch: str, repo_path: str) -> Run | None:
+    """The active run of this branch and repo, else the newest one, else None."""
+    row = conn.execute(
+        f"SELECT {_COLUMNS} FROM runs WHERE feature_branch = ? AND repo_path = ?"
+        f" ORDER BY {_ACTIVE} DESC, id DESC LIMIT 1",
+        (feature_branch, repo_path),
+    ).fetchone()
+    return None if row is None else _from_row(row)
+
+
+def update_status(
+    conn: sqlite3.Connection, *, run_id: str, status: RunStatus, error: str | None
+) -> Run:
+    """Set the status and error of a run, with the timestamps the change implies."""
+    run = get(conn, run_id=run_id)
+    if run is None:
+        raise RunNotFoundError(run_id)
+    started_at, completed_at = run.started_at, run.completed_at
+    if status is not run.status:
+        started_at, completed_at = timestamps.on_change(
+            started_at,
+            running=status is RunStatus.RUNNING,
+            finished=status in FINISHED_RUN_STATUSES,
+        )
+    updated = replace(
+        run, status=status, error=error, started_at=started_at, completed_at=completed_at
+    )
+    try:
+        conn.execute(
+            "UPDATE runs SET status = ?, error = ?, started_at = ?, completed_at = ? WHERE id = ?",
+            (status.value, error, _text(started_at), _text(completed_at), run_id),
+        )
+    except sqlite3.IntegrityError:
+        conflict = _holder(conn, updated, inserting=False)
+        if conflict is None:
+            raise
+        raise conflict from None
+    return updated
+
+
+def complete(conn: sqlite3.Connection, *, run_id: str, status: RunStatus, error: str | None) -> Run:
+    """Finish a run and log its ``run_completed`` event, in the caller's transaction."""
+    run = update_status(conn, run_id=run_id, status=status, error=error)
+    payload = json.dumps({"status": status.value, "error": error}, separators=(",", ":"))
+    events.append(conn, run_id=run_id, event_type="run_completed", unit_id=None, payload=payload)
+    return run
+
+
+def delete(conn: sqlite3.Connection, *, run_id: str) -> bool:
+    """Delete a run; its units and events go with it (ON DELETE CASCADE)."""
+    return conn.execute("DELETE FROM runs WHERE id = ?", (run_id,)).rowcount > 0
+
+
+def list_page(
+    conn: sqlite3.Connection,
+    *,
+    statuses: Collection[RunStatus] | None,
+    feature_branch: str | None,
+    repo_path: str | None,
+    after: str | None,
+    newest_first: bool,
+    limit: int,
+) -> list[Run]:
+    """Up to ``limit`` runs matching the filters, after the run id ``after``, by id."""
+    conditions: list[str] = []
+    params: list[object] = []
+    if statuses is not None:
+        conditions.append(f"status IN ({', '.join('?' * len(statuses))})")
+        params.extend(status.value for status in statuses)
+    if feature_branch is not None:
+        conditions.append("feature_branch = ?")
+        params.append(feature_branch)
+    if repo_path is not None:
+        conditions.append("repo_path = ?")
+        params.append(repo_path)
+    if after is not None:
+        conditions.append("id < ?" if newest_first else "id > ?")
+        params.append(after)
+    where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+    order = "DESC" if newest_first else "ASC"
+    rows = conn.execute(
+        f"SELECT {_COLUMNS} FROM runs {where} ORDER BY id {order} LIMIT ?", (*params, limit)
+    ).fetchall()
+    return [_from_row(row) for row in rows]
+
+
+def resumable(conn: sqlite3.Connection) -> list[ResumableRun]:
+    """Every active run with its units and next sequence, from one snapshot."""
+    with snapshot(conn):
+        active = [
+            _from_row(row)
+            for row in conn.execute(f"SELECT {_COLUMNS} FROM runs WHERE {_ACTIVE} ORDER BY id")
+        ]
+        return [
+            ResumableRun(
+                run=run,
+                units=units.list_page(conn, run_id=run.id, status=None, after=None, limit=-1),
+                next_sequence=events.next_sequence(conn, run_id=run.id),
+            )
+            for run in active
+        ]
+
+
+def _holder(conn: sqlite3.Connection, run: Run, *, inserting: bool) -> RunExistsError | None:
+    """The error for a uniqueness rule ``run`` broke: its id is taken, or its branch is busy."""
+    if inserting:
+        row = conn.execute(
+            "SELECT feature_branch, repo_path FROM runs WHERE id = ?", (run.id,)
+        ).fetchone()
+        if row is not None:
+            return RunExistsError(row[0], row[1], run.id)
+    row = conn.execute(
+        f"SELECT id FROM runs WHERE feature_branch = ? AND repo_path = ? AND {_ACTIVE}"
+        " AND id <> ? ORDER BY id LIMIT 1",
+        (run.feature_branch, run.repo_path, run.id),
+    ).fetchone()
+    return None if row is None else RunExistsError(run.feature_branch, run.repo_path, row[0])

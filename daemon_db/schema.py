@@ -1,0 +1,176 @@
+"""Opening a connection: settings, the checks that a file is ours, and migrations.
+
+Everything here runs on a connection's own thread, before the connection is
+handed to the rest of the library. A file is inspected with reads only; nothing
+is written to it until it is known to be a daemon_db database (or empty).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+from typing import Final
+
+from .errors import DatabaseError, SchemaVersionError, translate
+from .migrations import MIGRATIONS
+
+__all__ = [
+    "APPLICATION_ID",
+    "MEMORY",
+    "SCHEMA_VERSION",
+    "SYNCHRONOUS_MODES",
+    "migrate",
+    "open_reader",
+    "open_writer",
+]
+
+APPLICATION_ID: Final = 0x646D6462
+"""``PRAGMA application_id`` of every daemon_db file: the bytes "dmdb"."""
+
+SCHEMA_VERSION: Final = MIGRATIONS[-1].version
+"""The ``PRAGMA user_version`` this release reads and writes."""
+
+SYNCHRONOUS_MODES: Final = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
+
+MEMORY: Final = ":memory:"
+
+
+def open_writer(path: str, *, busy_timeout: float, synchronous: str) -> sqlite3.Connection:
+    """Open ``path`` for writing, creating it (owner-only) and migrating it as needed."""
+    if path != MEMORY:
+        _create_private_file(path)
+    try:
+        conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise translate(exc, path) from None
+    try:
+        _configure(conn, path, synchronous)
+        version = _inspect(conn, path)
+        if path != MEMORY:
+            _enable_wal(conn, path)
+        migrate(conn, path, version)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def open_reader(path: str, *, busy_timeout: float) -> sqlite3.Connection:
+    """Open an existing file read-only; it must be at this release's schema version."""
+    if path == MEMORY:
+        raise DatabaseError(path, "an in-memory database cannot be opened read-only")
+    if not os.path.isfile(path):
+        raise DatabaseError(path, "no such database file")
+    # mode=ro makes SQLite itself refuse every write on this connection.
+    uri = Path(path).resolve().as_uri() + "?mode=ro"
+    try:
+        conn = sqlite3.connect(uri, uri=True, timeout=busy_timeout, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise translate(exc, path) from None
+    try:
+        _configure(conn, path, "NORMAL")
+        version = _inspect(conn, path)
+        if version != SCHEMA_VERSION:
+            raise SchemaVersionError(
+                path, version, SCHEMA_VERSION, "needs migrating: open it read-write once"
+            )
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def migrate(conn: sqlite3.Connection, path: str, found: int) -> None:
+    """Apply each migration after version ``found``, each in one transaction with its bump."""
+    for migration in MIGRATIONS[found:]:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise translate(exc, path) from None
+        try:
+            # Read again under the write lock: another process may have migrated meanwhile.
+            current = _user_version(conn)
+            if current > SCHEMA_VERSION:
+                raise _too_new(path, current)
+            if current < migration.version:
+                for statement in migration.statements:
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                conn.execute(f"PRAGMA user_version = {migration.version}")
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                reason = f"migration {migration.version} ({migration.name}) failed: {exc}"
+                raise DatabaseError(path, reason) from None
+            raise
+
+
+def _create_private_file(path: str) -> None:
+    # Created here rather than by SQLite so that it is owner-only from the first
+    # byte; SQLite gives the -wal and -shm files the same permissions.
+    try:
+        parent = os.path.dirname(path)
+        if parent:
+            os.makedirs(parent, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise DatabaseError(path, f"cannot create the database file: {exc.strerror}") from None
+    os.close(fd)
+
+
+def _configure(conn: sqlite3.Connection, path: str, synchronous: str) -> None:
+    try:
+        conn.execute(f"PRAGMA synchronous = {synchronous}")
+        # A tampered file must not run SQL functions through its schema.
+        conn.execute("PRAGMA trusted_schema = OFF")
+        conn.execute("PRAGMA foreign_keys = ON")
+        enabled = conn.execute("PRAGMA foreign_keys").fetchone()
+    except sqlite3.Error as exc:
+        raise translate(exc, path) from None
+    if enabled != (1,):
+        raise DatabaseError(path, "SQLite refused to enable foreign keys on this connection")
+
+
+def _inspect(conn: sqlite3.Connection, path: str) -> int:
+    """Return the schema version of a daemon_db file (0 if empty); refuse any other file."""
+    try:
+        application_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        version = _user_version(conn)
+        empty = conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchone() is None
+    except sqlite3.Error as exc:
+        raise DatabaseError(path, f"not a daemon_db database ({exc})") from None
+    if application_id == APPLICATION_ID:
+        if version > SCHEMA_VERSION:
+            raise _too_new(path, version)
+        return version
+    if application_id == 0 and version == 0 and empty:
+        return 0
+    raise DatabaseError(
+        path,
+        f"not a daemon_db database (application_id {application_id:#x}, user_version {version})",
+    )
+
+
+def _enable_wal(conn: sqlite3.Connection, path: str) -> None:
+    try:
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    except sqlite3.Error as exc:
+        raise translate(exc, path) from None
+    if mode != "wal":
+        raise DatabaseError(path, f"cannot switch to WAL mode (journal mode stays {mode!r})")
+
+
+def _user_version(conn: sqlite3.Connection) -> int:
+    version: int = conn.execute("PRAGMA user_version").fetchone()[0]
+    return version
+
+
+def _too_new(path: str, version: int) -> SchemaVersionError:
+    return SchemaVersionError(
+        path, version, SCHEMA_VERSION, "written by a newer release of daemon_db"
+    )

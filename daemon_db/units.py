@@ -1,0 +1,139 @@
+"""Unit queries: plain functions over a sqlite3 connection, run on its thread."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+from . import timestamps
+from .errors import RunNotFoundError, UnitExistsError, UnitNotFoundError
+from .records import FINISHED_UNIT_STATUSES, UnitRecord, UnitStatus, loader
+
+__all__ = ["create", "get", "list_page", "update_branch", "update_status"]
+
+_COLUMNS = "id, run_id, unit_id, status, branch, worktree_path, started_at, completed_at, error"
+_load = loader(UnitRecord)
+
+
+def _from_row(row: tuple[Any, ...]) -> UnitRecord:
+    started_at, completed_at = row[6], row[7]
+    return _load(
+        *row[:3],
+        UnitStatus(row[3]),
+        row[4],
+        row[5],
+        None if started_at is None else timestamps.from_text(started_at),
+        None if completed_at is None else timestamps.from_text(completed_at),
+        row[8],
+    )
+
+
+def _text(moment: datetime | None) -> str | None:
+    return None if moment is None else timestamps.to_text(moment)
+
+
+def create(conn: sqlite3.Connection, *, unit: UnitRecord) -> UnitRecord:
+    """Insert ``unit``; return it as stored, with the timestamps its status implies."""
+    started_at, completed_at = timestamps.on_create(
+        unit.started_at,
+        unit.completed_at,
+        running=unit.status is UnitStatus.RUNNING,
+        finished=unit.status in FINISHED_UNIT_STATUSES,
+    )
+    if (started_at, completed_at) != (unit.started_at, unit.completed_at):
+        unit = replace(unit, started_at=started_at, completed_at=completed_at)
+    try:
+        conn.execute(
+            f"INSERT INTO units ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                unit.id,
+                unit.run_id,
+                unit.unit_id,
+                unit.status.value,
+                unit.branch,
+                unit.worktree_path,
+                _text(unit.started_at),
+                _text(unit.completed_at),
+                unit.error,
+            ),
+        )
+    except sqlite3.IntegrityError as exc:
+        if exc.sqlite_errorname == "SQLITE_CONSTRAINT_FOREIGNKEY":
+            raise RunNotFoundError(unit.run_id) from None
+        existing = conn.execute(
+            "SELECT id, run_id, unit_id FROM units WHERE id = ? OR (run_id = ? AND unit_id = ?)",
+            (unit.id, unit.run_id, unit.unit_id),
+        ).fetchone()
+        if existing is None:
+            raise
+        raise UnitExistsError(*existing) from None
+    return unit
+
+
+def get(conn: sqlite3.Connection, *, unit_record_id: str) -> UnitRecord | None:
+    """The unit with this id, or None."""
+    row = conn.execute(f"SELECT {_COLUMNS} FROM units WHERE id = ?", (unit_record_id,)).fetchone()
+    return None if row is None else _from_row(row)
+
+
+def update_status(
+    conn: sqlite3.Connection, *, unit_record_id: str, status: UnitStatus, error: str | None
+) -> UnitRecord:
+    """Set the status and error of a unit, with the timestamps the change implies."""
+    unit = _existing(conn, unit_record_id)
+    started_at, completed_at = unit.started_at, unit.completed_at
+    if status is not unit.status:
+        started_at, completed_at = timestamps.on_change(
+            started_at,
+            running=status is UnitStatus.RUNNING,
+            finished=status in FINISHED_UNIT_STATUSES,
+        )
+    conn.execute(
+        "UPDATE units SET status = ?, error = ?, started_at = ?, completed_at = ? WHERE id = ?",
+        (status.value, error, _text(started_at), _text(completed_at), unit_record_id),
+    )
+    return replace(
+        unit, status=status, error=error, started_at=started_at, completed_at=completed_at
+    )
+
+
+def update_branch(
+    conn: sqlite3.Connection, *, unit_record_id: str, branch: str, worktree_path: str
+) -> UnitRecord:
+    """Record the git branch and worktree a unit works in."""
+    unit = _existing(conn, unit_record_id)
+    conn.execute(
+        "UPDATE units SET branch = ?, worktree_path = ? WHERE id = ?",
+        (branch, worktree_path, unit_record_id),
+    )
+    return replace(unit, branch=branch, worktree_path=worktree_path)
+
+
+def list_page(
+    conn: sqlite3.Connection,
+    *,
+    run_id: str,
+    status: UnitStatus | None,
+    after: str | None,
+    limit: int,
+) -> list[UnitRecord]:
+    """Up to ``limit`` (-1: all) units of a run, by unit_id, after the unit_id ``after``."""
+    sql = f"SELECT {_COLUMNS} FROM units WHERE run_id = ?"
+    params: list[object] = [run_id]
+    if status is not None:
+        sql += " AND status = ?"
+        params.append(status.value)
+    if after is not None:
+        sql += " AND unit_id > ?"
+        params.append(after)
+    rows = conn.execute(f"{sql} ORDER BY unit_id LIMIT ?", (*params, limit)).fetchall()
+    return [_from_row(row) for row in rows]
+
+
+def _existing(conn: sqlite3.Connection, unit_record_id: str) -> UnitRecord:
+    unit = get(conn, unit_record_id=unit_record_id)
+    if unit is None:
+        raise UnitNotFoundError(unit_record_id)
+    return unit

@@ -1,0 +1,147 @@
+"""Checks applied at the edge, before anything reaches the database.
+
+Each check returns the value in its normal form (an enum member, a UTC datetime,
+compact JSON text) or raises InvalidRecordError naming the field and the value.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from .errors import InvalidRecordError
+
+__all__ = [
+    "MAX_JSON_BYTES",
+    "MAX_NAME_CHARS",
+    "config_json",
+    "count",
+    "member",
+    "name",
+    "optional_name",
+    "optional_text",
+    "payload",
+    "text",
+    "timestamp",
+]
+
+MAX_NAME_CHARS = 4096
+"""Ids, branches, paths and event types: generous for a path, small for a bug."""
+
+MAX_JSON_BYTES = 1 << 20
+"""Payloads, ``config_json`` and error texts: at most 1 MiB of UTF-8."""
+
+E = TypeVar("E", bound=enum.Enum)
+
+
+def text(field: str, value: object, *, max_chars: int = MAX_NAME_CHARS) -> str:
+    """A string of at most ``max_chars`` characters, without NUL characters."""
+    if not isinstance(value, str):
+        raise InvalidRecordError(field, value, f"must be a str, not {type(value).__name__}")
+    if len(value) > max_chars:
+        raise InvalidRecordError(field, value, f"longer than {max_chars} characters")
+    if "\x00" in value:
+        raise InvalidRecordError(field, value, "contains a NUL character")
+    _check_encodable(field, value)
+    return value
+
+
+def name(field: str, value: object) -> str:
+    """A non-blank identifier, branch, path or event type."""
+    checked = text(field, value)
+    if not checked.strip():
+        raise InvalidRecordError(field, value, "must not be empty or blank")
+    return checked
+
+
+def optional_name(field: str, value: object) -> str | None:
+    """None, or a non-blank name."""
+    return None if value is None else name(field, value)
+
+
+def optional_text(field: str, value: object) -> str | None:
+    """None, or free text (an error message) of at most 1 MiB."""
+    if value is None:
+        return None
+    checked = text(field, value, max_chars=MAX_JSON_BYTES)
+    _check_size(field, checked)
+    return checked
+
+
+def count(field: str, value: object, *, minimum: int) -> int:
+    """An int (not a bool) of at least ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidRecordError(field, value, f"must be an int, not {type(value).__name__}")
+    if value < minimum:
+        raise InvalidRecordError(field, value, f"must be >= {minimum}")
+    return value
+
+
+def member(field: str, value: object, kind: type[E]) -> E:
+    """A member of the enum ``kind``, given as the member or as its value."""
+    if isinstance(value, kind):
+        return value
+    try:
+        return kind(value)
+    except ValueError:
+        allowed = ", ".join(repr(m.value) for m in kind)
+        raise InvalidRecordError(field, value, f"must be one of {allowed}") from None
+
+
+def timestamp(field: str, value: object) -> datetime | None:
+    """None, or a timezone-aware datetime, returned in UTC."""
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        raise InvalidRecordError(field, value, f"must be a datetime, not {type(value).__name__}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise InvalidRecordError(field, value, "must be timezone-aware (naive datetimes refused)")
+    return value if value.tzinfo is UTC else value.astimezone(UTC)
+
+
+def config_json(field: str, value: object) -> str:
+    """The text of a JSON object, at most 1 MiB, without NaN or infinity."""
+    if not isinstance(value, str):
+        raise InvalidRecordError(field, value, f"must be a str, not {type(value).__name__}")
+    _check_encodable(field, value)
+    _check_size(field, value)
+    try:
+        decoded = json.loads(value, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidRecordError(field, value, f"is not valid JSON ({exc})") from None
+    if not isinstance(decoded, dict):
+        raise InvalidRecordError(field, value, "must be the text of a JSON object")
+    return value
+
+
+def payload(value: Any) -> str | None:
+    """Encode an event payload as compact JSON text; None stays None (no payload)."""
+    if value is None:
+        return None
+    try:
+        encoded = json.dumps(value, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise InvalidRecordError("payload", value, f"is not JSON-serialisable ({exc})") from None
+    _check_size("payload", encoded)
+    return encoded
+
+
+def _check_size(field: str, value: str) -> None:
+    # Most strings are far below the limit; only count UTF-8 bytes when it could matter.
+    if len(value) * 4 > MAX_JSON_BYTES and len(value.encode("utf-8")) > MAX_JSON_BYTES:
+        raise InvalidRecordError(field, value, f"exceeds {MAX_JSON_BYTES} bytes")
+
+
+def _check_encodable(field: str, value: str) -> None:
+    # A lone surrogate cannot be stored as UTF-8 text; refuse it here, not in SQLite.
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidRecordError(field, value, "is not valid Unicode text") from None
+
+
+def _refuse_constant(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")

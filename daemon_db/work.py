@@ -1,0 +1,131 @@
+"""Units of work as they run on a connection's thread.
+
+A public call becomes one function of a ``sqlite3.Connection``; these wrappers
+give it its transaction (or savepoint) and translate sqlite3 errors, so that
+whatever crosses back to the event loop is a result or a daemon_db error.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from .errors import DatabaseError, translate
+
+__all__ = [
+    "Failure",
+    "Work",
+    "begin",
+    "end",
+    "in_savepoint",
+    "read",
+    "snapshot",
+    "write_batch",
+]
+
+T = TypeVar("T")
+Work = Callable[[sqlite3.Connection], T]
+
+
+class Failure:
+    """The error one write of a batch ended with (the others are unaffected)."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def read(conn: sqlite3.Connection, work: Work[T], path: str) -> T:
+    """Run a read."""
+    try:
+        return work(conn)
+    except sqlite3.Error as exc:
+        raise translate(exc, path) from None
+
+
+def write_batch(
+    conn: sqlite3.Connection, works: Sequence[Work[Any]], path: str
+) -> list[Any | Failure]:
+    """Run writes in one transaction, each in a savepoint of its own; return their outcomes.
+
+    A write that fails is undone alone and its error becomes its outcome; the
+    others still commit. Only a failure of the transaction itself (SQLite rolled
+    it back, or COMMIT failed) fails them all, since then none of them is stored.
+    """
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.Error as exc:
+        return [Failure(translate(exc, path))] * len(works)
+    try:
+        outcomes: list[Any | Failure] = []
+        for work in works:
+            try:
+                outcomes.append(in_savepoint(conn, work, path))
+            except Exception as exc:
+                if not conn.in_transaction:
+                    return [Failure(exc)] * len(works)
+                outcomes.append(Failure(exc))
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            return [Failure(translate(exc, path))] * len(works)
+        return outcomes
+    finally:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+
+
+def in_savepoint(conn: sqlite3.Connection, work: Work[T], path: str) -> T:
+    """Run one write inside the open transaction; on error undo just this write."""
+    if not conn.in_transaction:
+        raise DatabaseError(path, "the transaction was rolled back by SQLite after an error")
+    try:
+        conn.execute("SAVEPOINT work")
+        try:
+            result = work(conn)
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK TO work")
+                conn.execute("RELEASE work")
+            raise
+        conn.execute("RELEASE work")
+    except sqlite3.Error as exc:
+        raise translate(exc, path) from None
+    return result
+
+
+def begin(conn: sqlite3.Connection, path: str) -> None:
+    """Open a write transaction, taking the write lock now rather than on first write."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.Error as exc:
+        raise translate(exc, path) from None
+
+
+def end(conn: sqlite3.Connection, path: str, *, commit: bool) -> None:
+    """Commit or roll back the open transaction (rolled back too if COMMIT fails)."""
+    try:
+        if commit and conn.in_transaction:
+            conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        raise translate(exc, path) from None
+    finally:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+
+
+@contextmanager
+def snapshot(conn: sqlite3.Connection) -> Iterator[None]:
+    """Read several statements from one consistent state of the database."""
+    if conn.in_transaction:
+        yield
+        return
+    conn.execute("BEGIN")
+    try:
+        yield
+    finally:
+        if conn.in_transaction:
+            conn.execute("COMMIT")
