@@ -23,11 +23,29 @@ T = TypeVar("T")
 
 async def connect(open_connection: Callable[[], sqlite3.Connection]) -> aiosqlite.Connection:
     """Start a connection thread and open the sqlite3 connection on it."""
-    connection = aiosqlite.Connection(open_connection, iter_chunk_size=64)
+    failures: list[BaseException] = []
+
+    def attempt() -> sqlite3.Connection | None:
+        try:
+            return open_connection()
+        except BaseException as exc:
+            failures.append(exc)
+            return None
+
+    connection = aiosqlite.Connection(attempt, iter_chunk_size=64)  # type: ignore[arg-type]
     # aiosqlite's worker is not a daemon thread, so a DB that is never closed
     # would hang interpreter exit; SQLite's journal makes dying mid-write safe.
     connection._thread.daemon = True
-    return await connection
+    await connection
+    if failures:
+        # When its connector raises, aiosqlite stops the thread without waiting,
+        # and the thread may then report to a loop that has closed. Failing here
+        # instead lets us wait for the thread to stop.
+        stopped = connection.stop()
+        if stopped is not None:
+            await stopped
+        raise failures[0]
+    return connection
 
 
 def run(connection: aiosqlite.Connection, work: Callable[[sqlite3.Connection], T]) -> Awaitable[T]:

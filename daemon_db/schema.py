@@ -14,6 +14,7 @@ from typing import Final
 
 from .errors import DatabaseError, SchemaVersionError, translate
 from .migrations import MIGRATIONS
+from .work import snapshot
 
 __all__ = [
     "APPLICATION_ID",
@@ -139,9 +140,11 @@ def _configure(conn: sqlite3.Connection, path: str, synchronous: str) -> None:
 def _inspect(conn: sqlite3.Connection, path: str) -> int:
     """Return the schema version of a daemon_db file (0 if empty); refuse any other file."""
     try:
-        application_id = conn.execute("PRAGMA application_id").fetchone()[0]
-        version = _user_version(conn)
-        empty = conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchone() is None
+        # One snapshot: another process may be creating the schema meanwhile.
+        with snapshot(conn):
+            application_id = conn.execute("PRAGMA application_id").fetchone()[0]
+            version = _user_version(conn)
+            empty = conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchone() is None
     except sqlite3.Error as exc:
         raise DatabaseError(path, f"not a daemon_db database ({exc})") from None
     if application_id == APPLICATION_ID:

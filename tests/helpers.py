@@ -1,0 +1,35 @@
+"""Helpers shared by the tests: valid records to store, and a dump of a database file."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from daemon_db import Run, UnitRecord
+
+_branches = itertools.count(1)
+
+
+def new_run(**fields: Any) -> Run:
+    """A valid run on a branch of its own, with any field overridden."""
+    defaults: dict[str, Any] = {
+        "feature_branch": f"feature/{next(_branches)}",
+        "repo_path": "/srv/repo",
+        "target_branch": "main",
+        "tasks_dir": "tasks",
+        "parallelism": 2,
+    }
+    return Run(**(defaults | fields))
+
+
+def new_unit(run: Run, unit_id: str, **fields: Any) -> UnitRecord:
+    return UnitRecord(run_id=run.id, unit_id=unit_id, **fields)
+
+
+def dump(path: Path) -> list[str]:
+    """Every row and schema object of a database file, as SQL text."""
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        return list(conn.iterdump())

@@ -1,0 +1,324 @@
+"""The file: migrations, version checks, refusing other files untouched, connection settings."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sqlite3
+import stat
+from pathlib import Path
+
+import pytest
+
+from daemon_db import DB, DatabaseError, RunStatus, SchemaVersionError, UnitRecord, bridge
+from daemon_db.schema import APPLICATION_ID, SCHEMA_VERSION
+from tests.helpers import dump, new_run
+
+# Version 1 exactly as that release wrote it: kept here, not imported, so that an
+# edit to the first migration is caught instead of silently applied to both sides.
+VERSION_1 = """
+CREATE TABLE runs (
+    id              TEXT PRIMARY KEY NOT NULL,
+    feature_branch  TEXT NOT NULL,
+    repo_path       TEXT NOT NULL,
+    target_branch   TEXT NOT NULL,
+    tasks_dir       TEXT NOT NULL,
+    parallelism     INTEGER NOT NULL CHECK (parallelism >= 1),
+    status          TEXT NOT NULL CHECK (
+                        status IN ('pending', 'running', 'completed', 'failed', 'cancelled')
+                    ),
+    daemon_version  TEXT NOT NULL DEFAULT '',
+    started_at      TEXT,
+    completed_at    TEXT,
+    error           TEXT,
+    config_json     TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE units (
+    id              TEXT PRIMARY KEY NOT NULL,
+    run_id          TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    unit_id         TEXT NOT NULL,
+    status          TEXT NOT NULL CHECK (
+                        status IN ('pending', 'running', 'completed', 'failed')
+                    ),
+    branch          TEXT,
+    worktree_path   TEXT,
+    started_at      TEXT,
+    completed_at    TEXT,
+    error           TEXT,
+    UNIQUE (run_id, unit_id)
+);
+CREATE TABLE events (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id          TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    sequence        INTEGER NOT NULL CHECK (sequence >= 1),
+    event_type      TEXT NOT NULL,
+    unit_id         TEXT,
+    payload_json    TEXT,
+    created_at      TEXT NOT NULL,
+    UNIQUE (run_id, sequence)
+);
+"""
+
+V1_ROWS = """
+INSERT INTO runs VALUES ('01J0000000000000000000000A', 'feature/a', '/srv/app', 'main', 'tasks',
+    2, 'running', '0.9.0', '2026-01-02T03:04:05.123456Z', NULL, NULL, '{"k":1}');
+INSERT INTO runs VALUES ('01J0000000000000000000000B', 'feature/a', '/srv/app', 'main', 'tasks',
+    1, 'completed', '0.9.0', '2026-01-01T00:00:00.000000Z', '2026-01-01T01:00:00.000001Z',
+    NULL, '{}');
+INSERT INTO units VALUES ('01J0000000000000000000000A_u1', '01J0000000000000000000000A', 'u1',
+    'running', 'daemon/u1', '/wt/u1', '2026-01-02T03:04:06.000000Z', NULL, NULL);
+INSERT INTO events (run_id, sequence, event_type, unit_id, payload_json, created_at) VALUES
+    ('01J0000000000000000000000A', 1, 'run_started', NULL, NULL, '2026-01-02T03:04:05.200000Z'),
+    ('01J0000000000000000000000A', 2, 'unit_started', 'u1', '{"n":1}',
+     '2026-01-02T03:04:06.100000Z');
+"""
+
+
+def _make_version_1(path: Path, rows: str = V1_ROWS) -> None:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.executescript(
+            f"PRAGMA journal_mode = WAL; BEGIN; {VERSION_1} {rows}"
+            f" PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = 1; COMMIT;"
+        )
+
+
+def _schema(path: Path) -> list[tuple[str, str, str, str]]:
+    """Every schema object, its SQL with whitespace collapsed (indentation is not schema)."""
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        rows = conn.execute(
+            "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name"
+        ).fetchall()
+    return [(kind, name, table, " ".join((sql or "").split())) for kind, name, table, sql in rows]
+
+
+def _header(path: Path) -> tuple[int, int]:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        return (
+            conn.execute("PRAGMA application_id").fetchone()[0],
+            conn.execute("PRAGMA user_version").fetchone()[0],
+        )
+
+
+async def test_a_new_file_gets_the_current_schema(db_path: Path) -> None:
+    async with DB.open(db_path):
+        pass
+    assert _header(db_path) == (APPLICATION_ID, SCHEMA_VERSION)
+    names = {row[1] for row in _schema(db_path)}
+    assert {"runs", "units", "events", "runs_one_active", "runs_by_status"} <= names
+
+
+async def test_a_version_1_file_migrates_with_its_data_intact(tmp_path: Path) -> None:
+    old, fresh = tmp_path / "old.db", tmp_path / "fresh.db"
+    _make_version_1(old)
+    async with DB.open(old) as db:
+        run = await db.get_run("01J0000000000000000000000A")
+        assert run is not None
+        assert run.status is RunStatus.RUNNING
+        assert run.config_json == '{"k":1}'
+        assert run.started_at is not None
+        assert run.started_at.microsecond == 123456
+        unit = await db.get_unit("01J0000000000000000000000A_u1")
+        assert unit == UnitRecord(
+            run_id=run.id,
+            unit_id="u1",
+            status="running",  # type: ignore[arg-type]
+            branch="daemon/u1",
+            worktree_path="/wt/u1",
+            started_at=unit.started_at if unit else None,
+        )
+        assert [e.payload for e in await db.list_events(run.id)] == [None, {"n": 1}]
+        assert await db.get_next_sequence(run.id) == 3
+        assert [r.run.id for r in await db.resumable_runs()] == [run.id]
+        # The rules of the new version hold on the old data.
+        assert await db.get_run_by_branch("feature/a", "/srv/app") == run
+    async with DB.open(fresh):
+        pass
+    assert _header(old) == _header(fresh) == (APPLICATION_ID, SCHEMA_VERSION)
+    assert _schema(old) == _schema(fresh)
+
+
+async def test_a_migration_that_fails_is_rolled_back(tmp_path: Path) -> None:
+    # Two active runs of one branch break the rule that version 2 makes a constraint.
+    old = tmp_path / "old.db"
+    clash = V1_ROWS.replace("'completed', '0.9.0'", "'pending', '0.9.0'")
+    _make_version_1(old, clash)
+    before = dump(old)
+    with pytest.raises(DatabaseError, match="migration 2") as raised:
+        await DB.open(old)
+    assert raised.value.path == str(old)
+    assert _header(old) == (APPLICATION_ID, 1)
+    assert dump(old) == before
+
+
+async def test_reopening_keeps_everything(db_path: Path) -> None:
+    async with DB.open(db_path) as db:
+        run = await db.create_run(new_run(status="running", config_json='{"a": [1, 2]}'))
+        await db.append_event(run.id, "tick", payload={"x": 1})
+        events = await db.list_events(run.id)
+    async with DB.open(db_path) as db:
+        assert await db.get_run(run.id) == run  # timestamps equal to the microsecond
+        assert await db.list_events(run.id) == events
+        assert (await db.append_event(run.id, "again")).sequence == 2
+
+
+async def test_a_newer_schema_is_refused_and_left_untouched(db_path: Path) -> None:
+    async with DB.open(db_path) as db:
+        await db.create_run(new_run())
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    before = db_path.read_bytes()
+    for readonly in (False, True):
+        with pytest.raises(SchemaVersionError) as raised:
+            await DB.open(db_path, readonly=readonly)
+        assert raised.value.found == SCHEMA_VERSION + 1
+        assert raised.value.path == str(db_path)
+        assert str(db_path) in str(raised.value)
+    assert db_path.read_bytes() == before
+
+
+async def test_a_file_that_is_not_sqlite_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_bytes(b"these are not the pages you are looking for\n" * 100)
+    before = path.read_bytes()
+    for readonly in (False, True):
+        with pytest.raises(DatabaseError) as raised:
+            await DB.open(path, readonly=readonly)
+        assert str(path) in str(raised.value)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+@pytest.mark.parametrize(
+    "setup",
+    [
+        "PRAGMA application_id = 1234; CREATE TABLE t (x)",
+        "CREATE TABLE runs (id TEXT)",  # no application id, but not empty
+        "PRAGMA user_version = 7",
+    ],
+)
+async def test_another_applications_database_is_refused_untouched(
+    tmp_path: Path, setup: str
+) -> None:
+    path = tmp_path / "other.db"
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.executescript(setup)
+    before = path.read_bytes()
+    for readonly in (False, True):
+        with pytest.raises(DatabaseError, match="not a daemon_db database") as raised:
+            await DB.open(path, readonly=readonly)
+        assert raised.value.path == str(path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.db"]
+
+
+async def test_an_empty_file_becomes_a_database(tmp_path: Path) -> None:
+    path = tmp_path / "empty.db"
+    path.touch()
+    async with DB.open(path) as db:
+        await db.create_run(new_run())
+    assert _header(path) == (APPLICATION_ID, SCHEMA_VERSION)
+
+
+async def test_read_only_open_of_a_missing_file_creates_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "missing" / "state.db"
+    with pytest.raises(DatabaseError, match="no such database file") as raised:
+        await DB.open(path, readonly=True)
+    assert raised.value.path == str(path)
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_read_only_open_of_memory_is_refused() -> None:
+    with pytest.raises(DatabaseError):
+        await DB.open(":memory:", readonly=True)
+
+
+async def test_read_only_open_of_a_file_that_needs_migrating(tmp_path: Path) -> None:
+    old = tmp_path / "old.db"
+    _make_version_1(old)
+    before = dump(old)
+    with pytest.raises(SchemaVersionError, match="needs migrating") as raised:
+        await DB.open(old, readonly=True)
+    assert (raised.value.found, raised.value.supported) == (1, SCHEMA_VERSION)
+    assert dump(old) == before
+
+
+async def test_missing_parent_folders_are_created(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b" / "state.db"
+    async with DB.open(path):
+        pass
+    assert path.is_file()
+
+
+async def test_the_files_are_readable_by_their_owner_only(db_path: Path) -> None:
+    async with DB.open(db_path) as db:
+        await db.create_run(new_run())
+        files = [db_path, Path(f"{db_path}-wal"), Path(f"{db_path}-shm")]
+        for path in files:
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+
+async def test_file_databases_run_in_wal_mode(db_path: Path) -> None:
+    async with DB.open(db_path):
+        pass
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def _pragma(name: str) -> object:
+    return lambda conn: conn.execute(f"PRAGMA {name}").fetchone()[0]
+
+
+@pytest.mark.parametrize("location", ["file", "memory"])
+async def test_every_connection_has_foreign_keys_on(db_path: Path, location: str) -> None:
+    async with DB.open(db_path if location == "file" else ":memory:") as db:
+        connections = [c for c in (db._reader, db._writer and db._writer.connection) if c]
+        assert len(connections) == (2 if location == "file" else 1)
+        for connection in connections:
+            assert await bridge.run(connection, _pragma("foreign_keys")) == 1  # type: ignore[arg-type]
+            assert await bridge.run(connection, _pragma("trusted_schema")) == 0  # type: ignore[arg-type]
+    if location == "memory":
+        return
+    async with DB.open(db_path, readonly=True) as inspector:
+        assert inspector._reader is not None
+        assert await bridge.run(inspector._reader, _pragma("foreign_keys")) == 1  # type: ignore[arg-type]
+
+
+async def test_synchronous_and_busy_timeout_are_applied(db_path: Path) -> None:
+    async with DB.open(db_path, synchronous="full", busy_timeout=2.5) as db:
+        assert db._writer is not None
+        writer = db._writer.connection
+        assert await bridge.run(writer, _pragma("synchronous")) == 2  # type: ignore[arg-type]
+        assert await bridge.run(writer, _pragma("busy_timeout")) == 2500  # type: ignore[arg-type]
+
+
+async def test_many_db_objects_can_open_a_new_file_at_once(db_path: Path) -> None:
+    dbs = await asyncio.gather(*(DB.open(db_path) for _ in range(8)))
+    try:
+        await asyncio.gather(*(db.create_run(new_run()) for db in dbs))
+        assert len(await dbs[0].list_runs()) == 8
+    finally:
+        await asyncio.gather(*(db.close() for db in dbs))
+    assert _header(db_path) == (APPLICATION_ID, SCHEMA_VERSION)
+
+
+def test_schema_version_matches_the_migrations() -> None:
+    from daemon_db.migrations import MIGRATIONS
+
+    assert [m.version for m in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1))
+    assert len(MIGRATIONS) == SCHEMA_VERSION
+
+
+def test_os_level_open_flags_do_not_leak(db_path: Path) -> None:
+    # Guard for the owner-only file creation: it must not depend on the umask.
+    old = os.umask(0)
+    try:
+        asyncio.run(_open_and_close(db_path))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(db_path.stat().st_mode) == 0o600
+
+
+async def _open_and_close(path: Path) -> None:
+    async with DB.open(path):
+        pass
