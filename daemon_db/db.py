@@ -298,7 +298,11 @@ class _TransactionBlock:
         try:
             await settle(bridge.run(connection, partial(work.begin, path=db._path)))
         except BaseException:
-            writer.release()
+            # Cancelled once BEGIN had run: the transaction is open, end it.
+            try:
+                await settle(bridge.run(connection, partial(work.end, path=db._path, commit=False)))
+            finally:
+                writer.release()
             raise
         self._tx = db._tx = Transaction(connection, db._path, owner)
         return self._tx

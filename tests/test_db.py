@@ -1,0 +1,235 @@
+"""Opening, closing, read-only mode and the life of a DB object."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from daemon_db import (
+    DB,
+    ClosedError,
+    DaemonDBError,
+    ReadOnlyError,
+    RunStatus,
+    UnitStatus,
+    new_run_id,
+)
+from tests.helpers import dump, new_run, new_unit
+
+# Every method of the API, called with valid arguments.
+Call = Callable[[DB, str], Awaitable[object]]
+READS: dict[str, Call] = {
+    "get_run": lambda db, run_id: db.get_run(run_id),
+    "get_run_by_branch": lambda db, _: db.get_run_by_branch("feature/x", "/srv/x"),
+    "list_runs_by_status": lambda db, _: db.list_runs_by_status(RunStatus.PENDING),
+    "list_incomplete_runs": lambda db, _: db.list_incomplete_runs(),
+    "list_runs": lambda db, _: db.list_runs(status="pending", limit=5),
+    "get_unit": lambda db, run_id: db.get_unit(f"{run_id}_u"),
+    "list_units_by_run": lambda db, run_id: db.list_units_by_run(run_id),
+    "list_units_by_status": lambda db, run_id: db.list_units_by_status(run_id, UnitStatus.PENDING),
+    "get_next_sequence": lambda db, run_id: db.get_next_sequence(run_id),
+    "list_events": lambda db, run_id: db.list_events(run_id),
+    "list_events_since": lambda db, run_id: db.list_events_since(run_id, 1),
+    "resumable_runs": lambda db, _: db.resumable_runs(),
+}
+WRITES: dict[str, Call] = {
+    "create_run": lambda db, _: db.create_run(new_run()),
+    "update_run_status": lambda db, run_id: db.update_run_status(run_id, RunStatus.RUNNING),
+    "delete_run": lambda db, run_id: db.delete_run(run_id),
+    "create_unit": lambda db, run_id: db.create_unit(
+        new_unit(new_run(id=run_id), "u2", status="running")
+    ),
+    "update_unit_status": lambda db, run_id: db.update_unit_status(f"{run_id}_u", "failed"),  # type: ignore[arg-type]
+    "update_unit_branch": lambda db, run_id: db.update_unit_branch(f"{run_id}_u", "b", "/wt"),
+    "append_event": lambda db, run_id: db.append_event(run_id, "tick", payload={"n": 1}),
+    "complete_run": lambda db, run_id: db.complete_run(run_id, RunStatus.COMPLETED),
+}
+
+
+async def _populated(path: Path) -> str:
+    async with DB.open(path) as db:
+        run = await db.create_run(new_run())
+        await db.create_unit(new_unit(run, "u"))
+        await db.append_event(run.id, "tick")
+        return run.id
+
+
+async def test_open_is_awaitable_and_an_async_context_manager(db_path: Path) -> None:
+    db = await DB.open(db_path)
+    run = await db.create_run(new_run())
+    await db.close()
+    async with DB.open(db_path) as again:
+        assert await again.get_run(run.id) == run
+        assert again.path == str(db_path)
+    with pytest.raises(ClosedError):
+        await again.get_run(run.id)
+
+
+async def test_open_accepts_a_path_like_and_a_str(db_path: Path) -> None:
+    async with DB.open(str(db_path)) as db:
+        assert not db.readonly
+    async with DB.open(db_path, readonly=True) as inspector:
+        assert inspector.readonly
+
+
+@pytest.mark.parametrize("name", [*READS, *WRITES, "transaction", "follow_events"])
+async def test_every_call_after_close_raises_closed_error(db_path: Path, name: str) -> None:
+    run_id = await _populated(db_path)
+    db = await DB.open(db_path)
+    await db.close()
+    with pytest.raises(ClosedError) as raised:
+        if name == "transaction":
+            async with db.transaction():
+                pass
+        elif name == "follow_events":
+            db.follow_events(run_id)
+        else:
+            await {**READS, **WRITES}[name](db, run_id)
+    assert str(db_path) in str(raised.value)
+
+
+async def test_close_is_safe_twice_and_concurrently(db_path: Path) -> None:
+    db = await DB.open(db_path)
+    await asyncio.gather(db.close(), db.close())
+    await db.close()
+
+
+async def test_close_waits_for_writes_under_way(db_path: Path) -> None:
+    db = await DB.open(db_path)
+    run = await db.create_run(new_run())
+    appends = [asyncio.create_task(db.append_event(run.id, "tick")) for _ in range(200)]
+    await asyncio.sleep(0)  # the appends are queued, most not yet done
+    await db.close()
+    assert all(task.done() and task.exception() is None for task in appends)
+    async with DB.open(db_path) as again:
+        assert len(await again.list_events(run.id)) == 200
+
+
+async def test_close_waits_for_a_transaction_under_way(db_path: Path) -> None:
+    db = await DB.open(db_path)
+    run = await db.create_run(new_run())
+    inside = asyncio.Event()
+
+    async def block() -> None:
+        async with db.transaction() as tx:
+            inside.set()
+            await asyncio.sleep(0.05)
+            await tx.append_event(run.id, "still in the block")  # closing has begun
+            await db.append_event(run.id, "joined")
+
+    task = asyncio.create_task(block())
+    await inside.wait()
+    await db.close()
+    assert task.done()
+    assert task.exception() is None
+    async with DB.open(db_path) as again:
+        assert [e.event_type for e in await again.list_events(run.id)] == [
+            "still in the block",
+            "joined",
+        ]
+
+
+async def test_close_inside_a_transaction_block_is_refused(db: DB) -> None:
+    async with db.transaction():
+        with pytest.raises(DaemonDBError):
+            await db.close()
+
+
+async def test_read_only_db_reads_and_refuses_every_write(db_path: Path) -> None:
+    run_id = await _populated(db_path)
+    before = dump(db_path)
+    async with DB.open(db_path, readonly=True) as inspector:
+        for read in READS.values():
+            await read(inspector, run_id)
+        assert await inspector.get_run(run_id) is not None
+        for write in WRITES.values():
+            with pytest.raises(ReadOnlyError):
+                await write(inspector, run_id)
+    assert dump(db_path) == before
+
+
+async def test_read_only_db_sees_what_a_running_daemon_commits(db_path: Path) -> None:
+    async with DB.open(db_path) as daemon, DB.open(db_path, readonly=True) as inspector:
+        run = await daemon.create_run(new_run(status="running"))
+        assert await inspector.list_incomplete_runs() == [run]
+        await daemon.complete_run(run.id, RunStatus.COMPLETED)
+        assert await inspector.list_incomplete_runs() == []
+        assert len(await inspector.list_events(run.id)) == 1
+
+
+async def test_many_db_objects_on_one_file(db_path: Path) -> None:
+    dbs = [await DB.open(db_path) for _ in range(5)]
+    try:
+        run = await dbs[0].create_run(new_run())
+        await asyncio.gather(*(db.append_event(run.id, "tick") for db in dbs for _ in range(20)))
+        assert [e.sequence for e in await dbs[-1].list_events(run.id)] == list(range(1, 101))
+    finally:
+        for db in dbs:
+            await db.close()
+
+
+async def test_repr_names_the_path_and_state(db_path: Path) -> None:
+    db = await DB.open(db_path)
+    assert repr(db) == f"<DB {str(db_path)!r} open>"
+    await db.close()
+    assert repr(db) == f"<DB {str(db_path)!r} closed>"
+
+
+def test_a_db_never_closed_warns_and_does_not_hang_exit(tmp_path: Path) -> None:
+    script = textwrap.dedent(
+        f"""
+        import asyncio, gc, warnings
+        from daemon_db import DB, Run
+        warnings.simplefilter("always")
+        leaked = []
+
+        async def main():
+            db = await DB.open({str(tmp_path / "state.db")!r})
+            await db.create_run(Run(feature_branch="f", repo_path="/r", target_branch="main",
+                                    tasks_dir="t", parallelism=1))
+            leaked.append(db)
+
+        asyncio.run(main())
+        leaked.clear()
+        gc.collect()
+        print("exiting")
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert "exiting" in result.stdout
+    assert "ResourceWarning" in result.stderr
+    assert "was never closed" in result.stderr
+
+
+async def test_open_refuses_bad_settings(db_path: Path) -> None:
+    from daemon_db import InvalidRecordError
+
+    for kwargs in [
+        {"synchronous": "FAST"},
+        {"busy_timeout": -1},
+        {"busy_timeout": "5"},
+        {"busy_timeout": float("nan")},
+        {"readonly": "yes"},
+    ]:
+        with pytest.raises(InvalidRecordError):
+            DB.open(db_path, **kwargs)  # type: ignore[arg-type]
+    for path in ["", "   ", 5, b"bytes.db"]:
+        with pytest.raises(InvalidRecordError):
+            DB.open(path)  # type: ignore[arg-type]
+    assert not os.path.exists(db_path)
+
+
+async def test_unknown_run_ids_are_fine_for_reads(db: DB) -> None:
+    missing = new_run_id()
+    assert await db.get_run(missing) is None
+    assert await db.delete_run(missing) is False
