@@ -273,28 +273,29 @@ async def test_resumable_runs_lists_active_runs_with_units_and_next_sequence(db:
 
 
 async def test_resumable_runs_reads_one_consistent_snapshot(db: DB) -> None:
-    # Each writer creates a run, its three units and two events in one
-    # transaction; a snapshot sees all of a run's rows or none of them.
+    # Each block adds a unit to a run and logs an event for it, so in any one
+    # state of the database a run has exactly next_sequence - 1 units. Reads
+    # made at different moments would see a unit without its event, or the
+    # reverse, as blocks commit between them.
+    runs = [await db.create_run(new_run(status="running")) for _ in range(3)]
+
     async def write(n: int) -> None:
-        for _ in range(n):
+        for i in range(n):
+            run = runs[i % len(runs)]
             async with db.transaction() as tx:
-                run = await tx.create_run(new_run(status="running"))
-                for unit_id in ("u1", "u2", "u3"):
-                    await tx.create_unit(new_unit(run, unit_id))
-                await tx.append_event(run.id, "a")
-                await tx.append_event(run.id, "b")
+                await tx.create_unit(new_unit(run, f"u{i:04d}"))
+                await tx.append_event(run.id, "unit_added")
 
     async def check(until: asyncio.Task[None]) -> int:
         snapshots = 0
         while not until.done():
             for resumable in await db.resumable_runs():
-                assert len(resumable.units) == 3
-                assert resumable.next_sequence == 3
+                assert len(resumable.units) == resumable.next_sequence - 1
             snapshots += 1
             await asyncio.sleep(0)
         return snapshots
 
-    writer = asyncio.create_task(write(40))
+    writer = asyncio.create_task(write(300))
     assert await check(writer) > 0
     await writer
-    assert len(await db.resumable_runs()) == 40
+    assert [r.next_sequence for r in await db.resumable_runs()] == [101, 101, 101]

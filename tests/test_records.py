@@ -1,0 +1,112 @@
+"""Records, statuses and ids as values, before any database is involved."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from daemon_db import (
+    EventRecord,
+    InvalidRecordError,
+    ResumableRun,
+    Run,
+    RunStatus,
+    UnitRecord,
+    UnitStatus,
+    make_unit_record_id,
+    new_run_id,
+)
+from daemon_db.ids import new_run_id as ids_new_run_id
+from tests.helpers import new_run
+
+
+def test_statuses_are_str_enums() -> None:
+    assert [s.value for s in RunStatus] == [
+        "pending",
+        "running",
+        "completed",
+        "failed",
+        "cancelled",
+    ]
+    assert [s.value for s in UnitStatus] == ["pending", "running", "completed", "failed"]
+    assert RunStatus.RUNNING == "running"
+    assert f"{UnitStatus.FAILED}" == "failed"
+
+
+def test_records_are_frozen_slotted_keyword_only() -> None:
+    for record in (Run, UnitRecord, EventRecord, ResumableRun):
+        params = record.__dataclass_params__  # type: ignore[attr-defined]
+        assert params.frozen
+        assert hasattr(record, "__slots__")
+    with pytest.raises(TypeError):
+        Run("id", "branch")  # type: ignore[misc]
+
+
+def test_new_run_ids_are_ulids_that_sort_in_the_order_made() -> None:
+    ids = [new_run_id() for _ in range(10_000)]
+    assert all(len(i) == 26 and i.isalnum() and i.isupper() for i in ids)
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)
+    assert new_run_id is ids_new_run_id
+
+
+def test_new_run_ids_stay_ordered_across_threads() -> None:
+    made: list[str] = []
+    lock = threading.Lock()
+
+    def make() -> None:
+        for _ in range(2000):
+            with lock:  # the order in which ids are made is the order they are recorded
+                made.append(new_run_id())
+
+    threads = [threading.Thread(target=make) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert made == sorted(made)
+    assert len(set(made)) == 8000
+
+
+def test_unit_record_id_defaults_to_run_and_unit() -> None:
+    unit = UnitRecord(run_id="R", unit_id="u-7")
+    assert unit.id == "R_u-7" == make_unit_record_id("R", "u-7")
+    assert UnitRecord(id="mine", run_id="R", unit_id="u").id == "mine"
+    with pytest.raises(InvalidRecordError):
+        make_unit_record_id("", "u")
+
+
+def test_timestamps_are_kept_in_utc() -> None:
+    moment = datetime(2026, 3, 1, 9, 30, 0, 250, tzinfo=timezone(timedelta(hours=-5)))
+    run = new_run(status="running", started_at=moment)
+    assert run.started_at == moment
+    assert run.started_at is not None
+    assert run.started_at.tzinfo is UTC
+    assert run.started_at.hour == 14
+
+
+def test_status_strings_become_members() -> None:
+    assert new_run(status="failed").status is RunStatus.FAILED
+    assert UnitRecord(run_id="r", unit_id="u", status="completed").status is UnitStatus.COMPLETED  # type: ignore[arg-type]
+
+
+def test_event_payload_is_decoded() -> None:
+    event = EventRecord(
+        id=1,
+        run_id="r",
+        sequence=1,
+        event_type="t",
+        unit_id=None,
+        payload_json='{"a":[1,2]}',
+        created_at=datetime.now(UTC),
+    )
+    assert event.payload == {"a": [1, 2]}
+
+
+def test_error_messages_shorten_huge_values() -> None:
+    with pytest.raises(InvalidRecordError) as raised:
+        new_run(feature_branch="x" * 10_000)
+    assert len(str(raised.value)) < 300
+    assert "10002 characters" in str(raised.value)
