@@ -12,9 +12,12 @@ $(READY): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
+# The first start is killed part-way (exit status 137, SIGKILL); the second resumes.
 demo: $(READY)
-	$(BIN)/python examples/daemon.py --db demo.db --fresh --interrupt-after 2.0
-	$(BIN)/python examples/daemon.py --db demo.db
+	@echo "== first start: a fresh demo.db, killed part-way =="
+	@$(BIN)/python examples/daemon.py --db demo.db --fresh --crash-after 1.3 || test $$? -eq 137
+	@echo "== second start: resume what was interrupted =="
+	@$(BIN)/python examples/daemon.py --db demo.db
 
 lint: $(READY)
 	$(BIN)/ruff check .

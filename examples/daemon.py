@@ -1,0 +1,149 @@
+"""A small orchestration daemon on daemon_db: it starts runs, works their units, and resumes.
+
+On start it asks the store what was interrupted (``resumable_runs()``) and
+finishes that work: units already completed are skipped, the others are worked
+again. With nothing to resume it starts new runs. ``--crash-after SECONDS``
+kills the process with SIGKILL part-way, as a crash or ``kill -9`` would.
+
+    python examples/daemon.py --db demo.db --fresh --crash-after 1.0
+    python examples/daemon.py --db demo.db
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import signal
+import sys
+import time
+from pathlib import Path
+
+from daemon_db import DB, ResumableRun, Run, RunStatus, UnitRecord, UnitStatus
+
+STARTED = time.monotonic()
+
+
+def say(message: str) -> None:
+    print(f"[{time.monotonic() - STARTED:5.2f}s pid {os.getpid()}] {message}", flush=True)
+
+
+async def work_unit(db: DB, run: Run, unit: UnitRecord, pace: float) -> None:
+    """Do one unit's work, logging its progress as events."""
+    await db.update_unit_status(unit.id, UnitStatus.RUNNING)
+    await db.update_unit_branch(
+        unit.id, f"daemon/{run.feature_branch}/{unit.unit_id}", f"/tmp/worktrees/{unit.id}"
+    )
+    await db.append_event(run.id, "unit_started", unit_id=unit.unit_id)
+    for step in range(1, 4):
+        await asyncio.sleep(pace * random.uniform(0.5, 1.5))
+        await db.append_event(run.id, "unit_progress", unit_id=unit.unit_id, payload={"step": step})
+    # The unit's status and its event commit together, or neither does.
+    async with db.transaction() as tx:
+        await tx.update_unit_status(unit.id, UnitStatus.COMPLETED)
+        await tx.append_event(run.id, "unit_completed", unit_id=unit.unit_id)
+    say(f"run {run.id[-6:]}: unit {unit.unit_id} completed")
+
+
+async def work_run(db: DB, run: Run, units: list[UnitRecord], pace: float) -> None:
+    """Work a run's unfinished units, ``parallelism`` at a time, then complete the run."""
+    if run.status is RunStatus.PENDING:
+        run = await db.update_run_status(run.id, RunStatus.RUNNING)
+    slots = asyncio.Semaphore(run.parallelism)
+
+    async def in_slot(unit: UnitRecord) -> None:
+        async with slots:
+            await work_unit(db, run, unit, pace)
+
+    todo = [unit for unit in units if unit.status is not UnitStatus.COMPLETED]
+    await asyncio.gather(*(in_slot(unit) for unit in todo))
+    await db.complete_run(run.id, RunStatus.COMPLETED)
+    say(f"run {run.id[-6:]} on {run.feature_branch}: completed")
+
+
+async def start_runs(db: DB, runs: int, units: int) -> list[ResumableRun]:
+    started = []
+    for n in range(1, runs + 1):
+        async with db.transaction() as tx:
+            run = await tx.create_run(
+                Run(
+                    feature_branch=f"feature/demo-{n}",
+                    repo_path=str(Path.cwd()),
+                    target_branch="main",
+                    tasks_dir="tasks",
+                    parallelism=2,
+                    daemon_version="example",
+                )
+            )
+            unit_records = [
+                await tx.create_unit(UnitRecord(run_id=run.id, unit_id=f"unit-{u}"))
+                for u in range(1, units + 1)
+            ]
+            await tx.append_event(run.id, "run_created", payload={"units": units})
+        say(f"run {run.id[-6:]} on {run.feature_branch}: created with {units} units")
+        started.append(ResumableRun(run=run, units=unit_records, next_sequence=2))
+    return started
+
+
+async def main(args: argparse.Namespace) -> None:
+    if args.crash_after is not None:
+        asyncio.get_running_loop().call_later(args.crash_after, crash)
+
+    async with DB.open(args.db) as db:
+        work = await db.resumable_runs()
+        if work:
+            say(f"resuming {len(work)} interrupted run(s)")
+            for item in work:
+                done = sum(unit.status is UnitStatus.COMPLETED for unit in item.units)
+                redo = [f"{u.unit_id} ({u.status})" for u in item.units if u.status != "completed"]
+                say(
+                    f"run {item.run.id[-6:]}: {done}/{len(item.units)} units done,"
+                    f" next event #{item.next_sequence}; to do: {', '.join(redo) or 'nothing'}"
+                )
+        else:
+            say(f"nothing to resume: starting {args.runs} runs")
+            work = await start_runs(db, args.runs, args.units)
+        await asyncio.gather(*(work_run(db, item.run, item.units, args.pace) for item in work))
+        await report(db)
+
+
+async def report(db: DB) -> None:
+    """Show what the store says now, and check that each event log has no gaps."""
+    for run in await db.list_runs():
+        units = await db.list_units_by_run(run.id)
+        events = await db.list_events(run.id)
+        gap_free = [e.sequence for e in events] == list(range(1, len(events) + 1))
+        done = sum(unit.status is UnitStatus.COMPLETED for unit in units)
+        say(
+            f"run {run.id[-6:]} {run.status}: {done}/{len(units)} units completed,"
+            f" {len(events)} events, sequences gap-free: {gap_free}"
+        )
+
+
+def crash() -> None:
+    say("crashing now (SIGKILL): no cleanup, nothing closed")
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--db", default="demo.db", help="database file (default: demo.db)")
+    parser.add_argument("--fresh", action="store_true", help="delete the database first")
+    parser.add_argument("--crash-after", type=float, metavar="SECONDS", help="SIGKILL self")
+    parser.add_argument("--runs", type=int, default=3, help="runs to start (default: 3)")
+    parser.add_argument("--units", type=int, default=4, help="units per run (default: 4)")
+    parser.add_argument("--pace", type=float, default=0.2, help="seconds per unit step")
+    return parser.parse_args(argv)
+
+
+def remove_database(path: str) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+if __name__ == "__main__":
+    arguments = parse(sys.argv[1:])
+    if arguments.fresh:
+        remove_database(arguments.db)
+    asyncio.run(main(arguments))
