@@ -51,6 +51,7 @@ def open_writer(path: str, *, busy_timeout: float, synchronous: str) -> sqlite3.
         if path != MEMORY:
             _enable_wal(conn, path)
         migrate(conn, path, version)
+        _check_writable(conn, path)
     except BaseException:
         conn.close()
         raise
@@ -166,6 +167,23 @@ def _enable_wal(conn: sqlite3.Connection, path: str) -> None:
         raise translate(exc, path) from None
     if mode != "wal":
         raise DatabaseError(path, f"cannot switch to WAL mode (journal mode stays {mode!r})")
+
+
+def _check_writable(conn: sqlite3.Connection, path: str) -> None:
+    # SQLite quietly opens a file it may not write read-only; say so now rather
+    # than at the daemon's first write. Only a real page write tells (BEGIN
+    # IMMEDIATE succeeds on such a file); this one is rolled back.
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        finally:
+            conn.execute("ROLLBACK")
+    except sqlite3.Error as exc:
+        if exc.sqlite_errorname == "SQLITE_READONLY":
+            reason = "the file cannot be written (open it with readonly=True to read it)"
+            raise DatabaseError(path, reason) from None
+        raise translate(exc, path) from None
 
 
 def _user_version(conn: sqlite3.Connection) -> int:

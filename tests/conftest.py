@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from daemon_db import DB
+from tests.helpers import FIGURES
 
 
 @pytest.fixture
@@ -27,3 +28,10 @@ async def db(request: pytest.FixtureRequest, db_path: Path) -> AsyncIterator[DB]
 async def file_db(db_path: Path) -> AsyncIterator[DB]:
     async with DB.open(db_path) as opened:
         yield opened
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if FIGURES:
+        terminalreporter.section("figures measured by this run")
+        for line in FIGURES:
+            terminalreporter.write_line(line)

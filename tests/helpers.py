@@ -33,3 +33,12 @@ def dump(path: Path) -> list[str]:
     """Every row and schema object of a database file, as SQL text."""
     with contextlib.closing(sqlite3.connect(path)) as conn:
         return list(conn.iterdump())
+
+
+FIGURES: list[str] = []
+"""Lines reported by tests, printed together at the end of the run (see conftest.py)."""
+
+
+def report(line: str) -> None:
+    """Report a figure measured by a test: it is printed in the run's summary."""
+    FIGURES.append(line)

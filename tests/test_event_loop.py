@@ -9,17 +9,13 @@ import sqlite3
 import time
 from pathlib import Path
 
-import pytest
-
 from daemon_db import DB
-from tests.helpers import new_run
+from tests.helpers import new_run, report
 
 EVENTS = 100_000
 
 
-async def test_listing_100000_events_keeps_the_loop_responsive(
-    db_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+async def test_listing_100000_events_keeps_the_loop_responsive(db_path: Path) -> None:
     async with DB.open(db_path) as db:
         run = await db.create_run(new_run(status="running"))
     # Filled directly: 100,000 appends one by one would only slow the suite down.
@@ -64,12 +60,11 @@ async def test_listing_100000_events_keeps_the_loop_responsive(
     worst = max(end - start for start, end in beats) * 1000
     worst_ours = max(end - start - in_gc(start, end) for start, end in beats) * 1000
     worst_gc = max((b - a for a, b in pauses), default=0.0) * 1000
-    with capsys.disabled():
-        print(
-            f"\n  listing {EVENTS:,} events, worst event-loop stall: {worst:.1f} ms"
-            f" ({worst_ours:.1f} ms without the garbage collector's pauses,"
-            f" the longest of which took {worst_gc:.1f} ms)"
-        )
+    report(
+        f"listing {EVENTS:,} events, worst event-loop stall: {worst:.1f} ms"
+        f" ({worst_ours:.1f} ms without the garbage collector's pauses,"
+        f" the longest of which took {worst_gc:.1f} ms)"
+    )
     assert [e.sequence for e in events] == list(range(1, EVENTS + 1))
     assert events[-1].payload == {"n": EVENTS}
     # A loose bound, far above the figure printed; the benchmarks hold the real
