@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 READY := $(VENV)/.ready
 
-.PHONY: demo test lint typecheck bench clean
+.PHONY: demo test lint typecheck reliability bench clean
 
 $(READY): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ typecheck: $(READY)
 
 test: lint typecheck
 	$(BIN)/pytest
+
+# The reliability tests alone, with the figures they measure (they also run in make test).
+reliability: $(READY)
+	$(BIN)/pytest -q tests/reliability tests/test_db.py tests/test_event_loop.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis *.egg-info demo.db demo.db-wal demo.db-shm

@@ -124,7 +124,14 @@ class ClosedError(DaemonDBError):
         super().__init__(f"{path} is closed")
 
 
+_EXPLAINED = {
+    "SQLITE_READONLY_DIRECTORY": (
+        "the folder cannot be written, and SQLite must create the -wal and -shm files there"
+    ),
+}
+
+
 def translate(exc: sqlite3.Error, path: str) -> DatabaseError:
     """Turn a raw sqlite3 error into the DatabaseError a caller sees."""
     name = getattr(exc, "sqlite_errorname", None) or type(exc).__name__
-    return DatabaseError(path, f"{exc} ({name})")
+    return DatabaseError(path, f"{_EXPLAINED.get(name, exc)} ({name})")

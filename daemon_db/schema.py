@@ -181,7 +181,10 @@ def _check_writable(conn: sqlite3.Connection, path: str) -> None:
             conn.execute("ROLLBACK")
     except sqlite3.Error as exc:
         if exc.sqlite_errorname == "SQLITE_READONLY":
-            reason = "the file cannot be written (open it with readonly=True to read it)"
+            reason = (
+                "the file, or its -wal or -shm file, cannot be written"
+                " (open it with readonly=True to read it)"
+            )
             raise DatabaseError(path, reason) from None
         raise translate(exc, path) from None
 

@@ -124,14 +124,15 @@ def payload(value: Any) -> str | None:
         encoded = json.dumps(value, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidRecordError("payload", value, f"is not JSON-serialisable ({exc})") from None
-    _check_size("payload", encoded)
+    _check_size("payload", encoded, shown=value)
     return encoded
 
 
-def _check_size(field: str, value: str) -> None:
+def _check_size(field: str, value: str, shown: object = None) -> None:
     # Most strings are far below the limit; only count UTF-8 bytes when it could matter.
     if len(value) * 4 > MAX_JSON_BYTES and len(value.encode("utf-8")) > MAX_JSON_BYTES:
-        raise InvalidRecordError(field, value, f"exceeds {MAX_JSON_BYTES} bytes")
+        what = value if shown is None else shown
+        raise InvalidRecordError(field, what, f"exceeds {MAX_JSON_BYTES} bytes")
 
 
 def _check_encodable(field: str, value: str) -> None:

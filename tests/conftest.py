@@ -33,5 +33,5 @@ async def file_db(db_path: Path) -> AsyncIterator[DB]:
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if FIGURES:
         terminalreporter.section("figures measured by this run")
-        for line in FIGURES:
+        for line in dict.fromkeys(FIGURES):  # once each, in order, however many params
             terminalreporter.write_line(line)

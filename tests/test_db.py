@@ -21,7 +21,7 @@ from daemon_db import (
     UnitStatus,
     new_run_id,
 )
-from tests.helpers import dump, new_run, new_unit
+from tests.helpers import dump, new_run, new_unit, report
 
 # Every method of the API, called with valid arguments.
 Call = Callable[[DB, str], Awaitable[object]]
@@ -209,6 +209,8 @@ def test_a_db_never_closed_warns_and_does_not_hang_exit(tmp_path: Path) -> None:
     assert "exiting" in result.stdout
     assert "ResourceWarning" in result.stderr
     assert "was never closed" in result.stderr
+    report("lifecycle: a DB never closed warns (ResourceWarning) and does not hang exit;")
+    report("  close() finishes the writes and blocks under way; many DB objects share a file")
 
 
 async def test_open_refuses_bad_settings(db_path: Path) -> None:

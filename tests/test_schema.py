@@ -250,14 +250,6 @@ async def test_missing_parent_folders_are_created(tmp_path: Path) -> None:
     assert path.is_file()
 
 
-async def test_the_files_are_readable_by_their_owner_only(db_path: Path) -> None:
-    async with DB.open(db_path) as db:
-        await db.create_run(new_run())
-        files = [db_path, Path(f"{db_path}-wal"), Path(f"{db_path}-shm")]
-        for path in files:
-            assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
-
-
 async def test_file_databases_run_in_wal_mode(db_path: Path) -> None:
     async with DB.open(db_path):
         pass

@@ -153,7 +153,7 @@ class StoreMachine(RuleBasedStateMachine):
     @rule(
         run_id=runs | st.just(UNKNOWN),
         status=st.sampled_from(list(RunStatus)),
-        error=st.none() | st.text(max_size=10),
+        error=st.none() | st.text(st.characters(exclude_characters="\x00"), max_size=10),
     )
     def update_run_status(self, run_id: str, status: RunStatus, error: str | None) -> None:
         run = self.model.get(run_id)
