@@ -9,7 +9,7 @@ READY := $(VENV)/.ready
 $(READY): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	touch $@
 
 # The first start is killed part-way (exit status 137, SIGKILL); the second resumes.
@@ -32,6 +32,10 @@ test: lint typecheck
 # The reliability tests alone, with the figures they measure (they also run in make test).
 reliability: $(READY)
 	$(BIN)/pytest -q tests/reliability tests/test_db.py tests/test_event_loop.py
+
+# daemon_db beside raw sqlite3, plain aiosqlite and SQLAlchemy, in one run (~2 min).
+bench: $(READY)
+	$(BIN)/python -m bench
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis *.egg-info demo.db demo.db-wal demo.db-shm

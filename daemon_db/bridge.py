@@ -1,22 +1,27 @@
 """The one place that touches aiosqlite's internals.
 
 aiosqlite runs each connection on a thread of its own and feeds it callables
-through a queue. It has no public way to run *our* function there with the raw
-``sqlite3.Connection``, which is what lets one call be one unit of work (SQL and
-row mapping together) and one round trip. ``Connection._execute`` is that way;
-it has kept its shape for years, and pyproject.toml bounds aiosqlite to the
-minor version tested here (tests/test_bridge.py checks both functions below).
+through a queue of ``(future, function)`` pairs. It has no public way to run
+*our* function there with the raw ``sqlite3.Connection``, which is what lets
+one call be one unit of work (SQL and row mapping together) and one round
+trip. Its private ``Connection._execute`` does it inside a coroutine; we do
+the same two steps (queue the pair, hand back the future) so that the future
+itself can be awaited, shielded or given a callback without a task per call.
+pyproject.toml bounds aiosqlite to the minor version tested here, and
+tests/test_bridge.py checks every internal used: ``_thread``, ``_tx``, ``_conn``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
-from collections.abc import Awaitable, Callable
-from typing import TypeVar, cast
+from collections.abc import Callable
+from functools import partial
+from typing import TypeVar
 
 import aiosqlite
 
-__all__ = ["connect", "run"]
+__all__ = ["connect", "submit"]
 
 T = TypeVar("T")
 
@@ -48,10 +53,14 @@ async def connect(open_connection: Callable[[], sqlite3.Connection]) -> aiosqlit
     return connection
 
 
-def run(connection: aiosqlite.Connection, work: Callable[[sqlite3.Connection], T]) -> Awaitable[T]:
-    """Run ``work(sqlite3_connection)`` on the connection's thread; await its result.
+def submit(
+    connection: aiosqlite.Connection, work: Callable[[sqlite3.Connection], T]
+) -> asyncio.Future[T]:
+    """Queue ``work(sqlite3_connection)`` on the connection's thread; return its future.
 
-    The work is queued when the result is first awaited. If the awaiting task is
-    cancelled after that, the work still runs to its end and its result is dropped.
+    The work runs to its end even if the future is cancelled meanwhile; its
+    result is then dropped (aiosqlite sets a result only on a future not done).
     """
-    return cast(Awaitable[T], connection._execute(work, connection._conn))  # type: ignore[no-untyped-call]
+    future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+    connection._tx.put_nowait((future, partial(work, connection._conn)))
+    return future

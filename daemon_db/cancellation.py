@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 __all__ = ["settle", "wait_out"]
@@ -17,13 +16,12 @@ __all__ = ["settle", "wait_out"]
 T = TypeVar("T")
 
 
-async def settle(awaitable: Awaitable[T]) -> T:
-    """Await ``awaitable``; if cancelled meanwhile, let it finish, then raise CancelledError."""
-    task = asyncio.ensure_future(awaitable)
+async def settle(future: asyncio.Future[T]) -> T:
+    """Await ``future``; if cancelled meanwhile, let it finish, then raise CancelledError."""
     try:
-        return await asyncio.shield(task)
+        return await asyncio.shield(future)
     except asyncio.CancelledError:
-        await wait_out(task)
+        await wait_out(future)
         raise
 
 

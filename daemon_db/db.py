@@ -235,7 +235,9 @@ class DB(Operations):
             return await tx._read(work_)
         self._check_open()
         if self._reader is not None:
-            return await bridge.run(self._reader, partial(work.read, work=work_, path=self._path))
+            return await bridge.submit(
+                self._reader, partial(work.read, work=work_, path=self._path)
+            )
         assert self._writer is not None
         return await self._writer.submit(work_)
 
@@ -296,11 +298,13 @@ class _TransactionBlock:
         assert owner is not None, "a transaction block runs in a task"
         connection = await writer.reserve()
         try:
-            await settle(bridge.run(connection, partial(work.begin, path=db._path)))
+            await settle(bridge.submit(connection, partial(work.begin, path=db._path)))
         except BaseException:
             # Cancelled once BEGIN had run: the transaction is open, end it.
             try:
-                await settle(bridge.run(connection, partial(work.end, path=db._path, commit=False)))
+                await settle(
+                    bridge.submit(connection, partial(work.end, path=db._path, commit=False))
+                )
             finally:
                 writer.release()
             raise
@@ -318,7 +322,9 @@ class _TransactionBlock:
         assert writer is not None
         try:
             await settle(
-                bridge.run(tx.connection, partial(work.end, path=db._path, commit=exc_type is None))
+                bridge.submit(
+                    tx.connection, partial(work.end, path=db._path, commit=exc_type is None)
+                )
             )
         finally:
             tx.end()

@@ -23,7 +23,7 @@ _load = loader(EventRecord)
 
 
 def _from_row(row: tuple[Any, ...]) -> EventRecord:
-    return _load(*row[:6], timestamps.from_text(row[6]))
+    return _load(row[0], row[1], row[2], row[3], row[4], row[5], timestamps.from_text(row[6]))
 
 
 def append(

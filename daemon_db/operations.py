@@ -275,15 +275,21 @@ class Operations(abc.ABC):
         key: Callable[[R], K],
         limit: int | None = None,
     ) -> list[R]:
-        """Fetch a keyset-paged listing a page at a time, up to ``limit`` rows."""
+        """Fetch a keyset-paged listing a page at a time, up to ``limit`` rows.
+
+        Each page asks for one row more than it keeps: that row says whether
+        another page is needed, so a listing never ends on an empty round trip.
+        """
         rows: list[R] = []
         after = start
         while limit is None or len(rows) < limit:
             size = PAGE_SIZE if limit is None else min(PAGE_SIZE, limit - len(rows))
-            batch = await self._read(page(after, size))
-            rows.extend(batch)
-            if len(batch) < size:
+            batch = await self._read(page(after, size + 1))
+            if len(batch) <= size:
+                rows.extend(batch)
                 break
+            del batch[size:]
+            rows.extend(batch)
             after = key(batch[-1])
         return rows
 

@@ -37,17 +37,24 @@ _COLUMNS = (
 )
 _ACTIVE = "status IN ('pending', 'running')"
 _load = loader(Run)
+_STATUSES = {status.value: status for status in RunStatus}
 
 
 def _from_row(row: tuple[Any, ...]) -> Run:
     started_at, completed_at = row[8], row[9]
     return _load(
-        *row[:6],
-        RunStatus(row[6]),
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        row[4],
+        row[5],
+        _STATUSES[row[6]],
         row[7],
-        None if started_at is None else timestamps.from_text(started_at),
-        None if completed_at is None else timestamps.from_text(completed_at),
-        *row[10:],
+        started_at and timestamps.from_text(started_at),
+        completed_at and timestamps.from_text(completed_at),
+        row[10],
+        row[11],
     )
 
 

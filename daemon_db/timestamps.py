@@ -22,9 +22,8 @@ def to_text(moment: datetime) -> str:
     return moment.isoformat(timespec="microseconds")[:-6] + "Z"
 
 
-def from_text(text: str) -> datetime:
-    """Decode a stored timestamp into an aware UTC datetime."""
-    return datetime.fromisoformat(text)
+from_text = datetime.fromisoformat
+"""Decode a stored timestamp into an aware UTC datetime (3.11 reads the ``Z``)."""
 
 
 def on_create(

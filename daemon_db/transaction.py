@@ -37,12 +37,12 @@ class Transaction(Operations):
 
     async def _read(self, work_: Work[T]) -> T:
         self._check_active()
-        return await bridge.run(self.connection, partial(work.read, work=work_, path=self._path))
+        return await bridge.submit(self.connection, partial(work.read, work=work_, path=self._path))
 
     async def _write(self, work_: Work[T]) -> T:
         self._check_active()
         return await settle(
-            bridge.run(self.connection, partial(work.in_savepoint, work=work_, path=self._path))
+            bridge.submit(self.connection, partial(work.in_savepoint, work=work_, path=self._path))
         )
 
     def _check_active(self) -> None:

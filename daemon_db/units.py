@@ -15,17 +15,20 @@ __all__ = ["create", "get", "list_page", "update_branch", "update_status"]
 
 _COLUMNS = "id, run_id, unit_id, status, branch, worktree_path, started_at, completed_at, error"
 _load = loader(UnitRecord)
+_STATUSES = {status.value: status for status in UnitStatus}
 
 
 def _from_row(row: tuple[Any, ...]) -> UnitRecord:
     started_at, completed_at = row[6], row[7]
     return _load(
-        *row[:3],
-        UnitStatus(row[3]),
+        row[0],
+        row[1],
+        row[2],
+        _STATUSES[row[3]],
         row[4],
         row[5],
-        None if started_at is None else timestamps.from_text(started_at),
-        None if completed_at is None else timestamps.from_text(completed_at),
+        started_at and timestamps.from_text(started_at),
+        completed_at and timestamps.from_text(completed_at),
         row[8],
     )
 

@@ -108,7 +108,7 @@ def config_json(field: str, value: object) -> str:
     _check_encodable(field, value)
     _check_size(field, value)
     try:
-        decoded = json.loads(value, parse_constant=_refuse_constant)
+        decoded = _DECODER.decode(value)
     except (ValueError, RecursionError) as exc:
         raise InvalidRecordError(field, value, f"is not valid JSON ({exc})") from None
     if not isinstance(decoded, dict):
@@ -121,7 +121,7 @@ def payload(value: Any) -> str | None:
     if value is None:
         return None
     try:
-        encoded = json.dumps(value, separators=(",", ":"), allow_nan=False)
+        encoded = _ENCODER.encode(value)
     except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidRecordError("payload", value, f"is not JSON-serialisable ({exc})") from None
     _check_size("payload", encoded, shown=value)
@@ -146,3 +146,8 @@ def _check_encodable(field: str, value: str) -> None:
 
 def _refuse_constant(constant: str) -> Any:
     raise ValueError(f"{constant} is not JSON")
+
+
+# Made once: json.dumps and json.loads build a new coder on every call given options.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)

@@ -23,6 +23,7 @@ __all__ = [
     "read",
     "snapshot",
     "write_batch",
+    "write_one",
 ]
 
 T = TypeVar("T")
@@ -49,33 +50,68 @@ def read(conn: sqlite3.Connection, work: Work[T], path: str) -> T:
 def write_batch(
     conn: sqlite3.Connection, works: Sequence[Work[Any]], path: str
 ) -> list[Any | Failure]:
-    """Run writes in one transaction, each in a savepoint of its own; return their outcomes.
+    """Run writes in one transaction; return their outcomes, results or Failures.
 
-    A write that fails is undone alone and its error becomes its outcome; the
-    others still commit. Only a failure of the transaction itself (SQLite rolled
-    it back, or COMMIT failed) fails them all, since then none of them is stored.
+    The writes run back to back and commit together. If one raises, the
+    transaction is rolled back and the batch runs again with each write in a
+    savepoint of its own, so that only the failing writes are undone: a write
+    depends on nothing but the database, so running it again does the same.
+    Only a failure of the transaction itself (BEGIN or COMMIT failed, or
+    SQLite rolled the transaction back) fails every write, since then none of
+    them is stored.
     """
     try:
-        conn.execute("BEGIN IMMEDIATE")
-    except sqlite3.Error as exc:
+        return _attempt(conn, works, path)
+    except sqlite3.Error as exc:  # BEGIN, COMMIT or ROLLBACK failed: nothing is stored
         return [Failure(translate(exc, path))] * len(works)
-    try:
-        outcomes: list[Any | Failure] = []
-        for work in works:
-            try:
-                outcomes.append(in_savepoint(conn, work, path))
-            except Exception as exc:
-                if not conn.in_transaction:
-                    return [Failure(exc)] * len(works)
-                outcomes.append(Failure(exc))
-        try:
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            return [Failure(translate(exc, path))] * len(works)
-        return outcomes
     finally:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
+
+
+def write_one(conn: sqlite3.Connection, work: Work[T], path: str) -> T:
+    """Run one write in a transaction of its own; raise its error, with nothing stored."""
+    (outcome,) = write_batch(conn, [work], path)
+    if isinstance(outcome, Failure):
+        raise outcome.error
+    result: T = outcome
+    return result
+
+
+def _attempt(
+    conn: sqlite3.Connection, works: Sequence[Work[Any]], path: str
+) -> list[Any | Failure]:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        outcomes: list[Any | Failure] = [work(conn) for work in works]
+    except Exception as exc:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        if len(works) == 1:
+            return [Failure(_translated(exc, path))]
+        conn.execute("BEGIN IMMEDIATE")
+        outcomes = _each_in_savepoint(conn, works, path)
+    if conn.in_transaction:
+        conn.execute("COMMIT")
+    return outcomes
+
+
+def _each_in_savepoint(
+    conn: sqlite3.Connection, works: Sequence[Work[Any]], path: str
+) -> list[Any | Failure]:
+    outcomes: list[Any | Failure] = []
+    for work in works:
+        try:
+            outcomes.append(in_savepoint(conn, work, path))
+        except Exception as exc:
+            if not conn.in_transaction:  # SQLite gave the whole transaction up
+                return [Failure(exc)] * len(works)
+            outcomes.append(Failure(exc))
+    return outcomes
+
+
+def _translated(exc: Exception, path: str) -> Exception:
+    return translate(exc, path) if isinstance(exc, sqlite3.Error) else exc
 
 
 def in_savepoint(conn: sqlite3.Connection, work: Work[T], path: str) -> T:

@@ -23,7 +23,7 @@ async def test_run_sends_a_function_to_the_connection_thread() -> None:
             on_its_thread = threading.current_thread() is connection._thread
             return conn.execute("SELECT 41 + 1").fetchone()[0], on_its_thread
 
-        assert await bridge.run(connection, work) == (42, True)
+        assert await bridge.submit(connection, work) == (42, True)
     finally:
         await connection.close()
 
@@ -36,7 +36,7 @@ async def test_run_raises_what_the_function_raised() -> None:
             raise KeyError("from the thread")
 
         with pytest.raises(KeyError, match="from the thread"):
-            await bridge.run(connection, fail)
+            await bridge.submit(connection, fail)
     finally:
         await connection.close()
 

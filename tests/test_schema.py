@@ -267,21 +267,21 @@ async def test_every_connection_has_foreign_keys_on(db_path: Path, location: str
         connections = [c for c in (db._reader, db._writer and db._writer.connection) if c]
         assert len(connections) == (2 if location == "file" else 1)
         for connection in connections:
-            assert await bridge.run(connection, _pragma("foreign_keys")) == 1  # type: ignore[arg-type]
-            assert await bridge.run(connection, _pragma("trusted_schema")) == 0  # type: ignore[arg-type]
+            assert await bridge.submit(connection, _pragma("foreign_keys")) == 1  # type: ignore[arg-type]
+            assert await bridge.submit(connection, _pragma("trusted_schema")) == 0  # type: ignore[arg-type]
     if location == "memory":
         return
     async with DB.open(db_path, readonly=True) as inspector:
         assert inspector._reader is not None
-        assert await bridge.run(inspector._reader, _pragma("foreign_keys")) == 1  # type: ignore[arg-type]
+        assert await bridge.submit(inspector._reader, _pragma("foreign_keys")) == 1  # type: ignore[arg-type]
 
 
 async def test_synchronous_and_busy_timeout_are_applied(db_path: Path) -> None:
     async with DB.open(db_path, synchronous="full", busy_timeout=2.5) as db:
         assert db._writer is not None
         writer = db._writer.connection
-        assert await bridge.run(writer, _pragma("synchronous")) == 2  # type: ignore[arg-type]
-        assert await bridge.run(writer, _pragma("busy_timeout")) == 2500  # type: ignore[arg-type]
+        assert await bridge.submit(writer, _pragma("synchronous")) == 2  # type: ignore[arg-type]
+        assert await bridge.submit(writer, _pragma("busy_timeout")) == 2500  # type: ignore[arg-type]
 
 
 async def test_many_db_objects_can_open_a_new_file_at_once(db_path: Path) -> None:

@@ -153,7 +153,7 @@ async def test_a_full_database(db_path: Path) -> None:
 
             return set_limit
 
-        await bridge.run(writer, limit(None))
+        await bridge.submit(writer, limit(None))
         full = None
         for n in range(200):
             try:
@@ -171,10 +171,10 @@ async def test_a_full_database(db_path: Path) -> None:
             *(db.append_event(run.id, "more", payload="z" * 3000) for _ in range(5)),
             return_exceptions=True,
         )
-        assert all(isinstance(outcome, DatabaseError) for outcome in outcomes)
+        assert all(isinstance(outcome, DatabaseError) for outcome in outcomes), outcomes
         assert await db.list_events(run.id) == stored
 
-        await bridge.run(writer, limit(1_000_000))  # room again
+        await bridge.submit(writer, limit(1_000_000))  # room again
         after = await db.append_event(run.id, "after")
         assert after.sequence == len(stored) + 1
     with contextlib.closing(sqlite3.connect(db_path)) as conn:

@@ -85,7 +85,7 @@ async def test_a_tampered_schema_cannot_call_functions(db_path: Path, trusted: b
             if trusted:
                 conn.execute("PRAGMA trusted_schema = ON")
 
-        await bridge.run(db._writer.connection, register)
+        await bridge.submit(db._writer.connection, register)
         if trusted:
             await db.append_event(run.id, "tick")
             assert called != []

@@ -1,0 +1,61 @@
+"""The benchmark harness runs end to end (quick mode), so that it never rots.
+
+No timing is asserted here: figures on a shared machine are noise; the
+harness reports them, and the targets are read from a full `make bench` run.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from bench import report
+
+ROOT = Path(__file__).parent.parent
+STORES = {"sqlite3", "aiosqlite", "sqlalchemy", "daemon_db"}
+OPERATIONS = {
+    "create_run",
+    "get_run",
+    "update_run_status",
+    "update_unit_status",
+    "append_event",
+    "list_runs_by_status",
+    "list_events_since",
+}
+
+
+def test_the_quick_benchmark_runs_and_reports_every_figure() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout)
+    assert set(figures["stores"]) == STORES
+    for store, measured in figures["stores"].items():
+        assert set(measured["latency"]) == OPERATIONS, store
+        for timing in measured["latency"].values():
+            assert 0 < timing["p50_us"] <= timing["p99_us"]
+        assert all(rate > 0 for rate in measured["appends_per_second"].values())
+        if store != "sqlite3":  # synchronous: it has no event loop to stall
+            assert set(measured["stall"]) == {"listing", "burst"}
+    assert figures["round_trip"]["p50_us"] > 0
+    assert set(figures["scaling"]) == {
+        "list_incomplete_runs",
+        "resumable_runs",
+        "get_next_sequence",
+        "list_events_since",
+    }
+    assert figures["bytes_per_10k_events"] > 0
+    assert all({"target", "measured", "met"} <= set(check) for check in figures["targets"])
+
+    # The readable table is made from the same figures (as JSON keeps them).
+    text = report.table(figures)
+    for check in figures["targets"]:
+        assert check["target"] in text
