@@ -106,7 +106,11 @@ def table(results: dict[str, Any]) -> str:
         label = f"{tasks} task{'s' if tasks > 1 else ''}"
         lines.append(f"{label:22}" + "".join(f"{cell:>20}" for cell in cells))
 
-    lines += ["", "event-loop stall, ms: worst / p99 / worst without GC pauses (longest GC pause)"]
+    lines += [
+        "",
+        "event-loop stall, ms: worst / p99 / worst without GC pauses (longest GC pause)",
+        f"{'':22}" + "".join(f"{s:>26}" for s in stores),
+    ]
     for moment, title in (("listing", "listing the log"), ("burst", "burst of appends")):
         cells = []
         for store in stores:
@@ -114,10 +118,10 @@ def table(results: dict[str, Any]) -> str:
             cells.append(
                 "-"
                 if stall is None
-                else f"{stall['worst_ms']:.1f}/{stall['p99_ms']:.1f}/{stall['worst_ours_ms']:.1f}"
-                f" ({stall['gc_longest_ms']:.0f})"
+                else f"{stall['worst_ms']:.1f} / {stall['p99_ms']:.1f} / "
+                f"{stall['worst_ours_ms']:.1f} ({stall['gc_longest_ms']:.0f})"
             )
-        lines.append(f"{title:22}" + "".join(f"{cell:>20}" for cell in cells))
+        lines.append(f"{title:22}" + "".join(f"{cell:>26}" for cell in cells))
 
     scales = sorted({rows for by_rows in results["scaling"].values() for rows in by_rows}, key=int)
     lines += [
