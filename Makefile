@@ -12,12 +12,9 @@ $(READY): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	touch $@
 
-# The first start is killed part-way (exit status 137, SIGKILL); the second resumes.
+# A daemon on ./demo.db is killed mid-work, started again, and finishes (see examples/demo.py).
 demo: $(READY)
-	@echo "== first start: a fresh demo.db, killed part-way =="
-	@$(BIN)/python examples/daemon.py --db demo.db --fresh --crash-after 1.3 || test $$? -eq 137
-	@echo "== second start: resume what was interrupted =="
-	@$(BIN)/python examples/daemon.py --db demo.db
+	@$(BIN)/python examples/demo.py --db demo.db
 
 lint: $(READY)
 	$(BIN)/ruff check .

@@ -19,6 +19,7 @@ from .errors import (
     UnitNotFoundError,
 )
 from .ids import new_run_id
+from .maintenance import Stats
 from .records import (
     EventRecord,
     ResumableRun,
@@ -44,6 +45,7 @@ __all__ = [
     "RunNotFoundError",
     "RunStatus",
     "SchemaVersionError",
+    "Stats",
     "Transaction",
     "UnitExistsError",
     "UnitNotFoundError",

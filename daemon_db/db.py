@@ -10,20 +10,31 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
+import tempfile
 import warnings
-from collections.abc import AsyncIterator, Coroutine, Generator
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator
+from datetime import datetime
 from functools import partial
 from types import TracebackType
 from typing import Any, Final, TypeVar
 
 import aiosqlite
 
-from . import bridge, events, schema, work
+from . import bridge, events, maintenance, schema, timestamps, work
 from . import validation as check
 from .cancellation import settle
-from .errors import ClosedError, DaemonDBError, InvalidRecordError, ReadOnlyError, RunNotFoundError
+from .errors import (
+    ClosedError,
+    DaemonDBError,
+    DatabaseError,
+    InvalidRecordError,
+    ReadOnlyError,
+    RunNotFoundError,
+)
+from .maintenance import Stats
 from .operations import PAGE_SIZE, Operations
-from .records import FINISHED_RUN_STATUSES, EventRecord
+from .records import FINISHED_RUN_STATUSES, EventRecord, Run
 from .transaction import Transaction
 from .work import Work
 from .writer import Writer
@@ -34,6 +45,9 @@ T = TypeVar("T")
 
 FOLLOW_POLL_SECONDS: Final = 0.1
 """How often follow_events looks for events appended by other processes."""
+
+PRUNE_BATCH_EVENTS: Final = 5000
+"""prune_runs deletes runs with about this many events per transaction."""
 
 
 class DB(Operations):
@@ -160,6 +174,93 @@ class DB(Operations):
                 stacklevel=2,
                 source=self,
             )
+
+    # Looking after the file
+
+    async def prune_runs(self, completed_before: datetime, *, dry_run: bool = False) -> list[Run]:
+        """Delete finished runs, with their units and events, completed before a moment.
+
+        Active runs are never touched. The runs go oldest first, in batches of
+        at most a few thousand events, each batch its own short transaction,
+        so that the daemon's writes go on in between. With ``dry_run``, nothing
+        is deleted. Returns the runs removed (or that would be).
+        """
+        moment = check.timestamp("completed_before", completed_before)
+        if moment is None:
+            raise InvalidRecordError("completed_before", None, "is required")
+        cutoff = timestamps.to_text(moment)
+        if dry_run:
+            return await self._prunable(cutoff)
+        removed: list[Run] = []
+        while batch := await self._write(
+            partial(maintenance.delete_finished, cutoff=cutoff, max_events=PRUNE_BATCH_EVENTS)
+        ):
+            removed += [run for run, _ in batch]
+        return removed
+
+    async def _prunable(self, cutoff: str) -> list[Run]:
+        found: list[Run] = []
+        after: tuple[str, str] | None = None
+        while True:
+            page = await self._read(
+                partial(maintenance.finished_before, cutoff=cutoff, after=after, limit=PAGE_SIZE)
+            )
+            found += [run for run, _ in page]
+            if len(page) < PAGE_SIZE:
+                return found
+            last = page[-1][0]
+            assert last.completed_at is not None
+            after = (timestamps.to_text(last.completed_at), last.id)
+
+    async def stats(self) -> Stats:
+        """Runs and units by status, the number of events, file and WAL sizes, schema version."""
+        return await self._read(partial(maintenance.stats, path=self._path))
+
+    async def check(self) -> list[str]:
+        """Integrity, foreign keys, schema version, one active run per branch, gap-free
+        sequences: one line per problem found, [] when all is well."""
+        return await self._read(maintenance.check)
+
+    async def backup(
+        self,
+        destination: str | os.PathLike[str],
+        *,
+        overwrite: bool = False,
+        progress: Callable[[int, int], object] | None = None,
+    ) -> int:
+        """Copy the database, as one consistent snapshot, into a new file; return its pages.
+
+        Safe beside a running daemon: its writes go on during the copy. The copy
+        is written beside ``destination`` and renamed into place, so a failure
+        never leaves half a file there. ``progress(copied, total)`` is called on
+        the event loop as pages are copied. Raises DatabaseError if
+        ``destination`` exists, unless ``overwrite``.
+        """
+        target = _location(destination)
+        if target == schema.MEMORY:
+            raise InvalidRecordError("destination", target, "must be a file path")
+        loop = asyncio.get_running_loop()
+
+        def report(copied: int, total: int) -> None:  # runs on the connection's thread
+            if progress is not None:
+                loop.call_soon_threadsafe(progress, copied, total)
+
+        copy = partial(_backup_to, destination=target, overwrite=overwrite, progress=report)
+        if self._joined() is not None:
+            raise DaemonDBError("backup() inside a transaction block would copy it unfinished")
+        self._check_open()
+        if self._reader is not None:
+            return await self._read(copy)
+        # In memory the only connection is the writer, and SQLite cannot copy a
+        # database from inside a write transaction: take it between batches.
+        assert self._writer is not None
+        connection = await self._writer.reserve()
+        try:
+            return await settle(
+                bridge.submit(connection, partial(work.read, work=copy, path=self._path))
+            )
+        finally:
+            self._writer.release()
 
     def transaction(self) -> _TransactionBlock:
         """A block whose writes commit together, or not at all.
@@ -331,6 +432,30 @@ class _TransactionBlock:
             db._tx = None
             writer.release()
             db._notify()
+
+
+def _backup_to(
+    conn: sqlite3.Connection,
+    *,
+    destination: str,
+    overwrite: bool,
+    progress: Callable[[int, int], object] | None,
+) -> int:
+    if os.path.exists(destination) and not overwrite:
+        raise DatabaseError(destination, "exists already (pass overwrite=True to replace it)")
+    folder = os.path.dirname(os.path.abspath(destination))
+    try:
+        fd, partial_copy = tempfile.mkstemp(prefix=".backup-", suffix=".db", dir=folder)
+    except OSError as exc:
+        raise DatabaseError(destination, f"cannot write the copy: {exc.strerror}") from None
+    os.close(fd)  # mkstemp made it owner-only, as the database itself
+    try:
+        pages = maintenance.backup(conn, destination=partial_copy, progress=progress)
+        os.replace(partial_copy, destination)
+    except BaseException:
+        os.unlink(partial_copy)
+        raise
+    return pages
 
 
 def _location(path: object) -> str:

@@ -1,9 +1,10 @@
 """A small orchestration daemon on daemon_db: it starts runs, works their units, and resumes.
 
-On start it asks the store what was interrupted (``resumable_runs()``) and
-finishes that work: units already completed are skipped, the others are worked
-again. With nothing to resume it starts new runs. ``--crash-after SECONDS``
-kills the process with SIGKILL part-way, as a crash or ``kill -9`` would.
+Built on daemon_db's public API only. On start it asks the store what was
+interrupted (``resumable_runs()``) and finishes that work: units already
+completed are skipped, the others are worked again. With nothing to resume it
+starts new runs. ``--crash-after SECONDS`` kills the process with SIGKILL
+part-way, as a crash or ``kill -9`` would; examples/demo.py does it from outside.
 
     python examples/daemon.py --db demo.db --fresh --crash-after 1.0
     python examples/daemon.py --db demo.db
@@ -19,14 +20,23 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import TextIO
 
-from daemon_db import DB, ResumableRun, Run, RunStatus, UnitRecord, UnitStatus
+from daemon_db import DB, EventRecord, ResumableRun, Run, RunStatus, UnitRecord, UnitStatus
 
 STARTED = time.monotonic()
+ACKS: list[TextIO] = []  # --acks FILE: one line per event the store acknowledged
 
 
 def say(message: str) -> None:
     print(f"[{time.monotonic() - STARTED:5.2f}s pid {os.getpid()}] {message}", flush=True)
+
+
+def acknowledged(*records: EventRecord) -> None:
+    """Note events the store has acknowledged, so that a checker can look for them later."""
+    for out in ACKS:
+        out.writelines(f"{e.run_id} {e.sequence} {e.id}\n" for e in records)
+        out.flush()
 
 
 async def work_unit(db: DB, run: Run, unit: UnitRecord, pace: float) -> None:
@@ -35,14 +45,18 @@ async def work_unit(db: DB, run: Run, unit: UnitRecord, pace: float) -> None:
     await db.update_unit_branch(
         unit.id, f"daemon/{run.feature_branch}/{unit.unit_id}", f"/tmp/worktrees/{unit.id}"
     )
-    await db.append_event(run.id, "unit_started", unit_id=unit.unit_id)
+    acknowledged(await db.append_event(run.id, "unit_started", unit_id=unit.unit_id))
     for step in range(1, 4):
         await asyncio.sleep(pace * random.uniform(0.5, 1.5))
-        await db.append_event(run.id, "unit_progress", unit_id=unit.unit_id, payload={"step": step})
+        progress = {"step": step}
+        acknowledged(
+            await db.append_event(run.id, "unit_progress", unit_id=unit.unit_id, payload=progress)
+        )
     # The unit's status and its event commit together, or neither does.
     async with db.transaction() as tx:
         await tx.update_unit_status(unit.id, UnitStatus.COMPLETED)
-        await tx.append_event(run.id, "unit_completed", unit_id=unit.unit_id)
+        done = await tx.append_event(run.id, "unit_completed", unit_id=unit.unit_id)
+    acknowledged(done)
     say(f"run {run.id[-6:]}: unit {unit.unit_id} completed")
 
 
@@ -80,7 +94,8 @@ async def start_runs(db: DB, runs: int, units: int) -> list[ResumableRun]:
                 await tx.create_unit(UnitRecord(run_id=run.id, unit_id=f"unit-{u}"))
                 for u in range(1, units + 1)
             ]
-            await tx.append_event(run.id, "run_created", payload={"units": units})
+            created = await tx.append_event(run.id, "run_created", payload={"units": units})
+        acknowledged(created)
         say(f"run {run.id[-6:]} on {run.feature_branch}: created with {units} units")
         started.append(ResumableRun(run=run, units=unit_records, next_sequence=2))
     return started
@@ -134,6 +149,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=3, help="runs to start (default: 3)")
     parser.add_argument("--units", type=int, default=4, help="units per run (default: 4)")
     parser.add_argument("--pace", type=float, default=0.2, help="seconds per unit step")
+    parser.add_argument("--acks", metavar="FILE", help="append each acknowledged event here")
     return parser.parse_args(argv)
 
 
@@ -146,4 +162,6 @@ if __name__ == "__main__":
     arguments = parse(sys.argv[1:])
     if arguments.fresh:
         remove_database(arguments.db)
+    if arguments.acks:
+        ACKS.append(open(arguments.acks, "a"))  # noqa: SIM115 - open for the whole run
     asyncio.run(main(arguments))

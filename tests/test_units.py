@@ -115,8 +115,8 @@ async def test_unit_created_running_or_finished_gets_its_timestamps(db: DB) -> N
 async def test_unit_branch_update(db: DB) -> None:
     run = await db.create_run(new_run())
     unit = await db.create_unit(new_unit(run, "u", status="running"))
-    updated = await db.update_unit_branch(unit.id, "daemon/run-1/u", "/work/trees/u")
-    assert (updated.branch, updated.worktree_path) == ("daemon/run-1/u", "/work/trees/u")
+    updated = await db.update_unit_branch(unit.id, "daemon/run-1/u", "/srv/trees/u")
+    assert (updated.branch, updated.worktree_path) == ("daemon/run-1/u", "/srv/trees/u")
     assert updated.status is UnitStatus.RUNNING
     assert updated.started_at == unit.started_at
     assert await db.get_unit(unit.id) == updated

@@ -1,0 +1,171 @@
+"""Looking after the file: statistics, checks, pruning history, backups.
+
+Plain functions over a sqlite3 connection, run on its thread like the queries
+in runs.py, units.py and events.py.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from . import runs
+from .records import ACTIVE_RUN_STATUSES, FINISHED_RUN_STATUSES, Run, RunStatus, UnitStatus
+from .schema import APPLICATION_ID, MEMORY, SCHEMA_VERSION
+from .work import snapshot
+
+__all__ = ["Stats", "backup", "check", "delete_finished", "finished_before", "stats"]
+
+_FINISHED = ", ".join(f"'{status.value}'" for status in sorted(FINISHED_RUN_STATUSES))
+_ACTIVE = ", ".join(f"'{status.value}'" for status in sorted(ACTIVE_RUN_STATUSES))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Stats:
+    """What a database holds, and how big its files are."""
+
+    path: str
+    schema_version: int
+    runs: dict[str, int]
+    units: dict[str, int]
+    events: int
+    file_bytes: int
+    wal_bytes: int
+
+
+def stats(conn: sqlite3.Connection, *, path: str) -> Stats:
+    """Counts of runs and units by status, events, file sizes: from one snapshot."""
+    with snapshot(conn):
+        run_counts = dict(conn.execute("SELECT status, COUNT(*) FROM runs GROUP BY status"))
+        unit_counts = dict(conn.execute("SELECT status, COUNT(*) FROM units GROUP BY status"))
+        (events,) = conn.execute("SELECT COUNT(*) FROM events").fetchone()
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+    return Stats(
+        path=path,
+        schema_version=version,
+        runs={status.value: run_counts.get(status.value, 0) for status in RunStatus},
+        units={status.value: unit_counts.get(status.value, 0) for status in UnitStatus},
+        events=events,
+        file_bytes=_size(path),
+        wal_bytes=_size(f"{path}-wal"),
+    )
+
+
+def check(conn: sqlite3.Connection) -> list[str]:
+    """Everything wrong with the database, one line each: [] when all is well."""
+    problems: list[str] = []
+    with snapshot(conn):
+        for (line,) in conn.execute("PRAGMA integrity_check"):
+            if line != "ok":
+                problems.append(f"integrity: {line}")
+        for table, rowid, parent, _ in conn.execute("PRAGMA foreign_key_check"):
+            problems.append(f"foreign key: {table} row {rowid} refers to a missing {parent} row")
+        (application_id,) = conn.execute("PRAGMA application_id").fetchone()
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        if (application_id, version) != (APPLICATION_ID, SCHEMA_VERSION):
+            problems.append(
+                f"schema: application_id {application_id:#x}, version {version}; expected"
+                f" {APPLICATION_ID:#x}, version {SCHEMA_VERSION}"
+            )
+        for branch, repo, count, ids in conn.execute(
+            f"SELECT feature_branch, repo_path, COUNT(*), GROUP_CONCAT(id, ', ') FROM runs"
+            f" WHERE status IN ({_ACTIVE}) GROUP BY feature_branch, repo_path HAVING COUNT(*) > 1"
+        ):
+            problems.append(f"one active run: {count} active runs on {branch!r} in {repo!r}: {ids}")
+        for run_id, count, highest in conn.execute(
+            "SELECT run_id, COUNT(*), MAX(sequence) FROM events GROUP BY run_id"
+            " HAVING COUNT(*) <> MAX(sequence) OR MIN(sequence) <> 1"
+        ):
+            problems.append(f"sequences: run {run_id} has {count} events up to sequence {highest}")
+    return problems
+
+
+def finished_before(
+    conn: sqlite3.Connection, *, cutoff: str, after: tuple[str, str] | None, limit: int
+) -> list[tuple[Run, int]]:
+    """Finished runs completed before ``cutoff``, oldest first, with their event counts."""
+    sql = (
+        f"SELECT id FROM runs WHERE status IN ({_FINISHED}) AND completed_at < ?"
+        + (" AND (completed_at, id) > (?, ?)" if after else "")
+        + " ORDER BY completed_at, id LIMIT ?"
+    )
+    ids = [row[0] for row in conn.execute(sql, (cutoff, *(after or ()), limit))]
+    found: list[tuple[Run, int]] = []
+    for run_id in ids:
+        run = runs.get(conn, run_id=run_id)
+        if run is not None:
+            found.append((run, _event_count(conn, run_id)))
+    return found
+
+
+def delete_finished(
+    conn: sqlite3.Connection, *, cutoff: str, max_events: int
+) -> list[tuple[Run, int]]:
+    """Delete the oldest finished runs completed before ``cutoff``; return them.
+
+    Takes runs until their events add up to ``max_events`` (always at least
+    one run), so that one transaction never holds the write lock for long.
+    Units and events go with their runs (ON DELETE CASCADE).
+    """
+    taken: list[tuple[Run, int]] = []
+    events = 0
+    for run, count in finished_before(conn, cutoff=cutoff, after=None, limit=100):
+        if taken and events + count > max_events:
+            break
+        taken.append((run, count))
+        events += count
+    conn.executemany("DELETE FROM runs WHERE id = ?", [(run.id,) for run, _ in taken])
+    return taken
+
+
+def backup(
+    conn: sqlite3.Connection,
+    *,
+    destination: str,
+    progress: Callable[[int, int], Any] | None,
+    pages_per_step: int = 1024,
+) -> int:
+    """Copy the database into ``destination`` (a new file); return the pages copied.
+
+    The copy is taken in steps, inside one read transaction on the source: a
+    stepped backup restarts whenever another connection writes, which with a
+    busy daemon would be forever; within a read transaction it copies one
+    consistent snapshot, and the daemon's writes go on meanwhile (WAL).
+    """
+    target = sqlite3.connect(destination)
+    try:
+        with snapshot(conn):
+            conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()  # start the snapshot
+            total = 0
+
+            def step(status: int, remaining: int, pages: int) -> None:
+                nonlocal total
+                total = pages
+                if progress is not None:
+                    progress(pages - remaining, pages)
+
+            conn.backup(target, pages=pages_per_step, progress=step, sleep=0)
+        return total
+    finally:
+        target.close()
+
+
+def _event_count(conn: sqlite3.Connection, run_id: str) -> int:
+    # Sequences are gap-free from 1, so the highest is the count: an index seek.
+    (highest,) = conn.execute(
+        "SELECT COALESCE(MAX(sequence), 0) FROM events WHERE run_id = ?", (run_id,)
+    ).fetchone()
+    count: int = highest
+    return count
+
+
+def _size(path: str) -> int:
+    if path.startswith(MEMORY):
+        return 0
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
