@@ -20,11 +20,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from daemon_db import DB, Run
+from daemon_db import DB
 
 from . import data, report
 from .backends import STORES
 from .measure import quantiles, timings
+from .worker import new_run
 
 FULL = {
     "samples": 1000,
@@ -50,16 +51,6 @@ QUICK = {
     "size_events": 500,
     "rounds": 1,
 }
-
-
-def new_run(n: int) -> Run:
-    return Run(
-        feature_branch=f"feature/bench-{n}",
-        repo_path="/srv/app",
-        target_branch="main",
-        tasks_dir="tasks",
-        parallelism=2,
-    )
 
 
 def run_worker(store: str, path: Path, **args: Any) -> dict[str, Any]:
@@ -159,7 +150,7 @@ async def measure_size(folder: Path, sizes: dict[str, Any]) -> float:
     path = folder / "size.db"
     count = sizes["size_events"]
     async with DB.open(path) as db:
-        run = await db.create_run(new_run(0))
+        run = await db.create_run(new_run("size", 0))
         payload = {"unit": "unit-07", "step": "compile", "pct": 50, "message": "building"}
 
         async def append(n: int) -> None:

@@ -71,6 +71,18 @@ def run_row(run: Run) -> tuple[object, ...]:
     )
 
 
+def stored_row(run: Run) -> tuple[object, ...]:
+    """The row daemon_db would store for ``run``: its status's timestamps filled in."""
+    started_at, completed_at = timestamps.on_create(
+        run.started_at,
+        run.completed_at,
+        running=run.status is RunStatus.RUNNING,
+        finished=run.status in FINISHED,
+    )
+    row = run_row(run)
+    return (*row[:8], _text(started_at), _text(completed_at), *row[10:])
+
+
 def run_from_row(row: Any) -> Run:
     """Map a row on the event loop, the way hand-written code does."""
     return Run(
@@ -188,13 +200,7 @@ class NaiveAiosqlite:
         await self.db.close()
 
     async def create_run(self, run: Run) -> Run:
-        started_at, completed_at = timestamps.on_create(
-            run.started_at,
-            run.completed_at,
-            running=run.status is RunStatus.RUNNING,
-            finished=run.status in FINISHED,
-        )
-        row = (*run_row(run)[:8], _text(started_at), _text(completed_at), *run_row(run)[10:])
+        row = stored_row(run)
         await self.db.execute(f"INSERT INTO runs ({RUN_COLUMNS}) VALUES ({'?, ' * 11}?)", row)
         await self.db.commit()
         return run_from_row(row)
@@ -305,13 +311,7 @@ class SqlAlchemyCore:
         await self.engine.dispose()
 
     async def create_run(self, run: Run) -> Run:
-        started_at, completed_at = timestamps.on_create(
-            run.started_at,
-            run.completed_at,
-            running=run.status is RunStatus.RUNNING,
-            finished=run.status in FINISHED,
-        )
-        row = (*run_row(run)[:8], _text(started_at), _text(completed_at), *run_row(run)[10:])
+        row = stored_row(run)
         async with self.engine.begin() as conn:
             await conn.execute(
                 sa.insert(self.runs).values(dict(zip(self.runs.c.keys(), row, strict=True)))

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sqlite3
-import tempfile
 import warnings
 from collections.abc import AsyncIterator, Callable, Coroutine, Generator
 from datetime import datetime
@@ -24,14 +22,7 @@ import aiosqlite
 from . import bridge, events, maintenance, schema, timestamps, work
 from . import validation as check
 from .cancellation import settle
-from .errors import (
-    ClosedError,
-    DaemonDBError,
-    DatabaseError,
-    InvalidRecordError,
-    ReadOnlyError,
-    RunNotFoundError,
-)
+from .errors import ClosedError, DaemonDBError, InvalidRecordError, ReadOnlyError, RunNotFoundError
 from .maintenance import Stats
 from .operations import PAGE_SIZE, Operations
 from .records import FINISHED_RUN_STATUSES, EventRecord, Run
@@ -245,7 +236,9 @@ class DB(Operations):
             if progress is not None:
                 loop.call_soon_threadsafe(progress, copied, total)
 
-        copy = partial(_backup_to, destination=target, overwrite=overwrite, progress=report)
+        copy = partial(
+            maintenance.backup_to, destination=target, overwrite=overwrite, progress=report
+        )
         if self._joined() is not None:
             raise DaemonDBError("backup() inside a transaction block would copy it unfinished")
         self._check_open()
@@ -432,30 +425,6 @@ class _TransactionBlock:
             db._tx = None
             writer.release()
             db._notify()
-
-
-def _backup_to(
-    conn: sqlite3.Connection,
-    *,
-    destination: str,
-    overwrite: bool,
-    progress: Callable[[int, int], object] | None,
-) -> int:
-    if os.path.exists(destination) and not overwrite:
-        raise DatabaseError(destination, "exists already (pass overwrite=True to replace it)")
-    folder = os.path.dirname(os.path.abspath(destination))
-    try:
-        fd, partial_copy = tempfile.mkstemp(prefix=".backup-", suffix=".db", dir=folder)
-    except OSError as exc:
-        raise DatabaseError(destination, f"cannot write the copy: {exc.strerror}") from None
-    os.close(fd)  # mkstemp made it owner-only, as the database itself
-    try:
-        pages = maintenance.backup(conn, destination=partial_copy, progress=progress)
-        os.replace(partial_copy, destination)
-    except BaseException:
-        os.unlink(partial_copy)
-        raise
-    return pages
 
 
 def _location(path: object) -> str:

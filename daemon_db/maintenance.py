@@ -8,16 +8,26 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from . import runs
+from .errors import DatabaseError
 from .records import ACTIVE_RUN_STATUSES, FINISHED_RUN_STATUSES, Run, RunStatus, UnitStatus
 from .schema import APPLICATION_ID, MEMORY, SCHEMA_VERSION
 from .work import snapshot
 
-__all__ = ["Stats", "backup", "check", "delete_finished", "finished_before", "stats"]
+__all__ = [
+    "Stats",
+    "backup",
+    "backup_to",
+    "check",
+    "delete_finished",
+    "finished_before",
+    "stats",
+]
 
 _FINISHED = ", ".join(f"'{status.value}'" for status in sorted(FINISHED_RUN_STATUSES))
 _ACTIVE = ", ".join(f"'{status.value}'" for status in sorted(ACTIVE_RUN_STATUSES))
@@ -151,6 +161,31 @@ def backup(
         return total
     finally:
         target.close()
+
+
+def backup_to(
+    conn: sqlite3.Connection,
+    *,
+    destination: str,
+    overwrite: bool,
+    progress: Callable[[int, int], object] | None,
+) -> int:
+    """Back up into a temporary file beside ``destination``, then rename it into place."""
+    if os.path.exists(destination) and not overwrite:
+        raise DatabaseError(destination, "exists already (pass overwrite=True to replace it)")
+    folder = os.path.dirname(os.path.abspath(destination))
+    try:
+        fd, partial_copy = tempfile.mkstemp(prefix=".backup-", suffix=".db", dir=folder)
+    except OSError as exc:
+        raise DatabaseError(destination, f"cannot write the copy: {exc.strerror}") from None
+    os.close(fd)  # mkstemp made it owner-only, as the database itself
+    try:
+        pages = backup(conn, destination=partial_copy, progress=progress)
+        os.replace(partial_copy, destination)
+    except BaseException:
+        os.unlink(partial_copy)
+        raise
+    return pages
 
 
 def _event_count(conn: sqlite3.Connection, run_id: str) -> int:
