@@ -28,7 +28,9 @@ import aiosqlite
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from daemon_db import DB, EventRecord, Run, RunStatus, UnitStatus, events, runs, timestamps, units
+from daemon_db import DB, EventRecord, Run, RunStatus, UnitStatus
+from daemon_db import _timestamps as timestamps
+from daemon_db._sqlite import events, runs, units
 
 T = TypeVar("T")
 

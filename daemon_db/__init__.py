@@ -5,8 +5,8 @@ log per run, kept in one SQLite file and awaited from asyncio without blocking
 the event loop. See ``DB.open``.
 """
 
-from .db import DB
-from .errors import (
+from ._db import DB
+from ._errors import (
     ClosedError,
     DaemonDBError,
     DatabaseError,
@@ -18,18 +18,18 @@ from .errors import (
     UnitExistsError,
     UnitNotFoundError,
 )
-from .ids import new_run_id
-from .maintenance import Stats
-from .records import (
+from ._ids import new_run_id
+from ._records import (
     EventRecord,
     ResumableRun,
     Run,
     RunStatus,
+    Stats,
     UnitRecord,
     UnitStatus,
     make_unit_record_id,
 )
-from .transaction import Transaction
+from ._transaction import Transaction
 
 __all__ = [
     "DB",

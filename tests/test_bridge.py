@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from daemon_db import bridge
+from daemon_db._sqlite import bridge
 
 
 def _open() -> sqlite3.Connection:

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from daemon_db import DB, Run, RunStatus, UnitRecord
-from daemon_db.cli import main
-from daemon_db.schema import SCHEMA_VERSION
+from daemon_db._cli import main
+from daemon_db._sqlite.schema import SCHEMA_VERSION
 from tests.helpers import dump, new_run
 
 CHILD = Path(__file__).parent / "children" / "append_events.py"

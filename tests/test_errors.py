@@ -19,7 +19,7 @@ from daemon_db import (
     UnitExistsError,
     UnitNotFoundError,
 )
-from daemon_db.errors import translate
+from daemon_db._errors import translate
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-import daemon_db.db
+import daemon_db._db
 from daemon_db import DB, DaemonDBError, DatabaseError, InvalidRecordError, RunStatus
 from tests.helpers import dump, new_run
 
@@ -16,7 +16,7 @@ OLD = datetime.now(UTC) - timedelta(days=10)
 
 
 async def test_prune_runs_in_small_transactions(db: DB, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(daemon_db.db, "PRUNE_BATCH_EVENTS", 5)
+    monkeypatch.setattr(daemon_db._db, "PRUNE_BATCH_EVENTS", 5)
     finished = []
     for n in range(4):
         run = await db.create_run(new_run(status="completed", completed_at=OLD + timedelta(n)))

@@ -18,7 +18,7 @@ from daemon_db import (
     make_unit_record_id,
     new_run_id,
 )
-from daemon_db.ids import new_run_id as ids_new_run_id
+from daemon_db._ids import new_run_id as ids_new_run_id
 from tests.helpers import new_run
 
 

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from daemon_db import DB, DatabaseError, RunStatus, SchemaVersionError, UnitRecord, bridge
-from daemon_db.schema import APPLICATION_ID, SCHEMA_VERSION
+from daemon_db import DB, DatabaseError, RunStatus, SchemaVersionError, UnitRecord
+from daemon_db._sqlite import bridge
+from daemon_db._sqlite.schema import APPLICATION_ID, SCHEMA_VERSION
 from tests.helpers import dump, new_run
 
 # Version 1 exactly as that release wrote it: kept here, not imported, so that an
@@ -295,7 +296,7 @@ async def test_many_db_objects_can_open_a_new_file_at_once(db_path: Path) -> Non
 
 
 def test_schema_version_matches_the_migrations() -> None:
-    from daemon_db.migrations import MIGRATIONS
+    from daemon_db._sqlite.migrations import MIGRATIONS
 
     assert [m.version for m in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1))
     assert len(MIGRATIONS) == SCHEMA_VERSION

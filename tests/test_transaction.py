@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-import daemon_db.events
+import daemon_db._sqlite.events
 from daemon_db import (
     DB,
     DaemonDBError,
@@ -231,7 +231,7 @@ async def test_complete_run_is_all_or_nothing(
         raise Boom("the event could not be written")
 
     # The status update succeeds, then the event append fails: both must be undone.
-    monkeypatch.setattr(daemon_db.events, "append", fail)
+    monkeypatch.setattr(daemon_db._sqlite.events, "append", fail)
     with pytest.raises(Boom):
         await file_db.complete_run(run.id, RunStatus.COMPLETED)
     assert await file_db.get_run(run.id) == run

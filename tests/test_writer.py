@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-import daemon_db.events
-import daemon_db.work
+import daemon_db._sqlite.events
+import daemon_db._sqlite.work
 from daemon_db import DB, RunExistsError, RunNotFoundError, RunStatus, new_run_id
 from tests.helpers import new_run
 
@@ -17,14 +17,14 @@ from tests.helpers import new_run
 def batch_sizes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Records the size of every batch the writer sends."""
     sizes: list[int] = []
-    real = daemon_db.work.write_batch
+    real = daemon_db._sqlite.work.write_batch
 
     def recording(conn: Any, works: Any, path: str) -> Any:
         sizes.append(len(works))
         return real(conn, works, path)
 
-    monkeypatch.setattr(daemon_db.writer, "write_batch", recording)
-    monkeypatch.setattr(daemon_db.work, "write_batch", recording)  # a write alone
+    monkeypatch.setattr(daemon_db._sqlite.writer, "write_batch", recording)
+    monkeypatch.setattr(daemon_db._sqlite.work, "write_batch", recording)  # a write alone
     return sizes
 
 
@@ -64,14 +64,14 @@ async def test_a_write_that_fails_half_way_is_undone_alone(
     # other writes, the update must be undone and the others kept.
     doomed = await db.create_run(new_run(status="running"))
     other = await db.create_run(new_run(status="running"))
-    real = daemon_db.events.append
+    real = daemon_db._sqlite.events.append
 
     def append(conn: Any, **fields: Any) -> Any:
         if fields["event_type"] == "run_completed":
             raise RuntimeError("no room for the event")
         return real(conn, **fields)
 
-    monkeypatch.setattr(daemon_db.events, "append", append)
+    monkeypatch.setattr(daemon_db._sqlite.events, "append", append)
     outcomes = await asyncio.gather(
         db.append_event(other.id, "before"),
         db.complete_run(doomed.id, RunStatus.COMPLETED),

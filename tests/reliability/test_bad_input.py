@@ -26,7 +26,7 @@ from daemon_db import (
     UnitRecord,
     UnitStatus,
 )
-from daemon_db.errors import show
+from daemon_db._errors import show
 from tests.helpers import dump, new_run, report
 
 MIB = 1 << 20

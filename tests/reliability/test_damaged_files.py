@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon_db import DB, DatabaseError, bridge
+from daemon_db import DB, DatabaseError
+from daemon_db._sqlite import bridge
 from tests.helpers import dump, new_run, report
 
 CHILD = Path(__file__).parent.parent / "children" / "file_conditions.py"

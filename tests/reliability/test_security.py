@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon_db import DB, DatabaseError, RunStatus, UnitRecord, bridge
+from daemon_db import DB, DatabaseError, RunStatus, UnitRecord
+from daemon_db._sqlite import bridge
 from tests.helpers import new_run, report
 
 HOSTILE = [

@@ -10,17 +10,15 @@ import os
 import sqlite3
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
+from .._errors import DatabaseError
+from .._records import ACTIVE_RUN_STATUSES, FINISHED_RUN_STATUSES, Run, RunStatus, Stats, UnitStatus
 from . import runs
-from .errors import DatabaseError
-from .records import ACTIVE_RUN_STATUSES, FINISHED_RUN_STATUSES, Run, RunStatus, UnitStatus
 from .schema import APPLICATION_ID, MEMORY, SCHEMA_VERSION
 from .work import snapshot
 
 __all__ = [
-    "Stats",
     "backup",
     "backup_to",
     "check",
@@ -31,19 +29,6 @@ __all__ = [
 
 _FINISHED = ", ".join(f"'{status.value}'" for status in sorted(FINISHED_RUN_STATUSES))
 _ACTIVE = ", ".join(f"'{status.value}'" for status in sorted(ACTIVE_RUN_STATUSES))
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Stats:
-    """What a database holds, and how big its files are."""
-
-    path: str
-    schema_version: int
-    runs: dict[str, int]
-    units: dict[str, int]
-    events: int
-    file_bytes: int
-    wal_bytes: int
 
 
 def stats(conn: sqlite3.Connection, *, path: str) -> Stats:

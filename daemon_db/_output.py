@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, Final, TextIO
 
-from . import timestamps
+from . import _timestamps as timestamps
 
 __all__ = ["FORMATS", "Rows", "as_row", "plain", "write"]
 

@@ -12,7 +12,7 @@ import sqlite3
 from pathlib import Path
 from typing import Final
 
-from .errors import DatabaseError, SchemaVersionError, translate
+from .._errors import DatabaseError, SchemaVersionError, translate
 from .migrations import MIGRATIONS
 from .work import snapshot
 

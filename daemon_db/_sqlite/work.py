@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from .errors import DatabaseError, translate
+from .._errors import DatabaseError, translate
 
 __all__ = [
     "Failure",

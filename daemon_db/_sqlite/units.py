@@ -7,9 +7,9 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from . import timestamps
-from .errors import RunNotFoundError, UnitExistsError, UnitNotFoundError
-from .records import FINISHED_UNIT_STATUSES, UnitRecord, UnitStatus, loader
+from .. import _timestamps as timestamps
+from .._errors import RunNotFoundError, UnitExistsError, UnitNotFoundError
+from .._records import FINISHED_UNIT_STATUSES, UnitRecord, UnitStatus, loader
 
 __all__ = ["create", "get", "list_page", "update_branch", "update_status"]
 

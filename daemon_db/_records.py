@@ -9,9 +9,9 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, Final, TypeVar
 
-from . import validation as check
-from .errors import InvalidRecordError
-from .ids import new_run_id
+from . import _validation as check
+from ._errors import InvalidRecordError
+from ._ids import new_run_id
 
 __all__ = [
     "ACTIVE_RUN_STATUSES",
@@ -21,6 +21,7 @@ __all__ = [
     "ResumableRun",
     "Run",
     "RunStatus",
+    "Stats",
     "UnitRecord",
     "UnitStatus",
     "loader",
@@ -173,6 +174,19 @@ class ResumableRun:
     run: Run
     units: list[UnitRecord]
     next_sequence: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Stats:
+    """What a database holds, and how big its files are."""
+
+    path: str
+    schema_version: int
+    runs: dict[str, int]
+    units: dict[str, int]
+    events: int
+    file_bytes: int
+    wal_bytes: int
 
 
 def _normalise(record: object, name: str, value: object) -> None:

@@ -13,10 +13,9 @@ from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any, Final, TypeVar
 
-from . import events, runs, units
-from . import validation as check
-from .errors import InvalidRecordError
-from .records import (
+from . import _validation as check
+from ._errors import InvalidRecordError
+from ._records import (
     ACTIVE_RUN_STATUSES,
     FINISHED_RUN_STATUSES,
     EventRecord,
@@ -26,7 +25,8 @@ from .records import (
     UnitRecord,
     UnitStatus,
 )
-from .work import Work
+from ._sqlite import events, runs, units
+from ._sqlite.work import Work
 
 __all__ = ["PAGE_SIZE", "Operations"]
 

@@ -19,10 +19,11 @@ from dataclasses import asdict, fields
 from datetime import timedelta
 from typing import TextIO
 
-from . import output, timestamps
-from .db import DB
-from .errors import DaemonDBError, SchemaVersionError
-from .records import EventRecord, RunStatus, UnitStatus
+from . import _output as output
+from . import _timestamps as timestamps
+from ._db import DB
+from ._errors import DaemonDBError, SchemaVersionError
+from ._records import EventRecord, RunStatus, UnitStatus
 
 __all__ = ["main"]
 

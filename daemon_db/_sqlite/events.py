@@ -11,9 +11,9 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from . import timestamps
-from .errors import RunNotFoundError
-from .records import EventRecord, RunStatus, loader
+from .. import _timestamps as timestamps
+from .._errors import RunNotFoundError
+from .._records import EventRecord, RunStatus, loader
 from .work import snapshot
 
 __all__ = ["append", "follow_page", "list_page", "next_sequence"]

@@ -8,11 +8,11 @@ from typing import TypeVar
 
 import aiosqlite
 
-from . import bridge, work
-from .cancellation import settle
-from .errors import DaemonDBError
-from .operations import Operations
-from .work import Work
+from ._cancellation import settle
+from ._errors import DaemonDBError
+from ._operations import Operations
+from ._sqlite import bridge, work
+from ._sqlite.work import Work
 
 __all__ = ["Transaction"]
 

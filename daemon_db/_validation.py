@@ -11,7 +11,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from .errors import InvalidRecordError
+from ._errors import InvalidRecordError
 
 __all__ = [
     "MAX_JSON_BYTES",

@@ -22,8 +22,8 @@ from typing import Any, Final, TypeVar
 
 import aiosqlite
 
+from .._cancellation import wait_out
 from . import bridge
-from .cancellation import wait_out
 from .work import Failure, Work, write_batch, write_one
 
 __all__ = ["Writer"]

@@ -19,16 +19,16 @@ from typing import Any, Final, TypeVar
 
 import aiosqlite
 
-from . import bridge, events, maintenance, schema, timestamps, work
-from . import validation as check
-from .cancellation import settle
-from .errors import ClosedError, DaemonDBError, InvalidRecordError, ReadOnlyError, RunNotFoundError
-from .maintenance import Stats
-from .operations import PAGE_SIZE, Operations
-from .records import FINISHED_RUN_STATUSES, EventRecord, Run
-from .transaction import Transaction
-from .work import Work
-from .writer import Writer
+from . import _timestamps as timestamps
+from . import _validation as check
+from ._cancellation import settle
+from ._errors import ClosedError, DaemonDBError, InvalidRecordError, ReadOnlyError, RunNotFoundError
+from ._operations import PAGE_SIZE, Operations
+from ._records import FINISHED_RUN_STATUSES, EventRecord, Run, Stats
+from ._sqlite import bridge, events, maintenance, schema, work
+from ._sqlite.work import Work
+from ._sqlite.writer import Writer
+from ._transaction import Transaction
 
 __all__ = ["DB"]
 

@@ -9,15 +9,16 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from . import events, timestamps, units
-from .errors import RunExistsError, RunNotFoundError
-from .records import (
+from .. import _timestamps as timestamps
+from .._errors import RunExistsError, RunNotFoundError
+from .._records import (
     FINISHED_RUN_STATUSES,
     ResumableRun,
     Run,
     RunStatus,
     loader,
 )
+from . import events, units
 from .work import snapshot
 
 __all__ = [
