@@ -9,6 +9,8 @@ has only the writer, and its reads queue with the writes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import os
 import warnings
 from collections.abc import AsyncIterator, Callable, Coroutine, Generator
@@ -25,7 +27,7 @@ from ._cancellation import settle
 from ._errors import ClosedError, DaemonDBError, InvalidRecordError, ReadOnlyError, RunNotFoundError
 from ._operations import PAGE_SIZE, Operations
 from ._records import FINISHED_RUN_STATUSES, EventRecord, Run, Stats
-from ._sqlite import bridge, events, maintenance, schema, work
+from ._sqlite import bridge, events, maintenance, orphans, schema, work
 from ._sqlite.work import Work
 from ._sqlite.writer import Writer
 from ._transaction import Transaction
@@ -36,6 +38,13 @@ T = TypeVar("T")
 
 FOLLOW_POLL_SECONDS: Final = 0.1
 """How often follow_events looks for events appended by other processes."""
+
+MAX_BUSY_TIMEOUT: Final = 2_147_483.647
+"""The longest wait SQLite can be given, in seconds (its limit is a C int of milliseconds).
+
+Longer ``busy_timeout`` values, infinity included, wait this long (24.8 days):
+past it, SQLite's count would overflow and it would not wait at all.
+"""
 
 PRUNE_BATCH_EVENTS: Final = 5000
 """prune_runs deletes runs with about this many events per transaction."""
@@ -58,7 +67,12 @@ class DB(Operations):
         self._path = path
         self._writer = None if writer is None else Writer(writer, path, self._notify)
         self._reader = reader
-        self._tx: Transaction | None = None
+        # The block a task is in. Tasks copy their context when created, so a
+        # task started inside a block (by gather, or wait_for on Python 3.11)
+        # is in it too: its calls join the block instead of waiting for it.
+        self._block: contextvars.ContextVar[Transaction | None] = contextvars.ContextVar(
+            "daemon_db_block", default=None
+        )
         self._closing: asyncio.Task[None] | None = None
         self._change: asyncio.Future[None] | None = None
 
@@ -85,13 +99,14 @@ class DB(Operations):
             raise InvalidRecordError("readonly", readonly, "must be a bool")
         if isinstance(busy_timeout, bool) or not isinstance(busy_timeout, int | float):
             raise InvalidRecordError("busy_timeout", busy_timeout, "must be a number of seconds")
-        if not 0 <= busy_timeout < float("inf"):
-            raise InvalidRecordError("busy_timeout", busy_timeout, "must be >= 0 and finite")
+        if not busy_timeout >= 0:  # NaN too
+            raise InvalidRecordError("busy_timeout", busy_timeout, "must be >= 0 seconds")
         mode = synchronous.upper() if isinstance(synchronous, str) else synchronous
         if mode not in schema.SYNCHRONOUS_MODES:
             allowed = ", ".join(sorted(schema.SYNCHRONOUS_MODES))
             raise InvalidRecordError("synchronous", synchronous, f"must be one of {allowed}")
-        return _Opening(cls._connect(location, readonly, float(busy_timeout), str(mode)))
+        waited = min(float(busy_timeout), MAX_BUSY_TIMEOUT)
+        return _Opening(cls._connect(location, readonly, waited, str(mode)))
 
     @classmethod
     async def _connect(cls, path: str, readonly: bool, busy_timeout: float, synchronous: str) -> DB:
@@ -225,7 +240,9 @@ class DB(Operations):
         is written beside ``destination`` and renamed into place, so a failure
         never leaves half a file there. ``progress(copied, total)`` is called on
         the event loop as pages are copied. Raises DatabaseError if
-        ``destination`` exists, unless ``overwrite``.
+        ``destination`` exists, unless ``overwrite``; and whatever ``overwrite``
+        says, if it is this database or one of its files (through any link), a
+        folder, not a regular file, or has a ``-wal`` or ``-shm`` file beside it.
         """
         target = _location(destination)
         if target == schema.MEMORY:
@@ -237,7 +254,11 @@ class DB(Operations):
                 loop.call_soon_threadsafe(progress, copied, total)
 
         copy = partial(
-            maintenance.backup_to, destination=target, overwrite=overwrite, progress=report
+            maintenance.backup_to,
+            source=self._path,
+            destination=target,
+            overwrite=overwrite,
+            progress=report,
         )
         if self._joined() is not None:
             raise DaemonDBError("backup() inside a transaction block would copy it unfinished")
@@ -315,9 +336,9 @@ class DB(Operations):
     # Routing: the methods of Operations end up here.
 
     def _joined(self) -> Transaction | None:
-        """The transaction the calling task opened, if it is inside its block."""
-        tx = self._tx
-        return tx if tx is not None and tx.owner is asyncio.current_task() else None
+        """The open block the calling task is in: its own, or the one it was started in."""
+        tx = self._block.get()
+        return None if tx is None or tx.ended else tx
 
     def _check_open(self) -> None:
         if self._closing is not None:
@@ -345,14 +366,27 @@ class DB(Operations):
         return await self._writer.submit(work_)
 
 
-class _Opening:
-    """What ``DB.open()`` returns: await it for a DB, or ``async with`` it."""
+class _Opening(Coroutine[Any, Any, "DB"]):
+    """What ``DB.open()`` returns: await it for a DB, or ``async with`` it.
+
+    It is a coroutine, so ``asyncio.run(DB.open(path))``, ``create_task`` and
+    ``wait_for`` take it as they take any other.
+    """
 
     __slots__ = ("_connecting", "_db")
 
     def __init__(self, connecting: Coroutine[Any, Any, DB]) -> None:
         self._connecting = connecting
         self._db: DB | None = None
+
+    def send(self, value: Any) -> Any:
+        return self._connecting.send(value)
+
+    def throw(self, *args: Any) -> Any:
+        return self._connecting.throw(*args)
+
+    def close(self) -> None:
+        self._connecting.close()
 
     def __await__(self) -> Generator[Any, None, DB]:
         return self._connecting.__await__()
@@ -374,7 +408,7 @@ class _Opening:
 class _TransactionBlock:
     """The async context manager ``DB.transaction()`` returns."""
 
-    __slots__ = ("_db", "_tx")
+    __slots__ = ("_db", "_owner", "_token", "_tx", "_unwatch")
 
     def __init__(self, db: DB) -> None:
         self._db = db
@@ -402,8 +436,14 @@ class _TransactionBlock:
             finally:
                 writer.release()
             raise
-        self._tx = db._tx = Transaction(connection, db._path, owner)
-        return self._tx
+        tx = self._tx = Transaction(connection, db._path)
+        self._token = db._block.set(tx)
+        # A block must end even if its task never leaves it (the task returned,
+        # or its loop was closed): otherwise SQLite's write lock stays held.
+        self._owner = owner
+        owner.add_done_callback(self._abandoned)
+        self._unwatch = orphans.watch(asyncio.get_running_loop(), self._abandon)
+        return tx
 
     async def __aexit__(
         self,
@@ -414,17 +454,55 @@ class _TransactionBlock:
         db, tx, writer = self._db, self._tx, self._db._writer
         assert tx is not None
         assert writer is not None
+        if exc_type is GeneratorExit:  # the task was destroyed: nothing can be awaited now
+            self._abandon()
+            return
+        self._stop_watching()
+        tx.end()  # from here, calls by tasks started inside the block go outside it
+        lost = tx.lost
         try:
+            commit = exc_type is None and lost is None
             await settle(
-                bridge.submit(
-                    tx.connection, partial(work.end, path=db._path, commit=exc_type is None)
-                )
+                bridge.submit(tx.connection, partial(work.end, path=db._path, commit=commit))
             )
         finally:
-            tx.end()
-            db._tx = None
+            with contextlib.suppress(ValueError):  # left in another context than entered
+                db._block.reset(self._token)
             writer.release()
             db._notify()
+        if lost is not None and (exc_type is None or issubclass(exc_type, Exception)):
+            raise tx.lost_error()
+
+    def _stop_watching(self) -> None:
+        self._owner.remove_done_callback(self._abandoned)
+        self._unwatch()
+
+    def _abandoned(self, owner: asyncio.Task[Any]) -> None:
+        if self._tx is not None and not self._tx.ended:
+            self._abandon()
+            warnings.warn(
+                f"a transaction block of {self._db!r} was never left (its task ended inside"
+                " it); it has been rolled back",
+                ResourceWarning,
+                stacklevel=1,
+            )
+
+    def _abandon(self) -> None:
+        """Roll back a block nobody will leave, and give the writer back.
+
+        Called on the loop when the block's task ends inside it, or from the
+        watcher thread when the loop has closed: the rollback is queued on the
+        connection's thread either way, and runs whatever the loop's state.
+        """
+        tx, writer = self._tx, self._db._writer
+        if tx is None or tx.ended or writer is None:
+            return
+        self._stop_watching()
+        tx.end()
+        bridge.run_detached(tx.connection, partial(work.end, path=self._db._path, commit=False))
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nothing waits for the writer
+            writer.release()
+            self._db._notify()
 
 
 def _location(path: object) -> str:

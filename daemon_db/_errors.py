@@ -6,11 +6,13 @@ Raw ``sqlite3`` exceptions are translated once, at the storage boundary
 
 from __future__ import annotations
 
+import reprlib
 import sqlite3
 
 __all__ = [
     "ClosedError",
     "DaemonDBError",
+    "DamagedRecordError",
     "DatabaseError",
     "InvalidRecordError",
     "ReadOnlyError",
@@ -24,12 +26,43 @@ __all__ = [
 _SHOWN_CHARS = 80
 
 
+class _Summary(reprlib.Repr):
+    """``repr`` with every part bounded: depth, items, characters, and digits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel = 4
+        self.maxstring = self.maxother = _SHOWN_CHARS
+
+    def repr_str(self, x: str, level: int) -> str:
+        # The start of a long string says more than its start and end together.
+        return repr(x) if len(x) <= self.maxstring else f"{x[: self.maxstring]!r}..."
+
+    def repr_int(self, x: int, level: int) -> str:
+        # repr() of an int past sys.get_int_max_str_digits() raises ValueError.
+        if x.bit_length() > 200:
+            return f"<int of {x.bit_length()} bits>"
+        return super().repr_int(x, level)
+
+
+_summary = _Summary()
+
+
 def show(value: object) -> str:
-    """Return ``repr(value)``, shortened so that a huge value keeps a message readable."""
-    text = repr(value)
-    if len(text) <= _SHOWN_CHARS:
+    """A short, readable ``repr(value)`` that never fails, whatever the value.
+
+    Error messages are built from values a caller passed, which may be huge,
+    nested a thousand deep, or have a ``__repr__`` that raises.
+    """
+    try:
+        text = _summary.repr(value)
+    except Exception:
+        text = f"<{type(value).__name__} object>"
+    if isinstance(value, str) and len(value) > _SHOWN_CHARS:
+        text += f" ({len(value)} characters)"
+    if len(text) <= 2 * _SHOWN_CHARS:
         return text
-    return f"{text[:_SHOWN_CHARS]}... ({len(text)} characters)"
+    return f"{text[:_SHOWN_CHARS]}... ({len(text)} characters shown of it)"
 
 
 class DaemonDBError(Exception):
@@ -96,6 +129,20 @@ class DatabaseError(DaemonDBError):
         self.path = path
         self.reason = reason
         super().__init__(f"{path}: {reason}")
+
+
+class DamagedRecordError(DatabaseError):
+    """A stored row breaks the store's rules: another tool may have edited the file."""
+
+    def __init__(
+        self, path: str, table: str, record_id: object, column: str, value: object, reason: str
+    ) -> None:
+        self.table = table
+        self.record_id = record_id
+        self.column = column
+        self.value = value
+        where = f"{table} row {show(record_id)}"
+        super().__init__(path, f"damaged {where}: {column}={show(value)} {reason}")
 
 
 class SchemaVersionError(DaemonDBError):

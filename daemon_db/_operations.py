@@ -19,7 +19,7 @@ from ._records import (
     ACTIVE_RUN_STATUSES,
     FINISHED_RUN_STATUSES,
     EventRecord,
-    ResumableRun,
+    ResumableRuns,
     Run,
     RunStatus,
     UnitRecord,
@@ -42,6 +42,8 @@ class Operations(abc.ABC):
     """The operations of the store; see DB for how to open one."""
 
     __slots__ = ()
+
+    _path: str  # the database's path, for the errors built here
 
     @abc.abstractmethod
     async def _read(self, work: Work[T]) -> T: ...
@@ -258,14 +260,25 @@ class Operations(abc.ABC):
         if status not in FINISHED_RUN_STATUSES:
             raise InvalidRecordError("status", status, "must be completed, failed or cancelled")
         error = check.optional_text("error", error)
-        return await self._write(partial(runs.complete, run_id=run_id, status=status, error=error))
+        try:
+            payload = check.payload({"status": status.value, "error": error})
+        except InvalidRecordError:
+            reason = f"makes the run_completed event's payload exceed {check.MAX_JSON_BYTES} bytes"
+            raise InvalidRecordError("error", error, reason) from None
+        return await self._write(
+            partial(runs.complete, run_id=run_id, status=status, error=error, payload=payload)
+        )
 
-    async def resumable_runs(self) -> list[ResumableRun]:
+    async def resumable_runs(self) -> ResumableRuns:
         """Every pending or running run, by id, with its units and next event sequence.
 
         Read from one consistent snapshot: the call a daemon makes at start-up.
+        A run whose stored values break the store's rules (another tool edited
+        them) is left out, and its DamagedRecordError is in the result's
+        ``damaged`` list, so that one bad row does not stop every resume.
         """
-        return await self._read(runs.resumable)
+        found, damaged = await self._read(runs.resumable)
+        return ResumableRuns(found, (row.error(self._path) for row in damaged))
 
     async def _pages(
         self,

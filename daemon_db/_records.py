@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, Final, TypeVar
 
 from . import _validation as check
-from ._errors import InvalidRecordError
+from ._errors import DamagedRecordError, InvalidRecordError
 from ._ids import new_run_id
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "FINISHED_UNIT_STATUSES",
     "EventRecord",
     "ResumableRun",
+    "ResumableRuns",
     "Run",
     "RunStatus",
     "Stats",
@@ -174,6 +175,24 @@ class ResumableRun:
     run: Run
     units: list[UnitRecord]
     next_sequence: int
+
+
+class ResumableRuns(list[ResumableRun]):
+    """The runs ``resumable_runs()`` found healthy, with the damaged ones apart.
+
+    A run whose row, or one of whose units' rows, breaks the store's rules
+    (another tool edited the file) cannot be resumed safely; it is left out of
+    the list, so that it does not stop every other run from resuming, and its
+    error is in ``damaged``.
+    """
+
+    __slots__ = ("damaged",)
+
+    def __init__(
+        self, runs: Iterable[ResumableRun] = (), damaged: Iterable[DamagedRecordError] = ()
+    ) -> None:
+        super().__init__(runs)
+        self.damaged: list[DamagedRecordError] = list(damaged)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

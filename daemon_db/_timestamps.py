@@ -22,8 +22,21 @@ def to_text(moment: datetime) -> str:
     return moment.isoformat(timespec="microseconds")[:-6] + "Z"
 
 
-from_text = datetime.fromisoformat
-"""Decode a stored timestamp into an aware UTC datetime (3.11 reads the ``Z``)."""
+_parse = datetime.fromisoformat
+
+
+def from_text(text: str) -> datetime:
+    """Decode a stored timestamp into an aware UTC datetime (3.11 reads the ``Z``).
+
+    Raises ValueError for text that is not a timestamp, or one without a time
+    zone (which another tool may have written): its moment is unknown.
+    """
+    moment = _parse(text)
+    if moment.tzinfo is UTC:
+        return moment
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError("has no time zone")
+    return moment.astimezone(UTC)
 
 
 def on_create(

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from functools import partial
 from typing import TypeVar
 
 import aiosqlite
 
 from ._cancellation import settle
-from ._errors import DaemonDBError
+from ._errors import DaemonDBError, DatabaseError
 from ._operations import Operations
 from ._sqlite import bridge, work
 from ._sqlite.work import Work
@@ -23,32 +22,57 @@ class Transaction(Operations):
     """The run, unit and event methods of a DB, inside ``async with db.transaction() as tx``.
 
     Everything done through it (or through the DB by the task that opened the
-    block) commits together when the block ends, or not at all. A call that
-    raises undoes only its own effect, and the block may go on.
+    block, and by tasks started inside the block) commits together when the
+    block ends, or not at all. A call that raises undoes only its own effect,
+    and the block may go on, unless SQLite itself gave the whole transaction up
+    (a full disk, an I/O error): then every later call raises DatabaseError,
+    and so does leaving the block, since nothing in it can be committed.
     """
 
-    __slots__ = ("_active", "_path", "connection", "owner")
+    __slots__ = ("_block", "_ended", "_path", "connection")
 
-    def __init__(self, connection: aiosqlite.Connection, path: str, owner: asyncio.Task[object]):
+    def __init__(self, connection: aiosqlite.Connection, path: str) -> None:
         self.connection = connection
         self._path = path
-        self._active = True
-        self.owner = owner
+        self._block = work.Block()
+        self._ended = False
+
+    @property
+    def ended(self) -> bool:
+        """True once the block has been left (or abandoned and rolled back)."""
+        return self._ended
+
+    @property
+    def lost(self) -> str | None:
+        """Why SQLite rolled the transaction back by itself, or None if it has not."""
+        return self._block.lost
 
     async def _read(self, work_: Work[T]) -> T:
-        self._check_active()
-        return await bridge.submit(self.connection, partial(work.read, work=work_, path=self._path))
-
-    async def _write(self, work_: Work[T]) -> T:
-        self._check_active()
-        return await settle(
-            bridge.submit(self.connection, partial(work.in_savepoint, work=work_, path=self._path))
+        self._check_usable()
+        return await bridge.submit(
+            self.connection,
+            partial(work.in_block, work=work_, path=self._path, block=self._block, write=False),
         )
 
-    def _check_active(self) -> None:
-        if not self._active:
+    async def _write(self, work_: Work[T]) -> T:
+        self._check_usable()
+        return await settle(
+            bridge.submit(
+                self.connection,
+                partial(work.in_block, work=work_, path=self._path, block=self._block, write=True),
+            )
+        )
+
+    def _check_usable(self) -> None:
+        if self._ended:
             raise DaemonDBError("this transaction block has ended")
+        if self._block.lost is not None:
+            raise self.lost_error()
+
+    def lost_error(self) -> DatabaseError:
+        """The error for a block whose transaction SQLite rolled back."""
+        return DatabaseError(self._path, work.nothing_committed(self._block.lost or ""))
 
     def end(self) -> None:
         """Mark the block ended: later calls through this object raise DaemonDBError."""
-        self._active = False
+        self._ended = True

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from ._errors import InvalidRecordError
 
 __all__ = [
+    "MAX_INT",
     "MAX_JSON_BYTES",
     "MAX_NAME_CHARS",
     "config_json",
@@ -29,6 +30,9 @@ __all__ = [
 
 MAX_NAME_CHARS = 4096
 """Ids, branches, paths and event types: generous for a path, small for a bug."""
+
+MAX_INT = (1 << 63) - 1
+"""The largest integer SQLite stores: counts, sequences and limits stop here."""
 
 MAX_JSON_BYTES = 1 << 20
 """Payloads, ``config_json`` and error texts: at most 1 MiB of UTF-8."""
@@ -71,11 +75,13 @@ def optional_text(field: str, value: object) -> str | None:
 
 
 def count(field: str, value: object, *, minimum: int) -> int:
-    """An int (not a bool) of at least ``minimum``."""
+    """An int (not a bool) of at least ``minimum`` that SQLite can hold (64-bit)."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidRecordError(field, value, f"must be an int, not {type(value).__name__}")
     if value < minimum:
         raise InvalidRecordError(field, value, f"must be >= {minimum}")
+    if value > MAX_INT:
+        raise InvalidRecordError(field, value, f"must be <= {MAX_INT} (a 64-bit integer)")
     return value
 
 
@@ -98,7 +104,12 @@ def timestamp(field: str, value: object) -> datetime | None:
         raise InvalidRecordError(field, value, f"must be a datetime, not {type(value).__name__}")
     if value.tzinfo is None or value.utcoffset() is None:
         raise InvalidRecordError(field, value, "must be timezone-aware (naive datetimes refused)")
-    return value if value.tzinfo is UTC else value.astimezone(UTC)
+    if value.tzinfo is UTC:
+        return value
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise InvalidRecordError(field, value, "is out of range once in UTC") from None
 
 
 def config_json(field: str, value: object) -> str:
@@ -116,15 +127,19 @@ def config_json(field: str, value: object) -> str:
     return value
 
 
-def payload(value: Any) -> str | None:
-    """Encode an event payload as compact JSON text; None stays None (no payload)."""
+def payload(value: Any, *, field: str = "payload") -> str | None:
+    """Encode an event payload as compact JSON text; None stays None (no payload).
+
+    ``field`` names what the payload is made from, in the error for one that is
+    not JSON or whose text exceeds 1 MiB.
+    """
     if value is None:
         return None
     try:
         encoded = _ENCODER.encode(value)
     except (TypeError, ValueError, RecursionError) as exc:
-        raise InvalidRecordError("payload", value, f"is not JSON-serialisable ({exc})") from None
-    _check_size("payload", encoded, shown=value)
+        raise InvalidRecordError(field, value, f"is not JSON-serialisable ({exc})") from None
+    _check_size(field, encoded, shown=value)
     return encoded
 
 

@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import contextvars
 import itertools
 import sqlite3
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from daemon_db import Run, UnitRecord
 
+T = TypeVar("T")
+
 _branches = itertools.count(1)
+
+
+def outside_blocks(call: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+    """A task that is in no transaction block, like one started before the block.
+
+    Tasks started inside a block are in it (they copy its context); a fresh
+    context makes this one an outsider, whose writes wait for the block.
+    """
+    return asyncio.create_task(call, context=contextvars.Context())
 
 
 def new_run(**fields: Any) -> Run:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from daemon_db import DB
-from tests.helpers import new_run
+from tests.helpers import new_run, outside_blocks
 
 
 async def test_a_cancelled_call_returns_only_once_its_work_is_settled(db_path: Path) -> None:
@@ -42,7 +42,7 @@ async def test_cancelling_a_task_waiting_behind_a_block(db_path: Path, location:
         run = await db.create_run(new_run())
         async with db.transaction() as tx:
             await tx.append_event(run.id, "in block")
-            waiting = asyncio.create_task(db.append_event(run.id, "never"))
+            waiting = outside_blocks(db.append_event(run.id, "never"))
             await asyncio.sleep(0.01)
             waiting.cancel()
             with pytest.raises(asyncio.CancelledError):

@@ -19,7 +19,7 @@ from daemon_db import (
     UnitStatus,
     new_run_id,
 )
-from tests.helpers import dump, new_run, new_unit
+from tests.helpers import dump, new_run, new_unit, outside_blocks
 
 
 class Boom(Exception):
@@ -107,9 +107,9 @@ async def test_other_tasks_do_not_see_uncommitted_writes_and_their_reads_do_not_
         run = await tx.create_run(new_run())
         await tx.update_run_status(existing.id, RunStatus.RUNNING)
         async with asyncio.timeout(10):  # would hang if reads waited for the block
-            assert await asyncio.create_task(db.get_run(run.id)) is None
-            assert await asyncio.create_task(db.get_run(existing.id)) == existing
-            assert await asyncio.create_task(db.list_runs()) == [existing]
+            assert await outside_blocks(db.get_run(run.id)) is None
+            assert await outside_blocks(db.get_run(existing.id)) == existing
+            assert await outside_blocks(db.list_runs()) == [existing]
     assert await asyncio.create_task(db.get_run(run.id)) == run
 
 
@@ -117,7 +117,7 @@ async def test_other_tasks_writes_wait_until_the_block_ends(db: DB) -> None:
     run = await db.create_run(new_run())
     async with db.transaction() as tx:
         await tx.append_event(run.id, "in block")
-        outsider = asyncio.create_task(db.append_event(run.id, "outside"))
+        outsider = outside_blocks(db.append_event(run.id, "outside"))
         await asyncio.sleep(0.05)
         assert not outsider.done()
         await tx.append_event(run.id, "in block again")
@@ -134,7 +134,7 @@ async def test_in_memory_reads_by_other_tasks_wait_for_the_block() -> None:
     async with DB.open(":memory:") as db:
         async with db.transaction() as tx:
             run = await tx.create_run(new_run())
-            reader = asyncio.create_task(db.get_run(run.id))
+            reader = outside_blocks(db.get_run(run.id))
             await asyncio.sleep(0.05)
             assert not reader.done()
         assert await reader == run

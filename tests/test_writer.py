@@ -10,7 +10,7 @@ import pytest
 import daemon_db._sqlite.events
 import daemon_db._sqlite.work
 from daemon_db import DB, RunExistsError, RunNotFoundError, RunStatus, new_run_id
-from tests.helpers import new_run
+from tests.helpers import new_run, outside_blocks
 
 
 @pytest.fixture
@@ -89,7 +89,7 @@ async def test_writes_queued_before_a_block_go_first_and_after_it_wait(db: DB) -
     await asyncio.sleep(0)  # queued (one batch may be on the thread)
     async with db.transaction() as tx:
         assert all(task.done() for task in before)
-        after = asyncio.create_task(db.append_event(run.id, "after"))
+        after = outside_blocks(db.append_event(run.id, "after"))
         await tx.append_event(run.id, "block")
         await asyncio.sleep(0.01)
         assert not after.done()
@@ -104,7 +104,7 @@ async def test_writes_queued_before_a_block_go_first_and_after_it_wait(db: DB) -
 async def test_a_write_cancelled_while_queued_never_runs(db: DB, batch_sizes: list[int]) -> None:
     run = await db.create_run(new_run())
     async with db.transaction():  # holds the writer: the writes below stay queued
-        queued = [asyncio.create_task(db.append_event(run.id, str(n))) for n in range(4)]
+        queued = [outside_blocks(db.append_event(run.id, str(n))) for n in range(4)]
         await asyncio.sleep(0)
         queued[1].cancel()
         queued[2].cancel()

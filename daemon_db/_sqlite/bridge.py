@@ -21,7 +21,7 @@ from typing import TypeVar
 
 import aiosqlite
 
-__all__ = ["connect", "submit"]
+__all__ = ["connect", "run_detached", "submit"]
 
 T = TypeVar("T")
 
@@ -64,3 +64,14 @@ def submit(
     future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
     connection._tx.put_nowait((future, partial(work, connection._conn)))
     return future
+
+
+def run_detached(
+    connection: aiosqlite.Connection, work: Callable[[sqlite3.Connection], object]
+) -> None:
+    """Queue ``work(sqlite3_connection)`` with no future: it runs even if the loop is gone.
+
+    aiosqlite skips reporting for an item without a future, so this may be
+    called from any thread, after the connection's event loop has closed.
+    """
+    connection._tx.put_nowait((None, partial(work, connection._conn)))

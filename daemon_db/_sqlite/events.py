@@ -14,6 +14,7 @@ from typing import Any
 from .. import _timestamps as timestamps
 from .._errors import RunNotFoundError
 from .._records import EventRecord, RunStatus, loader
+from . import rows
 from .work import snapshot
 
 __all__ = ["append", "follow_page", "list_page", "next_sequence"]
@@ -23,7 +24,13 @@ _load = loader(EventRecord)
 
 
 def _from_row(row: tuple[Any, ...]) -> EventRecord:
-    return _load(row[0], row[1], row[2], row[3], row[4], row[5], timestamps.from_text(row[6]))
+    try:
+        return _load(row[0], row[1], row[2], row[3], row[4], row[5], timestamps.from_text(row[6]))
+    except (ValueError, TypeError):
+        raise rows.damaged("events", _NAMES, row, {6: rows.timestamp}) from None
+
+
+_NAMES = tuple(name.strip() for name in _COLUMNS.split(","))
 
 
 def append(

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import stat
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from .._errors import DatabaseError
+from .._errors import DatabaseError, show
 from .._records import ACTIVE_RUN_STATUSES, FINISHED_RUN_STATUSES, Run, RunStatus, Stats, UnitStatus
 from . import runs
 from .schema import APPLICATION_ID, MEMORY, SCHEMA_VERSION
@@ -75,6 +76,91 @@ def check(conn: sqlite3.Connection) -> list[str]:
             " HAVING COUNT(*) <> MAX(sequence) OR MIN(sequence) <> 1"
         ):
             problems.append(f"sequences: run {run_id} has {count} events up to sequence {highest}")
+        problems += _damaged_values(conn)
+    return problems
+
+
+_TIMESTAMP_FORM = "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9]." + (
+    "[0-9]" * 6 + "Z"
+)
+
+
+def _text(column: str, *, optional: bool = False, name: bool = False) -> str:
+    bad = f"typeof({column}) <> 'text'" + (f" OR trim({column}) = ''" if name else "")
+    return f"{column} IS NOT NULL AND ({bad})" if optional else bad
+
+
+def _timestamp(column: str, *, optional: bool = True) -> str:
+    bad = f"typeof({column}) <> 'text' OR {column} NOT GLOB '{_TIMESTAMP_FORM}'"
+    return f"{column} IS NOT NULL AND ({bad})" if optional else f"{column} IS NULL OR {bad}"
+
+
+def _one_of(column: str, values: Iterable[str]) -> str:
+    return f"{column} NOT IN ({', '.join(repr(value) for value in values)})"
+
+
+_VALUES = {
+    "runs": {
+        "id": _text("id", name=True),
+        "feature_branch": _text("feature_branch", name=True),
+        "repo_path": _text("repo_path", name=True),
+        "target_branch": _text("target_branch", name=True),
+        "tasks_dir": _text("tasks_dir", name=True),
+        "parallelism": "typeof(parallelism) <> 'integer' OR parallelism < 1",
+        "status": _one_of("status", (status.value for status in RunStatus)),
+        "daemon_version": _text("daemon_version"),
+        "started_at": _timestamp("started_at"),
+        "completed_at": _timestamp("completed_at"),
+        "error": _text("error", optional=True),
+        "config_json": "typeof(config_json) <> 'text' OR NOT json_valid(config_json)"
+        " OR json_type(config_json) <> 'object'",
+    },
+    "units": {
+        "id": _text("id", name=True),
+        "unit_id": _text("unit_id", name=True),
+        "status": _one_of("status", (status.value for status in UnitStatus)),
+        "branch": _text("branch", optional=True, name=True),
+        "worktree_path": _text("worktree_path", optional=True, name=True),
+        "started_at": _timestamp("started_at"),
+        "completed_at": _timestamp("completed_at"),
+        "error": _text("error", optional=True),
+    },
+    "events": {
+        "event_type": _text("event_type", name=True),
+        "unit_id": _text("unit_id", optional=True),
+        "payload_json": "payload_json IS NOT NULL AND (typeof(payload_json) <> 'text'"
+        " OR NOT json_valid(payload_json))",
+        "created_at": _timestamp("created_at", optional=False),
+    },
+}
+"""For each table, each column's rule broken: the values a daemon_db never writes."""
+
+_DAMAGED_SHOWN = 20
+
+
+def _damaged_values(conn: sqlite3.Connection) -> list[str]:
+    """Stored values that break the store's rules (another tool wrote them): one scan a table."""
+    problems: list[str] = []
+    for table, rules in _VALUES.items():
+        broken = " || ".join(
+            f"CASE WHEN {condition} THEN '{column} ' ELSE '' END"
+            for column, condition in rules.items()
+        )
+        rows = conn.execute(
+            f"SELECT id, broken, count(*) OVER () FROM (SELECT id, {broken} AS broken FROM {table})"
+            f" WHERE broken <> '' LIMIT {_DAMAGED_SHOWN}"
+        ).fetchall()
+        for record_id, columns, _ in rows:
+            for column in columns.split():
+                (value,) = conn.execute(
+                    f"SELECT {column} FROM {table} WHERE id = ?", (record_id,)
+                ).fetchone()
+                problems.append(
+                    f"damaged value: {table} row {show(record_id)}: {column}={show(value)}"
+                    " is not what daemon_db writes"
+                )
+        if rows and rows[0][2] > len(rows):
+            problems.append(f"damaged value: {rows[0][2] - len(rows)} more rows in {table}")
     return problems
 
 
@@ -151,13 +237,13 @@ def backup(
 def backup_to(
     conn: sqlite3.Connection,
     *,
+    source: str,
     destination: str,
     overwrite: bool,
     progress: Callable[[int, int], object] | None,
 ) -> int:
     """Back up into a temporary file beside ``destination``, then rename it into place."""
-    if os.path.exists(destination) and not overwrite:
-        raise DatabaseError(destination, "exists already (pass overwrite=True to replace it)")
+    _check_destination(source, destination, overwrite=overwrite)
     folder = os.path.dirname(os.path.abspath(destination))
     try:
         fd, partial_copy = tempfile.mkstemp(prefix=".backup-", suffix=".db", dir=folder)
@@ -171,6 +257,57 @@ def backup_to(
         os.unlink(partial_copy)
         raise
     return pages
+
+
+_COMPANIONS = ("-wal", "-shm", "-journal")
+"""The files SQLite keeps beside a database, which belong to it."""
+
+
+def _check_destination(source: str, destination: str, *, overwrite: bool) -> None:
+    """Refuse a destination the copy must not replace.
+
+    Renaming a copy over the live database (or one of its -wal, -shm files),
+    through whatever link, would corrupt it under the connections that have
+    it open; a folder or a device is not a file to replace; and a file whose
+    -wal or -shm sits beside it is a database that may be in use, whose WAL
+    would be replayed onto the copy.
+    """
+    try:
+        found = os.stat(destination)
+    except FileNotFoundError:
+        found = None
+    except OSError as exc:
+        raise DatabaseError(destination, f"cannot be written: {exc.strerror}") from None
+    if source != MEMORY:
+        itself = f"is the database being copied ({source}) or one of its files"
+        real = os.path.realpath(source)
+        if os.path.realpath(destination) in {real, *(real + end for end in _COMPANIONS)}:
+            raise DatabaseError(destination, itself)
+        if found is not None and any(
+            _same_file(found, path) for path in (source, *(source + end for end in _COMPANIONS))
+        ):
+            raise DatabaseError(destination, f"{itself}, through a link")
+    if found is not None and stat.S_ISDIR(found.st_mode):
+        raise DatabaseError(destination, "is a folder: give the path of the file to write")
+    if found is not None and not stat.S_ISREG(found.st_mode):
+        raise DatabaseError(destination, "is not a regular file; the copy would replace it")
+    if found is not None and not overwrite:
+        raise DatabaseError(destination, "exists already (pass overwrite=True to replace it)")
+    for end in ("-wal", "-shm"):
+        if os.path.lexists(destination + end):
+            raise DatabaseError(
+                destination,
+                f"has a {end} file beside it: it may be a database in use (close it, or remove"
+                f" {destination}{end} if nothing uses it)",
+            )
+
+
+def _same_file(found: os.stat_result, path: str) -> bool:
+    try:
+        other = os.stat(path)
+    except OSError:
+        return False
+    return (found.st_dev, found.st_ino) == (other.st_dev, other.st_ino)
 
 
 def _event_count(conn: sqlite3.Connection, run_id: str) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Collection
 from dataclasses import replace
@@ -18,7 +17,7 @@ from .._records import (
     RunStatus,
     loader,
 )
-from . import events, units
+from . import events, rows, units
 from .work import snapshot
 
 __all__ = [
@@ -42,21 +41,35 @@ _STATUSES = {status.value: status for status in RunStatus}
 
 
 def _from_row(row: tuple[Any, ...]) -> Run:
-    started_at, completed_at = row[8], row[9]
-    return _load(
-        row[0],
-        row[1],
-        row[2],
-        row[3],
-        row[4],
-        row[5],
-        _STATUSES[row[6]],
-        row[7],
-        started_at and timestamps.from_text(started_at),
-        completed_at and timestamps.from_text(completed_at),
-        row[10],
-        row[11],
-    )
+    try:
+        started_at, completed_at = row[8], row[9]
+        if type(row[5]) is not int:
+            raise TypeError
+        return _load(
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            row[4],
+            row[5],
+            _STATUSES[row[6]],
+            row[7],
+            started_at and timestamps.from_text(started_at),
+            completed_at and timestamps.from_text(completed_at),
+            row[10],
+            row[11],
+        )
+    except (KeyError, ValueError, TypeError):
+        raise rows.damaged("runs", _NAMES, row, _CHECKS) from None
+
+
+_NAMES = tuple(name.strip() for name in _COLUMNS.split(","))
+_CHECKS: dict[int, rows.Check] = {
+    5: rows.positive_int,
+    6: rows.member(_STATUSES, "a run status"),
+    8: rows.optional_timestamp,
+    9: rows.optional_timestamp,
+}
 
 
 def _text(moment: datetime | None) -> str | None:
@@ -145,10 +158,16 @@ def update_status(
     return updated
 
 
-def complete(conn: sqlite3.Connection, *, run_id: str, status: RunStatus, error: str | None) -> Run:
-    """Finish a run and log its ``run_completed`` event, in the caller's transaction."""
+def complete(
+    conn: sqlite3.Connection,
+    *,
+    run_id: str,
+    status: RunStatus,
+    error: str | None,
+    payload: str | None,
+) -> Run:
+    """Finish a run and log its ``run_completed`` event (``payload``), in one transaction."""
     run = update_status(conn, run_id=run_id, status=status, error=error)
-    payload = json.dumps({"status": status.value, "error": error}, separators=(",", ":"))
     events.append(conn, run_id=run_id, event_type="run_completed", unit_id=None, payload=payload)
     return run
 
@@ -191,21 +210,35 @@ def list_page(
     return [_from_row(row) for row in rows]
 
 
-def resumable(conn: sqlite3.Connection) -> list[ResumableRun]:
-    """Every active run with its units and next sequence, from one snapshot."""
+def resumable(conn: sqlite3.Connection) -> tuple[list[ResumableRun], list[rows.DamagedRow]]:
+    """Every active run with its units and next sequence, from one snapshot.
+
+    Two statements, however many runs. A run whose row or units cannot be read
+    as records is reported apart, so that the others still resume.
+    """
     with snapshot(conn):
-        active = [
-            _from_row(row)
-            for row in conn.execute(f"SELECT {_COLUMNS} FROM runs WHERE {_ACTIVE} ORDER BY id")
-        ]
-        return [
-            ResumableRun(
-                run=run,
-                units=units.list_page(conn, run_id=run.id, status=None, after=None, limit=-1),
-                next_sequence=events.next_sequence(conn, run_id=run.id),
-            )
-            for run in active
-        ]
+        run_rows = conn.execute(
+            f"SELECT {_COLUMNS}, (SELECT COALESCE(MAX(sequence), 0) + 1 FROM events"
+            f" WHERE run_id = runs.id) FROM runs WHERE {_ACTIVE} ORDER BY id"
+        ).fetchall()
+        unit_rows = conn.execute(
+            f"SELECT {units.COLUMNS} FROM units"
+            f" WHERE run_id IN (SELECT id FROM runs WHERE {_ACTIVE}) ORDER BY run_id, unit_id"
+        ).fetchall()
+    units_of: dict[str, list[tuple[Any, ...]]] = {}
+    for row in unit_rows:
+        units_of.setdefault(row[1], []).append(row)
+    found: list[ResumableRun] = []
+    damaged: list[rows.DamagedRow] = []
+    for row in run_rows:
+        try:
+            run = _from_row(row)
+            unit_records = [units.from_row(unit) for unit in units_of.get(row[0], ())]
+        except rows.DamagedRow as exc:
+            damaged.append(exc)
+            continue
+        found.append(ResumableRun(run=run, units=unit_records, next_sequence=row[-1]))
+    return found, damaged
 
 
 def _holder(conn: sqlite3.Connection, run: Run, *, inserting: bool) -> RunExistsError | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from pathlib import Path
 from typing import Final
 
@@ -49,7 +50,7 @@ def open_writer(path: str, *, busy_timeout: float, synchronous: str) -> sqlite3.
         _configure(conn, path, synchronous)
         version = _inspect(conn, path)
         if path != MEMORY:
-            _enable_wal(conn, path)
+            _enable_wal(conn, path, busy_timeout)
         migrate(conn, path, version)
         _check_writable(conn, path)
     except BaseException:
@@ -160,11 +161,22 @@ def _inspect(conn: sqlite3.Connection, path: str) -> int:
     )
 
 
-def _enable_wal(conn: sqlite3.Connection, path: str) -> None:
-    try:
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-    except sqlite3.Error as exc:
-        raise translate(exc, path) from None
+def _enable_wal(conn: sqlite3.Connection, path: str, busy_timeout: float) -> None:
+    # SQLite does not call the busy handler while switching the journal mode:
+    # beside another connection opening the same new file, the switch fails at
+    # once with SQLITE_BUSY. Retry it, as the busy handler would, for as long.
+    deadline = time.monotonic() + busy_timeout
+    pause = 0.001
+    while True:
+        try:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            break
+        except sqlite3.Error as exc:
+            busy = (exc.sqlite_errorname or "").startswith("SQLITE_BUSY")
+            if not busy or time.monotonic() + pause > deadline:
+                raise translate(exc, path) from None
+            time.sleep(pause)
+            pause = min(2 * pause, 0.05)
     if mode != "wal":
         raise DatabaseError(path, f"cannot switch to WAL mode (journal mode stays {mode!r})")
 

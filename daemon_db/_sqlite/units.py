@@ -10,27 +10,39 @@ from typing import Any
 from .. import _timestamps as timestamps
 from .._errors import RunNotFoundError, UnitExistsError, UnitNotFoundError
 from .._records import FINISHED_UNIT_STATUSES, UnitRecord, UnitStatus, loader
+from . import rows
 
-__all__ = ["create", "get", "list_page", "update_branch", "update_status"]
+__all__ = ["COLUMNS", "create", "from_row", "get", "list_page", "update_branch", "update_status"]
 
-_COLUMNS = "id, run_id, unit_id, status, branch, worktree_path, started_at, completed_at, error"
+COLUMNS = "id, run_id, unit_id, status, branch, worktree_path, started_at, completed_at, error"
 _load = loader(UnitRecord)
 _STATUSES = {status.value: status for status in UnitStatus}
 
 
-def _from_row(row: tuple[Any, ...]) -> UnitRecord:
-    started_at, completed_at = row[6], row[7]
-    return _load(
-        row[0],
-        row[1],
-        row[2],
-        _STATUSES[row[3]],
-        row[4],
-        row[5],
-        started_at and timestamps.from_text(started_at),
-        completed_at and timestamps.from_text(completed_at),
-        row[8],
-    )
+def from_row(row: tuple[Any, ...]) -> UnitRecord:
+    try:
+        started_at, completed_at = row[6], row[7]
+        return _load(
+            row[0],
+            row[1],
+            row[2],
+            _STATUSES[row[3]],
+            row[4],
+            row[5],
+            started_at and timestamps.from_text(started_at),
+            completed_at and timestamps.from_text(completed_at),
+            row[8],
+        )
+    except (KeyError, ValueError, TypeError):
+        raise rows.damaged("units", _NAMES, row, _CHECKS) from None
+
+
+_NAMES = tuple(name.strip() for name in COLUMNS.split(","))
+_CHECKS: dict[int, rows.Check] = {
+    3: rows.member(_STATUSES, "a unit status"),
+    6: rows.optional_timestamp,
+    7: rows.optional_timestamp,
+}
 
 
 def _text(moment: datetime | None) -> str | None:
@@ -49,7 +61,7 @@ def create(conn: sqlite3.Connection, *, unit: UnitRecord) -> UnitRecord:
         unit = replace(unit, started_at=started_at, completed_at=completed_at)
     try:
         conn.execute(
-            f"INSERT INTO units ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO units ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 unit.id,
                 unit.run_id,
@@ -77,8 +89,8 @@ def create(conn: sqlite3.Connection, *, unit: UnitRecord) -> UnitRecord:
 
 def get(conn: sqlite3.Connection, *, unit_record_id: str) -> UnitRecord | None:
     """The unit with this id, or None."""
-    row = conn.execute(f"SELECT {_COLUMNS} FROM units WHERE id = ?", (unit_record_id,)).fetchone()
-    return None if row is None else _from_row(row)
+    row = conn.execute(f"SELECT {COLUMNS} FROM units WHERE id = ?", (unit_record_id,)).fetchone()
+    return None if row is None else from_row(row)
 
 
 def update_status(
@@ -123,7 +135,7 @@ def list_page(
     limit: int,
 ) -> list[UnitRecord]:
     """Up to ``limit`` (-1: all) units of a run, by unit_id, after the unit_id ``after``."""
-    sql = f"SELECT {_COLUMNS} FROM units WHERE run_id = ?"
+    sql = f"SELECT {COLUMNS} FROM units WHERE run_id = ?"
     params: list[object] = [run_id]
     if status is not None:
         sql += " AND status = ?"
@@ -132,7 +144,7 @@ def list_page(
         sql += " AND unit_id > ?"
         params.append(after)
     rows = conn.execute(f"{sql} ORDER BY unit_id LIMIT ?", (*params, limit)).fetchall()
-    return [_from_row(row) for row in rows]
+    return [from_row(row) for row in rows]
 
 
 def _existing(conn: sqlite3.Connection, unit_record_id: str) -> UnitRecord:

@@ -13,13 +13,17 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from .._errors import DatabaseError, translate
+from .rows import DamagedRow
 
 __all__ = [
+    "Block",
     "Failure",
     "Work",
     "begin",
     "end",
+    "in_block",
     "in_savepoint",
+    "nothing_committed",
     "read",
     "snapshot",
     "write_batch",
@@ -45,6 +49,8 @@ def read(conn: sqlite3.Connection, work: Work[T], path: str) -> T:
         return work(conn)
     except sqlite3.Error as exc:
         raise translate(exc, path) from None
+    except DamagedRow as exc:
+        raise exc.error(path) from None
 
 
 def write_batch(
@@ -111,7 +117,11 @@ def _each_in_savepoint(
 
 
 def _translated(exc: Exception, path: str) -> Exception:
-    return translate(exc, path) if isinstance(exc, sqlite3.Error) else exc
+    if isinstance(exc, sqlite3.Error):
+        return translate(exc, path)
+    if isinstance(exc, DamagedRow):
+        return exc.error(path)
+    return exc
 
 
 def in_savepoint(conn: sqlite3.Connection, work: Work[T], path: str) -> T:
@@ -130,7 +140,50 @@ def in_savepoint(conn: sqlite3.Connection, work: Work[T], path: str) -> T:
         conn.execute("RELEASE work")
     except sqlite3.Error as exc:
         raise translate(exc, path) from None
+    except DamagedRow as exc:
+        raise exc.error(path) from None
     return result
+
+
+class Block:
+    """A transaction block as its connection's thread sees it.
+
+    SQLite ends a transaction by itself on some errors (a full disk, an I/O
+    error, out of memory, an interrupt): every statement of it is undone, and
+    the connection is back in autocommit mode. ``lost`` then says why, and
+    the block can commit nothing.
+    """
+
+    __slots__ = ("lost",)
+
+    def __init__(self) -> None:
+        self.lost: str | None = None
+
+
+def in_block(conn: sqlite3.Connection, work: Work[T], path: str, *, block: Block, write: bool) -> T:
+    """Run one call of a transaction block: a write in a savepoint of its own, or a read."""
+    if block.lost is not None or not conn.in_transaction:
+        block.lost = block.lost or "SQLite ended the transaction"
+        raise DatabaseError(path, nothing_committed(block.lost))
+    try:
+        result = in_savepoint(conn, work, path) if write else read(conn, work, path)
+    except Exception as exc:
+        if conn.in_transaction:
+            raise
+        block.lost = exc.reason if isinstance(exc, DatabaseError) else str(exc)
+        raise DatabaseError(path, nothing_committed(block.lost)) from exc
+    if not conn.in_transaction:  # no call of ours ends it, but a result must not hide that
+        block.lost = "the transaction ended during a call"
+        raise DatabaseError(path, nothing_committed(block.lost))
+    return result
+
+
+def nothing_committed(cause: str) -> str:
+    """The reason given for every call, and the exit, of a block SQLite rolled back."""
+    return (
+        f"{cause}; SQLite rolled the whole transaction back:"
+        " nothing done in this transaction block is committed"
+    )
 
 
 def begin(conn: sqlite3.Connection, path: str) -> None:
@@ -142,9 +195,15 @@ def begin(conn: sqlite3.Connection, path: str) -> None:
 
 
 def end(conn: sqlite3.Connection, path: str, *, commit: bool) -> None:
-    """Commit or roll back the open transaction (rolled back too if COMMIT fails)."""
+    """Commit or roll back the open transaction (rolled back too if COMMIT fails).
+
+    Raises DatabaseError when asked to commit a transaction that SQLite has
+    already rolled back: the block's work is gone, and must not look committed.
+    """
     try:
-        if commit and conn.in_transaction:
+        if commit and not conn.in_transaction:
+            raise DatabaseError(path, nothing_committed("SQLite ended the transaction"))
+        if commit:
             conn.execute("COMMIT")
     except sqlite3.Error as exc:
         raise translate(exc, path) from None

@@ -1,0 +1,114 @@
+"""backup() never replaces the file it copies, nor anything that is not a file to replace.
+
+Renaming a copy over the live database (the same file through any link, or its
+-wal or -shm) corrupts it under the connections that hold it open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from daemon_db import DB, DatabaseError
+from tests.helpers import dump, new_run, report
+
+
+async def test_backup_refuses_its_own_database_however_it_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    async with DB.open(path) as db:
+        run = await db.create_run(new_run(status="running"))
+        await db.append_event(run.id, "first")
+        os.symlink(path, tmp_path / "link.db")
+        os.link(path, tmp_path / "hard.db")
+        same = [
+            path,
+            str(path),
+            tmp_path / "." / "state.db",
+            tmp_path / "link.db",
+            tmp_path / "hard.db",
+            Path(f"{path}-wal"),
+            Path(f"{path}-shm"),
+            Path(f"{path}-journal"),  # not there now, but SQLite would take it for the journal
+        ]
+        for destination in same:
+            before = path.read_bytes()
+            with pytest.raises(DatabaseError, match="is the database being copied") as raised:
+                await db.backup(destination, overwrite=True)
+            assert raised.value.path == str(destination)
+            assert path.read_bytes() == before
+        assert not Path(f"{path}-journal").exists()
+
+        # The daemon goes on writing: the file was never replaced under it.
+        for n in range(3000):
+            await db.append_event(run.id, "after", payload={"n": n})
+        assert await db.check() == []
+        assert len(await db.list_events(run.id)) == 3001
+    report(f"backup safety: {len(same)} names of the live database refused; 3,000 writes after")
+
+
+async def test_backup_refuses_a_folder_and_anything_that_is_not_a_regular_file(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.db"
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    async with DB.open(path) as db:
+        await db.create_run(new_run())
+        with pytest.raises(DatabaseError, match="is a folder"):
+            await db.backup(tmp_path, overwrite=True)
+        with pytest.raises(DatabaseError, match="not a regular file"):
+            await db.backup(fifo, overwrite=True)
+        if os.path.exists("/dev/null"):
+            with pytest.raises(DatabaseError, match="not a regular file"):
+                await db.backup("/dev/null", overwrite=True)
+    assert fifo.is_fifo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe", "state.db"]
+
+
+async def test_backup_refuses_a_database_that_may_be_in_use(tmp_path: Path) -> None:
+    source, other = tmp_path / "state.db", tmp_path / "other.db"
+    async with DB.open(source) as db, DB.open(other) as in_use:
+        await db.create_run(new_run())
+        await in_use.create_run(new_run())
+        before = dump(other)
+        with pytest.raises(DatabaseError, match="-wal file beside it"):
+            await db.backup(other, overwrite=True)
+        assert len(await in_use.list_runs()) == 1
+    assert dump(other) == before
+    async with DB.open(source) as db:  # closed, its -wal and -shm gone: replacing it is fine
+        await db.backup(other, overwrite=True)
+    assert dump(other) == dump(source)
+
+
+async def test_backup_beside_a_writing_process_is_refused_on_the_command_line(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.db"
+    async with DB.open(path) as db:
+        run = await db.create_run(new_run(status="running"))
+        writing = asyncio.create_task(_append(db, run.id, 500))
+        result = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "daemon_db", "backup", str(path), "--db", str(path), "--force"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        await writing
+        assert result.returncode == 1
+        assert result.stdout == ""
+        lines = result.stderr.splitlines()
+        assert len(lines) == 1
+        assert "is the database being copied" in lines[0]
+        assert await db.check() == []
+        assert len(await db.list_events(run.id)) == 500
+
+
+async def _append(db: DB, run_id: str, count: int) -> None:
+    for n in range(count):
+        await db.append_event(run_id, "tick", payload=n)

@@ -1,0 +1,129 @@
+"""Values another tool wrote into the file: a typed error naming where, and one bad row
+never stops the other runs from resuming."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from daemon_db import DB, DamagedRecordError, DatabaseError, RunStatus, UnitStatus
+from tests.helpers import new_run, new_unit, report
+
+# (table, column, value another tool wrote, what the error says)
+DAMAGE = [
+    ("runs", "started_at", "yesterday", "not a timestamp"),
+    ("runs", "completed_at", "2024-01-01 10:00", "time zone"),  # naive: its moment is unknown
+    ("runs", "status", "paused", "not a run status"),
+    ("runs", "parallelism", "four", "integer"),
+    ("units", "started_at", "soon", "not a timestamp"),
+    ("units", "status", "stuck", "not a unit status"),
+]
+
+
+def _edit(path: Path, sql: str, *params: object) -> None:
+    """Change the file as another tool would: plain sqlite3, with the checks off."""
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        conn.execute("PRAGMA ignore_check_constraints = ON")
+        conn.execute(sql, params)
+
+
+@pytest.mark.parametrize(("table", "column", "value", "says"), DAMAGE)
+async def test_a_damaged_value_gets_a_typed_error_naming_table_row_and_column(
+    db_path: Path, table: str, column: str, value: str, says: str
+) -> None:
+    async with DB.open(db_path) as db:
+        run = await db.create_run(new_run(status="running"))
+        unit = await db.create_unit(new_unit(run, "u1", status="running"))
+        healthy = await db.create_run(new_run(status="running"))
+        await db.create_unit(new_unit(healthy, "u1"))
+    record_id = run.id if table == "runs" else unit.id
+    _edit(db_path, f"UPDATE {table} SET {column} = ? WHERE id = ?", value, record_id)
+
+    async with DB.open(db_path) as db:
+        read = db.get_run(run.id) if table == "runs" else db.get_unit(unit.id)
+        with pytest.raises(DamagedRecordError) as raised:
+            await read
+        error = raised.value
+        assert isinstance(error, DatabaseError)
+        assert (error.table, error.record_id, error.column, error.value) == (
+            table,
+            record_id,
+            column,
+            value,
+        )
+        assert error.path == str(db_path)
+        for part in (table, record_id, column, repr(value), says):
+            assert part in str(error)
+
+        # Start-up resumes every healthy run and reports the damaged one apart. (A run
+        # whose status is none of the five is not active as far as the file says.)
+        found = await db.resumable_runs()
+        assert [item.run.id for item in found] == [healthy.id]
+        expected = [] if column == "status" and table == "runs" else [(table, record_id, column)]
+        assert [(e.table, e.record_id, e.column) for e in found.damaged] == expected
+        problems = await db.check()
+        assert any(table in p and record_id in p and column in p for p in problems), problems
+
+        if table == "runs":  # writes that read the row first say so too
+            with pytest.raises(DamagedRecordError):
+                await db.update_run_status(run.id, RunStatus.FAILED)
+            with pytest.raises(DamagedRecordError):
+                await db.list_runs()
+        else:
+            with pytest.raises(DamagedRecordError):
+                await db.update_unit_status(unit.id, UnitStatus.FAILED)
+        assert await db.delete_run(run.id)  # the way out: the run can still be removed
+        assert await db.check() == []
+
+
+async def test_a_damaged_event_is_named_when_read(db_path: Path) -> None:
+    async with DB.open(db_path) as db:
+        run = await db.create_run(new_run())
+        event = await db.append_event(run.id, "e", payload={"a": 1})
+    _edit(db_path, "UPDATE events SET created_at = 'noon' WHERE id = ?", event.id)
+    async with DB.open(db_path) as db:
+        with pytest.raises(DamagedRecordError) as raised:
+            await db.list_events(run.id)
+        assert (raised.value.table, raised.value.record_id) == ("events", event.id)
+        assert any("created_at" in p for p in await db.check())
+
+
+async def test_check_finds_every_kind_of_damaged_value_and_the_command_line_exits_1(
+    db_path: Path,
+) -> None:
+    async with DB.open(db_path) as db:
+        run = await db.create_run(new_run())
+        unit = await db.create_unit(new_unit(run, "u1"))
+        event = await db.append_event(run.id, "e", payload=[1])
+    edits = [
+        ("runs", "config_json", "[1, 2]", run.id),
+        ("runs", "feature_branch", b"\xff\x00", run.id),  # a blob: TEXT affinity keeps it
+        ("runs", "started_at", "2024-01-01T10:00:00+02:00", run.id),  # readable, but sorts wrong
+        ("units", "completed_at", "2024-01-01", unit.id),
+        ("events", "payload_json", "{not json", event.id),
+    ]
+    for table, column, value, record_id in edits:
+        _edit(db_path, f"UPDATE {table} SET {column} = ? WHERE id = ?", value, record_id)
+        async with DB.open(db_path, readonly=True) as db:
+            problems = await db.check()
+        assert any(f"{table} row" in p and column in p for p in problems), (column, problems)
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "daemon_db", "check", "--db", str(db_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "damaged value" in result.stdout
+    report(
+        f"damaged rows: {len(DAMAGE)} kinds of value written by another tool: each a"
+        " DamagedRecordError naming table, row and column; start-up resumes the healthy runs"
+        " and lists the damaged apart; check finds them"
+    )
