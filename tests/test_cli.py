@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -459,6 +460,41 @@ def test_a_mistake_is_one_line_and_a_non_zero_exit(
     done = daemon_db_command(*args, DAEMON_DB=str(db_path))
     assert_one_line_error(done, status, *named)
     assert "Traceback" not in done.stderr
+
+
+def test_json_carries_payload_and_config_as_data(db_path: Path, filled: list[Run]) -> None:
+    done = daemon_db_command("events", filled[1].id, "--json", "--db", str(db_path))
+    assert (done.returncode, done.stderr) == (0, "")
+    assert [event["payload"] for event in json.loads(done.stdout)][:2] == [{"n": 0}, {"n": 1}]
+    done = daemon_db_command("runs", "--nl", "--db", str(db_path))
+    assert (done.returncode, done.stderr) == (0, "")
+    assert json.loads(done.stdout.splitlines()[1])["config"] == {"k": [1]}
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["check", "--json"], ["stats", "--nl"], ["show", "{run}", "--nl"], ["stats", "--csv"]],
+)
+def test_reports_take_the_machine_forms(db_path: Path, filled: list[Run], args: list[str]) -> None:
+    args = [arg.format(run=filled[1].id) for arg in args]
+    done = daemon_db_command(*args, "--db", str(db_path))
+    assert (done.returncode, done.stderr) == (0, "")
+    if args[-1] == "--csv":
+        assert len(list(csv.DictReader(io.StringIO(done.stdout)))) == 1
+    else:
+        assert len(done.stdout.splitlines()) == (1 if args[-1] == "--nl" else 4)
+        assert json.loads(done.stdout)
+
+
+def test_csv_of_an_empty_listing_has_its_header(db_path: Path) -> None:
+    asyncio.run(_empty(db_path))
+    done = daemon_db_command("runs", "--csv", "--db", str(db_path))
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout == ",".join(dataclass_fields(Run)) + "\n"
+
+
+def dataclass_fields(record: type) -> list[str]:
+    return [field.name for field in dataclasses.fields(record)]
 
 
 def test_a_folder_an_empty_file_and_a_missing_one(tmp_path: Path) -> None:
