@@ -69,7 +69,7 @@ def _error(message: str, *, status: int) -> int:
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, with its errors as one line (no usage block) in our own words' form."""
+    """argparse, reporting a usage error as one line, without the usage block."""
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"daemon-db: error: {terminal.safe(message)}\n")
@@ -102,7 +102,10 @@ def _duration(text: str) -> timedelta:
         raise argparse.ArgumentTypeError(
             f"{show(text)} is not a duration such as 30d, 12h, 90m or 1w2d"
         )
-    seconds = sum(int(n) * DURATION_UNITS[unit] for n, unit in parts)
+    try:
+        seconds = sum(int(n) * DURATION_UNITS[unit] for n, unit in parts)
+    except ValueError:  # more digits than int() takes: far too long anyway
+        seconds = LONGEST_DURATION.days * 86400 + 1
     if seconds > LONGEST_DURATION.total_seconds():
         raise argparse.ArgumentTypeError(
             f"{show(text)} is too long (at most {LONGEST_DURATION.days}d, 100 years)"

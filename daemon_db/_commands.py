@@ -172,7 +172,8 @@ async def _show_as_json(
         "events": count,
     }
     sys.stdout.write(output.json_object_opening(head, "latest_events", indent))
-    await _write(latest, output.JsonArray(sys.stdout, indent=indent, level=1, end=""))
+    listed = output.JsonArray(sys.stdout, indent=indent, level=1, end="")
+    await _write(latest, listed, limit=args.events)
     sys.stdout.write("\n}\n" if indent else "}\n")
 
 
