@@ -96,9 +96,12 @@ def as_data(row: Row) -> dict[str, Any]:
     data: dict[str, Any] = {}
     for name, value in row.items():
         if name in JSON_TEXT_COLUMNS:
-            data[JSON_TEXT_COLUMNS[name]] = None if value is None else json.loads(value)
-        else:
-            data[name] = _plain(value)
+            try:
+                data[JSON_TEXT_COLUMNS[name]] = None if value is None else json.loads(value)
+                continue
+            except ValueError:  # written behind the library's back: shown as the text it is
+                pass
+        data[name] = _plain(value)
     return data
 
 
@@ -163,7 +166,7 @@ class JsonArray(Listing):
 
 
 def _indented(value: object, indent: int | None, margin: str) -> str:
-    """``value`` as JSON whose lines after the first start at ``margin`` (a newline and spaces)."""
+    """``value`` as JSON, each of its lines starting at ``margin`` (a newline and spaces)."""
     if indent is None:
         return json.dumps(value, separators=_COMPACT)
     return margin + json.dumps(value, indent=indent).replace("\n", margin)

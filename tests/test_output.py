@@ -96,6 +96,8 @@ def test_machine_forms_carry_json_columns_as_data_and_csv_as_text() -> None:
     assert output.as_text(output.record_row(run))["config_json"] == '{"retries": 3}'
     no_payload = output.as_data({"payload_json": None})
     assert no_payload == {"payload": None}
+    damaged = output.as_data({"payload_json": "{not json"})  # written behind our back
+    assert damaged == {"payload_json": "{not json"}
 
 
 def table(rows: list[Run], *, colour: bool = False) -> list[str]:
