@@ -5,6 +5,8 @@ log per run, kept in one SQLite file and awaited from asyncio without blocking
 the event loop. See ``DB.open``.
 """
 
+from importlib import metadata as _metadata
+
 from ._db import DB
 from ._errors import (
     ClosedError,
@@ -58,3 +60,20 @@ __all__ = [
     "make_unit_record_id",
     "new_run_id",
 ]
+
+
+def __getattr__(name: str) -> str:
+    # Looked up on first use: reading the package metadata takes a few milliseconds.
+    if name == "__version__":
+        try:
+            version = _metadata.version("daemon_db")
+        except _metadata.PackageNotFoundError:  # a source tree that was never installed
+            version = "0+unknown"
+        globals()["__version__"] = version
+        return version
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    # The API and nothing else: not the private modules imported above.
+    return sorted([*__all__, "__version__"])

@@ -1,313 +1,152 @@
-"""The ``daemon-db`` command line: look inside a daemon's state, check it, copy it, prune it.
+"""The ``daemon-db`` command line: its parser, and how a command's outcome becomes an exit status.
 
-Inspection commands open the database read-only, so they are safe beside a
-running daemon, and never create a file. User errors are one line on stderr
-and a non-zero exit, never a traceback.
+What each command does is in ``_commands.py``; how it prints, in ``_output.py``.
+Every mistake is one line on stderr, ``daemon-db: error: ...``, naming the
+value or flag at fault: exit status 2 for one the parser finds (as argparse
+does), 1 for one only the database can tell (an unknown run, a file that is
+not a database). Never a traceback; Ctrl-C exits 130, a closed pipe quietly.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
-import json
 import os
 import re
 import sys
-from collections.abc import Awaitable, Callable
-from dataclasses import asdict, fields
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
-from typing import TextIO
+from typing import Final, NoReturn
 
-from . import _output as output
-from . import _timestamps as timestamps
-from ._db import DB
-from ._errors import DaemonDBError, SchemaVersionError
-from ._records import EventRecord, RunStatus, UnitStatus
+from . import _commands as commands
+from . import _terminal as terminal
+from ._errors import DaemonDBError, show
+from ._records import RunStatus
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
 
-RUN_COLUMNS = ["id", "status", "feature_branch", "repo_path", "started_at", "completed_at", "error"]
-UNIT_COLUMNS = ["unit_id", "status", "branch", "started_at", "completed_at", "error"]
-EVENT_COLUMNS = ["sequence", "created_at", "event_type", "unit_id", "payload_json"]
-DURATION = re.compile(r"(\d+)([wdhms])")
-UNITS = {"w": "weeks", "d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
+Command = Callable[[argparse.Namespace], Awaitable[int]]
 
-
-class UsageError(Exception):
-    """A mistake on the command line, reported as one line."""
+LARGEST_INTEGER: Final = 2**63 - 1  # SQLite's
+DURATION: Final = re.compile(r"(\d+)([wdhms])")
+DURATION_UNITS: Final = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
+LONGEST_DURATION: Final = timedelta(days=36500)
+SHELLS: Final = ("bash", "zsh", "tcsh", "fish")
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
-    args = _parser().parse_args(argv)
-    if not args.db:
-        print("daemon-db: error: no database: pass --db PATH or set DAEMON_DB", file=sys.stderr)
-        return 2
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C: the shell shows it; nothing to add
+        return 130
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error already reported
+        return exc.code if isinstance(exc.code, int) else 0
+    if args.needs_db and not args.db:
+        return _error("no database: pass --db PATH or set DAEMON_DB", status=2)
     try:
         status: int = asyncio.run(args.run(args))
         sys.stdout.flush()
-    except (UsageError, DaemonDBError) as exc:
-        print(f"daemon-db: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    except (commands.CommandError, DaemonDBError) as exc:
+        return _error(str(exc), status=1)
     except BrokenPipeError:
-        # The reader went away (| head): stop quietly, as Unix tools do.
+        # The reader went away (| head): stop quietly, as Unix tools do, and
+        # keep Python from complaining when it flushes stdout at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     return status
 
 
-# Inspection: read-only, never creating a file.
+def _error(message: str, *, status: int) -> int:
+    sys.stdout.flush()
+    sys.stderr.write(f"daemon-db: error: {terminal.safe(message)}\n")
+    return status
 
 
-async def runs(args: argparse.Namespace) -> int:
-    async with DB.open(args.db, readonly=True) as db:
-        found = await db.list_runs(
-            status=args.status,
-            feature_branch=args.branch,
-            repo_path=args.repo,
-            limit=args.limit,
-            after=args.after,
-            newest_first=args.newest_first,
-        )
-    output.write([output.as_row(run) for run in found], args.form, sys.stdout, RUN_COLUMNS)
-    return 0
+class _Parser(argparse.ArgumentParser):
+    """argparse, reporting a usage error as one line, without the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"daemon-db: error: {terminal.safe(message)}\n")
 
 
-async def show(args: argparse.Namespace) -> int:
-    async with DB.open(args.db, readonly=True) as db:
-        run = await db.get_run(args.run_id)
-        if run is None:
-            raise UsageError(f"no run with id {args.run_id!r} in {args.db}")
-        units = await db.list_units_by_run(run.id)
-        count = await db.get_next_sequence(run.id) - 1
-        latest = await db.list_events_since(run.id, max(0, count - args.events))
-    if args.form == "json":
-        shown = {
-            "run": output.as_row(run),
-            "units": [output.as_row(unit) for unit in units],
-            "events": count,
-            "latest_events": [output.as_row(event) for event in latest],
-        }
-        sys.stdout.write(json.dumps(shown, indent=2) + "\n")
-        return 0
-    for name, value in output.as_row(run).items():
-        sys.stdout.write(f"{name:15} {'' if value is None else value}\n")
-    sys.stdout.write(f"\nunits: {len(units)}\n")
-    output.write([output.as_row(unit) for unit in units], "table", sys.stdout, UNIT_COLUMNS)
-    sys.stdout.write(f"\nevents: {count}, the latest {len(latest)}:\n")
-    output.write([output.as_row(event) for event in latest], "table", sys.stdout, EVENT_COLUMNS)
-    return 0
+# Values on the command line: checked here, so that a bad one is a usage error
+# naming its flag, never a traceback from deeper down.
 
 
-async def events(args: argparse.Namespace) -> int:
-    async with DB.open(args.db, readonly=True) as db:
-        if not args.follow:
-            if await db.get_run(args.run_id) is None:
-                raise UsageError(f"no run with id {args.run_id!r} in {args.db}")
-            found = await db.list_events_since(args.run_id, args.since)
-            rows = [output.as_row(event) for event in found]
-            output.write(rows, args.form, sys.stdout, EVENT_COLUMNS)
-            return 0
-        stream = _Stream(args.form, sys.stdout)
+def _whole_number(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
         try:
-            async for event in db.follow_events(args.run_id, args.since):
-                stream.write(event)
-        finally:
-            stream.close()
-    return 0
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{show(text)} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{show(text)} is less than {minimum}")
+        if value > LARGEST_INTEGER:
+            raise argparse.ArgumentTypeError(
+                f"{show(text)} is too large (at most {LARGEST_INTEGER})"
+            )
+        return value
 
-
-async def resumable(args: argparse.Namespace) -> int:
-    async with DB.open(args.db, readonly=True) as db:
-        found = await db.resumable_runs()
-    rows = []
-    for item in found:
-        done = sum(unit.status is UnitStatus.COMPLETED for unit in item.units)
-        in_flight = [unit.unit_id for unit in item.units if unit.status is UnitStatus.RUNNING]
-        rows.append(
-            {
-                **output.as_row(item.run, ["id", "status", "feature_branch", "repo_path"]),
-                "units_completed": f"{done}/{len(item.units)}",
-                "units_running": ", ".join(in_flight),
-                "next_sequence": item.next_sequence,
-            }
-        )
-    output.write(rows, args.form, sys.stdout)
-    return 0
-
-
-async def stats(args: argparse.Namespace) -> int:
-    async with DB.open(args.db, readonly=True) as db:
-        figures = await db.stats()
-    if args.form == "json":
-        sys.stdout.write(json.dumps(asdict(figures), indent=2) + "\n")
-        return 0
-    lines = {
-        "path": figures.path,
-        "schema version": figures.schema_version,
-        "file size": f"{figures.file_bytes:,} bytes (WAL {figures.wal_bytes:,} bytes)",
-        "runs": ", ".join(f"{status} {n}" for status, n in figures.runs.items()),
-        "units": ", ".join(f"{status} {n}" for status, n in figures.units.items()),
-        "events": f"{figures.events:,}",
-    }
-    for name, value in lines.items():
-        sys.stdout.write(f"{name:15} {value}\n")
-    return 0
-
-
-async def check(args: argparse.Namespace) -> int:
-    async with DB.open(args.db, readonly=True) as db:
-        problems = await db.check()
-    for problem in problems:
-        sys.stdout.write(f"{problem}\n")
-    if problems:
-        return 1
-    sys.stdout.write(
-        "ok: integrity, foreign keys, schema version, one active run per branch and repo,"
-        " gap-free event sequences\n"
-    )
-    return 0
-
-
-# Changes: these open the file read-write, but never create it.
-
-
-async def migrate(args: argparse.Namespace) -> int:
-    _must_exist(args.db)
-    try:
-        async with DB.open(args.db, readonly=True):
-            pass
-    except SchemaVersionError as exc:
-        if exc.found > exc.supported:
-            raise
-        async with DB.open(args.db):
-            pass
-        sys.stdout.write(f"migrated {args.db} from schema version {exc.found} to {exc.supported}\n")
-        return 0
-    sys.stdout.write(f"{args.db} is at the current schema version: nothing to do\n")
-    return 0
-
-
-async def backup(args: argparse.Namespace) -> int:
-    if not args.force:
-        _must_not_exist(args.destination)
-    on_terminal = sys.stderr.isatty()
-
-    def progress(copied: int, total: int) -> None:
-        if on_terminal:
-            sys.stderr.write(f"\rcopied {copied:,} of {total:,} pages")
-
-    async with DB.open(args.db, readonly=True) as db:
-        pages = await db.backup(args.destination, overwrite=args.force, progress=progress)
-    if on_terminal:
-        sys.stderr.write("\n")
-    sys.stdout.write(f"copied {args.db} to {args.destination} ({pages:,} pages)\n")
-    return 0
-
-
-async def prune(args: argparse.Namespace) -> int:
-    _must_exist(args.db)
-    cutoff = timestamps.now() - args.older_than
-    async with DB.open(args.db, readonly=args.dry_run) as db:
-        removed = await db.prune_runs(cutoff, dry_run=args.dry_run)
-    rows = [output.as_row(run) for run in removed]
-    output.write(rows, args.form, sys.stdout, RUN_COLUMNS)
-    verb = "would remove" if args.dry_run else "removed"
-    print(
-        f"{verb} {len(removed)} finished run(s) completed before {timestamps.to_text(cutoff)}",
-        file=sys.stderr,
-    )
-    return 0
-
-
-def _must_exist(path: str) -> None:
-    if not os.path.isfile(path):
-        raise UsageError(f"{path}: no such database file")
-
-
-def _must_not_exist(path: str) -> None:
-    if os.path.exists(path):
-        raise UsageError(f"{path} exists (pass --force to overwrite it)")
-
-
-class _Stream:
-    """Events printed one at a time as they arrive, in the chosen form."""
-
-    def __init__(self, form: str, out: TextIO) -> None:
-        self._form, self._out, self._count = form, out, 0
-        names = [field.name for field in fields(EventRecord)]
-        self._csv = csv.DictWriter(out, fieldnames=names, lineterminator="\n")
-
-    def write(self, event: EventRecord) -> None:
-        row = output.as_row(event)
-        if self._form == "json":
-            self._out.write(("[\n  " if self._count == 0 else ",\n  ") + json.dumps(row))
-        elif self._form == "nl":
-            self._out.write(json.dumps(row) + "\n")
-        elif self._form == "csv":
-            if self._count == 0:
-                self._csv.writeheader()
-            self._csv.writerow(row)
-        else:
-            unit = f"  unit {row['unit_id']}" if row["unit_id"] else ""
-            line = f"{row['sequence']:>6}  {row['created_at']}  {row['event_type']}{unit}"
-            self._out.write(f"{line}  {row['payload_json'] or ''}".rstrip() + "\n")
-        self._count += 1
-        self._out.flush()
-
-    def close(self) -> None:
-        if self._form == "json":
-            self._out.write("\n]\n" if self._count else "[]\n")
-        self._out.flush()
+    return parse
 
 
 def _duration(text: str) -> timedelta:
     parts = DURATION.findall(text)
     if not parts or "".join(n + unit for n, unit in parts) != text:
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not a duration such as 30d, 12h, 90m or 1w2d"
+            f"{show(text)} is not a duration such as 30d, 12h, 90m or 1w2d"
         )
-    return timedelta(**{UNITS[unit]: int(n) for n, unit in parts})
+    try:
+        seconds = sum(int(n) * DURATION_UNITS[unit] for n, unit in parts)
+    except ValueError:  # more digits than int() takes: far too long anyway
+        seconds = LONGEST_DURATION.days * 86400 + 1
+    if seconds > LONGEST_DURATION.total_seconds():
+        raise argparse.ArgumentTypeError(
+            f"{show(text)} is too long (at most {LONGEST_DURATION.days}d, 100 years)"
+        )
+    return timedelta(seconds=seconds)
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def _run_id(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("a run id cannot be empty")
+    return text
+
+
+# The parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of every command and option (shell completion is made from it too)."""
+    from . import __version__
+
+    parser = _Parser(
         prog="daemon-db",
         description="Look inside a daemon_db state store, check it, back it up, prune it.",
+        epilog="Run 'daemon-db COMMAND --help' for a command's options.",
     )
-    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
-
-    database = argparse.ArgumentParser(add_help=False)
-    database.add_argument(
-        "--db",
-        metavar="PATH",
-        default=os.environ.get("DAEMON_DB"),
-        help="the database file (default: $DAEMON_DB)",
-    )
-    forms = argparse.ArgumentParser(add_help=False)
-    form = forms.add_mutually_exclusive_group()
-    form.set_defaults(form="table")
-    form.add_argument(
-        "--json", dest="form", action="store_const", const="json", help="a JSON array"
-    )
-    form.add_argument("--nl", dest="form", action="store_const", const="nl", help="JSON lines")
-    form.add_argument("--csv", dest="form", action="store_const", const="csv", help="CSV")
-
-    as_json = argparse.ArgumentParser(add_help=False)
-    as_json.add_argument("--json", dest="form", action="store_const", const="json", help="JSON")
+    parser.add_argument("--version", action="version", version=f"daemon-db {__version__}")
+    _add_global_options(parser, top=True)
+    parser.set_defaults(needs_db=True)
+    commands_ = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
 
     def command(
-        name: str, run: Callable[[argparse.Namespace], Awaitable[int]], text: str, forms_: str
+        name: str, run: Command, text: str, *, forms: bool = True
     ) -> argparse.ArgumentParser:
-        parents = {"all": [database, forms], "json": [database, as_json], "": [database]}
-        sub = commands.add_parser(name, parents=parents[forms_], help=text, description=text)
-        sub.set_defaults(run=run, form="table")
+        sub = commands_.add_parser(name, help=text, description=text)
+        _add_global_options(sub, top=False)
+        if forms:
+            _add_forms(sub)
+        sub.set_defaults(run=run)
         return sub
 
-    sub = command("runs", runs, "list runs, oldest first", "all")
+    sub = command("runs", commands.runs, "list runs, oldest first")
     sub.add_argument(
         "--status",
         action="append",
@@ -316,37 +155,133 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub.add_argument("--branch", help="only runs of this feature branch")
     sub.add_argument("--repo", help="only runs of this repository path")
-    sub.add_argument("--limit", type=int, help="at most this many runs")
-    sub.add_argument("--after", metavar="ID", help="the runs after this run id (paging)")
+    _add_limit(sub, "runs")
+    sub.add_argument("--after", metavar="ID", type=_run_id, help="the runs after this one (paging)")
     sub.add_argument("--newest-first", action="store_true", help="newest run first")
 
-    sub = command("show", show, "a run, its units, its event count and latest events", "json")
-    sub.add_argument("run_id", metavar="RUN_ID")
-    sub.add_argument("--events", type=int, default=10, metavar="N", help="latest events shown")
-
-    sub = command("events", events, "a run's events; --follow tails them live", "all")
-    sub.add_argument("run_id", metavar="RUN_ID")
-    sub.add_argument("--since", type=int, default=0, metavar="N", help="events after sequence N")
+    sub = command("show", commands.show_run, "a run, its units, its event count and latest events")
+    _add_run_id(sub)
     sub.add_argument(
-        "--follow", action="store_true", help="keep printing new events until the run finishes"
+        "--events",
+        type=_whole_number(0),
+        default=10,
+        metavar="N",
+        help="how many of the latest events to show (default 10)",
     )
 
-    command("resumable", resumable, "what a daemon starting now would resume", "all")
-    command("stats", stats, "runs and units by status, events, file sizes, schema", "json")
-    command("check", check, "check integrity, keys, schema and rules; exit 1 on a problem", "")
-    command("migrate", migrate, "apply pending schema migrations (inspectors never do)", "")
+    sub = command("events", commands.events, "a run's events; --follow tails them live")
+    _add_run_id(sub)
+    sub.add_argument(
+        "--since", type=_whole_number(0), default=0, metavar="N", help="events after sequence N"
+    )
+    sub.add_argument(
+        "--type",
+        action="append",
+        metavar="TYPE",
+        help="only events of this type (repeat for several)",
+    )
+    sub.add_argument("--unit", metavar="UNIT_ID", help="only events of this unit")
+    live = sub.add_mutually_exclusive_group()
+    live.add_argument(
+        "--follow", action="store_true", help="keep printing new events until the run finishes"
+    )
+    _add_limit(live, "events")
 
-    sub = command("backup", backup, "a consistent copy, safe while the daemon writes", "")
+    command("resumable", commands.resumable, "what a daemon starting now would resume")
+    command("stats", commands.stats, "runs and units by status, events, file sizes, schema")
+    command("check", commands.check, "check integrity, keys, schema and rules; exit 1 on a problem")
+    command(
+        "migrate",
+        commands.migrate,
+        "apply pending schema migrations (inspectors never do)",
+        forms=False,
+    )
+
+    sub = command(
+        "backup", commands.backup, "a consistent copy, safe while the daemon writes", forms=False
+    )
     sub.add_argument("destination", metavar="DEST", help="the file to write")
     sub.add_argument("--force", action="store_true", help="overwrite DEST if it exists")
 
-    sub = command("prune", prune, "delete finished runs completed before a cutoff", "all")
+    sub = command("prune", commands.prune, "delete finished runs completed before a cutoff")
     sub.add_argument(
         "--older-than",
         type=_duration,
         required=True,
         metavar="DURATION",
-        help="completed longer ago than this: 30d, 12h, 90m, 1w2d",
+        help="completed longer ago than this: 30d, 12h, 90m, 1w2d (at most 100 years)",
     )
     sub.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+
+    sub = command(
+        "completion",
+        _completion,
+        "print a shell completion script: daemon-db completion bash > ...",
+        forms=False,
+    )
+    sub.add_argument("shell", choices=SHELLS, help="the shell to complete in")
+    sub.set_defaults(needs_db=False)
     return parser
+
+
+def _add_global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    """--db and --no-color, before the command (``top``) or after it."""
+    # After the command they default to SUPPRESS, so as not to undo a value given before it.
+    parser.add_argument(
+        "--db",
+        metavar="PATH",
+        default=os.environ.get("DAEMON_DB") if top else argparse.SUPPRESS,
+        help="the database file (default: $DAEMON_DB)",
+    )
+    parser.add_argument(
+        "--no-color",
+        action="store_true",
+        default=False if top else argparse.SUPPRESS,
+        help="no colour (there is none either when NO_COLOR is set or output is not a terminal)",
+    )
+
+
+def _add_forms(parser: argparse.ArgumentParser) -> None:
+    forms = parser.add_mutually_exclusive_group()
+    forms.set_defaults(form="table")
+    forms.add_argument(
+        "--json", dest="form", action="store_const", const="json", help="JSON (an array)"
+    )
+    forms.add_argument(
+        "--nl", dest="form", action="store_const", const="nl", help="JSON, an object per line"
+    )
+    forms.add_argument("--csv", dest="form", action="store_const", const="csv", help="CSV")
+
+
+def _add_run_id(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "run_id",
+        metavar="RUN_ID",
+        type=_run_id,
+        help="a run id, or its start or end in any case (the last 6 characters usually do)",
+    )
+
+
+def _add_limit(parser: argparse._ActionsContainer, what: str) -> None:
+    parser.add_argument("--limit", type=_whole_number(1), metavar="N", help=f"at most N {what}")
+
+
+async def _completion(args: argparse.Namespace) -> int:
+    """Print a completion script for ``args.shell``, made from the parser itself."""
+    import shtab  # only here: it takes longer to import than the rest of the command
+
+    parser = build_parser()
+    for action in _all_actions(parser):
+        if action.dest in ("db", "destination"):
+            action.complete = shtab.FILE  # type: ignore[attr-defined]
+    sys.stdout.write(shtab.complete(parser, shell=args.shell))
+    return 0
+
+
+def _all_actions(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    found = list(parser._actions)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found += _all_actions(sub)
+    return found

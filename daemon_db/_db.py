@@ -27,7 +27,7 @@ from ._cancellation import settle
 from ._errors import ClosedError, DaemonDBError, InvalidRecordError, ReadOnlyError, RunNotFoundError
 from ._operations import PAGE_SIZE, Operations
 from ._records import FINISHED_RUN_STATUSES, EventRecord, Run, Stats
-from ._sqlite import bridge, events, maintenance, orphans, schema, work
+from ._sqlite import bridge, events, maintenance, orphans, runs, schema, work
 from ._sqlite.work import Work
 from ._sqlite.writer import Writer
 from ._transaction import Transaction
@@ -332,6 +332,13 @@ class DB(Operations):
         change, self._change = self._change, None
         if change is not None and not change.done():
             change.set_result(None)
+
+    # For the command line: private, not part of the API.
+
+    async def _find_run_ids(self, typed: str, *, limit: int) -> tuple[list[str], int]:
+        """Run ids matching ``typed`` as people type them (see ``runs.find_ids``)."""
+        typed = check.name("run_id", typed)
+        return await self._read(partial(runs.find_ids, typed=typed, limit=limit))
 
     # Routing: the methods of Operations end up here.
 

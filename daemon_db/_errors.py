@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import reprlib
 import sqlite3
+from collections.abc import Sequence
 
 __all__ = [
     "ClosedError",
@@ -115,11 +116,27 @@ class UnitExistsError(DaemonDBError):
 
 
 class UnitNotFoundError(DaemonDBError, LookupError):
-    """No unit has this id."""
+    """No unit has this record id.
 
-    def __init__(self, unit_record_id: str) -> None:
+    ``record_ids`` names (the first few of) the ``total`` units whose own
+    ``unit_id`` is the id given: what a caller who passed a unit_id where a
+    record id was expected meant.
+    """
+
+    def __init__(self, unit_record_id: str, record_ids: Sequence[str] = (), total: int = 0) -> None:
         self.unit_record_id = unit_record_id
-        super().__init__(f"no unit with id {show(unit_record_id)}")
+        self.record_ids = tuple(record_ids)
+        total = max(total, len(self.record_ids))
+        message = f"no unit with record id {show(unit_record_id)}"
+        if total == 1:
+            message += f": that is a unit_id; its unit's record id is {show(record_ids[0])}"
+        elif total > 1:
+            named = ", ".join(show(record_id) for record_id in record_ids)
+            more = f" and {total - len(record_ids)} more" if total > len(record_ids) else ""
+            message += f": that is the unit_id of {total} units, record ids {named}{more}"
+        else:
+            message += " (a record id is '<run_id>_<unit_id>', see make_unit_record_id)"
+        super().__init__(message)
 
 
 class DatabaseError(DaemonDBError):

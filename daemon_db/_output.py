@@ -1,27 +1,89 @@
-"""How the command line prints rows: an aligned table, a JSON array, JSON lines or CSV."""
+"""How the command line prints: an aligned table for people; JSON, JSON lines or CSV for programs.
+
+A listing is written a row at a time as rows arrive, so a long one is never
+held in memory: a JSON array is opened, filled and closed; CSV starts with its
+header (even when no row follows). Rows hold record values as they are
+(datetimes, statuses, JSON text); each form turns them into what it carries:
+
+- JSON and JSON lines: data. Timestamps as stored text, statuses as strings,
+  and the JSON text columns (``payload_json``, ``config_json``) as the JSON
+  values they hold, under their plain names (``payload``, ``config``).
+- CSV: text, the columns under their stored names; a list as its JSON text.
+- Table: for people. Text made safe for the terminal and shortened to fit,
+  times relative to now, statuses in colour on a terminal.
+"""
 
 from __future__ import annotations
 
+import abc
 import csv
 import dataclasses
 import enum
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final, TextIO
 
+from . import _terminal as terminal
 from . import _timestamps as timestamps
+from ._records import EventRecord, Run, UnitRecord
 
-__all__ = ["FORMATS", "Rows", "as_row", "plain", "write"]
+__all__ = [
+    "EVENT_FIELDS",
+    "FORMS",
+    "RESUMABLE_FIELDS",
+    "RUN_FIELDS",
+    "STATUS_STYLES",
+    "Column",
+    "CsvRows",
+    "EventLines",
+    "JsonArray",
+    "JsonLines",
+    "Listing",
+    "Row",
+    "Table",
+    "as_data",
+    "as_text",
+    "duration",
+    "event_table",
+    "json_object_opening",
+    "listing",
+    "record_row",
+    "resumable_table",
+    "run_table",
+    "unit_table",
+    "write_report",
+]
 
-FORMATS: Final = ("table", "json", "nl", "csv")
-WIDEST_CELL: Final = 60  # in a table; JSON and CSV carry every value whole
+FORMS: Final = ("table", "json", "nl", "csv")
+WIDEST_CELL: Final = 60  # display columns, in a table; the other forms carry every value whole
+TABLE_PAGE_ROWS: Final = 1000  # a table is aligned a page at a time, so it can stream
 
-Rows = Sequence[dict[str, Any]]
+JSON_TEXT_COLUMNS: Final = {"payload_json": "payload", "config_json": "config"}
+"""Columns that hold JSON text, and the names their decoded values take in JSON."""
+
+STATUS_STYLES: Final = {
+    "pending": "blue",
+    "running": "yellow",
+    "completed": "green",
+    "failed": "red",
+    "cancelled": "dim",
+}
+
+RUN_FIELDS: Final = tuple(field.name for field in dataclasses.fields(Run))
+UNIT_FIELDS: Final = tuple(field.name for field in dataclasses.fields(UnitRecord))
+EVENT_FIELDS: Final = tuple(field.name for field in dataclasses.fields(EventRecord))
+
+Row = Mapping[str, Any]
+_COMPACT: Final = (",", ":")
 
 
-def plain(value: object) -> object:
-    """A value as JSON and CSV carry it: timestamps as stored text, statuses as strings."""
+def record_row(record: Any) -> dict[str, Any]:
+    """A record's fields as a row, values as they are."""
+    return {field.name: getattr(record, field.name) for field in dataclasses.fields(record)}
+
+
+def _plain(value: object) -> object:
     if isinstance(value, datetime):
         return timestamps.to_text(value)
     if isinstance(value, enum.Enum):
@@ -29,43 +91,345 @@ def plain(value: object) -> object:
     return value
 
 
-def as_row(record: Any, columns: Iterable[str] | None = None) -> dict[str, Any]:
-    """The fields of a record (or the ``columns`` named) as a row of plain values."""
-    names = columns or [field.name for field in dataclasses.fields(record)]
-    return {name: plain(getattr(record, name)) for name in names}
+def as_data(row: Row) -> dict[str, Any]:
+    """A row as JSON carries it: JSON text columns decoded, under their plain names."""
+    data: dict[str, Any] = {}
+    for name, value in row.items():
+        if name in JSON_TEXT_COLUMNS:
+            try:
+                data[JSON_TEXT_COLUMNS[name]] = None if value is None else json.loads(value)
+                continue
+            except ValueError:  # written behind the library's back: shown as the text it is
+                pass
+        data[name] = _plain(value)
+    return data
 
 
-def write(rows: Rows, form: str, out: TextIO, columns: Sequence[str] | None = None) -> None:
-    """Print ``rows`` in the form asked for; ``columns`` narrows the table only."""
+def as_text(row: Row) -> dict[str, Any]:
+    """A row as CSV carries it: stored text, a list or mapping as its JSON text."""
+    text: dict[str, Any] = {}
+    for name, value in row.items():
+        plain = _plain(value)
+        text[name] = (
+            json.dumps(plain, separators=_COMPACT) if isinstance(plain, list | dict) else plain
+        )
+    return text
+
+
+# The forms of a listing
+
+
+class Listing(abc.ABC):
+    """Rows written as they come; ``close()`` ends the listing."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.count = 0
+
+    def add(self, row: Row) -> None:
+        """Write one row."""
+        self._add(row)
+        self.count += 1
+
+    @abc.abstractmethod
+    def _add(self, row: Row) -> None: ...
+
+    def flush(self) -> None:
+        """Send what is written on (a follower calls this after each row)."""
+        self.out.flush()
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """End the listing."""
+
+
+class JsonArray(Listing):
+    """A JSON array, opened at the first row and closed at the end: ``[]`` when empty.
+
+    ``indent`` None writes it on one line; ``level`` indents it as the value
+    of a key in an object written around it.
+    """
+
+    def __init__(self, out: TextIO, *, indent: int | None = 2, level: int = 0, end: str = "\n"):
+        super().__init__(out)
+        self._indent, self._end = indent, end
+        self._margin = "" if indent is None else "\n" + " " * (indent * level)
+
+    def _add(self, row: Row) -> None:
+        opening = "[" if self.count == 0 else ","
+        step = "" if self._indent is None else " " * self._indent
+        self.out.write(opening + _indented(as_data(row), self._indent, self._margin + step))
+
+    def close(self) -> None:
+        self.out.write(("[]" if self.count == 0 else self._margin + "]") + self._end)
+        self.flush()
+
+
+def _indented(value: object, indent: int | None, margin: str) -> str:
+    """``value`` as JSON, each of its lines starting at ``margin`` (a newline and spaces)."""
+    if indent is None:
+        return json.dumps(value, separators=_COMPACT)
+    return margin + json.dumps(value, indent=indent).replace("\n", margin)
+
+
+def json_object_opening(fields: Mapping[str, Any], key: str, indent: int | None) -> str:
+    """A JSON object's text with ``fields``, up to where the value of a last ``key`` goes.
+
+    The caller writes that value (a streamed JsonArray at ``level=1``), then
+    closes the object.
+    """
+    separators = None if indent is not None else _COMPACT
+    whole = json.dumps({**fields, key: None}, indent=indent, separators=separators)
+    return whole[: whole.rindex("null")]
+
+
+class JsonLines(Listing):
+    """One JSON object per line."""
+
+    def _add(self, row: Row) -> None:
+        self.out.write(json.dumps(as_data(row), separators=_COMPACT) + "\n")
+
+    def close(self) -> None:
+        self.flush()
+
+
+class CsvRows(Listing):
+    """CSV with a header row, written at once so that an empty listing still has one."""
+
+    def __init__(self, out: TextIO, fields: Sequence[str]) -> None:
+        super().__init__(out)
+        self._writer = csv.DictWriter(out, fieldnames=list(fields), lineterminator="\n")
+        self._writer.writeheader()
+
+    def _add(self, row: Row) -> None:
+        self._writer.writerow(as_text(row))
+
+    def close(self) -> None:
+        self.flush()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Column:
+    """A table column: its header, the text of its cell, and the cell's style."""
+
+    header: str
+    cell: Callable[[Row], str]
+    style: Callable[[Row], str | None] = lambda row: None
+    right: bool = False  # numbers line up on the right
+
+
+class Table(Listing):
+    """An aligned table, written a page of rows at a time.
+
+    Each page is aligned to the widest cell seen so far, so the columns only
+    ever widen, and only between pages; ``(none)`` when there is no row.
+    """
+
+    def __init__(self, out: TextIO, columns: Sequence[Column], *, colour: bool) -> None:
+        super().__init__(out)
+        self._columns = columns
+        self._colour = colour
+        self._widths = [terminal.width(column.header) for column in columns]
+        self._page: list[list[tuple[str, str | None]]] = []
+        self._started = False
+
+    def _add(self, row: Row) -> None:
+        cells = [
+            (terminal.fit(terminal.safe(column.cell(row)), WIDEST_CELL), column.style(row))
+            for column in self._columns
+        ]
+        self._page.append(cells)
+        if len(self._page) >= TABLE_PAGE_ROWS:
+            self._write_page()
+
+    def flush(self) -> None:
+        self._write_page()
+        self.out.flush()
+
+    def _write_page(self) -> None:
+        for cells in self._page:
+            for n, (text, _) in enumerate(cells):
+                self._widths[n] = max(self._widths[n], terminal.width(text))
+        if self._page and not self._started:
+            self._line([(column.header, None) for column in self._columns], bold=True)
+            self._line([("-" * width, None) for width in self._widths])
+            self._started = True
+        for cells in self._page:
+            self._line(cells)
+        self._page.clear()
+
+    def _line(self, cells: Sequence[tuple[str, str | None]], *, bold: bool = False) -> None:
+        parts = []
+        for (text, style), width, column in zip(cells, self._widths, self._columns, strict=True):
+            padding = " " * (width - terminal.width(text))
+            shown = terminal.paint(text, "bold" if bold else style, colour=self._colour)
+            parts.append(padding + shown if column.right else shown + padding)
+        self.out.write("  ".join(parts).rstrip() + "\n")
+
+    def close(self) -> None:
+        self.flush()
+        if not self._started:
+            self.out.write("(none)\n")
+
+
+def listing(
+    form: str,
+    out: TextIO,
+    *,
+    fields: Sequence[str],
+    table: Sequence[Column],
+    colour: bool = False,
+) -> Listing:
+    """A listing in ``form``: CSV has the ``fields`` as columns, a table the ``table`` columns."""
     if form == "json":
-        out.write(json.dumps(list(rows), indent=2) + "\n")
+        return JsonArray(out)
+    if form == "nl":
+        return JsonLines(out)
+    if form == "csv":
+        return CsvRows(out, fields)
+    return Table(out, table, colour=colour)
+
+
+def write_report(report: Mapping[str, Any], form: str, out: TextIO) -> None:
+    """A report (one object) as JSON, or on one line for ``nl``; CSV flattens it to one row."""
+    if form == "json":
+        out.write(json.dumps(as_data(report), indent=2) + "\n")
     elif form == "nl":
-        for row in rows:
-            out.write(json.dumps(row) + "\n")
+        out.write(json.dumps(as_data(report), separators=_COMPACT) + "\n")
     elif form == "csv":
-        if rows:
-            writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(rows)
+        flat = _flatten(report)
+        writer = CsvRows(out, list(flat))
+        writer.add(flat)
+        writer.close()
     else:
-        _table(rows, out, columns or (list(rows[0]) if rows else []))
+        raise ValueError(f"a report has no {form!r} form here")
 
 
-def _cell(value: object) -> str:
-    text = "" if value is None else str(value)
-    text = text.replace("\n", " ")
-    return text if len(text) <= WIDEST_CELL else text[: WIDEST_CELL - 1] + "…"
+def _flatten(report: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for name, value in report.items():
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{prefix}{name}_"))
+        else:
+            flat[f"{prefix}{name}"] = value
+    return flat
 
 
-def _table(rows: Rows, out: TextIO, columns: Sequence[str]) -> None:
-    if not rows:
-        out.write("(none)\n")
-        return
-    cells = [[_cell(row.get(column)) for column in columns] for row in rows]
-    widths = [
-        max(len(column), *(len(line[n]) for line in cells)) for n, column in enumerate(columns)
+# Table columns of the records
+
+
+def _text(name: str) -> Callable[[Row], str]:
+    def cell(row: Row) -> str:
+        value = _plain(row[name])
+        return "" if value is None else str(value)
+
+    return cell
+
+
+def _status_style(row: Row) -> str | None:
+    return STATUS_STYLES.get(str(_plain(row["status"])))
+
+
+def _started(now: datetime) -> Callable[[Row], str]:
+    def cell(row: Row) -> str:
+        started: datetime | None = row["started_at"]
+        return "" if started is None else terminal.ago(started, now)
+
+    return cell
+
+
+def duration(row: Row, now: datetime) -> str:
+    """How long a run or unit ran (``ran 2h 5m``), or has been running."""
+    started: datetime | None = row["started_at"]
+    completed: datetime | None = row["completed_at"]
+    if started is None:
+        return ""
+    if completed is not None:
+        return f"ran {terminal.span((completed - started).total_seconds())}"
+    if _plain(row["status"]) == "running":
+        return f"running {terminal.span((now - started).total_seconds())}"
+    return ""
+
+
+def _duration(now: datetime) -> Callable[[Row], str]:
+    return lambda row: duration(row, now)
+
+
+def run_table(now: datetime) -> list[Column]:
+    """A table of runs: times relative to ``now``."""
+    return [
+        Column("id", _text("id")),
+        Column("status", _text("status"), _status_style),
+        Column("feature_branch", _text("feature_branch")),
+        Column("repo_path", _text("repo_path")),
+        Column("started", _started(now)),
+        Column("duration", _duration(now)),
+        Column("error", _text("error"), lambda row: "red"),
     ]
-    for line in [list(columns), ["-" * width for width in widths], *cells]:
-        cells_ = zip(line, widths, strict=True)
-        out.write("  ".join(text.ljust(width) for text, width in cells_).rstrip())
-        out.write("\n")
+
+
+def unit_table(now: datetime) -> list[Column]:
+    """A table of a run's units."""
+    return [
+        Column("unit_id", _text("unit_id")),
+        Column("status", _text("status"), _status_style),
+        Column("branch", _text("branch")),
+        Column("started", _started(now)),
+        Column("duration", _duration(now)),
+        Column("error", _text("error"), lambda row: "red"),
+    ]
+
+
+def event_table(now: datetime) -> list[Column]:
+    """A table of events; the payload as compact JSON text."""
+
+    def when(row: Row) -> str:
+        return terminal.ago(row["created_at"], now)
+
+    return [
+        Column("sequence", _text("sequence"), right=True),
+        Column("when", when, lambda row: "dim"),
+        Column("event_type", _text("event_type")),
+        Column("unit_id", _text("unit_id")),
+        Column("payload", _text("payload_json")),
+    ]
+
+
+RESUMABLE_FIELDS: Final = (
+    "id",
+    "status",
+    "feature_branch",
+    "repo_path",
+    "started_at",
+    "units",
+    "units_completed",
+    "units_running",
+    "next_sequence",
+)
+
+
+def resumable_table() -> list[Column]:
+    """A table of what a daemon would resume: units done of all, the ones running."""
+    return [
+        Column("id", _text("id")),
+        Column("status", _text("status"), _status_style),
+        Column("feature_branch", _text("feature_branch")),
+        Column("repo_path", _text("repo_path")),
+        Column("units_completed", lambda row: f"{row['units_completed']}/{row['units']}"),
+        Column("units_running", lambda row: ", ".join(row["units_running"])),
+        Column("next_sequence", _text("next_sequence"), right=True),
+    ]
+
+
+class EventLines(Listing):
+    """Events as a log, a line each as they come (``events --follow``): no table to align."""
+
+    def _add(self, row: Row) -> None:
+        unit = f"  unit {row['unit_id']}" if row["unit_id"] is not None else ""
+        payload = f"  {row['payload_json']}" if row["payload_json"] is not None else ""
+        created = timestamps.to_text(row["created_at"])
+        line = f"{row['sequence']:>6}  {created}  {row['event_type']}{unit}{payload}"
+        self.out.write(terminal.safe(line) + "\n")
+
+    def close(self) -> None:
+        self.flush()

@@ -1,26 +1,41 @@
-"""The daemon-db command line: output forms, exit codes, errors, follow, backup, prune."""
+"""The daemon-db command line: commands, forms, ids as typed, errors, terminals, pipes, streaming.
+
+Mistakes are checked on the real command in a subprocess: its exit status,
+and its stderr being exactly one line that names what is wrong.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import csv
+import dataclasses
 import io
 import json
 import os
+import pty
+import re
+import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from daemon_db import DB, Run, RunStatus, UnitRecord
+import daemon_db
+from daemon_db import DB, EventRecord, Run, RunStatus, UnitRecord
+from daemon_db import _commands as commands
 from daemon_db._cli import main
+from daemon_db._sqlite import events as event_queries
 from daemon_db._sqlite.schema import SCHEMA_VERSION
+from daemon_db._terminal import width
 from tests.helpers import dump, new_run
 
 CHILD = Path(__file__).parent / "children" / "append_events.py"
+SGR = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -29,23 +44,60 @@ def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
+def environment(**changes: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("DAEMON_DB", "NO_COLOR", "TERM")}
+    return env | changes
+
+
+def daemon_db_command(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run the real command, as a person would."""
+    return subprocess.run(
+        [sys.executable, "-m", "daemon_db", *args],
+        capture_output=True,
+        text=True,
+        env=environment(**env),
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+        check=False,
+    )
+
+
+def assert_one_line_error(done: subprocess.CompletedProcess[str], status: int, *named: str) -> str:
+    """The command failed with ``status`` and said so in one line naming each of ``named``."""
+    assert done.returncode == status, done.stderr
+    assert done.stdout == ""
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert done.stderr.endswith("\n")
+    assert lines[0].startswith("daemon-db: error: ")
+    for text in named:
+        assert text in lines[0]
+    return lines[0]
+
+
 async def _fill(path: Path) -> list[Run]:
     async with DB.open(path) as db:
         made = [
             await db.create_run(new_run(feature_branch="feature/a", status="completed")),
-            await db.create_run(new_run(feature_branch="feature/b", status="running")),
+            await db.create_run(
+                new_run(feature_branch="feature/b", status="running", config_json='{"k":[1]}')
+            ),
             await db.create_run(new_run(feature_branch="feature/c")),
         ]
         await db.create_unit(UnitRecord(run_id=made[1].id, unit_id="u1", status="running"))
         await db.create_unit(UnitRecord(run_id=made[1].id, unit_id="u2", status="completed"))
         for n in range(5):
             await db.append_event(made[1].id, "tick", unit_id="u1", payload={"n": n})
+        await db.append_event(made[1].id, "note", unit_id="u2")
         return made
 
 
 @pytest.fixture
 def filled(db_path: Path) -> list[Run]:
     return asyncio.run(_fill(db_path))
+
+
+# Listings and their forms
 
 
 def test_runs_in_every_form(
@@ -55,14 +107,24 @@ def test_runs_in_every_form(
     code, out, err = cli(capsys, "runs", "--db", str(db_path))
     assert (code, err) == (0, "")
     lines = out.splitlines()
-    assert lines[0].split()[:4] == ["id", "status", "feature_branch", "repo_path"]
+    assert lines[0].split() == [
+        "id",
+        "status",
+        "feature_branch",
+        "repo_path",
+        "started",
+        "duration",
+        "error",
+    ]
     assert [line.split()[0] for line in lines[2:]] == ids
+    assert "\x1b" not in out  # no colour: not a terminal
 
     code, out, _ = cli(capsys, "runs", "--db", str(db_path), "--json")
     rows = json.loads(out)
     assert [row["id"] for row in rows] == ids
     assert rows[0]["status"] == "completed"
-    assert rows[0]["config_json"] == "{}"
+    assert rows[1]["config"] == {"k": [1]}  # data, not JSON text inside JSON
+    assert "config_json" not in rows[1]
 
     code, out, _ = cli(capsys, "runs", "--db", str(db_path), "--nl")
     assert [json.loads(line)["id"] for line in out.splitlines()] == ids
@@ -71,6 +133,7 @@ def test_runs_in_every_form(
     rows = list(csv.DictReader(io.StringIO(out)))
     assert [row["id"] for row in rows] == ids
     assert rows[1]["status"] == "running"
+    assert rows[1]["config_json"] == '{"k":[1]}'  # CSV keeps the text
 
 
 def test_runs_filters_and_paging(
@@ -86,7 +149,28 @@ def test_runs_filters_and_paging(
     assert ids("--branch", "feature/a") == [a]
     assert ids("--repo", "/srv/repo", "--limit", "2") == [a, b]
     assert ids("--after", a) == [b, c]
+    assert ids("--after", a[-6:].lower()) == [b, c]  # the id as people type it
     assert ids("--newest-first", "--limit", "1") == [c]
+    assert ids("--newest-first", "--after", c) == [b, a]
+
+
+def test_a_cut_listing_says_how_to_go_on(
+    capsys: pytest.CaptureFixture[str], db_path: Path, filled: list[Run]
+) -> None:
+    code, out, err = cli(capsys, "runs", "--db", str(db_path), "--limit", "2", "--nl")
+    assert code == 0
+    assert [json.loads(line)["id"] for line in out.splitlines()] == [filled[0].id, filled[1].id]
+    assert err == f"daemon-db: more runs follow: add --after {filled[1].id} to see them\n"
+    code, out, err = cli(capsys, "runs", "--db", str(db_path), "--nl", "--after", filled[1].id)
+    assert [json.loads(line)["id"] for line in out.splitlines()] == [filled[2].id]
+    assert err == ""
+    code, out, err = cli(capsys, "runs", "--db", str(db_path), "--limit", "3")
+    assert err == ""  # nothing was cut
+
+    run = filled[1].id
+    code, out, err = cli(capsys, "events", run, "--db", str(db_path), "--limit", "4", "--nl")
+    assert [json.loads(line)["sequence"] for line in out.splitlines()] == [1, 2, 3, 4]
+    assert err == "daemon-db: more events follow: add --since 4 to see them\n"
 
 
 def test_show_a_run(capsys: pytest.CaptureFixture[str], db_path: Path, filled: list[Run]) -> None:
@@ -94,35 +178,105 @@ def test_show_a_run(capsys: pytest.CaptureFixture[str], db_path: Path, filled: l
     code, out, _ = cli(capsys, "show", running.id, "--db", str(db_path), "--events", "2")
     assert code == 0
     assert running.id in out
+    assert re.search(r"^started_at +\S+Z \((just now|\d+ s ago)\)$", out, re.MULTILINE)
+    assert re.search(r"^duration +running (<1s|\d+s)$", out, re.MULTILINE)
     assert "units: 2" in out
-    assert "events: 5, the latest 2:" in out
+    assert "events: 6, the latest 2:" in out
     assert '{"n":4}' in out
+    assert out.rstrip().splitlines()[-1].split()[-2:] == ["note", "u2"]
 
     code, out, _ = cli(capsys, "show", running.id, "--db", str(db_path), "--json")
     shown = json.loads(out)
     assert shown["run"]["id"] == running.id
+    assert shown["run"]["config"] == {"k": [1]}
     assert [unit["unit_id"] for unit in shown["units"]] == ["u1", "u2"]
-    assert shown["events"] == 5
-    assert [event["sequence"] for event in shown["latest_events"]] == [1, 2, 3, 4, 5]
+    assert shown["events"] == 6
+    assert [event["sequence"] for event in shown["latest_events"]] == [1, 2, 3, 4, 5, 6]
+    assert shown["latest_events"][0]["payload"] == {"n": 0}
 
-    code, _, err = cli(capsys, "show", "nope", "--db", str(db_path))
-    assert code == 1
-    assert "no run with id 'nope'" in err
+    code, out, _ = cli(capsys, "show", running.id, "--db", str(db_path), "--nl", "--events", "1")
+    assert out.count("\n") == 1
+    assert [event["sequence"] for event in json.loads(out)["latest_events"]] == [6]
+
+    code, out, _ = cli(capsys, "show", running.id, "--db", str(db_path), "--csv")
+    (row,) = csv.DictReader(io.StringIO(out))
+    assert (row["id"], row["units"], row["events"]) == (running.id, "2", "6")
 
 
-def test_events_resumable_stats_check(
+def test_events_in_every_form_with_filters(
     capsys: pytest.CaptureFixture[str], db_path: Path, filled: list[Run]
 ) -> None:
-    running = filled[1]
-    code, out, _ = cli(capsys, "events", running.id, "--db", str(db_path), "--since", "3", "--nl")
-    assert [json.loads(line)["sequence"] for line in out.splitlines()] == [4, 5]
+    run = filled[1].id
 
+    def events(*args: str) -> list[dict[str, Any]]:
+        code, out, _ = cli(capsys, "events", run, "--db", str(db_path), "--json", *args)
+        assert code == 0
+        rows: list[dict[str, Any]] = json.loads(out)
+        return rows
+
+    assert [e["sequence"] for e in events("--since", "3")] == [4, 5, 6]
+    assert events("--since", "3")[0]["payload"] == {"n": 3}  # a JSON value
+    assert "payload_json" not in events()[0]
+    assert [e["sequence"] for e in events("--type", "note")] == [6]
+    assert [e["sequence"] for e in events("--type", "note", "--type", "tick")] == list(range(1, 7))
+    assert [e["sequence"] for e in events("--unit", "u1", "--since", "3")] == [4, 5]
+    assert events("--unit", "nobody") == []
+
+    _, out, _ = cli(capsys, "events", run, "--db", str(db_path), "--csv", "--since", "5")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [(row["sequence"], row["payload_json"]) for row in rows] == [("6", "")]
+    _, out, _ = cli(capsys, "events", run, "--db", str(db_path))
+    lines = out.splitlines()
+    assert lines[0].split() == ["sequence", "when", "event_type", "unit_id", "payload"]
+    assert lines[2].split()[0] == "1"
+    assert lines[2].endswith('{"n":0}')
+
+
+def test_every_listing_and_report_in_every_form_and_csv_with_no_rows(
+    capsys: pytest.CaptureFixture[str], db_path: Path
+) -> None:
+    asyncio.run(_empty(db_path))
+    db = ["--db", str(db_path)]
+    headers = {
+        "runs": "id,feature_branch,repo_path",
+        "resumable": "id,status,feature_branch,repo_path,started_at,units",
+        "prune": "id,feature_branch",
+        "check": "problem",
+        "stats": "path,schema_version,runs_pending",
+    }
+    for command, header in headers.items():
+        args = [command, *db] + (["--older-than", "1d"] if command == "prune" else [])
+        code, out, _ = cli(capsys, *args, "--csv")
+        assert code == 0, command
+        assert out.startswith(header), command
+        code, out, _ = cli(capsys, *args, "--json")
+        assert json.loads(out) is not None, command
+        code, out, _ = cli(capsys, *args, "--nl")
+        assert all(json.loads(line) is not None for line in out.splitlines()), command
+        code, out, _ = cli(capsys, *args)
+        assert code == 0, command
+    code, out, _ = cli(capsys, "runs", *db, "--json")
+    assert out == "[]\n"
+    code, out, _ = cli(capsys, "runs", *db)
+    assert out == "(none)\n"
+
+
+async def _empty(path: Path) -> None:
+    async with DB.open(path):
+        pass
+
+
+def test_resumable_stats_check(
+    capsys: pytest.CaptureFixture[str], db_path: Path, filled: list[Run]
+) -> None:
     code, out, _ = cli(capsys, "resumable", "--db", str(db_path), "--json")
     rows = json.loads(out)
     assert [row["id"] for row in rows] == [filled[1].id, filled[2].id]
-    assert rows[0]["units_completed"] == "1/2"
-    assert rows[0]["units_running"] == "u1"
-    assert rows[0]["next_sequence"] == 6
+    assert (rows[0]["units"], rows[0]["units_completed"]) == (2, 1)
+    assert rows[0]["units_running"] == ["u1"]
+    assert rows[0]["next_sequence"] == 7
+    code, out, _ = cli(capsys, "resumable", "--db", str(db_path))
+    assert out.splitlines()[2].split()[-3:] == ["1/2", "u1", "7"]
 
     code, out, _ = cli(capsys, "stats", "--db", str(db_path), "--json")
     figures = json.loads(out)
@@ -133,15 +287,19 @@ def test_events_resumable_stats_check(
         "failed": 0,
         "cancelled": 0,
     }
-    assert figures["events"] == 5
+    assert figures["events"] == 6
     assert figures["schema_version"] == SCHEMA_VERSION
     assert figures["file_bytes"] > 0
     code, out, _ = cli(capsys, "stats", "--db", str(db_path))
-    assert "events          5" in out
+    assert "events          6" in out
+    code, out, _ = cli(capsys, "stats", "--db", str(db_path), "--nl")
+    assert json.loads(out) == figures | {"file_bytes": json.loads(out)["file_bytes"]}
 
     code, out, _ = cli(capsys, "check", "--db", str(db_path))
     assert code == 0
     assert out.startswith("ok:")
+    code, out, _ = cli(capsys, "check", "--db", str(db_path), "--json")
+    assert (code, json.loads(out)) == (0, {"ok": True, "problems": []})
 
 
 def test_check_reports_what_is_wrong_and_where(
@@ -159,87 +317,228 @@ def test_check_reports_what_is_wrong_and_where(
     conn.close()
     code, out, _ = cli(capsys, "check", "--db", str(db_path))
     assert code == 1
-    assert f"sequences: run {filled[1].id} has 4 events up to sequence 5" in out
+    assert f"sequences: run {filled[1].id} has 5 events up to sequence 6" in out
     assert "one active run: 2 active runs on 'feature/b'" in out
     assert "foreign key: units" in out
+    code, out, _ = cli(capsys, "check", "--db", str(db_path), "--json")
+    assert code == 1
+    report = json.loads(out)
+    assert report["ok"] is False
+    assert len(report["problems"]) == 3
+    code, out, _ = cli(capsys, "check", "--db", str(db_path), "--csv")
+    assert code == 1
+    assert len(list(csv.DictReader(io.StringIO(out)))) == 3
 
 
-def test_inspectors_never_create_a_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    missing = tmp_path / "missing.db"
-    for command in (["runs"], ["resumable"], ["stats"], ["check"], ["show", "x"], ["events", "x"]):
-        code, out, err = cli(capsys, *command, "--db", str(missing))
-        assert code == 1, command
-        assert out == ""
-        assert err.startswith("daemon-db: error:")
-        assert str(missing) in err
-        assert "Traceback" not in err
-    for command in (["migrate"], ["prune", "--older-than", "1d"]):
-        code, _, err = cli(capsys, *command, "--db", str(missing))
-        assert code == 1
-        assert "no such database file" in err
-    assert list(tmp_path.iterdir()) == []
+# Streaming: a page at a time, each written before the next is read
 
 
-def test_no_database_given(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.delenv("DAEMON_DB", raising=False)
-    code, _, err = cli(capsys, "runs")
-    assert code == 2
-    assert "--db PATH or set DAEMON_DB" in err
-
-
-def test_the_database_from_the_environment(
-    capsys: pytest.CaptureFixture[str],
+def test_runs_stream_a_page_at_a_time(
     monkeypatch: pytest.MonkeyPatch,
     db_path: Path,
     filled: list[Run],
 ) -> None:
-    monkeypatch.setenv("DAEMON_DB", str(db_path))
-    code, out, _ = cli(capsys, "runs", "--json")
-    assert code == 0
-    assert len(json.loads(out)) == 3
+    monkeypatch.setattr(commands, "PAGE_ROWS", 2)
+    log: list[str] = []
+    list_runs = DB.list_runs
+
+    async def listing(self: DB, **kwargs: Any) -> list[Run]:
+        log.append(f"page of {kwargs['limit']}")
+        return await list_runs(self, **kwargs)
+
+    monkeypatch.setattr(DB, "list_runs", listing)
+    monkeypatch.setattr(sys, "stdout", LoggedOutput(log))
+    assert main(["runs", "--db", str(db_path), "--json"]) == 0
+    out = sys.stdout.getvalue()  # type: ignore[attr-defined]
+    assert [row["id"] for row in json.loads(out)] == [run.id for run in filled]
+    # The first page was written before the second was asked for.
+    assert log.index("page of 2", 1) > log.index("write")
+    assert log.count("page of 2") == 2
 
 
-def test_wrong_schema_versions(
-    capsys: pytest.CaptureFixture[str], db_path: Path, filled: list[Run]
+def test_events_stream_a_page_at_a_time(
+    monkeypatch: pytest.MonkeyPatch,
+    db_path: Path,
+    filled: list[Run],
 ) -> None:
-    with sqlite3.connect(db_path) as conn:
-        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
-    conn.close()
-    for command in (["runs"], ["migrate"]):
-        code, _, err = cli(capsys, *command, "--db", str(db_path))
-        assert code == 1
-        assert "newer release" in err
+    monkeypatch.setattr(daemon_db._db, "PAGE_SIZE", 2)
+    log: list[str] = []
+    follow_page = event_queries.follow_page
 
-    with sqlite3.connect(db_path) as conn:
-        conn.execute("PRAGMA user_version = 1")
-        conn.execute("DROP INDEX runs_by_status")
-        conn.execute("DROP INDEX runs_by_branch")
-        conn.execute("DROP INDEX runs_one_active")
-    conn.close()
-    code, _, err = cli(capsys, "runs", "--db", str(db_path))
-    assert code == 1
-    assert "needs migrating" in err
-    code, out, _ = cli(capsys, "migrate", "--db", str(db_path))
-    assert code == 0
-    assert f"from schema version 1 to {SCHEMA_VERSION}" in out
-    code, out, _ = cli(capsys, "migrate", "--db", str(db_path))
-    assert "nothing to do" in out
-    assert cli(capsys, "runs", "--db", str(db_path))[0] == 0
+    def page(conn: sqlite3.Connection, **kwargs: Any) -> Any:
+        log.append("page")  # on the database's thread
+        return follow_page(conn, **kwargs)
+
+    monkeypatch.setattr(event_queries, "follow_page", page)
+    monkeypatch.setattr(sys, "stdout", LoggedOutput(log))
+    assert main(["events", filled[1].id, "--db", str(db_path), "--nl"]) == 0
+    out = sys.stdout.getvalue()  # type: ignore[attr-defined]
+    assert [json.loads(line)["sequence"] for line in out.splitlines()] == list(range(1, 7))
+    assert log.count("page") == 3
+    assert log.index("page", 1) > log.index("write")
 
 
-def test_usage_errors(capsys: pytest.CaptureFixture[str], db_path: Path, filled: list[Run]) -> None:
-    with pytest.raises(SystemExit) as exited:
-        main(["runs", "--status", "paused", "--db", str(db_path)])
-    assert exited.value.code == 2
-    with pytest.raises(SystemExit) as exited:
-        main(["prune", "--older-than", "soon", "--db", str(db_path)])
-    assert exited.value.code == 2
-    assert "not a duration" in capsys.readouterr().err
-    code, _, err = cli(capsys, "runs", "--limit", "-1", "--db", str(db_path))
-    assert code == 1
-    assert "limit=-1" in err
+class LoggedOutput(io.StringIO):
+    """stdout, noting each write in a log shared with the reads."""
+
+    def __init__(self, log: list[str]) -> None:
+        super().__init__()
+        self.log = log
+
+    def write(self, text: str) -> int:
+        self.log.append("write")
+        return super().write(text)
+
+
+# Ids as people type them
+
+
+def test_a_run_id_as_people_type_it(db_path: Path, filled: list[Run]) -> None:
+    running = filled[1].id
+    # (A prefix works too, but ids made in one millisecond share all but their end.)
+    for typed in (running, running[-6:], running[-6:].lower(), running.lower()):
+        done = daemon_db_command("show", typed, "--db", str(db_path), "--json")
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["run"]["id"] == running
+        done = daemon_db_command("events", typed, "--db", str(db_path), "--nl", "--since", "5")
+        assert [json.loads(line)["sequence"] for line in done.stdout.splitlines()] == [6]
+
+
+async def _many_like(path: Path) -> list[Run]:
+    async with DB.open(path) as db:
+        return [
+            await db.create_run(new_run(id=f"01SAME{n:02}XYZ", status="completed"))
+            for n in range(8)
+        ]
+
+
+def test_an_ambiguous_or_unknown_run_id(db_path: Path) -> None:
+    made = asyncio.run(_many_like(db_path))
+    done = daemon_db_command("show", "xyz", "--db", str(db_path))
+    line = assert_one_line_error(done, 1, "RUN_ID 'xyz' is ambiguous: 8 runs match")
+    assert ", ".join(run.id for run in made[:5]) + " and 3 more" in line
+    done = daemon_db_command("show", "SHB24V", "--db", str(db_path))
+    assert_one_line_error(done, 1, "RUN_ID 'SHB24V'", "no run has this id", str(db_path))
+    done = daemon_db_command("events", "nope", "--db", str(db_path))
+    assert_one_line_error(done, 1, "RUN_ID 'nope'")
+
+
+# The table of issue 11: each mistake is one line and a non-zero exit
+
+
+@pytest.mark.parametrize(
+    ("args", "status", "named"),
+    [
+        (
+            ["prune", "--older-than", "99999999999d"],
+            2,
+            ["--older-than", "'99999999999d'", "too long"],
+        ),
+        (["prune", "--older-than", "1000000d"], 2, ["--older-than", "at most 36500d"]),
+        (["prune", "--older-than", "soon"], 2, ["--older-than", "not a duration"]),
+        (["events", "X", "--since", "-5"], 2, ["--since", "'-5'"]),
+        (["events", "X", "--since", "99999999999999999999"], 2, ["--since", "too large"]),
+        (["runs", "--limit", "99999999999999999999"], 2, ["--limit", "too large"]),
+        (["runs", "--limit", "0"], 2, ["--limit", "less than 1"]),
+        (["runs", "--limit", "-1"], 2, ["--limit", "'-1'"]),
+        (["runs", "--limit", "ten"], 2, ["--limit", "not a whole number"]),
+        (["show", "X", "--events", "-1"], 2, ["--events", "'-1'"]),
+        (["show", "X", "--events", "99999999999999999999"], 2, ["--events", "too large"]),
+        (["runs", "--after", "garbage"], 1, ["--after 'garbage'", "no run"]),
+        (["runs", "--status", "paused"], 2, ["--status", "'paused'"]),
+        (["runs", "--json", "--csv"], 2, ["--csv", "--json"]),
+        (["events", "X", "--follow", "--limit", "3"], 2, ["--limit", "--follow"]),
+        (["show"], 2, ["RUN_ID"]),
+        (["show", " "], 2, ["RUN_ID", "empty"]),
+        (["nonsense"], 2, ["'nonsense'", "choose from"]),
+        ([], 2, ["COMMAND"]),
+    ],
+)
+def test_a_mistake_is_one_line_and_a_non_zero_exit(
+    db_path: Path, filled: list[Run], args: list[str], status: int, named: list[str]
+) -> None:
+    done = daemon_db_command(*args, DAEMON_DB=str(db_path))
+    assert_one_line_error(done, status, *named)
+    assert "Traceback" not in done.stderr
+
+
+def test_json_carries_payload_and_config_as_data(db_path: Path, filled: list[Run]) -> None:
+    done = daemon_db_command("events", filled[1].id, "--json", "--db", str(db_path))
+    assert (done.returncode, done.stderr) == (0, "")
+    assert [event["payload"] for event in json.loads(done.stdout)][:2] == [{"n": 0}, {"n": 1}]
+    done = daemon_db_command("runs", "--nl", "--db", str(db_path))
+    assert (done.returncode, done.stderr) == (0, "")
+    assert json.loads(done.stdout.splitlines()[1])["config"] == {"k": [1]}
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["check", "--json"], ["stats", "--nl"], ["show", "{run}", "--nl"], ["stats", "--csv"]],
+)
+def test_reports_take_the_machine_forms(db_path: Path, filled: list[Run], args: list[str]) -> None:
+    args = [arg.format(run=filled[1].id) for arg in args]
+    done = daemon_db_command(*args, "--db", str(db_path))
+    assert (done.returncode, done.stderr) == (0, "")
+    if args[-1] == "--csv":
+        assert len(list(csv.DictReader(io.StringIO(done.stdout)))) == 1
+    else:
+        assert len(done.stdout.splitlines()) == (1 if args[-1] == "--nl" else 4)
+        assert json.loads(done.stdout)
+
+
+def test_csv_of_an_empty_listing_has_its_header(db_path: Path) -> None:
+    asyncio.run(_empty(db_path))
+    done = daemon_db_command("runs", "--csv", "--db", str(db_path))
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout == ",".join(dataclass_fields(Run)) + "\n"
+
+
+def dataclass_fields(record: type) -> list[str]:
+    return [field.name for field in dataclasses.fields(record)]
+
+
+def test_a_folder_an_empty_file_and_a_missing_one(tmp_path: Path) -> None:
+    done = daemon_db_command("runs", "--db", str(tmp_path))
+    assert_one_line_error(done, 1, f"{tmp_path} is a folder, not a database file")
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    for command in (["runs"], ["stats"], ["check"], ["show", "X"], ["backup", "copy.db"]):
+        done = daemon_db_command(*command, "--db", str(empty))
+        assert_one_line_error(done, 1, str(empty), f"daemon-db migrate --db {empty}")
+    missing = tmp_path / "missing.db"
+    for command in (["runs"], ["migrate"], ["prune", "--older-than", "1d"]):
+        done = daemon_db_command(*command, "--db", str(missing))
+        assert_one_line_error(done, 1, f"{missing}: no such database file")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["empty.db"]
+    done = daemon_db_command("migrate", "--db", str(empty))
+    assert done.returncode == 0, done.stderr
+    assert daemon_db_command("runs", "--db", str(empty)).stdout == "(none)\n"
+
+
+def test_no_database_given() -> None:
+    done = daemon_db_command("runs")
+    assert_one_line_error(done, 2, "--db PATH or set DAEMON_DB")
+
+
+def test_global_options_before_or_after_the_command(db_path: Path, filled: list[Run]) -> None:
+    for args in (
+        ["--db", str(db_path), "runs", "--json"],
+        ["runs", "--db", str(db_path), "--json"],
+        ["--db", "elsewhere.db", "runs", "--db", str(db_path), "--json"],  # the last one counts
+        ["--no-color", "runs", "--json", "--db", str(db_path)],
+    ):
+        done = daemon_db_command(*args)
+        assert done.returncode == 0, (args, done.stderr)
+        assert len(json.loads(done.stdout)) == 3
+    done = daemon_db_command("runs", "--json", DAEMON_DB=str(db_path))
+    assert len(json.loads(done.stdout)) == 3
+    done = daemon_db_command("--db", "other.db", "runs", DAEMON_DB=str(db_path))
+    assert_one_line_error(done, 1, "other.db: no such database file")
+
+
+def test_version() -> None:
+    done = daemon_db_command("--version")
+    assert (done.returncode, done.stdout) == (0, f"daemon-db {daemon_db.__version__}\n")
 
 
 def test_console_script_and_module(db_path: Path, filled: list[Run]) -> None:
@@ -258,6 +557,226 @@ def test_console_script_and_module(db_path: Path, filled: list[Run]) -> None:
         assert "--force" in helped.stdout
 
 
+def test_main_returns_the_status_of_help_and_of_usage_errors(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert cli(capsys, "runs", "--help")[0] == 0
+    code, _, err = cli(capsys, "runs", "--status", "paused")
+    assert code == 2
+    assert err.count("\n") == 1
+
+
+# Stored text is data: it never reaches the terminal raw
+
+
+async def _hostile(path: Path) -> Run:
+    async with DB.open(path) as db:
+        run = await db.create_run(
+            new_run(
+                feature_branch="feature/\x1b]0;owned\x07\x1b[2J",
+                status="failed",
+                error="line one\nline two\tand a tab \x1b[31mred",
+            )
+        )
+        await db.create_run(new_run(feature_branch="feature/漢字ブランチ😀", status="failed"))
+        await db.create_unit(UnitRecord(run_id=run.id, unit_id="u\x1b[1m", error="\r\x1b[K"))
+        await db.append_event(run.id, "tick\x1b[5m", unit_id="\x9b2J", payload={"s": "\x1b"})
+        return run
+
+
+def test_stored_control_characters_are_shown_escaped(db_path: Path) -> None:
+    run = asyncio.run(_hostile(db_path))
+    for args in (["runs"], ["show", run.id], ["events", run.id], ["resumable"], ["check"]):
+        done = daemon_db_command(*args, "--db", str(db_path))
+        assert done.returncode == 0, done.stderr
+        for raw in ("\x1b", "\x9b", "\x07", "\r", "\t"):
+            assert raw not in done.stdout, (args, raw)
+    done = daemon_db_command("runs", "--db", str(db_path))
+    lines = done.stdout.splitlines()
+    assert "feature/\\x1b]0;owned\\x07\\x1b[2J" in lines[2]
+    assert "line one\\nline two\\tand a tab \\x1b[31mred" in lines[2]
+    assert len(lines) == 4  # the newline in the error did not make a row
+    assert width(lines[2][: lines[2].index("failed")]) == width(
+        lines[0][: lines[0].index("status")]
+    )
+    repo = [width(line[: line.index("/srv/repo")]) for line in lines[2:]]
+    assert repo[0] == repo[1]  # wide characters measured in columns
+    follow = daemon_db_command("events", run.id, "--follow", "--db", str(db_path))
+    assert "tick\\x1b[5m  unit \\x9b2J" in follow.stdout
+    assert "\x1b" not in follow.stdout
+    # Machine forms keep the data exact, and JSON escapes it.
+    done = daemon_db_command("runs", "--db", str(db_path), "--json")
+    assert "\x1b" not in done.stdout
+    assert json.loads(done.stdout)[0]["feature_branch"] == "feature/\x1b]0;owned\x07\x1b[2J"
+
+
+def test_an_error_message_is_one_line_whatever_it_quotes(tmp_path: Path) -> None:
+    odd = tmp_path / "two\nlines\x1b[2J.db"
+    done = daemon_db_command("runs", "--db", str(odd))
+    line = assert_one_line_error(done, 1, "two\\nlines\\x1b[2J.db: no such database file")
+    assert "\x1b" not in line
+
+
+# Terminals: colour and progress for people, never in piped output
+
+
+def on_terminal(
+    *args: str, stdout: bool = False, stderr: bool = False, **env: str
+) -> tuple[int, str, str]:
+    """Run the command with stdout and/or stderr on a pseudo-terminal; return what each got."""
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "daemon_db", *args],
+        stdin=subprocess.DEVNULL,
+        stdout=terminal if stdout else subprocess.PIPE,
+        stderr=terminal if stderr else subprocess.PIPE,
+        env=environment(**env),
+    )
+    os.close(terminal)
+    screen: list[bytes] = []
+
+    def read_screen() -> None:
+        while True:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # the other side closed (EIO)
+                return
+            if not chunk:
+                return
+            screen.append(chunk)
+
+    reader = threading.Thread(target=read_screen)
+    reader.start()
+    piped, piped_err = process.communicate(timeout=60)
+    reader.join(timeout=60)
+    os.close(controller)
+    shown = b"".join(screen).decode().replace("\r\n", "\n")
+    out = shown if stdout else piped.decode()
+    err = shown if stderr else piped_err.decode()
+    return process.returncode, out, err
+
+
+def test_colour_on_a_terminal_only_and_never_when_refused(db_path: Path, filled: list[Run]) -> None:
+    code, out, _ = on_terminal("runs", "--db", str(db_path), stdout=True)
+    assert code == 0
+    assert "\x1b[32mcompleted\x1b[0m" in out
+    assert "\x1b[33mrunning\x1b[0m" in out
+    plain = daemon_db_command("runs", "--db", str(db_path)).stdout
+    assert "\x1b" not in plain
+    # Colour moves no column: without its codes, every row lines up with the header.
+    lines = [SGR.sub("", line) for line in out.splitlines()]
+    for name in ("status", "feature_branch", "repo_path"):
+        column = lines[0].index(name)
+        assert all(line[column - 2 : column] == "  " for line in lines[2:])
+        assert all(line[column] != " " for line in lines[2:])
+    assert "\x1b" not in on_terminal("runs", "--db", str(db_path), stdout=True, NO_COLOR="1")[1]
+    assert "\x1b" not in on_terminal("runs", "--no-color", "--db", str(db_path), stdout=True)[1]
+    assert "\x1b" not in on_terminal("--no-color", "runs", "--db", str(db_path), stdout=True)[1]
+
+
+def test_progress_on_a_terminal_for_each_long_operation(
+    db_path: Path, tmp_path: Path, filled: list[Run]
+) -> None:
+    copy = tmp_path / "copy.db"
+    code, out, err = on_terminal("backup", str(copy), "--db", str(db_path), stderr=True)
+    assert code == 0
+    assert re.search(r"copying \[#+\] 100% (\d+)/\1 pages", err)
+    assert err.endswith("\r\x1b[K")  # the line erased: the terminal is left clean
+    assert out == f"copied {db_path} to {copy} ({dump_pages(copy)} pages)\n"
+
+    code, out, err = on_terminal("check", "--db", str(db_path), stderr=True)
+    assert code == 0
+    assert f"checking {db_path} |" in err
+    assert out.startswith("ok:")
+
+    asyncio.run(_history(db_path, finished=45))
+    code, out, err = on_terminal("prune", "--older-than", "30d", "--db", str(db_path), stderr=True)
+    assert code == 0
+    assert "pruning [###" in err
+    assert "100% 45/45 runs" in err
+    assert "removed 45 finished run(s)" in err
+    assert len(out.splitlines()) == 2 + 45
+
+    _back_to_version_1(copy)
+    code, out, err = on_terminal("migrate", "--db", str(copy), stderr=True)
+    assert code == 0
+    assert f"migrating {copy} |" in err
+    assert f"from schema version 1 to {SCHEMA_VERSION}" in out
+
+
+def dump_pages(path: Path) -> int:
+    with sqlite3.connect(path) as conn:
+        (pages,) = conn.execute("PRAGMA page_count").fetchone()
+    conn.close()
+    return int(pages)
+
+
+def test_no_progress_in_piped_output(db_path: Path, tmp_path: Path, filled: list[Run]) -> None:
+    done = daemon_db_command("backup", str(tmp_path / "copy.db"), "--db", str(db_path))
+    assert (done.returncode, done.stderr) == (0, "")
+    done = daemon_db_command("check", "--db", str(db_path))
+    assert (done.returncode, done.stderr) == (0, "")
+    done = daemon_db_command("migrate", "--db", str(db_path))
+    assert (done.returncode, done.stderr) == (0, "")
+    done = daemon_db_command("prune", "--older-than", "1d", "--db", str(db_path))
+    assert done.returncode == 0
+    assert done.stderr.startswith("daemon-db: removed 0 finished run(s)")
+    assert "\r" not in done.stderr
+
+
+# Ctrl-C and closed pipes
+
+
+def test_ctrl_c_exits_130_quietly(db_path: Path, filled: list[Run]) -> None:
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "daemon_db", "events", filled[1].id, "--follow", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environment(DAEMON_DB=str(db_path)),
+    )
+    assert follower.stdout is not None
+    assert follower.stderr is not None
+    assert follower.stdout.readline() == "[\n"  # it is following
+    follower.send_signal(signal.SIGINT)
+    out = follower.stdout.read()
+    err = follower.stderr.read()
+    assert follower.wait(timeout=30) == 130
+    assert err == ""
+    assert len(json.loads("[\n" + out)) == 6  # what it printed is whole JSON
+    follower.stdout.close()
+    follower.stderr.close()
+
+
+async def _many_events(path: Path, count: int) -> Run:
+    async with DB.open(path) as db:
+        run = await db.create_run(new_run(status="completed"))
+        async with db.transaction() as tx:
+            for n in range(count):
+                await tx.append_event(run.id, "tick", payload={"n": n, "pad": "x" * 50})
+        return run
+
+
+def test_a_closed_pipe_ends_the_command_quietly(db_path: Path) -> None:
+    run = asyncio.run(_many_events(db_path, 3000))
+    reader = subprocess.Popen(
+        [sys.executable, "-m", "daemon_db", "events", run.id, "--nl", "--db", str(db_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=environment(),
+    )
+    assert reader.stdout is not None
+    assert reader.stderr is not None
+    assert json.loads(reader.stdout.readline())["sequence"] == 1
+    reader.stdout.close()  # as `| head -1` does
+    assert reader.wait(timeout=30) == 0
+    assert reader.stderr.read() == b""
+    reader.stderr.close()
+
+
+# Following, backups and pruning
+
+
 async def test_follow_tails_another_process_and_ends_with_the_run(
     db_path: Path, filled: list[Run]
 ) -> None:
@@ -267,9 +786,13 @@ async def test_follow_tails_another_process_and_ends_with_the_run(
         "-m",
         "daemon_db",
         "events",
-        running.id,
+        running.id[-6:],
         "--follow",
         "--nl",
+        "--type",
+        "child",
+        "--type",
+        "run_completed",
         "--db",
         str(db_path),
         stdout=asyncio.subprocess.PIPE,
@@ -284,8 +807,9 @@ async def test_follow_tails_another_process_and_ends_with_the_run(
         out, _ = await follower.communicate()
     assert follower.returncode == 0
     events = [json.loads(line) for line in out.decode().splitlines()]
-    assert [e["sequence"] for e in events] == list(range(1, 27))
+    assert [e["sequence"] for e in events] == list(range(7, 28))
     assert events[-1]["event_type"] == "run_completed"
+    assert events[-1]["payload"] == {"status": "completed", "error": None}
 
 
 async def test_backup_while_a_writer_is_busy_is_a_consistent_copy(
@@ -312,7 +836,7 @@ async def test_backup_while_a_writer_is_busy_is_a_consistent_copy(
         assert await snapshot.check() == []
         assert await snapshot.list_runs() == await now.list_runs()
         copied = await snapshot.list_events(running.id)
-        assert 500 <= len(copied) < 40005
+        assert 500 <= len(copied) < 40006
         # A snapshot: exactly the log as it was at one moment.
         assert copied == (await now.list_events(running.id))[: len(copied)]
 
@@ -330,7 +854,7 @@ def test_backup_refuses_to_overwrite_unless_forced(
     assert dump(copy) == dump(db_path)
 
 
-async def _history(path: Path) -> dict[str, Run]:
+async def _history(path: Path, finished: int = 0) -> dict[str, Run]:
     old = datetime.now(UTC) - timedelta(days=40)
     async with DB.open(path) as db:
         runs = {
@@ -344,6 +868,9 @@ async def _history(path: Path) -> dict[str, Run]:
             "old but running": await db.create_run(new_run(status="running", started_at=old)),
             "old but pending": await db.create_run(new_run()),
         }
+        for n in range(finished - 2):
+            moment = old + timedelta(minutes=n)
+            await db.create_run(new_run(status="cancelled", completed_at=moment))
         await db.create_unit(UnitRecord(run_id=runs["old done"].id, unit_id="u"))
         for _ in range(3):
             await db.append_event(runs["old done"].id, "tick")
@@ -378,3 +905,77 @@ def test_prune_removes_old_finished_runs_and_never_active_ones(
             return gone, kept
 
     assert asyncio.run(logs()) == (0, 3)
+
+
+def test_wrong_schema_versions(
+    capsys: pytest.CaptureFixture[str], db_path: Path, filled: list[Run]
+) -> None:
+    with sqlite3.connect(db_path) as conn:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    for command in (["runs"], ["migrate"]):
+        code, _, err = cli(capsys, *command, "--db", str(db_path))
+        assert code == 1
+        assert "newer release" in err
+
+    _back_to_version_1(db_path)
+    code, _, err = cli(capsys, "runs", "--db", str(db_path))
+    assert code == 1
+    assert f"schema version 1 and needs migrating to {SCHEMA_VERSION}" in err
+    assert f"daemon-db migrate --db {db_path}" in err
+    code, out, _ = cli(capsys, "migrate", "--db", str(db_path))
+    assert code == 0
+    assert f"from schema version 1 to {SCHEMA_VERSION}" in out
+    code, out, _ = cli(capsys, "migrate", "--db", str(db_path))
+    assert "nothing to do" in out
+    assert cli(capsys, "runs", "--db", str(db_path))[0] == 0
+
+
+def _back_to_version_1(path: Path) -> None:
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA user_version = 1")
+        conn.execute("DROP INDEX runs_by_status")
+        conn.execute("DROP INDEX runs_by_branch")
+        conn.execute("DROP INDEX runs_one_active")
+    conn.close()
+
+
+# Shell completion
+
+
+def test_shell_completion_scripts(tmp_path: Path) -> None:
+    for shell in ("bash", "zsh", "tcsh", "fish"):
+        done = daemon_db_command("completion", shell)
+        assert done.returncode == 0, done.stderr
+        assert "prune" in done.stdout
+    script = tmp_path / "daemon-db.bash"
+    script.write_text(daemon_db_command("completion", "bash").stdout)
+
+    def complete(*words: str) -> list[str]:
+        line = " ".join(["daemon-db", *words])
+        program = (
+            f"source {script}; COMP_WORDS=({line}); COMP_CWORD={len(words)};"
+            f" COMP_LINE='{line}'; COMP_POINT={len(line)}; _shtab_daemon_db;"
+            ' printf "%s\\n" "${COMPREPLY[@]}"'
+        )
+        done = subprocess.run(["bash", "-c", program], capture_output=True, text=True, check=True)
+        return done.stdout.split()
+
+    assert complete("ru") == ["runs"]
+    assert complete("runs", "--st") == ["--status"]
+    assert complete("runs", "--status", "fa") == ["failed"]
+    assert "--older-than" in complete("prune", "--")
+
+
+def test_stored_events_match_the_streamed_ones(
+    capsys: pytest.CaptureFixture[str], db_path: Path
+) -> None:
+    run = asyncio.run(_many_events(db_path, 2500))  # three pages of the store's listings
+
+    async def stored() -> list[EventRecord]:
+        async with DB.open(db_path, readonly=True) as db:
+            return await db.list_events(run.id)
+
+    _, out, _ = cli(capsys, "events", run.id, "--db", str(db_path), "--json")
+    streamed = json.loads(out)
+    assert [event["sequence"] for event in streamed] == [e.sequence for e in asyncio.run(stored())]

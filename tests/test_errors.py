@@ -29,6 +29,7 @@ from daemon_db._errors import translate
         UnitExistsError("01RUN_u", "01RUN", "u"),
         RunNotFoundError("01RUN"),
         UnitNotFoundError("01RUN_u"),
+        UnitNotFoundError("u", ["01RUN_u", "01RUO_u"], 3),
         InvalidRecordError("run_id", "", "must not be empty or blank"),
         SchemaVersionError("/data/state.db", 9, 2, "written by a newer release"),
         DatabaseError("/data/state.db", "not a daemon_db database"),
@@ -40,9 +41,14 @@ def test_every_error_is_a_daemon_db_error_that_names_what_it_is_about(
     error: DaemonDBError,
 ) -> None:
     assert isinstance(error, DaemonDBError)
-    named = [str(v) for k, v in vars(error).items() if k not in {"value", "reason", "found"}]
+    named = [
+        str(each)
+        for k, v in vars(error).items()
+        if k not in {"value", "reason", "found"}
+        for each in (v if isinstance(v, tuple) else [v])
+    ]
     assert named
-    assert all(value in str(error) for value in named if isinstance(value, str))
+    assert all(value in str(error) for value in named)
 
 
 def test_the_standard_bases() -> None:

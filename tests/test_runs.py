@@ -333,3 +333,28 @@ def test_run_records_are_frozen_values() -> None:
     with pytest.raises(AttributeError):
         run.status = RunStatus.RUNNING  # type: ignore[misc]
     assert run == Run(**{name: getattr(run, name) for name in run.__dataclass_fields__})
+
+
+async def test_run_ids_as_people_type_them(db: DB) -> None:
+    """The command line's lookup: a case-insensitive prefix or suffix, or the id itself."""
+    ids = ["01AAAAXYZ", "01AAABXYZ", "01BBBB_Q%", "ABC", "abc", "ABCD"]
+    for run_id in ids:
+        await db.create_run(new_run(id=run_id))
+
+    async def find(typed: str, limit: int = 3) -> tuple[list[str], int]:
+        return await db._find_run_ids(typed, limit=limit)
+
+    assert await find("01AAAA") == (["01AAAAXYZ"], 1)  # a prefix
+    assert await find("bxyz") == (["01AAABXYZ"], 1)  # a suffix, in lower case
+    assert await find("01aaabxyz") == (["01AAABXYZ"], 1)  # the id, in lower case
+    assert await find("xyz") == (["01AAAAXYZ", "01AAABXYZ"], 2)  # ambiguous
+    assert await find("01", limit=1) == (["01AAAAXYZ"], 3)  # the first few, and how many
+    assert await find("nothing") == ([], 0)
+    # LIKE's wildcards are matched as themselves.
+    assert await find("_q%") == (["01BBBB_Q%"], 1)
+    assert await find("01_") == ([], 0)
+    # An exact id wins over ids it is a prefix of; equal but for case, when only one is.
+    assert await find("abc") == (["abc"], 1)
+    assert await find("ABC") == (["ABC"], 1)
+    assert await find("Abc") == (["ABC", "abc", "ABCD"], 3)
+    assert await find("abcd") == (["ABCD"], 1)

@@ -75,6 +75,39 @@ async def test_unit_writes_to_a_missing_unit(db: DB) -> None:
         await db.update_unit_branch("nope", "daemon/x", "/tmp/x")
 
 
+async def test_a_unit_id_passed_for_a_record_id_is_named_in_the_error(db: DB) -> None:
+    runs = [await db.create_run(new_run()) for _ in range(5)]
+    only = await db.create_unit(new_unit(runs[0], "lonely"))
+    for run in runs:
+        await db.create_unit(new_unit(run, "u1"))
+
+    with pytest.raises(UnitNotFoundError) as raised:
+        await db.update_unit_status("lonely", UnitStatus.RUNNING)
+    assert raised.value.record_ids == (only.id,)
+    assert str(raised.value) == (
+        f"no unit with record id 'lonely': that is a unit_id; its unit's record id is {only.id!r}"
+    )
+
+    with pytest.raises(UnitNotFoundError) as raised:
+        await db.update_unit_branch("u1", "daemon/u1", "/w/u1")
+    first = sorted(make_unit_record_id(run.id, "u1") for run in runs)[:3]
+    assert raised.value.record_ids == tuple(first)
+    assert "that is the unit_id of 5 units, record ids" in str(raised.value)
+    assert str(raised.value).endswith(f"{first[2]!r} and 2 more")
+
+    # Inside a transaction block too, and the failed call undoes nothing else.
+    async with db.transaction() as tx:
+        await tx.update_unit_status(only.id, UnitStatus.RUNNING)
+        with pytest.raises(UnitNotFoundError, match="its unit's record id"):
+            await tx.update_unit_status("lonely", UnitStatus.FAILED)
+    assert (await db.get_unit(only.id)).status is UnitStatus.RUNNING  # type: ignore[union-attr]
+
+
+async def test_an_unknown_unit_id_says_what_a_record_id_looks_like(db: DB) -> None:
+    with pytest.raises(UnitNotFoundError, match=r"a record id is '<run_id>_<unit_id>'"):
+        await db.update_unit_status("nope", UnitStatus.RUNNING)
+
+
 async def test_unit_status_timestamps_follow_the_run_rules(db: DB) -> None:
     run = await db.create_run(new_run())
     unit = await db.create_unit(new_unit(run, "u"))

@@ -24,6 +24,7 @@ __all__ = [
     "complete",
     "create",
     "delete",
+    "find_ids",
     "get",
     "get_by_branch",
     "list_page",
@@ -204,10 +205,39 @@ def list_page(
         params.append(after)
     where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
     order = "DESC" if newest_first else "ASC"
-    rows = conn.execute(
+    found = conn.execute(
         f"SELECT {_COLUMNS} FROM runs {where} ORDER BY id {order} LIMIT ?", (*params, limit)
     ).fetchall()
-    return [_from_row(row) for row in rows]
+    return [_from_row(row) for row in found]
+
+
+def find_ids(conn: sqlite3.Connection, *, typed: str, limit: int) -> tuple[list[str], int]:
+    """Run ids as people type them: the id, or a case-insensitive prefix or suffix of it.
+
+    Returns up to ``limit`` matching ids, the closest first, and how many match
+    in all. An id equal to ``typed`` (else equal but for case, if only one is)
+    is the only match: an id may be a prefix of a longer one.
+    """
+    pattern = typed.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    # LIKE ignores ASCII case, and run ids are ASCII (ULIDs, uppercase).
+    found = conn.execute(
+        "SELECT id, (id = :typed) + (id LIKE :same ESCAPE '\\') AS closeness, COUNT(*) OVER ()"
+        " FROM runs WHERE id LIKE :prefix ESCAPE '\\' OR id LIKE :suffix ESCAPE '\\'"
+        " ORDER BY closeness DESC, id LIMIT :limit",
+        {
+            "typed": typed,
+            "same": pattern,
+            "prefix": f"{pattern}%",
+            "suffix": f"%{pattern}",
+            "limit": max(limit, 2),
+        },
+    ).fetchall()
+    if not found:
+        return [], 0
+    best, closeness, total = found[0]
+    if closeness == 2 or (closeness == 1 and (len(found) == 1 or found[1][1] == 0)):
+        return [best], 1
+    return [row[0] for row in found[:limit]], total
 
 
 def resumable(conn: sqlite3.Connection) -> tuple[list[ResumableRun], list[rows.DamagedRow]]:

@@ -17,6 +17,7 @@ __all__ = ["COLUMNS", "create", "from_row", "get", "list_page", "update_branch",
 COLUMNS = "id, run_id, unit_id, status, branch, worktree_path, started_at, completed_at, error"
 _load = loader(UnitRecord)
 _STATUSES = {status.value: status for status in UnitStatus}
+_NAMED_AT_MOST = 3  # record ids an error names when a unit_id was passed for one
 
 
 def from_row(row: tuple[Any, ...]) -> UnitRecord:
@@ -150,5 +151,19 @@ def list_page(
 def _existing(conn: sqlite3.Connection, unit_record_id: str) -> UnitRecord:
     unit = get(conn, unit_record_id=unit_record_id)
     if unit is None:
-        raise UnitNotFoundError(unit_record_id)
+        raise UnitNotFoundError(unit_record_id, *_named_by_unit_id(conn, unit_record_id))
     return unit
+
+
+def _named_by_unit_id(conn: sqlite3.Connection, unit_id: str) -> tuple[list[str], int]:
+    """The record ids (a few) and number of units whose own unit_id is ``unit_id``.
+
+    Only on the failure path: the two ids are easy to mix up, and the error
+    then says which record id was meant. No index leads with unit_id, so this
+    scans the units table; a mistake can afford that.
+    """
+    rows = conn.execute(
+        "SELECT id, COUNT(*) OVER () FROM units WHERE unit_id = ? ORDER BY id LIMIT ?",
+        (unit_id, _NAMED_AT_MOST),
+    ).fetchall()
+    return [row[0] for row in rows], (rows[0][1] if rows else 0)

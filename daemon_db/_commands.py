@@ -1,0 +1,480 @@
+"""What each ``daemon-db`` command does, once its arguments are parsed (see ``_cli.py``).
+
+Inspection commands open the database read-only and never create a file.
+Listings stream: they ask the store for a page of rows at a time and write
+each row as it comes, so a long listing is never held in memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shlex
+import sys
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from datetime import datetime
+from typing import Final, TypeVar
+
+from . import _output as output
+from . import _terminal as terminal
+from . import _timestamps as timestamps
+from ._db import DB
+from ._errors import SchemaVersionError, show
+from ._records import EventRecord, Run, Stats, UnitRecord, UnitStatus
+
+__all__ = [
+    "CommandError",
+    "backup",
+    "check",
+    "events",
+    "migrate",
+    "prune",
+    "resumable",
+    "runs",
+    "show_run",
+    "stats",
+]
+
+T = TypeVar("T")
+
+PAGE_ROWS: Final = 1000
+"""Rows asked of the store at a time by a streaming listing."""
+
+CANDIDATES_SHOWN: Final = 5
+"""Run ids an ambiguous id lists before "and N more"."""
+
+PRUNE_STEPS: Final = 20
+"""A prune on a terminal goes in this many parts, so that its bar moves."""
+
+CHECKS_DONE: Final = (
+    "integrity, foreign keys, schema version, one active run per branch and repo,"
+    " gap-free event sequences"
+)
+
+
+class CommandError(Exception):
+    """A mistake the command can name: reported as one line, exit status 1."""
+
+
+# Inspection: read-only, never creating a file.
+
+
+async def runs(args: argparse.Namespace) -> int:
+    """List runs, a page at a time; with ``--limit``, a hint names the next ``--after``."""
+    async with _open(args) as db:
+        after = None if args.after is None else await _run_id(db, args.after, "--after")
+        page = PAGE_ROWS if args.limit is None else min(PAGE_ROWS, args.limit + 1)
+        found = _runs_of(db, args, after=after, page_rows=page)
+        listed = _listing(args, output.RUN_FIELDS, output.run_table(timestamps.now()))
+        last = await _write(found, listed, limit=args.limit)
+    if last is not None:
+        _note(f"more runs follow: add --after {last.id} to see them")
+    return 0
+
+
+async def _runs_of(
+    db: DB, args: argparse.Namespace, *, after: str | None, page_rows: int
+) -> AsyncIterator[Run]:
+    """The runs the filters select, a page at a time (what ``db.iter_runs`` will do)."""
+    while True:
+        page = await db.list_runs(
+            status=args.status,
+            feature_branch=args.branch,
+            repo_path=args.repo,
+            limit=page_rows,
+            after=after,
+            newest_first=args.newest_first,
+        )
+        for run in page:
+            yield run
+        if len(page) < page_rows:
+            return
+        after = page[-1].id
+
+
+async def _events_of(db: DB, run_id: str, since: int) -> AsyncIterator[EventRecord]:
+    """The run's events after ``since`` up to its latest now, a page at a time.
+
+    What ``db.iter_events`` will do. Until then, ``follow_events`` pages through
+    the log (``list_events_since`` would read it whole), stopped at the event
+    that was the last when the listing began.
+    """
+    last = await db.get_next_sequence(run_id) - 1
+    if last <= since:
+        return
+    async with _closing(db.follow_events(run_id, since)) as following:
+        async for event in following:
+            yield event
+            if event.sequence >= last:
+                return
+
+
+async def _write(
+    rows: AsyncIterator[T],
+    listed: output.Listing,
+    *,
+    limit: int | None = None,
+    as_row: Callable[[T], output.Row] = output.record_row,
+    live: bool = False,
+) -> T | None:
+    """Write ``rows`` (records, by default) up to ``limit``, then close the listing.
+
+    Returns the last row written if more rows followed it (``limit`` cut the
+    listing), else None. ``live`` sends each row on at once, for a follower.
+    """
+    last: T | None = None
+    try:
+        async with _closing(rows):
+            async for item in rows:
+                if limit is not None and listed.count >= limit:
+                    return last
+                listed.add(as_row(item))
+                last = item
+                if live:
+                    listed.flush()
+    finally:
+        listed.close()
+    return None
+
+
+async def show_run(args: argparse.Namespace) -> int:
+    """A run, its units, its event count and its latest events."""
+    async with _open(args) as db:
+        run = await db.get_run(await _run_id(db, args.run_id, "RUN_ID"))
+        if run is None:  # deleted since its id was found
+            raise CommandError(f"RUN_ID {show(args.run_id)}: no such run in {args.db}")
+        units = await db.list_units_by_run(run.id)
+        count = await db.get_next_sequence(run.id) - 1
+        latest = _events_of(db, run.id, max(0, count - args.events))
+        if args.form in ("json", "nl"):
+            await _show_as_json(run, units, count, latest, args)
+        elif args.form == "csv":
+            row = {**output.record_row(run), "units": len(units), "events": count}
+            output.write_report(row, "csv", sys.stdout)
+        else:
+            await _show_for_people(run, units, count, latest, args)
+    return 0
+
+
+async def _show_as_json(
+    run: Run,
+    units: list[UnitRecord],
+    count: int,
+    latest: AsyncIterator[EventRecord],
+    args: argparse.Namespace,
+) -> None:
+    """One object; its latest events streamed into it (``--nl``: all on one line)."""
+    indent = 2 if args.form == "json" else None
+    head = {
+        "run": output.as_data(output.record_row(run)),
+        "units": [output.as_data(output.record_row(unit)) for unit in units],
+        "events": count,
+    }
+    sys.stdout.write(output.json_object_opening(head, "latest_events", indent))
+    listed = output.JsonArray(sys.stdout, indent=indent, level=1, end="")
+    await _write(latest, listed, limit=args.events)
+    sys.stdout.write("\n}\n" if indent else "}\n")
+
+
+async def _show_for_people(
+    run: Run,
+    units: list[UnitRecord],
+    count: int,
+    latest: AsyncIterator[EventRecord],
+    args: argparse.Namespace,
+) -> None:
+    now = timestamps.now()
+    _pairs(_run_lines(run, now))
+    sys.stdout.write(f"\nunits: {len(units)}\n")
+    await _write(
+        _aiter(units), output.Table(sys.stdout, output.unit_table(now), colour=_colour(args))
+    )
+    sys.stdout.write(f"\nevents: {count}, the latest {min(count, args.events)}:\n")
+    table = output.Table(sys.stdout, output.event_table(now), colour=_colour(args))
+    await _write(latest, table, limit=args.events)
+
+
+def _run_lines(run: Run, now: datetime) -> list[tuple[str, str]]:
+    lines = []
+    for name, value in output.as_text(output.record_row(run)).items():
+        moment: datetime | None = getattr(run, name) if name.endswith("_at") else None
+        text = "" if value is None else str(value)
+        lines.append((name, text + (f" ({terminal.ago(moment, now)})" if moment else "")))
+    lines.append(("duration", output.duration(output.record_row(run), now)))
+    return lines
+
+
+async def events(args: argparse.Namespace) -> int:
+    """A run's events; ``--follow`` keeps printing them until the run finishes."""
+    async with _open(args) as db:
+        run_id = await _run_id(db, args.run_id, "RUN_ID")
+        if args.follow:
+            found = db.follow_events(run_id, args.since)
+            listed = _listing(args, output.EVENT_FIELDS, [], stream=True)
+        else:
+            found = _events_of(db, run_id, args.since)
+            listed = _listing(args, output.EVENT_FIELDS, output.event_table(timestamps.now()))
+        chosen = _chosen_events(found, types=args.type, unit=args.unit)
+        last = await _write(chosen, listed, limit=args.limit, live=args.follow)
+    if last is not None:
+        _note(f"more events follow: add --since {last.sequence} to see them")
+    return 0
+
+
+async def _chosen_events(
+    found: AsyncIterator[EventRecord], *, types: Iterable[str] | None, unit: str | None
+) -> AsyncIterator[EventRecord]:
+    wanted = None if types is None else frozenset(types)
+    async with _closing(found):
+        async for event in found:
+            if wanted is not None and event.event_type not in wanted:
+                continue
+            if unit is not None and event.unit_id != unit:
+                continue
+            yield event
+
+
+async def resumable(args: argparse.Namespace) -> int:
+    """What a daemon starting now would resume."""
+    async with _open(args) as db:
+        found = await db.resumable_runs()
+    rows = []
+    for item in found:
+        completed = sum(unit.status is UnitStatus.COMPLETED for unit in item.units)
+        running = [unit.unit_id for unit in item.units if unit.status is UnitStatus.RUNNING]
+        run = item.run
+        rows.append(
+            {
+                "id": run.id,
+                "status": run.status,
+                "feature_branch": run.feature_branch,
+                "repo_path": run.repo_path,
+                "started_at": run.started_at,
+                "units": len(item.units),
+                "units_completed": completed,
+                "units_running": running,
+                "next_sequence": item.next_sequence,
+            }
+        )
+    listed = _listing(args, output.RESUMABLE_FIELDS, output.resumable_table())
+    await _write(_aiter(rows), listed, as_row=dict)
+    return 0
+
+
+async def stats(args: argparse.Namespace) -> int:
+    """Runs and units by status, events, file sizes and schema version."""
+    async with _open(args) as db:
+        figures = await db.stats()
+    if args.form != "table":
+        output.write_report(output.record_row(figures), args.form, sys.stdout)
+        return 0
+    _pairs(_stats_lines(figures))
+    return 0
+
+
+def _stats_lines(figures: Stats) -> list[tuple[str, str]]:
+    return [
+        ("path", figures.path),
+        ("schema version", str(figures.schema_version)),
+        ("file size", f"{figures.file_bytes:,} bytes (WAL {figures.wal_bytes:,} bytes)"),
+        ("runs", ", ".join(f"{status} {n}" for status, n in figures.runs.items())),
+        ("units", ", ".join(f"{status} {n}" for status, n in figures.units.items())),
+        ("events", f"{figures.events:,}"),
+    ]
+
+
+async def check(args: argparse.Namespace) -> int:
+    """Check the file and the store's rules; exit status 1 when something is wrong."""
+    async with _open(args) as db:
+        with _progress(f"checking {args.db}") as progress:
+            problems = await progress.spin(db.check())
+    if args.form in ("json", "nl"):
+        output.write_report({"ok": not problems, "problems": problems}, args.form, sys.stdout)
+    elif args.form == "csv":
+        listed = output.CsvRows(sys.stdout, ["problem"])
+        await _write(_aiter(problems), listed, as_row=lambda problem: {"problem": problem})
+    elif problems:
+        for problem in problems:
+            sys.stdout.write(terminal.safe(problem) + "\n")
+    else:
+        sys.stdout.write(f"ok: {CHECKS_DONE}\n")
+    return 1 if problems else 0
+
+
+# Changes: these open the file read-write, but never create it.
+
+
+async def migrate(args: argparse.Namespace) -> int:
+    """Apply pending schema migrations."""
+    _must_be_a_file(args.db)
+    try:
+        async with DB.open(args.db, readonly=True):
+            pass
+    except SchemaVersionError as exc:
+        if exc.found > exc.supported:
+            raise
+        with _progress(f"migrating {args.db}") as progress:
+            db = await progress.spin(DB.open(args.db))
+            await db.close()
+        sys.stdout.write(f"migrated {args.db} from schema version {exc.found} to {exc.supported}\n")
+        return 0
+    sys.stdout.write(f"{args.db} is at the current schema version: nothing to do\n")
+    return 0
+
+
+async def backup(args: argparse.Namespace) -> int:
+    """A consistent copy of the database, safe while the daemon writes."""
+    if not args.force:
+        _must_not_exist(args.destination)
+    async with _open(args) as db:
+        with _progress("copying") as progress:
+
+            def report(copied: int, total: int) -> None:
+                progress.update(copied, total, "pages")
+
+            pages = await db.backup(args.destination, overwrite=args.force, progress=report)
+    sys.stdout.write(f"copied {args.db} to {args.destination} ({pages:,} pages)\n")
+    return 0
+
+
+async def prune(args: argparse.Namespace) -> int:
+    """Delete finished runs completed before a cutoff (``--dry-run``: list them only)."""
+    cutoff = timestamps.now() - args.older_than
+    async with _open(args, readonly=args.dry_run) as db:
+        with _progress("pruning") as progress:
+            removed = await _prune(db, cutoff, dry_run=args.dry_run, progress=progress)
+    listed = _listing(args, output.RUN_FIELDS, output.run_table(timestamps.now()))
+    await _write(_aiter(removed), listed)
+    verb = "would remove" if args.dry_run else "removed"
+    _note(f"{verb} {len(removed)} finished run(s) completed before {timestamps.to_text(cutoff)}")
+    return 0
+
+
+async def _prune(
+    db: DB, cutoff: datetime, *, dry_run: bool, progress: terminal.Progress
+) -> list[Run]:
+    if dry_run or not progress.shown:
+        return await progress.spin(db.prune_runs(cutoff, dry_run=dry_run))
+    # For a bar that moves: the same prune in parts, oldest first, each part up
+    # to the completion time of a run further on (each call checks every run
+    # again, so a run reopened meanwhile stays).
+    candidates = await progress.spin(db.prune_runs(cutoff, dry_run=True))
+    removed: list[Run] = []
+    step = max(1, len(candidates) // PRUNE_STEPS)
+    for boundary in candidates[step::step]:
+        assert boundary.completed_at is not None  # a finished run
+        removed += await db.prune_runs(boundary.completed_at)
+        progress.update(len(removed), len(candidates), "runs")
+    removed += await db.prune_runs(cutoff)
+    progress.update(len(removed), len(candidates), "runs")
+    return removed
+
+
+# Shared steps
+
+
+@contextlib.asynccontextmanager
+async def _open(args: argparse.Namespace, *, readonly: bool = True) -> AsyncIterator[DB]:
+    """Open ``--db``, which must be an existing file; say how to migrate one that needs it."""
+    _must_be_a_file(args.db)
+    try:
+        db = await DB.open(args.db, readonly=readonly)
+    except SchemaVersionError as exc:
+        if exc.found >= exc.supported:
+            raise
+        how = f"run: daemon-db migrate --db {shlex.quote(args.db)}"
+        if exc.found == 0:
+            raise CommandError(f"{args.db} is not a daemon_db database yet ({how})") from None
+        raise CommandError(
+            f"{args.db} is at schema version {exc.found} and needs migrating to"
+            f" {exc.supported} ({how}; the daemon also does when it opens the file)"
+        ) from None
+    try:
+        yield db
+    finally:
+        await db.close()
+
+
+def _must_be_a_file(path: str) -> None:
+    if os.path.isdir(path):
+        raise CommandError(f"{path} is a folder, not a database file")
+    if not os.path.exists(path):
+        raise CommandError(f"{path}: no such database file")
+    if not os.path.isfile(path):
+        raise CommandError(f"{path} is not a regular file")
+
+
+def _must_not_exist(path: str) -> None:
+    if os.path.exists(path):
+        raise CommandError(f"{path} exists (pass --force to overwrite it)")
+
+
+async def _run_id(db: DB, typed: str, flag: str) -> str:
+    """The run id ``typed`` names: the id, or a unique prefix or suffix, in any case."""
+    ids, total = await db._find_run_ids(typed, limit=CANDIDATES_SHOWN)
+    if total == 1:
+        return ids[0]
+    if total == 0:
+        raise CommandError(
+            f"{flag} {show(typed)}: no run has this id, or an id that starts or ends"
+            f" with it, in {db.path}"
+        )
+    more = f" and {total - len(ids)} more" if total > len(ids) else ""
+    raise CommandError(
+        f"{flag} {show(typed)} is ambiguous: {total} runs match ({', '.join(ids)}{more});"
+        " type more of the id"
+    )
+
+
+def _listing(
+    args: argparse.Namespace,
+    fields: Iterable[str],
+    table: list[output.Column],
+    *,
+    stream: bool = False,
+) -> output.Listing:
+    if stream and args.form == "table":
+        return output.EventLines(sys.stdout)
+    return output.listing(
+        args.form, sys.stdout, fields=list(fields), table=table, colour=_colour(args)
+    )
+
+
+def _colour(args: argparse.Namespace) -> bool:
+    return terminal.wants_colour(sys.stdout, refused=args.no_color, environ=os.environ)
+
+
+@contextlib.contextmanager
+def _progress(label: str) -> Iterator[terminal.Progress]:
+    progress = terminal.Progress(label, sys.stderr)
+    try:
+        yield progress
+    finally:
+        progress.close()
+
+
+def _pairs(lines: Iterable[tuple[str, str]]) -> None:
+    for name, value in lines:
+        sys.stdout.write(f"{name:15} {terminal.safe(value)}".rstrip() + "\n")
+
+
+def _note(text: str) -> None:
+    """A line for the person at the terminal, on stderr: never mixed into the output."""
+    sys.stderr.write(f"daemon-db: {terminal.safe(text)}\n")
+
+
+@contextlib.asynccontextmanager
+async def _closing(rows: AsyncIterator[T]) -> AsyncIterator[AsyncIterator[T]]:
+    """Close an async generator when done with it, even when left early."""
+    try:
+        yield rows
+    finally:
+        close = getattr(rows, "aclose", None)
+        if close is not None:
+            await close()
+
+
+async def _aiter(items: Iterable[T]) -> AsyncIterator[T]:
+    for item in items:
+        yield item
