@@ -22,9 +22,15 @@ T = TypeVar("T")
 class Transaction(Operations):
     """The run, unit and event methods of a DB, inside ``async with db.transaction() as tx``.
 
-    Everything done through it (or through the DB by the task that opened the
-    block) commits together when the block ends, or not at all. A call that
-    raises undoes only its own effect, and the block may go on.
+    ``tx`` has every method of DB except ``open``, ``close``, ``transaction``,
+    ``follow_events`` and the maintenance calls, with the same arguments, results
+    and errors. Everything done through it (or through the DB by the task that
+    opened the block) commits together when the block ends, or not at all. A call
+    that raises undoes only its own effect, and the block may go on. Do not make
+    one yourself: ``DB.transaction()`` hands it out.
+
+    Raises:
+        DaemonDBError: From any call once its block has ended.
     """
 
     __slots__ = ("_active", "_path", "connection", "owner")
