@@ -57,7 +57,10 @@ def on_page_markdown(markdown: str, page: Any, **_: Any) -> str:
     if page.file.src_uri != PAGE:
         return markdown
     shown = {name for name in MARKER.findall(markdown) if name}
-    missing = [name for name in commands(help_text()) if name not in shown]
+    listed = commands(help_text())
+    if not listed:
+        log.warning("found no commands in the commands: section of daemon-db --help")
+    missing = [name for name in listed if name not in shown]
     if missing:
         log.warning(
             "%s shows no help for daemon-db %s: add a section with <!-- help: NAME -->",
