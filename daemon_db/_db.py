@@ -163,7 +163,6 @@ class DB(Operations):
 
         Raises:
             DaemonDBError: Called inside a transaction block, which it would wait for.
-            DatabaseError: SQLite failed while finishing the writes under way.
         """
         if self._joined() is not None:
             raise DaemonDBError("close() inside a transaction block would wait for itself")
