@@ -1,15 +1,16 @@
-# The one entry point: `make demo`, `make test`, `make bench`, `make lint`.
+# The one entry point: `make demo`, `make test`, `make docs`, `make bench`, `make lint`.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 READY := $(VENV)/.ready
+CHROMIUM := /usr/bin/chromium
 
-.PHONY: demo test lint typecheck reliability bench clean
+.PHONY: demo test lint typecheck docs docs-check reliability bench clean
 
 $(READY): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench,docs]'
 	touch $@
 
 # A daemon on ./demo.db is killed mid-work, started again, and finishes (see examples/demo.py).
@@ -23,8 +24,22 @@ lint: $(READY)
 typecheck: $(READY)
 	$(BIN)/mypy --strict daemon_db
 
-test: lint typecheck
+test: lint typecheck docs
 	$(BIN)/pytest
+
+# The documentation site (mkdocs.yml, docs/), built into site/; a warning fails it.
+docs: $(READY)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+# The built site in headless Chromium: pages render, links and anchors resolve,
+# nothing is fetched from another host (tests/test_docs_site.py).
+docs-check: docs $(CHROMIUM)
+	$(BIN)/pytest -q -m browser tests/test_docs_site.py
+
+# Debian's Chromium, installed when missing (as root, non-interactively).
+$(CHROMIUM):
+	DEBIAN_FRONTEND=noninteractive apt-get update -q
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium
 
 # The reliability tests alone, with the figures they measure (they also run in make test).
 reliability: $(READY)
@@ -35,4 +50,4 @@ bench: $(READY)
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis *.egg-info demo.db demo.db-wal demo.db-shm
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis *.egg-info site demo.db demo.db-wal demo.db-shm

@@ -53,8 +53,10 @@ PRUNE_BATCH_EVENTS: Final = 5000
 class DB(Operations):
     """An open daemon_db store. Open one with ``DB.open(path)``.
 
-    Every method is safe to call from many tasks at once. After ``close()``,
-    every call raises ClosedError.
+    Every method is safe to call from many tasks at once. A DB belongs to the
+    event loop it was opened on. After ``close()``, every call raises ClosedError.
+    Besides the methods below, a DB has the run, unit and event operations
+    (``create_run``, ``append_event``, ``resumable_runs`` and the others).
     """
 
     def __init__(
@@ -85,14 +87,37 @@ class DB(Operations):
         busy_timeout: float = 5.0,
         synchronous: str = "NORMAL",
     ) -> _Opening:
-        """Open (creating and migrating as needed) the database at ``path``.
+        """Open the database at ``path``, creating and migrating it as needed.
 
-        Await the result, or use it with ``async with`` to close it on exit.
-        ``path`` may be ``":memory:"``. With ``readonly=True`` nothing is ever
-        written: the file must exist at this release's schema version.
+        Await the result (``db = await DB.open(path)``, then ``await db.close()``), or
+        use it with ``async with DB.open(path) as db:`` to close it on exit. A new
+        file, and any missing parent folders, are created; the file is readable
+        by its owner only. Opening read-write applies pending schema migrations.
+        With ``readonly=True`` nothing is ever written, not even a migration:
+        that is how an inspector opens a database a daemon is using.
 
-        Raises DatabaseError for a file that is not a daemon_db database (naming
-        the path), SchemaVersionError for one of another schema version.
+        Args:
+            path: A file path, or ``":memory:"`` for a database that lives as long
+                as the DB object.
+            readonly: Never write: every write raises ReadOnlyError. The file must
+                exist at this release's schema version.
+            busy_timeout: Seconds to wait for another process's write lock.
+            synchronous: SQLite's ``synchronous`` setting: ``"OFF"``, ``"NORMAL"``,
+                ``"FULL"`` or ``"EXTRA"``.
+
+        Returns:
+            DB: The open DB, once awaited; or, with ``async with``, the DB of the
+                block, closed when the block ends.
+
+        Raises:
+            DatabaseError: The file is not a daemon_db database (not SQLite, or
+                another application's), cannot be created or written, or, with
+                ``readonly=True``, does not exist or is ``":memory:"``. Nothing in
+                the file is changed; the error names the path.
+            SchemaVersionError: The file's schema is newer than this release, or,
+                with ``readonly=True``, older (it needs migrating).
+            InvalidRecordError: An argument is invalid (raised by ``DB.open()``
+                itself, before anything is awaited).
         """
         location = _location(path)
         if not isinstance(readonly, bool):
@@ -133,7 +158,7 @@ class DB(Operations):
 
     @property
     def path(self) -> str:
-        """The path the database was opened with."""
+        """The path the database was opened with, or ``":memory:"``."""
         return self._path
 
     @property
@@ -150,6 +175,9 @@ class DB(Operations):
         """Close the database after the writes and transactions already under way.
 
         Safe to call twice; calls made once closing has begun raise ClosedError.
+
+        Raises:
+            DaemonDBError: Called inside a transaction block, which it would wait for.
         """
         if self._joined() is not None:
             raise DaemonDBError("close() inside a transaction block would wait for itself")
@@ -186,10 +214,25 @@ class DB(Operations):
     async def prune_runs(self, completed_before: datetime, *, dry_run: bool = False) -> list[Run]:
         """Delete finished runs, with their units and events, completed before a moment.
 
-        Active runs are never touched. The runs go oldest first, in batches of
-        at most a few thousand events, each batch its own short transaction,
-        so that the daemon's writes go on in between. With ``dry_run``, nothing
-        is deleted. Returns the runs removed (or that would be).
+        Active runs are never touched, whatever their age. The runs go oldest
+        first, in batches of at most a few thousand events, each batch its own
+        short transaction (a run is never half-deleted), so that the daemon's
+        writes go on in between.
+
+        Args:
+            completed_before: A timezone-aware moment: runs completed, failed or
+                cancelled before it go.
+            dry_run: Delete nothing; return what would be deleted. Works on a
+                read-only DB.
+
+        Returns:
+            The runs removed (or, with ``dry_run``, that would be), oldest first.
+
+        Raises:
+            InvalidRecordError: ``completed_before`` is not a timezone-aware datetime.
+            ReadOnlyError: The DB was opened read-only (and ``dry_run`` is False).
+            ClosedError: The DB is closed.
+            DatabaseError: SQLite failed.
         """
         moment = check.timestamp("completed_before", completed_before)
         if moment is None:
@@ -219,12 +262,32 @@ class DB(Operations):
             after = (timestamps.to_text(last.completed_at), last.id)
 
     async def stats(self) -> Stats:
-        """Runs and units by status, the number of events, file and WAL sizes, schema version."""
+        """Count what the database holds, from one snapshot.
+
+        Returns:
+            Runs and units by status, the number of events, the file and WAL
+            sizes, and the schema version.
+
+        Raises:
+            ClosedError: The DB is closed.
+            DatabaseError: SQLite failed.
+        """
         return await self._read(partial(maintenance.stats, path=self._path))
 
     async def check(self) -> list[str]:
-        """Integrity, foreign keys, schema version, one active run per branch, gap-free
-        sequences: one line per problem found, [] when all is well."""
+        """Check the database, from one snapshot.
+
+        Checks SQLite's integrity and foreign keys, the application id and schema
+        version, at most one active run per branch and repo, and event sequences
+        gap-free from 1. Reads the whole file.
+
+        Returns:
+            One line per problem found, naming where; [] when all is well.
+
+        Raises:
+            ClosedError: The DB is closed.
+            DatabaseError: SQLite failed.
+        """
         return await self._read(maintenance.check)
 
     async def backup(
@@ -234,15 +297,32 @@ class DB(Operations):
         overwrite: bool = False,
         progress: Callable[[int, int], object] | None = None,
     ) -> int:
-        """Copy the database, as one consistent snapshot, into a new file; return its pages.
+        """Copy the database, as one consistent snapshot, into a new file.
 
-        Safe beside a running daemon: its writes go on during the copy. The copy
-        is written beside ``destination`` and renamed into place, so a failure
-        never leaves half a file there. ``progress(copied, total)`` is called on
-        the event loop as pages are copied. Raises DatabaseError if
-        ``destination`` exists, unless ``overwrite``; and whatever ``overwrite``
-        says, if it is this database or one of its files (through any link), a
-        folder, not a regular file, or has a ``-wal`` or ``-shm`` file beside it.
+        Safe beside a running daemon, and on a read-only DB: the daemon's writes
+        go on during the copy. The copy is written to an owner-only temporary file
+        beside ``destination`` and renamed into place, so a failure never leaves
+        half a file there.
+
+        Args:
+            destination: The file to write (not ``":memory:"``).
+            overwrite: Replace ``destination`` if it exists.
+            progress: Called as ``progress(copied, total)`` (in pages) on the event
+                loop as the copy goes.
+
+        Returns:
+            The number of pages copied.
+
+        Raises:
+            DatabaseError: ``destination`` exists (without ``overwrite``) or cannot
+                be written; or, whatever ``overwrite`` says, it is this database or
+                one of its files (through any link), a folder, not a regular file,
+                or has a ``-wal`` or ``-shm`` file beside it (a database that may be
+                in use); or SQLite failed.
+            InvalidRecordError: ``destination`` is not a file path.
+            DaemonDBError: Called inside a transaction block, which it would copy
+                unfinished.
+            ClosedError: The DB is closed.
         """
         target = _location(destination)
         if target == schema.MEMORY:
@@ -281,21 +361,49 @@ class DB(Operations):
 
         ``async with db.transaction() as tx:`` -- ``tx`` has the run, unit and event
         methods of the DB, and calls on the DB by the task that opened the block
-        join it too. An exception leaving the block (cancellation included) rolls
-        it back. Other tasks' writes wait until the block ends; on a file
-        database their reads do not wait and see the last committed state.
-        Blocks do not nest: opening one inside another raises DaemonDBError.
-        Tasks started inside the block are other tasks: give them ``tx``.
+        join it too. A call that raises inside the block undoes only its own
+        effect, and the block may go on. An exception leaving the block
+        (cancellation included) rolls it back and propagates. Other tasks' writes
+        wait until the block ends; on a file database their reads do not wait
+        and see the last committed state. Tasks started inside the block are
+        other tasks: give them ``tx``.
+
+        Returns:
+            Transaction: With ``async with``: the transaction, begun on entering the
+                block and committed (or rolled back) on leaving it.
+
+        Raises:
+            DaemonDBError: On entering, if this task is already in a block (blocks
+                do not nest).
+            ReadOnlyError: On entering, if the DB was opened read-only.
+            ClosedError: On entering, if the DB is closed.
+            DatabaseError: SQLite failed to begin or commit the transaction.
         """
         return _TransactionBlock(self)
 
     def follow_events(self, run_id: str, since: int = 0) -> AsyncIterator[EventRecord]:
-        """Yield the run's events after ``since`` in order, then each new one as it comes.
+        """Follow a run's event log: the events after ``since``, then each new one.
 
-        Appends through this DB are seen at once, appends by other processes
-        within a poll interval. Ends once the run is finished and every event
-        appended by then has been yielded, or when the run is deleted. Raises
-        RunNotFoundError if the run does not exist.
+        Use it as ``async for event in db.follow_events(run_id):``. Appends through
+        this DB are seen at once, appends by other processes within a poll
+        interval (0.1 s). The iteration ends once the run has reached a finished
+        status and every event appended by then has been yielded, or when the
+        run is deleted.
+
+        Args:
+            run_id: The run's id.
+            since: Start after this sequence (0: from the first event).
+
+        Returns:
+            An async iterator of the run's events, in sequence order.
+
+        Raises:
+            RunNotFoundError: The run does not exist (raised by the first step of
+                the iteration).
+            InvalidRecordError: An argument is invalid (raised by the call itself).
+            ClosedError: The DB is closed (raised by the call, or by the next step
+                once the DB closes).
+            DatabaseError: SQLite failed.
         """
         run_id = check.name("run_id", run_id)
         since = check.count("since", since, minimum=0)

@@ -74,7 +74,12 @@ class DaemonDBError(Exception):
 
 
 class InvalidRecordError(DaemonDBError, ValueError):
-    """A value was refused before anything was written."""
+    """A value was refused before anything was written. Also a ValueError.
+
+    Attributes:
+        field: The argument or record field, such as ``"Run.parallelism"``.
+        value: The value refused.
+    """
 
     def __init__(self, field: str, value: object, reason: str) -> None:
         self.field = field
@@ -83,7 +88,13 @@ class InvalidRecordError(DaemonDBError, ValueError):
 
 
 class RunExistsError(DaemonDBError):
-    """A run with this id exists, or another run of this branch and repo is active."""
+    """A run with this id exists, or another run of this branch and repo is active.
+
+    Attributes:
+        feature_branch: The branch of the run in the way.
+        repo_path: The repository of the run in the way.
+        existing_run_id: The id of the run in the way.
+    """
 
     def __init__(self, feature_branch: str, repo_path: str, existing_run_id: str) -> None:
         self.feature_branch = feature_branch
@@ -96,7 +107,11 @@ class RunExistsError(DaemonDBError):
 
 
 class RunNotFoundError(DaemonDBError, LookupError):
-    """No run has this id."""
+    """No run has this id. Also a LookupError.
+
+    Attributes:
+        run_id: The id asked for.
+    """
 
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
@@ -104,7 +119,13 @@ class RunNotFoundError(DaemonDBError, LookupError):
 
 
 class UnitExistsError(DaemonDBError):
-    """A unit with this id, or with this run and unit id, exists already."""
+    """A unit with this id, or with this run and unit id, exists already.
+
+    Attributes:
+        unit_record_id: The id of the unit in the way.
+        run_id: Its run's id.
+        unit_id: Its id within the run.
+    """
 
     def __init__(self, unit_record_id: str, run_id: str, unit_id: str) -> None:
         self.unit_record_id = unit_record_id
@@ -116,11 +137,15 @@ class UnitExistsError(DaemonDBError):
 
 
 class UnitNotFoundError(DaemonDBError, LookupError):
-    """No unit has this record id.
+    """No unit has this record id. Also a LookupError.
 
     ``record_ids`` names (the first few of) the ``total`` units whose own
     ``unit_id`` is the id given: what a caller who passed a unit_id where a
     record id was expected meant.
+
+    Attributes:
+        unit_record_id: The id asked for.
+        record_ids: Record ids of units whose ``unit_id`` is the id asked for.
     """
 
     def __init__(self, unit_record_id: str, record_ids: Sequence[str] = (), total: int = 0) -> None:
@@ -140,7 +165,15 @@ class UnitNotFoundError(DaemonDBError, LookupError):
 
 
 class DatabaseError(DaemonDBError):
-    """The database file cannot be used: not SQLite, another application's, or failing."""
+    """The database file cannot be used: not SQLite, another application's, or failing.
+
+    Every SQLite error that has no more precise meaning becomes this, so raw
+    ``sqlite3`` exceptions never reach a caller.
+
+    Attributes:
+        path: The database (or backup destination) the error is about.
+        reason: What went wrong, with SQLite's error name where there is one.
+    """
 
     def __init__(self, path: str, reason: str) -> None:
         self.path = path
@@ -149,7 +182,16 @@ class DatabaseError(DaemonDBError):
 
 
 class DamagedRecordError(DatabaseError):
-    """A stored row breaks the store's rules: another tool may have edited the file."""
+    """A stored row breaks the store's rules: another tool may have edited the file.
+
+    Attributes:
+        path: The database file.
+        table: ``"runs"``, ``"units"`` or ``"events"``.
+        record_id: The row's id.
+        column: The column whose value is damaged.
+        value: The value found there.
+        reason: What is wrong with it.
+    """
 
     def __init__(
         self, path: str, table: str, record_id: object, column: str, value: object, reason: str
@@ -163,7 +205,16 @@ class DamagedRecordError(DatabaseError):
 
 
 class SchemaVersionError(DaemonDBError):
-    """The file's schema version is not the one this release works with."""
+    """The file's schema version is not the one this release works with.
+
+    A newer file is refused whatever the mode; an older one is migrated when
+    opened read-write, and refused read-only.
+
+    Attributes:
+        path: The database file.
+        found: The file's schema version.
+        supported: The version this release reads and writes.
+    """
 
     def __init__(self, path: str, found: int, supported: int, reason: str) -> None:
         self.path = path
@@ -173,7 +224,11 @@ class SchemaVersionError(DaemonDBError):
 
 
 class ReadOnlyError(DaemonDBError):
-    """The database was opened read-only; writes are refused."""
+    """The database was opened read-only; writes are refused.
+
+    Attributes:
+        path: The database file.
+    """
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -181,7 +236,11 @@ class ReadOnlyError(DaemonDBError):
 
 
 class ClosedError(DaemonDBError):
-    """The database has been closed."""
+    """The database has been closed.
+
+    Attributes:
+        path: The database file.
+    """
 
     def __init__(self, path: str) -> None:
         self.path = path

@@ -15,11 +15,14 @@ _last = 0
 
 
 def new_run_id() -> str:
-    """Return a fresh 26-character ULID; ids made later sort later.
+    """Make a fresh run id: a ULID, whose text sorts in the order ids were made.
 
     A ULID is 48 bits of milliseconds then 80 random bits. Within one millisecond,
     or if the clock steps back, the new id is the previous one plus one, so the
     order holds for every id this process makes, from any thread.
+
+    Returns:
+        A 26-character ULID string.
     """
     global _last
     with _lock:

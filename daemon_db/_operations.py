@@ -39,7 +39,11 @@ PAGE_SIZE: Final = 1000
 
 
 class Operations(abc.ABC):
-    """The operations of the store; see DB for how to open one."""
+    """The run, unit and event operations that DB and Transaction share.
+
+    Open a store with ``DB.open()``; inside ``async with db.transaction() as tx``,
+    ``tx`` has the same methods.
+    """
 
     __slots__ = ()
 
@@ -57,19 +61,60 @@ class Operations(abc.ABC):
         """Insert a run and return it as stored.
 
         A run created ``running`` without ``started_at`` gets it set to now; one created
-        finished without ``completed_at`` gets that set to now. Raises RunExistsError if
-        the id is taken or another run of the same branch and repo is active.
+        finished without ``completed_at`` gets that set to now.
+
+        Args:
+            run: The run to insert; its ``id`` defaults to a fresh ``new_run_id()``.
+
+        Returns:
+            The run as stored, timestamps included.
+
+        Raises:
+            RunExistsError: The id is taken, or another run of the same branch and
+                repo is pending or running.
+            InvalidRecordError: ``run`` is not a valid Run.
+            ReadOnlyError: The DB was opened read-only.
+            ClosedError: The DB is closed.
+            DatabaseError: SQLite failed (the file is damaged, full, or cannot be written).
         """
         run = _record("run", run, Run)
         return await self._write(partial(runs.create, run=run))
 
     async def get_run(self, run_id: str) -> Run | None:
-        """The run with this id, or None."""
+        """Read a run by its id.
+
+        Args:
+            run_id: The run's id.
+
+        Returns:
+            The run, or None if there is no run with this id.
+
+        Raises:
+            InvalidRecordError: ``run_id`` is not a valid id.
+            ClosedError: The DB is closed.
+            DatabaseError: SQLite failed.
+        """
         run_id = check.name("run_id", run_id)
         return await self._read(partial(runs.get, run_id=run_id))
 
     async def get_run_by_branch(self, feature_branch: str, repo_path: str) -> Run | None:
-        """The active run of this branch and repo if there is one, else the newest, else None."""
+        """Read the run of a feature branch in a repo.
+
+        Matching is exact on both (no prefix, no case folding).
+
+        Args:
+            feature_branch: The run's feature branch.
+            repo_path: The run's repository.
+
+        Returns:
+            The active (pending or running) run of this branch and repo if there is
+            one, else the newest (highest id) of its finished runs, else None.
+
+        Raises:
+            InvalidRecordError: A value is not a valid branch or path.
+            ClosedError: The DB is closed.
+            DatabaseError: SQLite failed.
+        """
         feature_branch = check.name("feature_branch", feature_branch)
         repo_path = check.name("repo_path", repo_path)
         return await self._read(
@@ -79,12 +124,28 @@ class Operations(abc.ABC):
     async def update_run_status(
         self, run_id: str, status: RunStatus, error: str | None = None
     ) -> Run:
-        """Set a run's status and error; return the updated run.
+        """Set a run's status and error.
 
         Entering ``running`` sets ``started_at`` once; entering a finished status sets
         ``completed_at`` to now, leaving one clears it; the same status again changes
-        no timestamp. Raises RunNotFoundError, or RunExistsError when the run would
-        become a second active run of its branch and repo.
+        no timestamp.
+
+        Args:
+            run_id: The run's id.
+            status: The new status (a RunStatus or its string value).
+            error: Stored as given; None clears it.
+
+        Returns:
+            The updated run.
+
+        Raises:
+            RunNotFoundError: There is no run with this id.
+            RunExistsError: The run would become a second active run of its branch
+                and repo.
+            InvalidRecordError: A value is invalid, such as an unknown status.
+            ReadOnlyError: The DB was opened read-only.
+            ClosedError: The DB is closed.
+            DatabaseError: SQLite failed.
         """
         run_id = check.name("run_id", run_id)
         status = check.member("status", status, RunStatus)
@@ -94,15 +155,48 @@ class Operations(abc.ABC):
         )
 
     async def list_runs_by_status(self, status: RunStatus) -> list[Run]:
-        """Every run with this status, ordered by id."""
+        """List the runs with one status.
+
+        Args:
+            status: The status (a RunStatus or its string value).
+
+        Returns:
+            Every run with this status, ordered by id (oldest first).
+
+        Raises:
+            InvalidRecordError: ``status`` is not a RunStatus.
+            ClosedError: The DB is closed.
+            DatabaseError: SQLite failed.
+        """
         return await self.list_runs(status=check.member("status", status, RunStatus))
 
     async def list_incomplete_runs(self) -> list[Run]:
-        """Every pending or running run, ordered by id."""
+        """List the active runs.
+
+        Returns:
+            Every pending or running run, ordered by id (oldest first).
+
+        Raises:
+            ClosedError: The DB is closed.
+            DatabaseError: SQLite failed.
+        """
         return await self.list_runs(status=ACTIVE_RUN_STATUSES)
 
     async def delete_run(self, run_id: str) -> bool:
-        """Delete a run with its units and events; True if there was one."""
+        """Delete a run with all its units and events.
+
+        Args:
+            run_id: The run's id.
+
+        Returns:
+            True if a run was removed, False if there was none with this id.
+
+        Raises:
+            InvalidRecordError: ``run_id`` is not a valid id.
+            ReadOnlyError: The DB was opened read-only.
+            ClosedError: The DB is closed.
+            DatabaseError: SQLite failed.
+        """
         run_id = check.name("run_id", run_id)
         return await self._write(partial(runs.delete, run_id=run_id))
 
@@ -116,10 +210,26 @@ class Operations(abc.ABC):
         after: str | None = None,
         newest_first: bool = False,
     ) -> list[Run]:
-        """Runs matching every filter given, ordered by id (oldest first by default).
+        """List the runs matching every filter given.
 
-        ``status`` is one status or several. For keyset paging, pass the last id of
-        one page as ``after`` to get the runs after it, in the same order.
+        For keyset paging, pass the last id of one page as ``after`` to get the
+        runs after it, in the same order.
+
+        Args:
+            status: One status, or several (any of them matches); None: any status.
+            feature_branch: Only runs of this feature branch (exact match).
+            repo_path: Only runs of this repository (exact match).
+            limit: At most this many runs (>= 0); None: no limit.
+            after: Only runs after this run id, in the chosen order.
+            newest_first: Order by id newest first instead of oldest first.
+
+        Returns:
+            The matching runs, ordered by id.
+
+        Raises:
+            InvalidRecordError: A filter has an invalid value.
+            ClosedError: The DB is closed.
+            DatabaseError: SQLite failed.
         """
         statuses = _statuses(status)
         query = partial(
@@ -144,23 +254,68 @@ class Operations(abc.ABC):
     # Units
 
     async def create_unit(self, unit: UnitRecord) -> UnitRecord:
-        """Insert a unit and return it as stored (timestamps follow the rules of runs).
+        """Insert a unit of work of a run.
 
-        Raises RunNotFoundError if its run does not exist, UnitExistsError if its id
-        or its ``(run_id, unit_id)`` is taken.
+        Timestamps follow the rules of runs: a unit created ``running`` gets
+        ``started_at``, one created finished gets ``completed_at``, if not given.
+
+        Args:
+            unit: The unit to insert.
+
+        Returns:
+            The unit as stored, timestamps included.
+
+        Raises:
+            RunNotFoundError: Its run does not exist.
+            UnitExistsError: Its id, or its ``(run_id, unit_id)``, is taken.
+            InvalidRecordError: ``unit`` is not a valid UnitRecord.
+            ReadOnlyError: The DB was opened read-only.
+            ClosedError: The DB is closed.
+            DatabaseError: SQLite failed.
         """
         unit = _record("unit", unit, UnitRecord)
         return await self._write(partial(units.create, unit=unit))
 
     async def get_unit(self, unit_record_id: str) -> UnitRecord | None:
-        """The unit with this id, or None."""
+        """Read a unit by its id.
+
+        Args:
+            unit_record_id: The unit's id (by default ``"<run_id>_<unit_id>"``).
+
+        Returns:
+            The unit, or None if there is no unit with this id.
+
+        Raises:
+            InvalidRecordError: ``unit_record_id`` is not a valid id.
+            ClosedError: The DB is closed.
+            DatabaseError: SQLite failed.
+        """
         unit_record_id = check.name("unit_record_id", unit_record_id)
         return await self._read(partial(units.get, unit_record_id=unit_record_id))
 
     async def update_unit_status(
         self, unit_record_id: str, status: UnitStatus, error: str | None = None
     ) -> UnitRecord:
-        """Set a unit's status and error (timestamps as for runs); raises UnitNotFoundError."""
+        """Set a unit's status and error.
+
+        Timestamps change as for runs: entering ``running`` sets ``started_at`` once,
+        entering a finished status sets ``completed_at``, leaving one clears it.
+
+        Args:
+            unit_record_id: The unit's id.
+            status: The new status (a UnitStatus or its string value).
+            error: Stored as given; None clears it.
+
+        Returns:
+            The updated unit.
+
+        Raises:
+            UnitNotFoundError: There is no unit with this id.
+            InvalidRecordError: A value is invalid, such as an unknown status.
+            ReadOnlyError: The DB was opened read-only.
+            ClosedError: The DB is closed.
+            DatabaseError: SQLite failed.
+        """
         unit_record_id = check.name("unit_record_id", unit_record_id)
         status = check.member("status", status, UnitStatus)
         error = check.optional_text("error", error)
@@ -171,7 +326,23 @@ class Operations(abc.ABC):
     async def update_unit_branch(
         self, unit_record_id: str, branch: str, worktree_path: str
     ) -> UnitRecord:
-        """Record the branch and worktree a unit works in; raises UnitNotFoundError."""
+        """Record the branch and worktree a unit works in.
+
+        Args:
+            unit_record_id: The unit's id.
+            branch: The unit's git branch.
+            worktree_path: The unit's worktree.
+
+        Returns:
+            The updated unit.
+
+        Raises:
+            UnitNotFoundError: There is no unit with this id.
+            InvalidRecordError: A value is not a valid id, branch or path.
+            ReadOnlyError: The DB was opened read-only.
+            ClosedError: The DB is closed.
+            DatabaseError: SQLite failed.
+        """
         unit_record_id = check.name("unit_record_id", unit_record_id)
         branch = check.name("branch", branch)
         worktree_path = check.name("worktree_path", worktree_path)
@@ -185,11 +356,37 @@ class Operations(abc.ABC):
         )
 
     async def list_units_by_run(self, run_id: str) -> list[UnitRecord]:
-        """Every unit of a run, ordered by unit_id ([] if the run does not exist)."""
+        """List the units of a run.
+
+        Args:
+            run_id: The run's id.
+
+        Returns:
+            Every unit of the run, ordered by ``unit_id``; [] if the run does not exist.
+
+        Raises:
+            InvalidRecordError: ``run_id`` is not a valid id.
+            ClosedError: The DB is closed.
+            DatabaseError: SQLite failed.
+        """
         return await self._units(run_id, None)
 
     async def list_units_by_status(self, run_id: str, status: UnitStatus) -> list[UnitRecord]:
-        """The units of a run with this status, ordered by unit_id."""
+        """List the units of a run that have one status.
+
+        Args:
+            run_id: The run's id.
+            status: The status (a UnitStatus or its string value).
+
+        Returns:
+            The run's units with this status, ordered by ``unit_id``; [] if the run
+            does not exist.
+
+        Raises:
+            InvalidRecordError: A value is invalid, such as an unknown status.
+            ClosedError: The DB is closed.
+            DatabaseError: SQLite failed.
+        """
         return await self._units(run_id, check.member("status", status, UnitStatus))
 
     async def _units(self, run_id: str, status: UnitStatus | None) -> list[UnitRecord]:
@@ -207,11 +404,29 @@ class Operations(abc.ABC):
     async def append_event(
         self, run_id: str, event_type: str, unit_id: str | None = None, payload: Any = None
     ) -> EventRecord:
-        """Append an event to a run's log with its next sequence; return it.
+        """Append an event to a run's log, with the run's next sequence.
 
-        ``payload`` is stored as compact JSON (None: no payload). Raises
-        RunNotFoundError, or InvalidRecordError for a payload that is not JSON or
-        exceeds 1 MiB.
+        Sequences start at 1 per run and have no gaps and no repeats, however many
+        tasks, DB objects or processes append at once. Events can be appended to a
+        run in any status.
+
+        Args:
+            run_id: The run's id.
+            event_type: What happened, such as ``"unit_started"``.
+            unit_id: Free text naming a unit (no unit need exist); None: no unit.
+            payload: Any JSON-serialisable value, stored as compact JSON; None: no
+                payload.
+
+        Returns:
+            The event as stored, with its sequence, id and ``created_at``.
+
+        Raises:
+            RunNotFoundError: There is no run with this id.
+            InvalidRecordError: A value is invalid, or the payload is not JSON
+                (NaN and infinity included) or exceeds 1 MiB once encoded.
+            ReadOnlyError: The DB was opened read-only.
+            ClosedError: The DB is closed.
+            DatabaseError: SQLite failed.
         """
         run_id = check.name("run_id", run_id)
         event_type = check.name("event_type", event_type)
@@ -229,16 +444,55 @@ class Operations(abc.ABC):
         )
 
     async def get_next_sequence(self, run_id: str) -> int:
-        """The sequence the run's next event will get; raises RunNotFoundError."""
+        """Read the sequence a run's next event will get.
+
+        Args:
+            run_id: The run's id.
+
+        Returns:
+            The run's highest sequence plus one (1 for a run without events).
+
+        Raises:
+            RunNotFoundError: There is no run with this id.
+            InvalidRecordError: ``run_id`` is not a valid id.
+            ClosedError: The DB is closed.
+            DatabaseError: SQLite failed.
+        """
         run_id = check.name("run_id", run_id)
         return await self._read(partial(events.next_sequence, run_id=run_id))
 
     async def list_events(self, run_id: str) -> list[EventRecord]:
-        """Every event of a run, by sequence ([] if the run does not exist)."""
+        """List a run's event log.
+
+        Args:
+            run_id: The run's id.
+
+        Returns:
+            Every event of the run, by sequence; [] if the run does not exist.
+
+        Raises:
+            InvalidRecordError: ``run_id`` is not a valid id.
+            ClosedError: The DB is closed.
+            DatabaseError: SQLite failed.
+        """
         return await self.list_events_since(run_id, 0)
 
     async def list_events_since(self, run_id: str, sequence: int) -> list[EventRecord]:
-        """The events of a run with a sequence greater than ``sequence``, in order."""
+        """List a run's events after a sequence.
+
+        Args:
+            run_id: The run's id.
+            sequence: Only events with a greater sequence (>= 0; 0: all of them).
+
+        Returns:
+            The run's events with a sequence greater than ``sequence``, in order;
+            [] if the run does not exist.
+
+        Raises:
+            InvalidRecordError: A value is invalid, such as a negative sequence.
+            ClosedError: The DB is closed.
+            DatabaseError: SQLite failed.
+        """
         run_id = check.name("run_id", run_id)
         sequence = check.count("sequence", sequence, minimum=0)
         return await self._pages(
@@ -252,8 +506,24 @@ class Operations(abc.ABC):
     async def complete_run(self, run_id: str, status: RunStatus, error: str | None = None) -> Run:
         """Finish a run and append its ``run_completed`` event, in one transaction.
 
-        ``status`` must be completed, failed or cancelled; the event's payload is
-        ``{"status": status, "error": error}``.
+        The event's payload is ``{"status": status, "error": error}``. Completing a
+        run that is already finished is allowed and logs another ``run_completed``.
+
+        Args:
+            run_id: The run's id.
+            status: ``completed``, ``failed`` or ``cancelled``.
+            error: Stored on the run as given (None clears it), and in the payload.
+
+        Returns:
+            The updated run.
+
+        Raises:
+            RunNotFoundError: There is no run with this id.
+            InvalidRecordError: ``status`` is not a finished status, or a value is
+                invalid.
+            ReadOnlyError: The DB was opened read-only.
+            ClosedError: The DB is closed.
+            DatabaseError: SQLite failed.
         """
         run_id = check.name("run_id", run_id)
         status = check.member("status", status, RunStatus)
@@ -270,12 +540,21 @@ class Operations(abc.ABC):
         )
 
     async def resumable_runs(self) -> ResumableRuns:
-        """Every pending or running run, by id, with its units and next event sequence.
+        """List what a daemon starting now must resume.
 
         Read from one consistent snapshot: the call a daemon makes at start-up.
         A run whose stored values break the store's rules (another tool edited
-        them) is left out, and its DamagedRecordError is in the result's
-        ``damaged`` list, so that one bad row does not stop every resume.
+        them) is left out, so that one bad row does not stop every resume, and
+        its DamagedRecordError is in the result's ``damaged`` list.
+
+        Returns:
+            Every pending or running run, ordered by id, with its units (ordered by
+            ``unit_id``) and its next event sequence; ``.damaged`` lists the runs
+            that could not be read.
+
+        Raises:
+            ClosedError: The DB is closed.
+            DatabaseError: SQLite failed.
         """
         found, damaged = await self._read(runs.resumable)
         return ResumableRuns(found, (row.error(self._path) for row in damaged))

@@ -31,7 +31,12 @@ __all__ = [
 
 
 class RunStatus(enum.StrEnum):
-    """Where a run is in its life: pending and running runs are active."""
+    """Where a run is in its life.
+
+    Pending and running runs are active (at most one per branch and repo, and
+    resumed after a restart); completed, failed and cancelled runs are finished.
+    A StrEnum: each member equals its string value.
+    """
 
     PENDING = "pending"
     RUNNING = "running"
@@ -41,7 +46,10 @@ class RunStatus(enum.StrEnum):
 
 
 class UnitStatus(enum.StrEnum):
-    """Where a unit of work is in its life."""
+    """Where a unit of work is in its life: completed and failed units are finished.
+
+    A StrEnum: each member equals its string value.
+    """
 
     PENDING = "pending"
     RUNNING = "running"
@@ -57,7 +65,18 @@ FINISHED_UNIT_STATUSES: Final = frozenset({UnitStatus.COMPLETED, UnitStatus.FAIL
 
 
 def make_unit_record_id(run_id: str, unit_id: str) -> str:
-    """The id a unit record gets by default: ``"<run_id>_<unit_id>"``."""
+    """Make the id a unit record gets by default.
+
+    Args:
+        run_id: The run's id.
+        unit_id: The unit's id within its run.
+
+    Returns:
+        ``"<run_id>_<unit_id>"``.
+
+    Raises:
+        InvalidRecordError: ``run_id`` or ``unit_id`` is not a valid id.
+    """
     return f"{check.name('run_id', run_id)}_{check.name('unit_id', unit_id)}"
 
 
@@ -70,10 +89,28 @@ _UNIT_ID_FROM_RUN_AND_UNIT: Final = _DerivedId("<run_id>_<unit_id>")
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Run:
-    """A workflow on a git feature branch.
+    """A workflow on a git feature branch: a frozen record, checked when constructed.
 
-    ``status`` accepts a RunStatus or its string value; timestamps must be
-    timezone-aware and are kept in UTC. Invalid values raise InvalidRecordError.
+    Every field is keyword-only. ``status`` accepts a RunStatus or its string
+    value and always holds the member; timestamps must be timezone-aware and are
+    kept in UTC (an aware datetime in another zone is converted).
+
+    Attributes:
+        id: A ULID; by default a fresh ``new_run_id()``.
+        feature_branch: The git branch the run works on.
+        repo_path: The repository the branch is in.
+        target_branch: The branch the work is merged into.
+        tasks_dir: Where the run's tasks are.
+        parallelism: How many units may run at once (an int >= 1).
+        status: Where the run is in its life; ``pending`` by default.
+        daemon_version: The version of the daemon that made the run.
+        started_at: When the run first entered ``running``.
+        completed_at: When the run entered a finished status; None while active.
+        error: Why the run failed, or None.
+        config_json: The text of a JSON object (``"{}"`` by default), at most 1 MiB.
+
+    Raises:
+        InvalidRecordError: A field has an invalid value (naming the field and value).
     """
 
     id: str = field(default_factory=new_run_id)
@@ -106,7 +143,25 @@ class Run:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class UnitRecord:
-    """One unit of work of a run; ``id`` defaults to ``make_unit_record_id(run_id, unit_id)``."""
+    """One unit of work of a run: a frozen record, checked when constructed.
+
+    Every field is keyword-only. Statuses and timestamps are as for Run.
+
+    Attributes:
+        id: The unit's id across all runs; by default
+            ``make_unit_record_id(run_id, unit_id)``, ``"<run_id>_<unit_id>"``.
+        run_id: The run the unit belongs to.
+        unit_id: The unit's id within its run.
+        status: Where the unit is in its life; ``pending`` by default.
+        branch: The git branch the unit works on, once known.
+        worktree_path: The worktree the unit works in, once known.
+        started_at: When the unit first entered ``running``.
+        completed_at: When the unit entered a finished status; None otherwise.
+        error: Why the unit failed, or None.
+
+    Raises:
+        InvalidRecordError: A field has an invalid value (naming the field and value).
+    """
 
     id: str = _UNIT_ID_FROM_RUN_AND_UNIT
     run_id: str
@@ -136,7 +191,20 @@ class UnitRecord:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EventRecord:
-    """One entry of a run's event log; ``sequence`` counts from 1 per run without gaps."""
+    """One entry of a run's event log, as ``append_event`` and the listings return it.
+
+    Attributes:
+        id: A global id, never reused.
+        run_id: The run whose log holds the event.
+        sequence: The event's place in its run's log: from 1, without gaps.
+        event_type: What happened, such as ``"run_completed"``.
+        unit_id: Free text naming a unit, or None.
+        payload_json: The payload as compact JSON text, or None.
+        created_at: When the event was appended (UTC).
+
+    Raises:
+        InvalidRecordError: A field has an invalid value (naming the field and value).
+    """
 
     id: int
     run_id: str
@@ -164,13 +232,23 @@ class EventRecord:
 
     @property
     def payload(self) -> Any:
-        """The payload decoded from ``payload_json``; None when the event has none."""
+        """The payload decoded from ``payload_json``; None when the event has none.
+
+        Returns:
+            The decoded JSON value (a new object at each access).
+        """
         return None if self.payload_json is None else json.loads(self.payload_json)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ResumableRun:
-    """An interrupted run as a daemon resumes it: the run, its units, its next sequence."""
+    """An interrupted run as a daemon resumes it, from ``DB.resumable_runs()``.
+
+    Attributes:
+        run: The run, pending or running.
+        units: Its units, ordered by ``unit_id``, in every status.
+        next_sequence: The sequence its next event will get.
+    """
 
     run: Run
     units: list[UnitRecord]
@@ -184,6 +262,9 @@ class ResumableRuns(list[ResumableRun]):
     (another tool edited the file) cannot be resumed safely; it is left out of
     the list, so that it does not stop every other run from resuming, and its
     error is in ``damaged``.
+
+    Attributes:
+        damaged: A DamagedRecordError for each active run that could not be read.
     """
 
     __slots__ = ("damaged",)
@@ -197,7 +278,17 @@ class ResumableRuns(list[ResumableRun]):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Stats:
-    """What a database holds, and how big its files are."""
+    """What a database holds, and how big its files are, from ``DB.stats()``.
+
+    Attributes:
+        path: The path the database was opened with.
+        schema_version: The file's schema version.
+        runs: The number of runs in each status, keyed by status value.
+        units: The number of units in each status, keyed by status value.
+        events: The number of events.
+        file_bytes: The size of the database file (0 for ``":memory:"``).
+        wal_bytes: The size of its write-ahead log (``-wal`` file).
+    """
 
     path: str
     schema_version: int

@@ -21,12 +21,20 @@ T = TypeVar("T")
 class Transaction(Operations):
     """The run, unit and event methods of a DB, inside ``async with db.transaction() as tx``.
 
-    Everything done through it (or through the DB by the task that opened the
-    block, and by tasks started inside the block) commits together when the
-    block ends, or not at all. A call that raises undoes only its own effect,
-    and the block may go on, unless SQLite itself gave the whole transaction up
-    (a full disk, an I/O error): then every later call raises DatabaseError,
-    and so does leaving the block, since nothing in it can be committed.
+    ``tx`` has every method of DB except ``open``, ``close``, ``transaction``,
+    ``follow_events`` and the maintenance calls, with the same arguments, results
+    and errors. Everything done through it (or through the DB by the task that
+    opened the block, and by tasks started inside the block) commits together
+    when the block ends, or not at all. A call that raises undoes only its own
+    effect, and the block may go on, unless SQLite itself gave the whole
+    transaction up (a full disk, an I/O error): then every later call raises
+    DatabaseError, and so does leaving the block, since nothing in it can be
+    committed. Do not make one yourself: ``DB.transaction()`` hands it out.
+
+    Raises:
+        DaemonDBError: From any call once its block has ended.
+        DatabaseError: From any call, and from leaving the block, once SQLite has
+            rolled the block's transaction back by itself.
     """
 
     __slots__ = ("_block", "_ended", "_path", "connection")

@@ -39,6 +39,7 @@ def acknowledged(*records: EventRecord) -> None:
         out.flush()
 
 
+# --8<-- [start:work_unit]
 async def work_unit(db: DB, run: Run, unit: UnitRecord, pace: float) -> None:
     """Do one unit's work, logging its progress as events."""
     await db.update_unit_status(unit.id, UnitStatus.RUNNING)
@@ -58,8 +59,10 @@ async def work_unit(db: DB, run: Run, unit: UnitRecord, pace: float) -> None:
         done = await tx.append_event(run.id, "unit_completed", unit_id=unit.unit_id)
     acknowledged(done)
     say(f"run {run.id[-6:]}: unit {unit.unit_id} completed")
+    # --8<-- [end:work_unit]
 
 
+# --8<-- [start:work_run]
 async def work_run(db: DB, run: Run, units: list[UnitRecord], pace: float) -> None:
     """Work a run's unfinished units, ``parallelism`` at a time, then complete the run."""
     if run.status is RunStatus.PENDING:
@@ -74,8 +77,10 @@ async def work_run(db: DB, run: Run, units: list[UnitRecord], pace: float) -> No
     await asyncio.gather(*(in_slot(unit) for unit in todo))
     await db.complete_run(run.id, RunStatus.COMPLETED)
     say(f"run {run.id[-6:]} on {run.feature_branch}: completed")
+    # --8<-- [end:work_run]
 
 
+# --8<-- [start:start_runs]
 async def start_runs(db: DB, runs: int, units: int) -> list[ResumableRun]:
     started = []
     for n in range(1, runs + 1):
@@ -99,8 +104,10 @@ async def start_runs(db: DB, runs: int, units: int) -> list[ResumableRun]:
         say(f"run {run.id[-6:]} on {run.feature_branch}: created with {units} units")
         started.append(ResumableRun(run=run, units=unit_records, next_sequence=2))
     return started
+    # --8<-- [end:start_runs]
 
 
+# --8<-- [start:main]
 async def main(args: argparse.Namespace) -> None:
     if args.crash_after is not None:
         asyncio.get_running_loop().call_later(args.crash_after, crash)
@@ -121,6 +128,7 @@ async def main(args: argparse.Namespace) -> None:
             work = await start_runs(db, args.runs, args.units)
         await asyncio.gather(*(work_run(db, item.run, item.units, args.pace) for item in work))
         await report(db)
+    # --8<-- [end:main]
 
 
 async def report(db: DB) -> None:
