@@ -151,7 +151,7 @@ class RawSqlite:
         return result
 
     def create_run(self, run: Run) -> Run:
-        return self._write(partial(runs.create, run=run))
+        return self._write(partial(runs.create, run=run, owner_id=None))
 
     def get_run(self, run_id: str) -> Run | None:
         return runs.get(self.conn, run_id=run_id)

@@ -33,7 +33,12 @@ def _run(run_id: str, status: str, n: int) -> tuple[object, ...]:
 
 
 def _insert_runs(conn: sqlite3.Connection, rows: list[tuple[object, ...]]) -> None:
-    conn.executemany("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    conn.executemany(
+        "INSERT INTO runs (id, feature_branch, repo_path, target_branch, tasks_dir, parallelism,"
+        " status, daemon_version, started_at, completed_at, error, config_json)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        rows,
+    )
 
 
 def _insert_events(conn: sqlite3.Connection, rows: Iterator[tuple[object, ...]]) -> None:

@@ -18,11 +18,13 @@ from ._errors import (
     RunExistsError,
     RunNotFoundError,
     SchemaVersionError,
+    StatusConflictError,
     UnitExistsError,
     UnitNotFoundError,
 )
 from ._ids import new_run_id
 from ._records import (
+    ClaimedRuns,
     EventRecord,
     ResumableRun,
     ResumableRuns,
@@ -37,6 +39,7 @@ from ._transaction import Transaction
 
 __all__ = [
     "DB",
+    "ClaimedRuns",
     "ClosedError",
     "DaemonDBError",
     "DamagedRecordError",
@@ -52,6 +55,7 @@ __all__ = [
     "RunStatus",
     "SchemaVersionError",
     "Stats",
+    "StatusConflictError",
     "Transaction",
     "UnitExistsError",
     "UnitNotFoundError",

@@ -21,13 +21,15 @@ from typing import Any, Final, TypeVar
 
 import aiosqlite
 
+from . import _process
 from . import _timestamps as timestamps
 from . import _validation as check
 from ._cancellation import settle
 from ._errors import ClosedError, DaemonDBError, InvalidRecordError, ReadOnlyError, RunNotFoundError
+from ._ids import new_run_id
 from ._operations import PAGE_SIZE, Operations
 from ._records import FINISHED_RUN_STATUSES, EventRecord, Run, Stats
-from ._sqlite import bridge, events, maintenance, orphans, runs, schema, work
+from ._sqlite import bridge, events, maintenance, orphans, owners, runs, schema, work
 from ._sqlite.work import Work
 from ._sqlite.writer import Writer
 from ._transaction import Transaction
@@ -64,9 +66,12 @@ class DB(Operations):
         path: str,
         writer: aiosqlite.Connection | None,
         reader: aiosqlite.Connection | None,
+        owner: owners.Owner,
     ) -> None:
         """Use ``DB.open()``; this only assembles connections it has opened."""
         self._path = path
+        self._owner = owner
+        self._renewing: asyncio.Task[None] | None = None
         self._writer = None if writer is None else Writer(writer, path, self._notify)
         self._reader = reader
         # The block a task is in. Tasks copy their context when created, so a
@@ -86,6 +91,8 @@ class DB(Operations):
         readonly: bool = False,
         busy_timeout: float = 5.0,
         synchronous: str = "NORMAL",
+        owner: str | None = None,
+        lease: float = 30.0,
     ) -> _Opening:
         """Open the database at ``path``, creating and migrating it as needed.
 
@@ -96,6 +103,13 @@ class DB(Operations):
         With ``readonly=True`` nothing is ever written, not even a migration:
         that is how an inspector opens a database a daemon is using.
 
+        A read-write DB is an *owner*: the runs it creates and claims are held by
+        it, so that no other daemon's ``claim_resumable_runs()`` takes them while
+        it lives. It renews its lease from the event loop while open (a write
+        every ``lease / 3`` seconds, through the same queue as every write), so a
+        daemon whose loop hangs loses its lease; ``close()`` hands back what it
+        holds, unfinished and uncounted.
+
         Args:
             path: A file path, or ``":memory:"`` for a database that lives as long
                 as the DB object.
@@ -104,6 +118,11 @@ class DB(Operations):
             busy_timeout: Seconds to wait for another process's write lock.
             synchronous: SQLite's ``synchronous`` setting: ``"OFF"``, ``"NORMAL"``,
                 ``"FULL"`` or ``"EXTRA"``.
+            owner: The owner's name, as ``resumable_runs()`` and ``daemon-db`` show
+                it; by default this process's host, pid and start time. Names are
+                for people: each open DB is an owner of its own, whatever its name.
+            lease: Seconds an owner counts as alive after each renewal, whatever
+                its process does (on this machine, a dead process is found at once).
 
         Returns:
             DB: The open DB, once awaited; or, with ``async with``, the DB of the
@@ -131,10 +150,21 @@ class DB(Operations):
             allowed = ", ".join(sorted(schema.SYNCHRONOUS_MODES))
             raise InvalidRecordError("synchronous", synchronous, f"must be one of {allowed}")
         waited = min(float(busy_timeout), MAX_BUSY_TIMEOUT)
-        return _Opening(cls._connect(location, readonly, waited, str(mode)))
+        if owner is not None and readonly:
+            raise InvalidRecordError("owner", owner, "a read-only DB holds no runs")
+        process = _process.this_process()
+        name = check.optional_name("owner", owner) or process.default_owner()
+        if isinstance(lease, bool) or not isinstance(lease, int | float):
+            raise InvalidRecordError("lease", lease, "must be a number of seconds")
+        if not 0 < lease < float("inf"):
+            raise InvalidRecordError("lease", lease, "must be > 0 seconds, and finite")
+        me = owners.Owner(new_run_id(), name, process, float(lease))
+        return _Opening(cls._connect(location, readonly, waited, str(mode), me))
 
     @classmethod
-    async def _connect(cls, path: str, readonly: bool, busy_timeout: float, synchronous: str) -> DB:
+    async def _connect(
+        cls, path: str, readonly: bool, busy_timeout: float, synchronous: str, owner: owners.Owner
+    ) -> DB:
         writer = reader = None
         try:
             if not readonly:
@@ -154,7 +184,15 @@ class DB(Operations):
             if writer is not None:
                 await writer.close()
             raise
-        return cls(path, writer, reader)
+        db = cls(path, writer, reader, owner)
+        if db._writer is not None:
+            try:
+                await db._writer.submit(partial(owners.ensure, owner=owner))
+            except BaseException:
+                await db.close()
+                raise
+            db._renewing = asyncio.get_running_loop().create_task(db._renew())
+        return db
 
     @property
     def path(self) -> str:
@@ -187,9 +225,14 @@ class DB(Operations):
 
     async def _shut_down(self) -> None:
         self._notify()  # followers wake up and find the DB closed
+        # Not done unless its loop cancelled it on the way out (asyncio.run does).
+        if self._renewing is not None and not self._renewing.done():
+            self._renewing.cancel()
+            await asyncio.wait([self._renewing])
         try:
             if self._writer is not None:
                 await self._writer.drain()
+                await self._release()
         finally:
             # The writer closes last: as the last connection to the file, it can
             # checkpoint the WAL into the database and remove it.
@@ -199,6 +242,24 @@ class DB(Operations):
             finally:
                 if self._writer is not None:
                     await self._writer.connection.close()
+
+    async def _renew(self) -> None:
+        """Renew this owner's lease every third of it, while the DB is open."""
+        assert self._writer is not None
+        while True:
+            await asyncio.sleep(self._owner.lease / 3)
+            # A failure (a full disk) is not the caller's: the next renewal tries again,
+            # and meanwhile the lease still runs.
+            with contextlib.suppress(DaemonDBError):
+                await self._writer.submit(partial(owners.ensure, owner=self._owner))
+
+    async def _release(self) -> None:
+        """Hand back the runs this owner holds, unfinished: a clean close counts no attempt."""
+        assert self._writer is not None
+        # If it fails (a full disk), the runs are found when the lease expires; closing
+        # must not fail for it.
+        with contextlib.suppress(DaemonDBError):
+            await self._writer.submit(partial(owners.release, owner=self._owner))
 
     def __del__(self) -> None:
         if getattr(self, "_closing", True) is None:
@@ -360,13 +421,20 @@ class DB(Operations):
         """A block whose writes commit together, or not at all.
 
         ``async with db.transaction() as tx:`` -- ``tx`` has the run, unit and event
-        methods of the DB, and calls on the DB by the task that opened the block
-        join it too. A call that raises inside the block undoes only its own
-        effect, and the block may go on. An exception leaving the block
-        (cancellation included) rolls it back and propagates. Other tasks' writes
-        wait until the block ends; on a file database their reads do not wait
-        and see the last committed state. Tasks started inside the block are
-        other tasks: give them ``tx``.
+        methods of the DB, and calls on the DB by the task that opened the block,
+        or by tasks started inside it (``gather``, ``create_task``, ``wait_for``),
+        join it too, so they never wait for the block that waits for them. A call
+        that raises inside the block undoes only its own effect, and the block
+        may go on. An exception leaving the block (cancellation included) rolls
+        it back and propagates. Tasks started before the block never see its
+        uncommitted writes; their writes wait until it ends, and on a file
+        database their reads do not wait and see the last committed state.
+
+        If SQLite rolls the whole transaction back by itself (a full disk, an I/O
+        error), every later call in the block raises DatabaseError, and so does
+        leaving it, normally or not: a block never ends as committed when its
+        work was not. A block whose task ends inside it, or whose event loop is
+        closed under it, is rolled back, and its lock freed.
 
         Returns:
             Transaction: With ``async with``: the transaction, begun on entering the
@@ -377,7 +445,8 @@ class DB(Operations):
                 do not nest).
             ReadOnlyError: On entering, if the DB was opened read-only.
             ClosedError: On entering, if the DB is closed.
-            DatabaseError: SQLite failed to begin or commit the transaction.
+            DatabaseError: SQLite failed to begin or commit the transaction, or
+                rolled it back by itself: nothing in the block was committed.
         """
         return _TransactionBlock(self)
 
@@ -551,7 +620,7 @@ class _TransactionBlock:
             finally:
                 writer.release()
             raise
-        tx = self._tx = Transaction(connection, db._path)
+        tx = self._tx = Transaction(connection, db._path, db._owner)
         self._token = db._block.set(tx)
         # A block must end even if its task never leaves it (the task returned,
         # or its loop was closed): otherwise SQLite's write lock stays held.

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import reprlib
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 __all__ = [
     "ClosedError",
@@ -20,6 +20,7 @@ __all__ = [
     "RunExistsError",
     "RunNotFoundError",
     "SchemaVersionError",
+    "StatusConflictError",
     "UnitExistsError",
     "UnitNotFoundError",
 ]
@@ -96,7 +97,7 @@ class RunExistsError(DaemonDBError):
         existing_run_id: The id of the run in the way.
     """
 
-    def __init__(self, feature_branch: str, repo_path: str, existing_run_id: str) -> None:
+    def __init__(self, feature_branch: str | None, repo_path: str, existing_run_id: str) -> None:
         self.feature_branch = feature_branch
         self.repo_path = repo_path
         self.existing_run_id = existing_run_id
@@ -162,6 +163,26 @@ class UnitNotFoundError(DaemonDBError, LookupError):
         else:
             message += " (a record id is '<run_id>_<unit_id>', see make_unit_record_id)"
         super().__init__(message)
+
+
+class StatusConflictError(DaemonDBError):
+    """A compare-and-set found another status than expected: nothing was changed.
+
+    Also raised by ``complete_run`` for a run already finished with another
+    status.
+
+    Attributes:
+        record_id: The run's id, or the unit's record id.
+        current: The status found.
+        expected: The statuses that were expected.
+    """
+
+    def __init__(self, record_id: str, current: str, expected: Collection[str]) -> None:
+        self.record_id = record_id
+        self.current = current
+        self.expected = frozenset(expected)
+        wanted = " or ".join(sorted(str(status) for status in self.expected))
+        super().__init__(f"{show(record_id)} is {current}, not {wanted}: nothing was changed")
 
 
 class DatabaseError(DaemonDBError):

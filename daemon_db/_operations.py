@@ -18,6 +18,7 @@ from ._errors import InvalidRecordError
 from ._records import (
     ACTIVE_RUN_STATUSES,
     FINISHED_RUN_STATUSES,
+    ClaimedRuns,
     EventRecord,
     ResumableRuns,
     Run,
@@ -25,7 +26,7 @@ from ._records import (
     UnitRecord,
     UnitStatus,
 )
-from ._sqlite import events, runs, units
+from ._sqlite import events, owners, runs, units
 from ._sqlite.work import Work
 
 __all__ = ["PAGE_SIZE", "Operations"]
@@ -48,6 +49,7 @@ class Operations(abc.ABC):
     __slots__ = ()
 
     _path: str  # the database's path, for the errors built here
+    _owner: owners.Owner  # who holds the runs this DB creates and claims
 
     @abc.abstractmethod
     async def _read(self, work: Work[T]) -> T: ...
@@ -61,7 +63,9 @@ class Operations(abc.ABC):
         """Insert a run and return it as stored.
 
         A run created ``running`` without ``started_at`` gets it set to now; one created
-        finished without ``completed_at`` gets that set to now.
+        finished without ``completed_at`` gets that set to now. The run is held by
+        this DB (its owner) from the start: no other DB's claim takes it while this
+        one is alive.
 
         Args:
             run: The run to insert; its ``id`` defaults to a fresh ``new_run_id()``.
@@ -78,7 +82,7 @@ class Operations(abc.ABC):
             DatabaseError: SQLite failed (the file is damaged, full, or cannot be written).
         """
         run = _record("run", run, Run)
-        return await self._write(partial(runs.create, run=run))
+        return await self._write(partial(owners.create_run, run=run, owner=self._owner))
 
     async def get_run(self, run_id: str) -> Run | None:
         """Read a run by its id.
@@ -122,24 +126,34 @@ class Operations(abc.ABC):
         )
 
     async def update_run_status(
-        self, run_id: str, status: RunStatus, error: str | None = None
+        self,
+        run_id: str,
+        status: RunStatus,
+        error: str | None = None,
+        *,
+        expected: RunStatus | Iterable[RunStatus] | None = None,
     ) -> Run:
-        """Set a run's status and error.
+        """Set a run's status and error; with ``expected``, only from those statuses.
 
         Entering ``running`` sets ``started_at`` once; entering a finished status sets
         ``completed_at`` to now, leaving one clears it; the same status again changes
-        no timestamp.
+        no timestamp. ``expected`` makes it a compare-and-set: "stop this job"
+        racing the job's own end passes ``expected=RunStatus.RUNNING``, and the
+        later of the two finds the run finished instead of overwriting it.
 
         Args:
             run_id: The run's id.
             status: The new status (a RunStatus or its string value).
             error: Stored as given; None clears it.
+            expected: A status, or several: change the run only if it is in one.
 
         Returns:
             The updated run.
 
         Raises:
             RunNotFoundError: There is no run with this id.
+            StatusConflictError: ``expected`` was given and the run is in none of
+                those statuses (``.current`` says which); nothing was changed.
             RunExistsError: The run would become a second active run of its branch
                 and repo.
             InvalidRecordError: A value is invalid, such as an unknown status.
@@ -150,8 +164,9 @@ class Operations(abc.ABC):
         run_id = check.name("run_id", run_id)
         status = check.member("status", status, RunStatus)
         error = check.optional_text("error", error)
+        wanted = None if expected is None else check.members("expected", expected, RunStatus)
         return await self._write(
-            partial(runs.update_status, run_id=run_id, status=status, error=error)
+            partial(runs.update_status, run_id=run_id, status=status, error=error, expected=wanted)
         )
 
     async def list_runs_by_status(self, status: RunStatus) -> list[Run]:
@@ -294,23 +309,32 @@ class Operations(abc.ABC):
         return await self._read(partial(units.get, unit_record_id=unit_record_id))
 
     async def update_unit_status(
-        self, unit_record_id: str, status: UnitStatus, error: str | None = None
+        self,
+        unit_record_id: str,
+        status: UnitStatus,
+        error: str | None = None,
+        *,
+        expected: UnitStatus | Iterable[UnitStatus] | None = None,
     ) -> UnitRecord:
-        """Set a unit's status and error.
+        """Set a unit's status and error; with ``expected``, only from those statuses.
 
         Timestamps change as for runs: entering ``running`` sets ``started_at`` once,
-        entering a finished status sets ``completed_at``, leaving one clears it.
+        entering a finished status (completed, failed, cancelled) sets
+        ``completed_at``, leaving one clears it.
 
         Args:
             unit_record_id: The unit's id.
             status: The new status (a UnitStatus or its string value).
             error: Stored as given; None clears it.
+            expected: A status, or several: change the unit only if it is in one.
 
         Returns:
             The updated unit.
 
         Raises:
             UnitNotFoundError: There is no unit with this id.
+            StatusConflictError: ``expected`` was given and the unit is in none of
+                those statuses; nothing was changed.
             InvalidRecordError: A value is invalid, such as an unknown status.
             ReadOnlyError: The DB was opened read-only.
             ClosedError: The DB is closed.
@@ -319,8 +343,15 @@ class Operations(abc.ABC):
         unit_record_id = check.name("unit_record_id", unit_record_id)
         status = check.member("status", status, UnitStatus)
         error = check.optional_text("error", error)
+        wanted = None if expected is None else check.members("expected", expected, UnitStatus)
         return await self._write(
-            partial(units.update_status, unit_record_id=unit_record_id, status=status, error=error)
+            partial(
+                units.update_status,
+                unit_record_id=unit_record_id,
+                status=status,
+                error=error,
+                expected=wanted,
+            )
         )
 
     async def update_unit_branch(
@@ -506,8 +537,11 @@ class Operations(abc.ABC):
     async def complete_run(self, run_id: str, status: RunStatus, error: str | None = None) -> Run:
         """Finish a run and append its ``run_completed`` event, in one transaction.
 
-        The event's payload is ``{"status": status, "error": error}``. Completing a
-        run that is already finished is allowed and logs another ``run_completed``.
+        The event's payload is ``{"status": status, "error": error}``. A run that is
+        already finished with ``status`` is returned unchanged and nothing is
+        logged, so that a repeated call is harmless; a run finished with another
+        status is left as it is (``StatusConflictError``): when "stop this job"
+        races the job's own end, exactly one of them finishes it.
 
         Args:
             run_id: The run's id.
@@ -515,10 +549,11 @@ class Operations(abc.ABC):
             error: Stored on the run as given (None clears it), and in the payload.
 
         Returns:
-            The updated run.
+            The updated run (or the run as it was, if already finished with ``status``).
 
         Raises:
             RunNotFoundError: There is no run with this id.
+            StatusConflictError: The run is already finished with another status.
             InvalidRecordError: ``status`` is not a finished status, or a value is
                 invalid.
             ReadOnlyError: The DB was opened read-only.
@@ -540,24 +575,85 @@ class Operations(abc.ABC):
         )
 
     async def resumable_runs(self) -> ResumableRuns:
-        """List what a daemon starting now must resume.
+        """List every active run, whoever holds it: a pure read, also read-only.
 
-        Read from one consistent snapshot: the call a daemon makes at start-up.
-        A run whose stored values break the store's rules (another tool edited
-        them) is left out, so that one bad row does not stop every resume, and
-        its DamagedRecordError is in the result's ``damaged`` list.
+        Read from one consistent snapshot. Each entry says which owner holds the
+        run, whether that owner is alive, and how many times the run has been
+        taken over from an owner that died. To take runs and resume them, a
+        daemon calls ``claim_resumable_runs()`` instead. A run whose stored values
+        break the store's rules (another tool edited them) is left out, so that
+        one bad row hides nothing else, and its DamagedRecordError is in the
+        result's ``damaged`` list.
 
         Returns:
             Every pending or running run, ordered by id, with its units (ordered by
-            ``unit_id``) and its next event sequence; ``.damaged`` lists the runs
-            that could not be read.
+            ``unit_id``), its next event sequence and its ownership; ``.damaged``
+            lists the runs that could not be read.
 
         Raises:
             ClosedError: The DB is closed.
             DatabaseError: SQLite failed.
         """
-        found, damaged = await self._read(runs.resumable)
+        found, damaged = await self._read(owners.resumable)
         return ResumableRuns(found, (row.error(self._path) for row in damaged))
+
+    async def claim_resumable_runs(self, *, max_attempts: int | None = 3) -> ClaimedRuns:
+        """Take every active run that no live owner holds, to resume it: start-up.
+
+        In one write transaction: a run released by a clean close (or never held)
+        is taken as it is; a run whose owner died holding it (its lease expired,
+        or, on this machine, its process is gone) is taken over, and that counts
+        an attempt. A run whose takeover would exceed ``max_attempts`` is not
+        resumed: it is finished ``failed``, with an error that says so and a
+        ``run_abandoned`` event, so that a run whose resumption kills the daemon
+        does not crash-loop it. Daemons claiming at the same moment, in this
+        process or others, take disjoint sets.
+
+        Args:
+            max_attempts: Takeovers allowed per run; None for no cap.
+
+        Returns:
+            ``.resumed``: the runs taken, with their units, next sequence and
+            ``attempt``; ``.abandoned``: the runs given up; ``.damaged``: runs that
+            could not be read (left as they are).
+
+        Raises:
+            InvalidRecordError: ``max_attempts`` is not None or an int >= 0.
+            ReadOnlyError: The DB was opened read-only.
+            ClosedError: The DB is closed.
+            DatabaseError: SQLite failed.
+        """
+        if max_attempts is not None:
+            max_attempts = check.count("max_attempts", max_attempts, minimum=0)
+        resumed, abandoned, damaged = await self._write(
+            partial(owners.claim, owner=self._owner, max_attempts=max_attempts)
+        )
+        return ClaimedRuns(
+            resumed=resumed,
+            abandoned=abandoned,
+            damaged=[row.error(self._path) for row in damaged],
+        )
+
+    async def release_run(self, run_id: str) -> str | None:
+        """Hand a run back, whoever holds it, so that the next claim takes it.
+
+        For an operator whose daemon is stuck (alive, so its runs are not taken
+        over). Not counted as an attempt. The owner that held it is not told.
+
+        Args:
+            run_id: The run's id.
+
+        Returns:
+            The name of the owner that held the run, or None if nobody did.
+
+        Raises:
+            RunNotFoundError: There is no run with this id.
+            ReadOnlyError: The DB was opened read-only.
+            ClosedError: The DB is closed.
+            DatabaseError: SQLite failed.
+        """
+        run_id = check.name("run_id", run_id)
+        return await self._write(partial(owners.release_run, run_id=run_id))
 
     async def _pages(
         self,

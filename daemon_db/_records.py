@@ -17,6 +17,7 @@ __all__ = [
     "ACTIVE_RUN_STATUSES",
     "FINISHED_RUN_STATUSES",
     "FINISHED_UNIT_STATUSES",
+    "ClaimedRuns",
     "EventRecord",
     "ResumableRun",
     "ResumableRuns",
@@ -46,22 +47,24 @@ class RunStatus(enum.StrEnum):
 
 
 class UnitStatus(enum.StrEnum):
-    """Where a unit of work is in its life: completed and failed units are finished.
-
-    A StrEnum: each member equals its string value.
-    """
+    """Where a unit of work is in its life (a scheduler's ready and blocked included)."""
 
     PENDING = "pending"
+    READY = "ready"
+    BLOCKED = "blocked"
     RUNNING = "running"
     COMPLETED = "completed"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
 ACTIVE_RUN_STATUSES: Final = frozenset({RunStatus.PENDING, RunStatus.RUNNING})
 FINISHED_RUN_STATUSES: Final = frozenset(
     {RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED}
 )
-FINISHED_UNIT_STATUSES: Final = frozenset({UnitStatus.COMPLETED, UnitStatus.FAILED})
+FINISHED_UNIT_STATUSES: Final = frozenset(
+    {UnitStatus.COMPLETED, UnitStatus.FAILED, UnitStatus.CANCELLED}
+)
 
 
 def make_unit_record_id(run_id: str, unit_id: str) -> str:
@@ -97,11 +100,13 @@ class Run:
 
     Attributes:
         id: A ULID; by default a fresh ``new_run_id()``.
-        feature_branch: The git branch the run works on.
+        feature_branch: The git branch the run works on; None for a run without one
+            (a job on the target branch itself, a container job).
         repo_path: The repository the branch is in.
         target_branch: The branch the work is merged into.
         tasks_dir: Where the run's tasks are.
-        parallelism: How many units may run at once (an int >= 1).
+        parallelism: How many units may run at once (an int >= 1); None for the
+            daemon's default.
         status: Where the run is in its life; ``pending`` by default.
         daemon_version: The version of the daemon that made the run.
         started_at: When the run first entered ``running``.
@@ -114,11 +119,11 @@ class Run:
     """
 
     id: str = field(default_factory=new_run_id)
-    feature_branch: str
+    feature_branch: str | None
     repo_path: str
     target_branch: str
     tasks_dir: str
-    parallelism: int
+    parallelism: int | None
     status: RunStatus = RunStatus.PENDING
     daemon_version: str = ""
     started_at: datetime | None = None
@@ -128,11 +133,15 @@ class Run:
 
     def __post_init__(self) -> None:
         check.name("Run.id", self.id)
-        check.name("Run.feature_branch", self.feature_branch)
+        check.optional_name(
+            "Run.feature_branch", self.feature_branch, none_means="a run without a branch"
+        )
         check.name("Run.repo_path", self.repo_path)
         check.name("Run.target_branch", self.target_branch)
         check.name("Run.tasks_dir", self.tasks_dir)
-        check.count("Run.parallelism", self.parallelism, minimum=1)
+        check.optional_count(
+            "Run.parallelism", self.parallelism, minimum=1, none_means="the daemon's default"
+        )
         check.text("Run.daemon_version", self.daemon_version)
         check.optional_text("Run.error", self.error)
         check.config_json("Run.config_json", self.config_json)
@@ -242,17 +251,28 @@ class EventRecord:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ResumableRun:
-    """An interrupted run as a daemon resumes it, from ``DB.resumable_runs()``.
+    """An interrupted run as a daemon resumes it.
+
+    From ``DB.claim_resumable_runs()`` (the runs this DB now holds) and
+    ``DB.resumable_runs()`` (every active run, whoever holds it).
 
     Attributes:
         run: The run, pending or running.
         units: Its units, ordered by ``unit_id``, in every status.
         next_sequence: The sequence its next event will get.
+        attempt: How many times the run has been taken over from an owner that
+            died holding it (a run released by a clean close is not counted).
+        owner: The name of the owner holding it, or None if nobody does.
+        owner_alive: Whether that owner is alive: its lease runs, and on this
+            machine its process too.
     """
 
     run: Run
     units: list[UnitRecord]
     next_sequence: int
+    attempt: int = 0
+    owner: str | None = None
+    owner_alive: bool = False
 
 
 class ResumableRuns(list[ResumableRun]):
@@ -274,6 +294,23 @@ class ResumableRuns(list[ResumableRun]):
     ) -> None:
         super().__init__(runs)
         self.damaged: list[DamagedRecordError] = list(damaged)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClaimedRuns:
+    """What ``DB.claim_resumable_runs()`` took: the runs to resume, and those given up.
+
+    Attributes:
+        resumed: The runs this DB now holds, to resume, ordered by id.
+        abandoned: The runs whose takeover would have exceeded ``max_attempts``:
+            finished ``failed``, with a ``run_abandoned`` event.
+        damaged: A DamagedRecordError for each run that could not be read (not
+            taken: see ``DB.check()``).
+    """
+
+    resumed: list[ResumableRun]
+    abandoned: list[Run]
+    damaged: list[DamagedRecordError]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -10,7 +10,6 @@ marks none) rather than in characters.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import time
 import unicodedata
@@ -199,8 +198,9 @@ class Progress:
             return await work
         finally:
             ticking.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await ticking
+            # wait, not await: the ticker's CancelledError stays its own, and a
+            # cancellation of this task meanwhile is not swallowed with it.
+            await asyncio.wait([ticking])
 
     async def _tick(self) -> None:
         started = time.monotonic()

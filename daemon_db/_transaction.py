@@ -10,7 +10,7 @@ import aiosqlite
 from ._cancellation import settle
 from ._errors import DaemonDBError, DatabaseError
 from ._operations import Operations
-from ._sqlite import bridge, work
+from ._sqlite import bridge, owners, work
 from ._sqlite.work import Work
 
 __all__ = ["Transaction"]
@@ -37,11 +37,12 @@ class Transaction(Operations):
             rolled the block's transaction back by itself.
     """
 
-    __slots__ = ("_block", "_ended", "_path", "connection")
+    __slots__ = ("_block", "_ended", "_owner", "_path", "connection")
 
-    def __init__(self, connection: aiosqlite.Connection, path: str) -> None:
+    def __init__(self, connection: aiosqlite.Connection, path: str, owner: owners.Owner) -> None:
         self.connection = connection
         self._path = path
+        self._owner = owner
         self._block = work.Block()
         self._ended = False
 

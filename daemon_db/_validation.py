@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import json
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -20,7 +21,9 @@ __all__ = [
     "config_json",
     "count",
     "member",
+    "members",
     "name",
+    "optional_count",
     "optional_name",
     "optional_text",
     "payload",
@@ -52,17 +55,22 @@ def text(field: str, value: object, *, max_chars: int = MAX_NAME_CHARS) -> str:
     return value
 
 
-def name(field: str, value: object) -> str:
-    """A non-blank identifier, branch, path or event type."""
+def name(field: str, value: object, *, none_means: str | None = None) -> str:
+    """A non-blank identifier, branch, path or event type.
+
+    ``none_means`` says what None would mean where it is allowed, so that the
+    error for an empty value points to it.
+    """
     checked = text(field, value)
     if not checked.strip():
-        raise InvalidRecordError(field, value, "must not be empty or blank")
+        hint = f" (None means {none_means})" if none_means else ""
+        raise InvalidRecordError(field, value, f"must not be empty or blank{hint}")
     return checked
 
 
-def optional_name(field: str, value: object) -> str | None:
+def optional_name(field: str, value: object, *, none_means: str | None = None) -> str | None:
     """None, or a non-blank name."""
-    return None if value is None else name(field, value)
+    return None if value is None else name(field, value, none_means=none_means)
 
 
 def optional_text(field: str, value: object) -> str | None:
@@ -74,15 +82,33 @@ def optional_text(field: str, value: object) -> str | None:
     return checked
 
 
-def count(field: str, value: object, *, minimum: int) -> int:
+def count(field: str, value: object, *, minimum: int, none_means: str | None = None) -> int:
     """An int (not a bool) of at least ``minimum`` that SQLite can hold (64-bit)."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidRecordError(field, value, f"must be an int, not {type(value).__name__}")
     if value < minimum:
-        raise InvalidRecordError(field, value, f"must be >= {minimum}")
+        hint = f" (None means {none_means})" if none_means else ""
+        raise InvalidRecordError(field, value, f"must be >= {minimum}{hint}")
     if value > MAX_INT:
         raise InvalidRecordError(field, value, f"must be <= {MAX_INT} (a 64-bit integer)")
     return value
+
+
+def optional_count(field: str, value: object, *, minimum: int, none_means: str) -> int | None:
+    """None, or an int of at least ``minimum``."""
+    return None if value is None else count(field, value, minimum=minimum, none_means=none_means)
+
+
+def members(field: str, value: object, kind: type[E]) -> frozenset[E]:
+    """One member of ``kind`` or a collection of them, as a set (not empty)."""
+    if isinstance(value, str | kind):
+        return frozenset({member(field, value, kind)})
+    if not isinstance(value, Iterable):
+        raise InvalidRecordError(field, value, "must be a status or a collection of them")
+    found = frozenset(member(field, each, kind) for each in value)
+    if not found:
+        raise InvalidRecordError(field, value, "must name at least one status")
+    return found
 
 
 def member(field: str, value: object, kind: type[E]) -> E:

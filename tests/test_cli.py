@@ -32,7 +32,7 @@ from daemon_db._cli import main
 from daemon_db._sqlite import events as event_queries
 from daemon_db._sqlite.schema import SCHEMA_VERSION
 from daemon_db._terminal import width
-from tests.helpers import dump, new_run
+from tests.helpers import dump, make_version_1, new_run
 
 CHILD = Path(__file__).parent / "children" / "append_events.py"
 SGR = re.compile(r"\x1b\[[0-9;]*m")
@@ -697,7 +697,7 @@ def test_progress_on_a_terminal_for_each_long_operation(
     assert "removed 45 finished run(s)" in err
     assert len(out.splitlines()) == 2 + 45
 
-    _back_to_version_1(copy)
+    make_version_1(copy, fresh=True)
     code, out, err = on_terminal("migrate", "--db", str(copy), stderr=True)
     assert code == 0
     assert f"migrating {copy} |" in err
@@ -727,6 +727,13 @@ def test_no_progress_in_piped_output(db_path: Path, tmp_path: Path, filled: list
 # Ctrl-C and closed pipes
 
 
+def _interruptible() -> None:
+    # A process started in the background by a shell without job control (CI
+    # may run the suite so) ignores SIGINT, and so would its children: Ctrl-C
+    # must reach this one as it reaches a command typed at a terminal.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_exits_130_quietly(db_path: Path, filled: list[Run]) -> None:
     follower = subprocess.Popen(
         [sys.executable, "-m", "daemon_db", "events", filled[1].id, "--follow", "--json"],
@@ -734,14 +741,15 @@ def test_ctrl_c_exits_130_quietly(db_path: Path, filled: list[Run]) -> None:
         stderr=subprocess.PIPE,
         text=True,
         env=environment(DAEMON_DB=str(db_path)),
+        preexec_fn=_interruptible,
     )
     assert follower.stdout is not None
     assert follower.stderr is not None
     assert follower.stdout.readline() == "[\n"  # it is following
     follower.send_signal(signal.SIGINT)
+    assert follower.wait(timeout=30) == 130  # its few lines fit in the pipe meanwhile
     out = follower.stdout.read()
     err = follower.stderr.read()
-    assert follower.wait(timeout=30) == 130
     assert err == ""
     assert len(json.loads("[\n" + out)) == 6  # what it printed is whole JSON
     follower.stdout.close()
@@ -918,7 +926,7 @@ def test_wrong_schema_versions(
         assert code == 1
         assert "newer release" in err
 
-    _back_to_version_1(db_path)
+    make_version_1(db_path, fresh=True)
     code, _, err = cli(capsys, "runs", "--db", str(db_path))
     assert code == 1
     assert f"schema version 1 and needs migrating to {SCHEMA_VERSION}" in err
@@ -929,15 +937,6 @@ def test_wrong_schema_versions(
     code, out, _ = cli(capsys, "migrate", "--db", str(db_path))
     assert "nothing to do" in out
     assert cli(capsys, "runs", "--db", str(db_path))[0] == 0
-
-
-def _back_to_version_1(path: Path) -> None:
-    with sqlite3.connect(path) as conn:
-        conn.execute("PRAGMA user_version = 1")
-        conn.execute("DROP INDEX runs_by_status")
-        conn.execute("DROP INDEX runs_by_branch")
-        conn.execute("DROP INDEX runs_one_active")
-    conn.close()
 
 
 # Shell completion

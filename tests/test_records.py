@@ -30,7 +30,15 @@ def test_statuses_are_str_enums() -> None:
         "failed",
         "cancelled",
     ]
-    assert [s.value for s in UnitStatus] == ["pending", "running", "completed", "failed"]
+    assert [s.value for s in UnitStatus] == [
+        "pending",
+        "ready",
+        "blocked",
+        "running",
+        "completed",
+        "failed",
+        "cancelled",
+    ]
     assert RunStatus.RUNNING == "running"
     assert f"{UnitStatus.FAILED}" == "failed"
 

@@ -14,74 +14,7 @@ import pytest
 from daemon_db import DB, DatabaseError, RunStatus, SchemaVersionError, UnitRecord
 from daemon_db._sqlite import bridge
 from daemon_db._sqlite.schema import APPLICATION_ID, SCHEMA_VERSION
-from tests.helpers import dump, new_run
-
-# Version 1 exactly as that release wrote it: kept here, not imported, so that an
-# edit to the first migration is caught instead of silently applied to both sides.
-VERSION_1 = """
-CREATE TABLE runs (
-    id              TEXT PRIMARY KEY NOT NULL,
-    feature_branch  TEXT NOT NULL,
-    repo_path       TEXT NOT NULL,
-    target_branch   TEXT NOT NULL,
-    tasks_dir       TEXT NOT NULL,
-    parallelism     INTEGER NOT NULL CHECK (parallelism >= 1),
-    status          TEXT NOT NULL CHECK (
-                        status IN ('pending', 'running', 'completed', 'failed', 'cancelled')
-                    ),
-    daemon_version  TEXT NOT NULL DEFAULT '',
-    started_at      TEXT,
-    completed_at    TEXT,
-    error           TEXT,
-    config_json     TEXT NOT NULL DEFAULT '{}'
-);
-CREATE TABLE units (
-    id              TEXT PRIMARY KEY NOT NULL,
-    run_id          TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
-    unit_id         TEXT NOT NULL,
-    status          TEXT NOT NULL CHECK (
-                        status IN ('pending', 'running', 'completed', 'failed')
-                    ),
-    branch          TEXT,
-    worktree_path   TEXT,
-    started_at      TEXT,
-    completed_at    TEXT,
-    error           TEXT,
-    UNIQUE (run_id, unit_id)
-);
-CREATE TABLE events (
-    id              INTEGER PRIMARY KEY AUTOINCREMENT,
-    run_id          TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
-    sequence        INTEGER NOT NULL CHECK (sequence >= 1),
-    event_type      TEXT NOT NULL,
-    unit_id         TEXT,
-    payload_json    TEXT,
-    created_at      TEXT NOT NULL,
-    UNIQUE (run_id, sequence)
-);
-"""
-
-V1_ROWS = """
-INSERT INTO runs VALUES ('01J0000000000000000000000A', 'feature/a', '/srv/app', 'main', 'tasks',
-    2, 'running', '0.9.0', '2026-01-02T03:04:05.123456Z', NULL, NULL, '{"k":1}');
-INSERT INTO runs VALUES ('01J0000000000000000000000B', 'feature/a', '/srv/app', 'main', 'tasks',
-    1, 'completed', '0.9.0', '2026-01-01T00:00:00.000000Z', '2026-01-01T01:00:00.000001Z',
-    NULL, '{}');
-INSERT INTO units VALUES ('01J0000000000000000000000A_u1', '01J0000000000000000000000A', 'u1',
-    'running', 'daemon/u1', '/wt/u1', '2026-01-02T03:04:06.000000Z', NULL, NULL);
-INSERT INTO events (run_id, sequence, event_type, unit_id, payload_json, created_at) VALUES
-    ('01J0000000000000000000000A', 1, 'run_started', NULL, NULL, '2026-01-02T03:04:05.200000Z'),
-    ('01J0000000000000000000000A', 2, 'unit_started', 'u1', '{"n":1}',
-     '2026-01-02T03:04:06.100000Z');
-"""
-
-
-def _make_version_1(path: Path, rows: str = V1_ROWS) -> None:
-    with contextlib.closing(sqlite3.connect(path)) as conn:
-        conn.executescript(
-            f"PRAGMA journal_mode = WAL; BEGIN; {VERSION_1} {rows}"
-            f" PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = 1; COMMIT;"
-        )
+from tests.helpers import V1_ROWS, dump, make_version_1, new_run
 
 
 def _schema(path: Path) -> list[tuple[str, str, str, str]]:
@@ -111,7 +44,7 @@ async def test_a_new_file_gets_the_current_schema(db_path: Path) -> None:
 
 async def test_a_version_1_file_migrates_with_its_data_intact(tmp_path: Path) -> None:
     old, fresh = tmp_path / "old.db", tmp_path / "fresh.db"
-    _make_version_1(old)
+    make_version_1(old)
     async with DB.open(old) as db:
         run = await db.get_run("01J0000000000000000000000A")
         assert run is not None
@@ -143,7 +76,7 @@ async def test_a_migration_that_fails_is_rolled_back(tmp_path: Path) -> None:
     # Two active runs of one branch break the rule that version 2 makes a constraint.
     old = tmp_path / "old.db"
     clash = V1_ROWS.replace("'completed', '0.9.0'", "'pending', '0.9.0'")
-    _make_version_1(old, clash)
+    make_version_1(old, clash)
     before = dump(old)
     with pytest.raises(DatabaseError, match="migration 2") as raised:
         await DB.open(old)
@@ -236,7 +169,7 @@ async def test_read_only_open_of_memory_is_refused() -> None:
 
 async def test_read_only_open_of_a_file_that_needs_migrating(tmp_path: Path) -> None:
     old = tmp_path / "old.db"
-    _make_version_1(old)
+    make_version_1(old)
     before = dump(old)
     with pytest.raises(SchemaVersionError, match="needs migrating") as raised:
         await DB.open(old, readonly=True)

@@ -24,7 +24,6 @@ BAD_RUNS: list[tuple[str, object, dict[str, Any]]] = [
     ("Run.id", "  ", {"id": "  "}),
     ("Run.feature_branch", "", {"feature_branch": ""}),
     ("Run.feature_branch", " \t", {"feature_branch": " \t"}),
-    ("Run.feature_branch", None, {"feature_branch": None}),
     ("Run.feature_branch", 42, {"feature_branch": 42}),
     ("Run.feature_branch", "a\x00b", {"feature_branch": "a\x00b"}),
     ("Run.feature_branch", "\ud800", {"feature_branch": "\ud800"}),
@@ -56,7 +55,7 @@ BAD_UNITS: list[tuple[str, object, dict[str, Any]]] = [
     ("UnitRecord.run_id", "", {"run_id": "", "unit_id": "u"}),
     ("UnitRecord.unit_id", " ", {"run_id": "r", "unit_id": " "}),
     ("UnitRecord.id", "", {"id": "", "run_id": "r", "unit_id": "u"}),
-    ("UnitRecord.status", "cancelled", {"run_id": "r", "unit_id": "u", "status": "cancelled"}),
+    ("UnitRecord.status", "done", {"run_id": "r", "unit_id": "u", "status": "done"}),
     ("UnitRecord.branch", "", {"run_id": "r", "unit_id": "u", "branch": ""}),
     ("UnitRecord.worktree_path", 3, {"run_id": "r", "unit_id": "u", "worktree_path": 3}),
     ("UnitRecord.started_at", NAIVE, {"run_id": "r", "unit_id": "u", "started_at": NAIVE}),
@@ -143,7 +142,7 @@ BAD_CALLS: dict[str, tuple[str, Bad]] = {
     "get_unit blank": ("unit_record_id", lambda db, r: db.get_unit("")),
     "update_unit_status unknown status": (
         "status",
-        lambda db, r: db.update_unit_status(f"{r}_u", "cancelled"),  # type: ignore[arg-type]
+        lambda db, r: db.update_unit_status(f"{r}_u", "done"),  # type: ignore[arg-type]
     ),
     "update_unit_branch blank branch": (
         "branch",

@@ -3,6 +3,13 @@
 Each migration is a tuple of statements that ``schema.migrate`` runs in one
 transaction together with the ``user_version`` bump that records it. A new
 release that changes the schema appends a migration; it never rewrites one.
+
+SQLite cannot change a column's constraints in place: a migration that must
+rebuilds the table (create the new one, copy, drop the old, rename), as
+SQLite's documentation prescribes. Dropping a table that others refer to with
+foreign keys ON would cascade into them, so such a migration says
+``rebuilds_tables`` and runs with foreign keys OFF, then checks every key
+before it commits.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ class Migration:
     version: int
     name: str
     statements: tuple[str, ...]
+    rebuilds_tables: bool = False
 
 
 _TABLES = Migration(
@@ -90,4 +98,86 @@ _INDEXES = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_TABLES, _INDEXES)
+_RUN_STATUSES = "'pending', 'running', 'completed', 'failed', 'cancelled'"
+_UNIT_STATUSES = "'pending', 'ready', 'blocked', 'running', 'completed', 'failed', 'cancelled'"
+
+_OWNERS = Migration(
+    version=3,
+    name="owners of runs; runs without a branch or a parallelism; more unit statuses",
+    rebuilds_tables=True,
+    statements=(
+        # One row per open read-write DB: who holds runs, until when, and where
+        # its process can be looked for (see daemon_db/_process.py).
+        """
+        CREATE TABLE owners (
+            id              TEXT PRIMARY KEY NOT NULL,
+            name            TEXT NOT NULL,
+            host            TEXT NOT NULL,
+            machine         TEXT NOT NULL,
+            pid             INTEGER NOT NULL,
+            started         TEXT,
+            lease_until     TEXT NOT NULL
+        )
+        """,
+        f"""
+        CREATE TABLE runs_3 (
+            id              TEXT PRIMARY KEY NOT NULL,
+            feature_branch  TEXT,
+            repo_path       TEXT NOT NULL,
+            target_branch   TEXT NOT NULL,
+            tasks_dir       TEXT NOT NULL,
+            parallelism     INTEGER CHECK (parallelism >= 1),
+            status          TEXT NOT NULL CHECK (status IN ({_RUN_STATUSES})),
+            daemon_version  TEXT NOT NULL DEFAULT '',
+            started_at      TEXT,
+            completed_at    TEXT,
+            error           TEXT,
+            config_json     TEXT NOT NULL DEFAULT '{{}}',
+            owner_id        TEXT REFERENCES owners (id) ON DELETE SET NULL,
+            attempts        INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0)
+        )
+        """,
+        """
+        INSERT INTO runs_3 (
+            id, feature_branch, repo_path, target_branch, tasks_dir, parallelism, status,
+            daemon_version, started_at, completed_at, error, config_json
+        )
+        SELECT
+            id, feature_branch, repo_path, target_branch, tasks_dir, parallelism, status,
+            daemon_version, started_at, completed_at, error, config_json
+        FROM runs
+        """,
+        "DROP TABLE runs",
+        "ALTER TABLE runs_3 RENAME TO runs",
+        # A run without a branch is never "the active run of its branch".
+        """
+        CREATE UNIQUE INDEX runs_one_active
+            ON runs (feature_branch, repo_path)
+            WHERE status IN ('pending', 'running') AND feature_branch IS NOT NULL
+        """,
+        "CREATE INDEX runs_by_branch ON runs (feature_branch, repo_path, id)",
+        "CREATE INDEX runs_by_status ON runs (status, id)",
+        # Deleting an owner sets its runs' owner_id to NULL: without an index
+        # that would scan every run. Most runs (history) have none.
+        "CREATE INDEX runs_by_owner ON runs (owner_id) WHERE owner_id IS NOT NULL",
+        f"""
+        CREATE TABLE units_3 (
+            id              TEXT PRIMARY KEY NOT NULL,
+            run_id          TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+            unit_id         TEXT NOT NULL,
+            status          TEXT NOT NULL CHECK (status IN ({_UNIT_STATUSES})),
+            branch          TEXT,
+            worktree_path   TEXT,
+            started_at      TEXT,
+            completed_at    TEXT,
+            error           TEXT,
+            UNIQUE (run_id, unit_id)
+        )
+        """,
+        "INSERT INTO units_3 SELECT * FROM units",
+        "DROP TABLE units",
+        "ALTER TABLE units_3 RENAME TO units",
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_TABLES, _INDEXES, _OWNERS)

@@ -20,6 +20,7 @@ __all__ = [
     "DamagedRow",
     "damaged",
     "member",
+    "optional_positive_int",
     "optional_timestamp",
     "positive_int",
     "timestamp",
@@ -71,6 +72,10 @@ def member(values: Mapping[str, object], kind: str) -> Check:
         return values[value]
 
     return check
+
+
+def optional_positive_int(value: object) -> object:
+    return None if value is None else positive_int(value)
 
 
 def damaged(

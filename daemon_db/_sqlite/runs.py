@@ -3,32 +3,33 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from .. import _timestamps as timestamps
-from .._errors import RunExistsError, RunNotFoundError
+from .._errors import RunExistsError, RunNotFoundError, StatusConflictError
 from .._records import (
+    ACTIVE_RUN_STATUSES,
     FINISHED_RUN_STATUSES,
-    ResumableRun,
     Run,
     RunStatus,
     loader,
 )
-from . import events, rows, units
-from .work import snapshot
+from . import events, rows
 
 __all__ = [
+    "QUALIFIED_COLUMNS",
     "complete",
     "create",
     "delete",
     "find_ids",
+    "from_row",
     "get",
     "get_by_branch",
     "list_page",
-    "resumable",
+    "not_found",
     "update_status",
 ]
 
@@ -36,15 +37,17 @@ _COLUMNS = (
     "id, feature_branch, repo_path, target_branch, tasks_dir, parallelism, status,"
     " daemon_version, started_at, completed_at, error, config_json"
 )
+QUALIFIED_COLUMNS = ", ".join(f"runs.{name.strip()}" for name in _COLUMNS.split(","))
+"""The columns of a Run, for a query that joins another table."""
 _ACTIVE = "status IN ('pending', 'running')"
 _load = loader(Run)
 _STATUSES = {status.value: status for status in RunStatus}
 
 
-def _from_row(row: tuple[Any, ...]) -> Run:
+def from_row(row: Sequence[Any]) -> Run:
     try:
         started_at, completed_at = row[8], row[9]
-        if type(row[5]) is not int:
+        if type(row[5]) is not int and row[5] is not None:
             raise TypeError
         return _load(
             row[0],
@@ -66,7 +69,7 @@ def _from_row(row: tuple[Any, ...]) -> Run:
 
 _NAMES = tuple(name.strip() for name in _COLUMNS.split(","))
 _CHECKS: dict[int, rows.Check] = {
-    5: rows.positive_int,
+    5: rows.optional_positive_int,
     6: rows.member(_STATUSES, "a run status"),
     8: rows.optional_timestamp,
     9: rows.optional_timestamp,
@@ -77,8 +80,8 @@ def _text(moment: datetime | None) -> str | None:
     return None if moment is None else timestamps.to_text(moment)
 
 
-def create(conn: sqlite3.Connection, *, run: Run) -> Run:
-    """Insert ``run``; return it as stored, with the timestamps its status implies."""
+def create(conn: sqlite3.Connection, *, run: Run, owner_id: str | None) -> Run:
+    """Insert ``run``, held by ``owner_id``; return it as stored (with its timestamps)."""
     started_at, completed_at = timestamps.on_create(
         run.started_at,
         run.completed_at,
@@ -89,7 +92,8 @@ def create(conn: sqlite3.Connection, *, run: Run) -> Run:
         run = replace(run, started_at=started_at, completed_at=completed_at)
     try:
         conn.execute(
-            f"INSERT INTO runs ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO runs ({_COLUMNS}, owner_id)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 run.id,
                 run.feature_branch,
@@ -103,6 +107,7 @@ def create(conn: sqlite3.Connection, *, run: Run) -> Run:
                 _text(run.completed_at),
                 run.error,
                 run.config_json,
+                owner_id,
             ),
         )
     except sqlite3.IntegrityError:
@@ -116,7 +121,7 @@ def create(conn: sqlite3.Connection, *, run: Run) -> Run:
 def get(conn: sqlite3.Connection, *, run_id: str) -> Run | None:
     """The run with this id, or None."""
     row = conn.execute(f"SELECT {_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
-    return None if row is None else _from_row(row)
+    return None if row is None else from_row(row)
 
 
 def get_by_branch(conn: sqlite3.Connection, *, feature_branch: str, repo_path: str) -> Run | None:
@@ -126,16 +131,27 @@ def get_by_branch(conn: sqlite3.Connection, *, feature_branch: str, repo_path: s
         f" ORDER BY {_ACTIVE} DESC, id DESC LIMIT 1",
         (feature_branch, repo_path),
     ).fetchone()
-    return None if row is None else _from_row(row)
+    return None if row is None else from_row(row)
 
 
 def update_status(
-    conn: sqlite3.Connection, *, run_id: str, status: RunStatus, error: str | None
+    conn: sqlite3.Connection,
+    *,
+    run_id: str,
+    status: RunStatus,
+    error: str | None,
+    expected: Collection[RunStatus] | None = None,
 ) -> Run:
-    """Set the status and error of a run, with the timestamps the change implies."""
+    """Set the status and error of a run, with the timestamps the change implies.
+
+    With ``expected``, only if the run's status is one of them: else
+    StatusConflictError, and nothing changes.
+    """
     run = get(conn, run_id=run_id)
     if run is None:
-        raise RunNotFoundError(run_id)
+        raise not_found(run_id)
+    if expected is not None and run.status not in expected:
+        raise StatusConflictError(run_id, run.status, expected)
     started_at, completed_at = run.started_at, run.completed_at
     if status is not run.status:
         started_at, completed_at = timestamps.on_change(
@@ -159,6 +175,10 @@ def update_status(
     return updated
 
 
+def not_found(run_id: str) -> RunNotFoundError:
+    return RunNotFoundError(run_id)
+
+
 def complete(
     conn: sqlite3.Connection,
     *,
@@ -167,7 +187,18 @@ def complete(
     error: str | None,
     payload: str | None,
 ) -> Run:
-    """Finish a run and log its ``run_completed`` event (``payload``), in one transaction."""
+    """Finish an active run and log its ``run_completed`` event (``payload``), together.
+
+    A run already finished with ``status`` is returned as it is, and nothing is
+    logged; one finished with another status raises StatusConflictError.
+    """
+    run = get(conn, run_id=run_id)
+    if run is None:
+        raise not_found(run_id)
+    if run.status in FINISHED_RUN_STATUSES:
+        if run.status is status:
+            return run
+        raise StatusConflictError(run_id, run.status, ACTIVE_RUN_STATUSES)
     run = update_status(conn, run_id=run_id, status=status, error=error)
     events.append(conn, run_id=run_id, event_type="run_completed", unit_id=None, payload=payload)
     return run
@@ -208,7 +239,7 @@ def list_page(
     found = conn.execute(
         f"SELECT {_COLUMNS} FROM runs {where} ORDER BY id {order} LIMIT ?", (*params, limit)
     ).fetchall()
-    return [_from_row(row) for row in found]
+    return [from_row(row) for row in found]
 
 
 def find_ids(conn: sqlite3.Connection, *, typed: str, limit: int) -> tuple[list[str], int]:
@@ -240,37 +271,6 @@ def find_ids(conn: sqlite3.Connection, *, typed: str, limit: int) -> tuple[list[
     return [row[0] for row in found[:limit]], total
 
 
-def resumable(conn: sqlite3.Connection) -> tuple[list[ResumableRun], list[rows.DamagedRow]]:
-    """Every active run with its units and next sequence, from one snapshot.
-
-    Two statements, however many runs. A run whose row or units cannot be read
-    as records is reported apart, so that the others still resume.
-    """
-    with snapshot(conn):
-        run_rows = conn.execute(
-            f"SELECT {_COLUMNS}, (SELECT COALESCE(MAX(sequence), 0) + 1 FROM events"
-            f" WHERE run_id = runs.id) FROM runs WHERE {_ACTIVE} ORDER BY id"
-        ).fetchall()
-        unit_rows = conn.execute(
-            f"SELECT {units.COLUMNS} FROM units"
-            f" WHERE run_id IN (SELECT id FROM runs WHERE {_ACTIVE}) ORDER BY run_id, unit_id"
-        ).fetchall()
-    units_of: dict[str, list[tuple[Any, ...]]] = {}
-    for row in unit_rows:
-        units_of.setdefault(row[1], []).append(row)
-    found: list[ResumableRun] = []
-    damaged: list[rows.DamagedRow] = []
-    for row in run_rows:
-        try:
-            run = _from_row(row)
-            unit_records = [units.from_row(unit) for unit in units_of.get(row[0], ())]
-        except rows.DamagedRow as exc:
-            damaged.append(exc)
-            continue
-        found.append(ResumableRun(run=run, units=unit_records, next_sequence=row[-1]))
-    return found, damaged
-
-
 def _holder(conn: sqlite3.Connection, run: Run, *, inserting: bool) -> RunExistsError | None:
     """The error for a uniqueness rule ``run`` broke: its id is taken, or its branch is busy."""
     if inserting:
@@ -279,6 +279,8 @@ def _holder(conn: sqlite3.Connection, run: Run, *, inserting: bool) -> RunExists
         ).fetchone()
         if row is not None:
             return RunExistsError(row[0], row[1], run.id)
+    if run.feature_branch is None:  # the one-active-run rule is for runs on a branch
+        return None
     row = conn.execute(
         f"SELECT id FROM runs WHERE feature_branch = ? AND repo_path = ? AND {_ACTIVE}"
         " AND id <> ? ORDER BY id LIMIT 1",

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Final
 
 from .._errors import DatabaseError, SchemaVersionError, translate
-from .migrations import MIGRATIONS
+from .migrations import MIGRATIONS, Migration
 from .work import snapshot
 
 __all__ = [
@@ -87,28 +87,40 @@ def open_reader(path: str, *, busy_timeout: float) -> sqlite3.Connection:
 def migrate(conn: sqlite3.Connection, path: str, found: int) -> None:
     """Apply each migration after version ``found``, each in one transaction with its bump."""
     for migration in MIGRATIONS[found:]:
+        if migration.rebuilds_tables:
+            # A no-op inside a transaction: it must be set before BEGIN.
+            conn.execute("PRAGMA foreign_keys = OFF")
         try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise translate(exc, path) from None
-        try:
-            # Read again under the write lock: another process may have migrated meanwhile.
-            current = _user_version(conn)
-            if current > SCHEMA_VERSION:
-                raise _too_new(path, current)
-            if current < migration.version:
-                for statement in migration.statements:
-                    conn.execute(statement)
-                conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-                conn.execute(f"PRAGMA user_version = {migration.version}")
-            conn.execute("COMMIT")
-        except BaseException as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.Error):
-                reason = f"migration {migration.version} ({migration.name}) failed: {exc}"
-                raise DatabaseError(path, reason) from None
-            raise
+            _apply(conn, path, migration)
+        finally:
+            conn.execute("PRAGMA foreign_keys = ON")
+
+
+def _apply(conn: sqlite3.Connection, path: str, migration: Migration) -> None:
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.Error as exc:
+        raise translate(exc, path) from None
+    try:
+        # Read again under the write lock: another process may have migrated meanwhile.
+        current = _user_version(conn)
+        if current > SCHEMA_VERSION:
+            raise _too_new(path, current)
+        if current < migration.version:
+            for statement in migration.statements:
+                conn.execute(statement)
+            if conn.execute("PRAGMA foreign_key_check").fetchone() is not None:
+                raise sqlite3.IntegrityError("a foreign key no longer holds")
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            conn.execute(f"PRAGMA user_version = {migration.version}")
+        conn.execute("COMMIT")
+    except BaseException as exc:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        if isinstance(exc, sqlite3.Error):
+            reason = f"migration {migration.version} ({migration.name}) failed: {exc}"
+            raise DatabaseError(path, reason) from None
+        raise
 
 
 def _create_private_file(path: str) -> None:

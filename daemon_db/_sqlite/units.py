@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Collection, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from .. import _timestamps as timestamps
-from .._errors import RunNotFoundError, UnitExistsError, UnitNotFoundError
+from .._errors import RunNotFoundError, StatusConflictError, UnitExistsError, UnitNotFoundError
 from .._records import FINISHED_UNIT_STATUSES, UnitRecord, UnitStatus, loader
 from . import rows
 
@@ -20,7 +21,7 @@ _STATUSES = {status.value: status for status in UnitStatus}
 _NAMED_AT_MOST = 3  # record ids an error names when a unit_id was passed for one
 
 
-def from_row(row: tuple[Any, ...]) -> UnitRecord:
+def from_row(row: Sequence[Any]) -> UnitRecord:
     try:
         started_at, completed_at = row[6], row[7]
         return _load(
@@ -95,10 +96,21 @@ def get(conn: sqlite3.Connection, *, unit_record_id: str) -> UnitRecord | None:
 
 
 def update_status(
-    conn: sqlite3.Connection, *, unit_record_id: str, status: UnitStatus, error: str | None
+    conn: sqlite3.Connection,
+    *,
+    unit_record_id: str,
+    status: UnitStatus,
+    error: str | None,
+    expected: Collection[UnitStatus] | None = None,
 ) -> UnitRecord:
-    """Set the status and error of a unit, with the timestamps the change implies."""
+    """Set the status and error of a unit, with the timestamps the change implies.
+
+    With ``expected``, only if the unit's status is one of them: else
+    StatusConflictError, and nothing changes.
+    """
     unit = _existing(conn, unit_record_id)
+    if expected is not None and unit.status not in expected:
+        raise StatusConflictError(unit_record_id, unit.status, expected)
     started_at, completed_at = unit.started_at, unit.completed_at
     if status is not unit.status:
         started_at, completed_at = timestamps.on_change(

@@ -79,10 +79,10 @@ async def test_backup_refuses_a_database_that_may_be_in_use(tmp_path: Path) -> N
         with pytest.raises(DatabaseError, match="-wal file beside it"):
             await db.backup(other, overwrite=True)
         assert len(await in_use.list_runs()) == 1
-    assert dump(other) == before
+        assert dump(other) == before
     async with DB.open(source) as db:  # closed, its -wal and -shm gone: replacing it is fine
         await db.backup(other, overwrite=True)
-    assert dump(other) == dump(source)
+        assert dump(other) == dump(source)
 
 
 async def test_backup_beside_a_writing_process_is_refused_on_the_command_line(

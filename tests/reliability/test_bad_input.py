@@ -38,7 +38,7 @@ NAME = [None, 5, 1.5, b"bytes", ["list"], "", " ", "\t\n ", "a\x00b", "\udc80", 
 TEXT = [5, b"bytes", ["list"], "a\x00b", "\udc80", "x" * 4097]
 ERROR = [5, b"bytes", ["list"], "a\x00b", "\udc80", "e" * (MIB + 1)]
 RUN_STATUS = [None, "", "paused", "Running", 7, True, ["pending"]]
-UNIT_STATUS = [*RUN_STATUS, "cancelled"]
+UNIT_STATUS = [*RUN_STATUS, "done"]
 COUNT = [None, "1", 1.0, True, -1]
 LIMIT = ["1", 1.5, True, -1]
 FLAG = [None, 1, "yes"]
@@ -119,6 +119,20 @@ def _calls(run_id: str) -> list[tuple[str, str, dict[str, Any], list[object]]]:
         ("list_units_by_run", "run_id", {"run_id": run_id}, NAME),
         ("list_units_by_status", "run_id", {"run_id": run_id, "status": "pending"}, NAME),
         ("list_units_by_status", "status", {"run_id": run_id, "status": "pending"}, UNIT_STATUS),
+        (
+            "update_run_status",
+            "expected",
+            {"run_id": run_id, "status": "running"},
+            [[], "paused", ["pending", "paused"], 5],
+        ),
+        (
+            "update_unit_status",
+            "expected",
+            {"unit_record_id": unit_id, "status": "running"},
+            [[], "paused", 5],
+        ),
+        ("claim_resumable_runs", "max_attempts", {}, [-1, "3", 1.5, True]),
+        ("release_run", "run_id", {"run_id": run_id}, NAME),
         ("append_event", "run_id", {"run_id": run_id, "event_type": "t"}, NAME),
         ("append_event", "event_type", {"run_id": run_id, "event_type": "t"}, NAME),
         ("append_event", "unit_id", {"run_id": run_id, "event_type": "t"}, TEXT),
@@ -142,11 +156,11 @@ def _calls(run_id: str) -> list[tuple[str, str, dict[str, Any], list[object]]]:
 
 RUN_FIELDS: dict[str, list[object]] = {
     "id": NAME,
-    "feature_branch": NAME,
+    "feature_branch": NAME[1:],  # None: a run without a branch
     "repo_path": NAME,
     "target_branch": NAME,
     "tasks_dir": NAME,
-    "parallelism": [*COUNT, 0],
+    "parallelism": [*COUNT[1:], 0],  # None: the daemon's default
     "status": RUN_STATUS,
     "daemon_version": [None, *TEXT],
     "started_at": MOMENT,
@@ -201,7 +215,8 @@ async def test_every_bad_value_of_every_field_is_refused_and_changes_nothing(
         assert error.field == field, (field, value)
         assert field in str(error)
         # A list of statuses is named by its offending member.
-        shown = [show(v) for v in value] if isinstance(value, list) and field == "status" else []
+        listed = isinstance(value, list) and field in ("status", "expected")
+        shown = [show(v) for v in value] if listed else []
         assert any(text in str(error) for text in [show(value), *shown]), (field, str(error))
 
     for method, parameter, valid, bad_values in _calls(run.id):

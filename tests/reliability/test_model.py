@@ -3,13 +3,19 @@
 Each step calls the store and a small in-memory model of runs, units and
 events; after every step the two must agree, and a call the model says is
 invalid must have raised its documented error and changed nothing.
+
+Ownership is in the model too: two DBs on the file, ``db`` and ``other``, each an
+owner. ``db`` can be made to look dead (its lease expired, as a hung loop's
+would) and ``other`` then claims, taking its runs over and counting attempts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import shutil
+import sqlite3
 import tempfile
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
@@ -37,6 +43,7 @@ from daemon_db import (
     RunExistsError,
     RunNotFoundError,
     RunStatus,
+    StatusConflictError,
     UnitExistsError,
     UnitNotFoundError,
     UnitRecord,
@@ -64,14 +71,20 @@ json_values = st.recursive(
 not_json = st.sampled_from([float("nan"), float("inf"), {1, 2}, object(), b"bytes", {"k": 1j}])
 
 
+LEASE = 3600.0  # renewals never come during a test: only the rules below change liveness
+MAX_ATTEMPTS = 2
+
+
 @dataclass
 class ModelRun:
-    branch: str
+    branch: str | None
     repo: str
     status: RunStatus
     error: str | None = None
     units: dict[str, UnitStatus] = field(default_factory=dict)
     events: list[tuple[str, str | None, Any]] = field(default_factory=list)
+    owner: str | None = "db"  # "db", "other", or None (released, or its owner forgotten)
+    attempts: int = 0
 
 
 class StoreMachine(RuleBasedStateMachine):
@@ -83,7 +96,9 @@ class StoreMachine(RuleBasedStateMachine):
         self.folder = tempfile.mkdtemp()
         self.path = Path(self.folder) / "state.db"
         self.loop = asyncio.new_event_loop()
-        self.db: DB = self.call(DB.open(self.path))
+        self.db: DB = self.call(DB.open(self.path, owner="db", lease=LEASE))
+        self.other: DB = self.call(DB.open(self.path, owner="other", lease=LEASE))
+        self.db_alive = True
         self.model: dict[str, ModelRun] = {}
 
     def call(self, awaitable: Awaitable[T]) -> T:
@@ -97,10 +112,15 @@ class StoreMachine(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         self.call(self.db.close())
+        self.call(self.other.close())
         self.loop.close()
         shutil.rmtree(self.folder)
 
-    def active_holder(self, branch: str, repo: str, other_than: str | None = None) -> str | None:
+    def active_holder(
+        self, branch: str | None, repo: str, other_than: str | None = None
+    ) -> str | None:
+        if branch is None:  # runs without a branch are never each other's rivals
+            return None
         for run_id, run in self.model.items():
             same_branch = (run.branch, run.repo) == (branch, repo)
             if same_branch and run.status in ACTIVE and run_id != other_than:
@@ -111,17 +131,17 @@ class StoreMachine(RuleBasedStateMachine):
 
     @rule(
         target=runs,
-        branch=st.sampled_from(["feature/a", "feature/b"]),
+        branch=st.sampled_from(["feature/a", "feature/b", None]),
         repo=st.sampled_from(["/srv/one", "/srv/two"]),
         status=st.sampled_from(list(RunStatus)),
     )
-    def create_run(self, branch: str, repo: str, status: RunStatus) -> object:
+    def create_run(self, branch: str | None, repo: str, status: RunStatus) -> object:
         run = Run(
             feature_branch=branch,
             repo_path=repo,
             target_branch="main",
             tasks_dir="tasks",
-            parallelism=1,
+            parallelism=None if branch is None else 1,
             status=status,
         )
         holder = self.active_holder(branch, repo) if status in ACTIVE else None
@@ -131,6 +151,7 @@ class StoreMachine(RuleBasedStateMachine):
             return multiple()
         assert self.call(self.db.create_run(run)).id == run.id
         self.model[run.id] = ModelRun(branch, repo, status)
+        self.db_alive = True  # a write that creates a run renews its owner
         return run.id
 
     @rule(run_id=runs)
@@ -149,21 +170,32 @@ class StoreMachine(RuleBasedStateMachine):
         else:
             self.call(self.db.create_run(run))
             self.model[run_id] = ModelRun("feature/c", "/srv/three", RunStatus.COMPLETED)
+            self.db_alive = True
 
     @rule(
         run_id=runs | st.just(UNKNOWN),
         status=st.sampled_from(list(RunStatus)),
         error=st.none() | st.text(st.characters(exclude_characters="\x00"), max_size=10),
+        expected=st.none() | st.sets(st.sampled_from(list(RunStatus)), min_size=1),
     )
-    def update_run_status(self, run_id: str, status: RunStatus, error: str | None) -> None:
+    def update_run_status(
+        self, run_id: str, status: RunStatus, error: str | None, expected: set[RunStatus] | None
+    ) -> None:
         run = self.model.get(run_id)
+        update = self.db.update_run_status
         if run is None:
-            self.refused(RunNotFoundError, self.db.update_run_status(run_id, status, error))
+            self.refused(RunNotFoundError, update(run_id, status, error, expected=expected))
+            return
+        if expected is not None and run.status not in expected:
+            conflict = self.refused(
+                StatusConflictError, update(run_id, status, error, expected=expected)
+            )
+            assert conflict.current is run.status  # type: ignore[attr-defined]
             return
         if status in ACTIVE and self.active_holder(run.branch, run.repo, run_id):
-            self.refused(RunExistsError, self.db.update_run_status(run_id, status, error))
+            self.refused(RunExistsError, update(run_id, status, error, expected=expected))
             return
-        updated = self.call(self.db.update_run_status(run_id, status, error))
+        updated = self.call(update(run_id, status, error, expected=expected))
         assert (updated.status, updated.error) == (status, error)
         run.status, run.error = status, error
 
@@ -178,6 +210,11 @@ class StoreMachine(RuleBasedStateMachine):
             self.refused(InvalidRecordError, self.db.complete_run(run_id, status))
         elif run_id not in self.model:
             self.refused(RunNotFoundError, self.db.complete_run(run_id, status))
+        elif self.model[run_id].status is status:  # done already: nothing changes
+            run = self.model[run_id]
+            assert self.call(self.db.complete_run(run_id, status, "again")).error == run.error
+        elif self.model[run_id].status in FINISHED:  # finished otherwise: not overwritten
+            self.refused(StatusConflictError, self.db.complete_run(run_id, status))
         else:
             self.call(self.db.complete_run(run_id, status, "done"))
             run = self.model[run_id]
@@ -206,15 +243,21 @@ class StoreMachine(RuleBasedStateMachine):
         run_id=runs | st.just(UNKNOWN),
         unit_id=st.sampled_from(["u1", "u2", "u3"]),
         status=st.sampled_from(list(UnitStatus)),
+        expected=st.none() | st.sampled_from(list(UnitStatus)),
     )
-    def update_unit_status(self, run_id: str, unit_id: str, status: UnitStatus) -> None:
+    def update_unit_status(
+        self, run_id: str, unit_id: str, status: UnitStatus, expected: UnitStatus | None
+    ) -> None:
         record_id = make_unit_record_id(run_id, unit_id)
         run = self.model.get(run_id)
+        update = self.db.update_unit_status
         if run is None or unit_id not in run.units:
-            self.refused(UnitNotFoundError, self.db.update_unit_status(record_id, status))
+            self.refused(UnitNotFoundError, update(record_id, status, expected=expected))
             self.refused(UnitNotFoundError, self.db.update_unit_branch(record_id, "b", "/wt"))
+        elif expected is not None and run.units[unit_id] is not expected:
+            self.refused(StatusConflictError, update(record_id, status, expected=expected))
         else:
-            assert self.call(self.db.update_unit_status(record_id, status)).status is status
+            assert self.call(update(record_id, status, expected=expected)).status is status
             run.units[unit_id] = status
 
     # Events
@@ -291,8 +334,55 @@ class StoreMachine(RuleBasedStateMachine):
 
     @rule()
     def reopen(self) -> None:
+        """A clean close hands back what ``db`` holds, unfinished and uncounted."""
         self.call(self.db.close())
-        self.db = self.call(DB.open(self.path))
+        self.db = self.call(DB.open(self.path, owner="db", lease=LEASE))
+        self.db_alive = True
+        for run in self.model.values():
+            if run.owner == "db":
+                run.owner = None
+
+    # Ownership
+
+    @rule()
+    def db_looks_dead(self) -> None:
+        """``db``'s lease runs out, as a hung loop's would (its process still runs)."""
+        with contextlib.closing(sqlite3.connect(self.path)) as conn, conn:
+            conn.execute(
+                "UPDATE owners SET lease_until = '2000-01-01T00:00:00.000000Z' WHERE id = ?",
+                (self.db._owner.id,),
+            )
+        self.db_alive = False
+
+    @rule(by=st.sampled_from(["db", "other"]))
+    def claim(self, by: str) -> None:
+        claimer = self.db if by == "db" else self.other
+        claimed = self.call(claimer.claim_resumable_runs(max_attempts=MAX_ATTEMPTS))
+        taken, given_up = [], []
+        for run_id, run in sorted(self.model.items()):
+            dead = run.owner == "db" and not self.db_alive and by == "other"
+            if run.status in ACTIVE and (run.owner is None or dead):
+                if dead and run.attempts + 1 > MAX_ATTEMPTS:
+                    given_up.append(run_id)
+                    run.attempts += 1
+                    run.owner, run.status = None, RunStatus.FAILED
+                    run.error = claimed.abandoned[len(given_up) - 1].error
+                    payload = {
+                        "attempts": run.attempts,
+                        "max_attempts": MAX_ATTEMPTS,
+                        "owner": "db",
+                    }
+                    run.events.append(("run_abandoned", None, payload))
+                else:
+                    taken.append((run_id, run.attempts + dead))
+                    run.owner, run.attempts = by, run.attempts + dead
+            elif dead:
+                run.owner = None  # a dead owner is forgotten once claimed from
+        assert [(r.run.id, r.attempt) for r in claimed.resumed] == taken
+        assert [r.id for r in claimed.abandoned] == given_up
+        assert all(r.status is RunStatus.FAILED for r in claimed.abandoned)
+        if by == "db":
+            self.db_alive = True
 
     @precondition(lambda self: self.model)
     @invariant()
@@ -317,6 +407,14 @@ class StoreMachine(RuleBasedStateMachine):
             assert [(e.event_type, e.unit_id, e.payload) for e in events] == expected.events
         resumable = self.call(self.db.resumable_runs())
         assert [r.run.id for r in resumable] == [r.id for r in runs if r.status in ACTIVE]
+        for item in resumable:
+            expected = self.model[item.run.id]
+            alive = expected.owner == "other" or (expected.owner == "db" and self.db_alive)
+            assert (item.owner, item.owner_alive, item.attempt) == (
+                expected.owner,
+                alive,
+                expected.attempts,
+            )
 
 
 async def _later(call: Any, db: DB) -> object:

@@ -1,0 +1,263 @@
+"""Owners of runs: plain functions over a sqlite3 connection, run on its thread.
+
+Every read-write DB is an owner: a row in ``owners`` (one per open DB), with a
+lease it renews while open. A run records the owner holding it
+(``runs.owner_id``); deleting an owner's row (a clean close) hands its runs
+back (``ON DELETE SET NULL``). An owner is alive while its lease runs and, on
+this machine, while its process runs (see ``daemon_db._process``).
+
+``claim`` is start-up: in one write transaction it takes every active run that
+no live owner holds, counting a takeover from an owner that died holding the
+run, and gives up (finishes ``failed``) a run whose takeover would exceed the
+cap. SQLite's write lock makes concurrent claims by several processes see each
+other's results, so the sets they take are disjoint.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from typing import Any
+
+from .. import _timestamps as timestamps
+from .._process import Process, is_running, this_process
+from .._records import ACTIVE_RUN_STATUSES, ResumableRun, Run, RunStatus
+from . import events, rows, runs, units
+from .work import snapshot
+
+__all__ = [
+    "Owner",
+    "alive",
+    "claim",
+    "create_run",
+    "ensure",
+    "release",
+    "release_run",
+    "resumable",
+]
+
+_ACTIVE = ", ".join(f"'{status.value}'" for status in sorted(ACTIVE_RUN_STATUSES))
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """A DB as an owner: its row's id (one per open DB), name, process and lease."""
+
+    id: str
+    name: str
+    process: Process
+    lease: float
+
+    def lease_until(self) -> str:
+        return timestamps.to_text(timestamps.now() + timedelta(seconds=self.lease))
+
+
+def ensure(conn: sqlite3.Connection, *, owner: Owner) -> None:
+    """Register ``owner``, or renew its lease: its row exists, and runs until now + lease.
+
+    Also after a claimer found this owner dead (a hung loop) and removed its
+    row: an owner that can still write is alive again, holding what it makes.
+    """
+    process = owner.process
+    conn.execute(
+        "INSERT INTO owners (id, name, host, machine, pid, started, lease_until)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (id) DO UPDATE SET lease_until = excluded.lease_until",
+        (
+            owner.id,
+            owner.name,
+            process.host,
+            process.machine,
+            process.pid,
+            process.started,
+            owner.lease_until(),
+        ),
+    )
+
+
+def create_run(conn: sqlite3.Connection, *, run: Run, owner: Owner) -> Run:
+    """Insert ``run``, held by ``owner`` from the start."""
+    ensure(conn, owner=owner)
+    return runs.create(conn, run=run, owner_id=owner.id)
+
+
+def release(conn: sqlite3.Connection, *, owner: Owner) -> None:
+    """Hand back every run ``owner`` holds, unfinished, and forget it (a clean close)."""
+    conn.execute("DELETE FROM owners WHERE id = ?", (owner.id,))
+
+
+def release_run(conn: sqlite3.Connection, *, run_id: str) -> str | None:
+    """Hand a run back, whoever holds it; return the name of the owner that held it."""
+    row = conn.execute(
+        "SELECT runs.owner_id, owners.name FROM runs LEFT JOIN owners ON owners.id = runs.owner_id"
+        " WHERE runs.id = ?",
+        (run_id,),
+    ).fetchone()
+    if row is None:
+        raise runs.not_found(run_id)
+    conn.execute("UPDATE runs SET owner_id = NULL WHERE id = ?", (run_id,))
+    name: str | None = row[1]
+    return name
+
+
+def alive(row: Sequence[Any], *, now: str, here: Process) -> bool:
+    """Whether the owner ``(machine, pid, started, lease_until)`` is alive."""
+    machine, pid, started, lease_until = row
+    if lease_until < now:
+        return False
+    return machine != here.machine or is_running(pid, started)
+
+
+_RESUMABLE = (
+    f"SELECT {runs.QUALIFIED_COLUMNS}, runs.attempts,"
+    " (SELECT COALESCE(MAX(sequence), 0) + 1 FROM events WHERE run_id = runs.id),"
+    " owners.name, owners.machine, owners.pid, owners.started, owners.lease_until, runs.owner_id"
+    " FROM runs LEFT JOIN owners ON owners.id = runs.owner_id"
+)
+_RUN, _ATTEMPTS, _NEXT, _NAME, _LIVENESS, _OWNER_ID = (
+    slice(0, 12),
+    12,
+    13,
+    14,
+    slice(15, 19),
+    19,
+)
+
+
+def resumable(conn: sqlite3.Connection) -> tuple[list[ResumableRun], list[rows.DamagedRow]]:
+    """Every active run with its units, next sequence, owner and attempts: two statements."""
+    here = this_process()
+    with snapshot(conn):
+        found = conn.execute(f"{_RESUMABLE} WHERE runs.status IN ({_ACTIVE}) ORDER BY runs.id")
+        run_rows = found.fetchall()
+        unit_rows = conn.execute(
+            f"SELECT {units.COLUMNS} FROM units"
+            f" WHERE run_id IN (SELECT id FROM runs WHERE status IN ({_ACTIVE}))"
+            " ORDER BY run_id, unit_id"
+        ).fetchall()
+    now = timestamps.to_text(timestamps.now())
+
+    def ownership(row: Sequence[Any]) -> tuple[str | None, bool]:
+        held = row[_OWNER_ID] is not None
+        return row[_NAME], held and alive(row[_LIVENESS], now=now, here=here)
+
+    return _assemble(run_rows, unit_rows, ownership)
+
+
+def claim(
+    conn: sqlite3.Connection, *, owner: Owner, max_attempts: int | None
+) -> tuple[list[ResumableRun], list[Run], list[rows.DamagedRow]]:
+    """Take every active run no live owner holds; give up those past ``max_attempts``.
+
+    Runs in the caller's write transaction. Returns the runs taken (with their
+    units and next sequence, as they stand after the claim), the runs given up,
+    and the rows that could not be read (left as they are).
+    """
+    ensure(conn, owner=owner)
+    now = timestamps.now()
+    now_text = timestamps.to_text(now)
+    dead = json.dumps(
+        [
+            owner_id
+            for owner_id, *liveness in conn.execute(
+                "SELECT id, machine, pid, started, lease_until FROM owners WHERE id <> ?",
+                (owner.id,),
+            )
+            if not alive(liveness, now=now_text, here=owner.process)
+        ]
+    )
+    run_rows = conn.execute(
+        f"{_RESUMABLE} WHERE runs.status IN ({_ACTIVE})"
+        " AND (runs.owner_id IS NULL OR runs.owner_id IN (SELECT value FROM json_each(?)))"
+        " ORDER BY runs.id",
+        (dead,),
+    ).fetchall()
+    taken: list[tuple[Any, ...]] = []
+    given_up: list[Run] = []
+    damaged: list[rows.DamagedRow] = []
+    for row in run_rows:
+        try:
+            run = runs.from_row(row[_RUN])
+        except rows.DamagedRow as exc:
+            damaged.append(exc)
+            continue
+        attempt = row[_ATTEMPTS] + (row[_OWNER_ID] is not None)  # a takeover from the dead
+        if max_attempts is not None and attempt > max_attempts:
+            given_up.append(_give_up(conn, run, attempt, max_attempts, row[_NAME], now))
+        else:
+            taken.append(row)
+            conn.execute(
+                "UPDATE runs SET owner_id = ?, attempts = ? WHERE id = ?",
+                (owner.id, attempt, run.id),
+            )
+    conn.execute("DELETE FROM owners WHERE id IN (SELECT value FROM json_each(?))", (dead,))
+    ids = json.dumps([row[0] for row in taken])
+    unit_rows = conn.execute(
+        f"SELECT {units.COLUMNS} FROM units WHERE run_id IN (SELECT value FROM json_each(?))"
+        " ORDER BY run_id, unit_id",
+        (ids,),
+    ).fetchall()
+    claimed = [
+        (*row[_RUN], row[_ATTEMPTS] + (row[_OWNER_ID] is not None), row[_NEXT]) for row in taken
+    ]
+    resumed, unreadable = _assemble(claimed, unit_rows, lambda row: (owner.name, True))
+    return resumed, given_up, damaged + unreadable
+
+
+def _give_up(
+    conn: sqlite3.Connection,
+    run: Run,
+    attempt: int,
+    max_attempts: int,
+    owner: str | None,
+    now: Any,
+) -> Run:
+    error = (
+        f"abandoned: the owners that held it died {attempt} times, and max_attempts is"
+        f" {max_attempts}"
+    )
+    conn.execute(
+        "UPDATE runs SET status = 'failed', completed_at = ?, error = ?, owner_id = NULL,"
+        " attempts = ? WHERE id = ?",
+        (timestamps.to_text(now), error, attempt, run.id),
+    )
+    payload = json.dumps(
+        {"attempts": attempt, "max_attempts": max_attempts, "owner": owner}, separators=(",", ":")
+    )
+    events.append(conn, run_id=run.id, event_type="run_abandoned", unit_id=None, payload=payload)
+    return replace(run, status=RunStatus.FAILED, completed_at=now, error=error)
+
+
+def _assemble(
+    run_rows: Sequence[Sequence[Any]],
+    unit_rows: Sequence[Sequence[Any]],
+    ownership: Callable[[Sequence[Any]], tuple[str | None, bool]],
+) -> tuple[list[ResumableRun], list[rows.DamagedRow]]:
+    """ResumableRuns from rows laid out as ``_RESUMABLE``'s, and the units of those runs."""
+    units_of: dict[str, list[Sequence[Any]]] = {}
+    for row in unit_rows:
+        units_of.setdefault(row[1], []).append(row)
+    found: list[ResumableRun] = []
+    damaged: list[rows.DamagedRow] = []
+    for row in run_rows:
+        try:
+            run = runs.from_row(row[_RUN])
+            unit_records = [units.from_row(unit) for unit in units_of.get(row[0], ())]
+        except rows.DamagedRow as exc:
+            damaged.append(exc)
+            continue
+        name, is_alive = ownership(row)
+        found.append(
+            ResumableRun(
+                run=run,
+                units=unit_records,
+                next_sequence=row[_NEXT],
+                attempt=row[_ATTEMPTS],
+                owner=name,
+                owner_alive=is_alive,
+            )
+        )
+    return found, damaged
