@@ -213,6 +213,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_argument("--dry-run", action="store_true", help="only list what would be removed")
 
+    # The writing commands: each names what it writes, and never creates a file.
+    sub = command(
+        "release",
+        commands.release,
+        "writes: hand a run held by a stuck owner back, for the next daemon to claim",
+        forms=False,
+    )
+    _add_run_id(sub)
+    sub = command(
+        "fail",
+        commands.fail,
+        "writes: finish a run nobody will finish as failed (not one that finished meanwhile)",
+        forms=False,
+    )
+    _add_run_id(sub)
+    sub.add_argument("--reason", required=True, metavar="TEXT", help="why: stored as its error")
+    sub = command(
+        "cancel",
+        commands.cancel,
+        "writes: finish a run nobody will finish as cancelled (not one that finished meanwhile)",
+        forms=False,
+    )
+    _add_run_id(sub)
+    sub.add_argument("--reason", metavar="TEXT", help="why: stored as its error")
+
     sub = command(
         "completion",
         _completion,

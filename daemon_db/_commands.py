@@ -20,16 +20,19 @@ from . import _output as output
 from . import _terminal as terminal
 from . import _timestamps as timestamps
 from ._db import DB
-from ._errors import SchemaVersionError, show
-from ._records import EventRecord, Run, Stats, UnitRecord, UnitStatus
+from ._errors import SchemaVersionError, StatusConflictError, show
+from ._records import EventRecord, Run, RunStatus, Stats, UnitRecord, UnitStatus
 
 __all__ = [
     "CommandError",
     "backup",
+    "cancel",
     "check",
     "events",
+    "fail",
     "migrate",
     "prune",
+    "release",
     "resumable",
     "runs",
     "show_run",
@@ -65,12 +68,43 @@ async def runs(args: argparse.Namespace) -> int:
     async with _open(args) as db:
         after = None if args.after is None else await _run_id(db, args.after, "--after")
         page = PAGE_ROWS if args.limit is None else min(PAGE_ROWS, args.limit + 1)
-        found = _runs_of(db, args, after=after, page_rows=page)
-        listed = _listing(args, output.RUN_FIELDS, output.run_table(timestamps.now()))
-        last = await _write(found, listed, limit=args.limit)
+        found = _owned(db, _runs_of(db, args, after=after, page_rows=page))
+        fields = (*output.RUN_FIELDS, *output.OWNERSHIP_FIELDS)
+        listed = _listing(args, fields, output.run_table(timestamps.now()))
+        last = await _write(found, listed, limit=args.limit, as_row=dict)
     if last is not None:
-        _note(f"more runs follow: add --after {last.id} to see them")
+        _note(f"more runs follow: add --after {last['id']} to see them")
     return 0
+
+
+async def _owned(db: DB, found: AsyncIterator[Run]) -> AsyncIterator[dict[str, object]]:
+    """Runs as rows with who holds each: one more read a page of runs."""
+    page: list[Run] = []
+    async with _closing(found):
+        async for run in found:
+            page.append(run)
+            if len(page) == PAGE_ROWS:
+                for row in await _with_owners(db, page):
+                    yield row
+                page = []
+    for row in await _with_owners(db, page):
+        yield row
+
+
+async def _with_owners(db: DB, page: list[Run]) -> list[dict[str, object]]:
+    if not page:
+        return []
+    held = await db._owners_of([run.id for run in page])
+    return [
+        {
+            **output.record_row(run),
+            "owner": held[run.id].owner,
+            "owner_alive": held[run.id].alive,
+            "attempts": held[run.id].attempts,
+        }
+        for run in page
+        if run.id in held  # deleted meanwhile
+    ]
 
 
 async def _runs_of(
@@ -147,18 +181,18 @@ async def show_run(args: argparse.Namespace) -> int:
         units = await db.list_units_by_run(run.id)
         count = await db.get_next_sequence(run.id) - 1
         latest = _events_of(db, run.id, max(0, count - args.events))
+        [owned] = await _with_owners(db, [run]) or [output.record_row(run)]
         if args.form in ("json", "nl"):
-            await _show_as_json(run, units, count, latest, args)
+            await _show_as_json(owned, units, count, latest, args)
         elif args.form == "csv":
-            row = {**output.record_row(run), "units": len(units), "events": count}
-            output.write_report(row, "csv", sys.stdout)
+            output.write_report({**owned, "units": len(units), "events": count}, "csv", sys.stdout)
         else:
-            await _show_for_people(run, units, count, latest, args)
+            await _show_for_people(run, owned, units, count, latest, args)
     return 0
 
 
 async def _show_as_json(
-    run: Run,
+    run: output.Row,
     units: list[UnitRecord],
     count: int,
     latest: AsyncIterator[EventRecord],
@@ -167,7 +201,7 @@ async def _show_as_json(
     """One object; its latest events streamed into it (``--nl``: all on one line)."""
     indent = 2 if args.form == "json" else None
     head = {
-        "run": output.as_data(output.record_row(run)),
+        "run": output.as_data(run),
         "units": [output.as_data(output.record_row(unit)) for unit in units],
         "events": count,
     }
@@ -179,13 +213,14 @@ async def _show_as_json(
 
 async def _show_for_people(
     run: Run,
+    owned: output.Row,
     units: list[UnitRecord],
     count: int,
     latest: AsyncIterator[EventRecord],
     args: argparse.Namespace,
 ) -> None:
     now = timestamps.now()
-    _pairs(_run_lines(run, now))
+    _pairs([*_run_lines(run, now), ("owner", output.held_by(owned) or "nobody")])
     sys.stdout.write(f"\nunits: {len(units)}\n")
     await _write(
         _aiter(units), output.Table(sys.stdout, output.unit_table(now), colour=_colour(args))
@@ -255,6 +290,9 @@ async def resumable(args: argparse.Namespace) -> int:
                 "units_completed": completed,
                 "units_running": running,
                 "next_sequence": item.next_sequence,
+                "owner": item.owner,
+                "owner_alive": item.owner_alive,
+                "attempts": item.attempt,
             }
         )
     listed = _listing(args, output.RESUMABLE_FIELDS, output.resumable_table())
@@ -369,6 +407,52 @@ async def _prune(
     removed += await db.prune_runs(cutoff)
     progress.update(len(removed), len(candidates), "runs")
     return removed
+
+
+# Operators' writes: explicit commands that say what they changed.
+
+
+async def release(args: argparse.Namespace) -> int:
+    """Hand a run held by a stuck owner back, for the next daemon's claim to take."""
+    async with _open(args, readonly=False) as db:
+        run_id = await _run_id(db, args.run_id, "RUN_ID")
+        held_by = await db.release_run(run_id)
+    if held_by is None:
+        sys.stdout.write(f"run {run_id} was held by nobody: nothing changed\n")
+    else:
+        sys.stdout.write(
+            f"released run {run_id} (held by {terminal.safe(held_by)}): the next claim takes it\n"
+        )
+    return 0
+
+
+async def fail(args: argparse.Namespace) -> int:
+    """Finish a run nobody will finish as failed, with the reason given."""
+    return await _finish(args, RunStatus.FAILED, args.reason)
+
+
+async def cancel(args: argparse.Namespace) -> int:
+    """Finish a run nobody will finish as cancelled."""
+    return await _finish(args, RunStatus.CANCELLED, args.reason)
+
+
+async def _finish(args: argparse.Namespace, status: RunStatus, reason: str | None) -> int:
+    """complete_run, which never overwrites a run that finished meanwhile."""
+    async with _open(args, readonly=False) as db:
+        run_id = await _run_id(db, args.run_id, "RUN_ID")
+        before = await db.get_run(run_id)
+        try:
+            run = await db.complete_run(run_id, status, error=reason)
+        except StatusConflictError as exc:
+            raise CommandError(
+                f"run {run_id} is already {exc.current}: left as it is (nothing changed)"
+            ) from None
+    if before is not None and before.status is status:
+        sys.stdout.write(f"run {run_id} was already {status}: nothing changed\n")
+    else:
+        sys.stdout.write(f"{status} run {run_id} (it was {before.status if before else '?'})\n")
+    assert run.status is status
+    return 0
 
 
 # Shared steps

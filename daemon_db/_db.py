@@ -512,6 +512,10 @@ class DB(Operations):
 
     # For the command line: private, not part of the API.
 
+    async def _owners_of(self, run_ids: list[str]) -> dict[str, owners.Held]:
+        """For the command line: who holds each run, alive or not, and its attempts."""
+        return await self._read(partial(owners.ownership, run_ids=run_ids))
+
     async def _find_run_ids(self, typed: str, *, limit: int) -> tuple[list[str], int]:
         """Run ids matching ``typed`` as people type them (see ``runs.find_ids``)."""
         typed = check.name("run_id", typed)

@@ -31,6 +31,7 @@ from ._records import EventRecord, Run, UnitRecord
 __all__ = [
     "EVENT_FIELDS",
     "FORMS",
+    "OWNERSHIP_FIELDS",
     "RESUMABLE_FIELDS",
     "RUN_FIELDS",
     "STATUS_STYLES",
@@ -46,6 +47,7 @@ __all__ = [
     "as_text",
     "duration",
     "event_table",
+    "held_by",
     "json_object_opening",
     "listing",
     "record_row",
@@ -71,6 +73,8 @@ STATUS_STYLES: Final = {
 }
 
 RUN_FIELDS: Final = tuple(field.name for field in dataclasses.fields(Run))
+OWNERSHIP_FIELDS: Final = ("owner", "owner_alive", "attempts")
+"""Who holds a run, whether it is alive, how many takeovers it has had: beside its fields."""
 UNIT_FIELDS: Final = tuple(field.name for field in dataclasses.fields(UnitRecord))
 EVENT_FIELDS: Final = tuple(field.name for field in dataclasses.fields(EventRecord))
 
@@ -364,8 +368,23 @@ def run_table(now: datetime) -> list[Column]:
         Column("repo_path", _text("repo_path")),
         Column("started", _started(now)),
         Column("duration", _duration(now)),
+        Column("owner", held_by, _owner_style),
         Column("error", _text("error"), lambda row: "red"),
     ]
+
+
+def held_by(row: Row) -> str:
+    """Who holds a run, for people: its name, ``(dead)`` after a dead one, and attempts."""
+    owner = row.get("owner")
+    text = "" if owner is None else str(owner)
+    if owner is not None and not row.get("owner_alive"):
+        text += " (dead)"
+    attempts = row.get("attempts") or 0
+    return f"{text}{', ' if text else ''}attempt {attempts}" if attempts else text
+
+
+def _owner_style(row: Row) -> str | None:
+    return "red" if row.get("owner") is not None and not row.get("owner_alive") else None
 
 
 def unit_table(now: datetime) -> list[Column]:
@@ -405,6 +424,7 @@ RESUMABLE_FIELDS: Final = (
     "units_completed",
     "units_running",
     "next_sequence",
+    *OWNERSHIP_FIELDS,
 )
 
 
@@ -418,6 +438,7 @@ def resumable_table() -> list[Column]:
         Column("units_completed", lambda row: f"{row['units_completed']}/{row['units']}"),
         Column("units_running", lambda row: ", ".join(row["units_running"])),
         Column("next_sequence", _text("next_sequence"), right=True),
+        Column("owner", held_by, _owner_style),
     ]
 
 

@@ -1,10 +1,16 @@
 """A small orchestration daemon on daemon_db: it starts runs, works their units, and resumes.
 
-Built on daemon_db's public API only. On start it asks the store what was
-interrupted (``resumable_runs()``) and finishes that work: units already
-completed are skipped, the others are worked again. With nothing to resume it
-starts new runs. ``--crash-after SECONDS`` kills the process with SIGKILL
-part-way, as a crash or ``kill -9`` would; examples/demo.py does it from outside.
+Built on daemon_db's public API only. On start it claims what an earlier
+process left unfinished (``claim_resumable_runs()``) and finishes that work:
+units already completed are skipped, the others are worked again. On an empty
+store it starts new runs. ``--crash-after SECONDS`` kills the process with
+SIGKILL part-way, as a crash or ``kill -9`` would; examples/demo.py does it from
+outside.
+
+``--poison`` makes one more run whose resumption kills the daemon, as a bug
+would: the daemon crash-loops on it until the store gives it up, after
+``--max-attempts`` takeovers. (This daemon resumes its other runs first, so
+that they finish meanwhile.)
 
     python examples/daemon.py --db demo.db --fresh --crash-after 1.0
     python examples/daemon.py --db demo.db
@@ -14,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import random
 import signal
@@ -67,7 +74,7 @@ async def work_run(db: DB, run: Run, units: list[UnitRecord], pace: float) -> No
     """Work a run's unfinished units, ``parallelism`` at a time, then complete the run."""
     if run.status is RunStatus.PENDING:
         run = await db.update_run_status(run.id, RunStatus.RUNNING)
-    slots = asyncio.Semaphore(run.parallelism)
+    slots = asyncio.Semaphore(run.parallelism or 2)  # None: this daemon's default
 
     async def in_slot(unit: UnitRecord) -> None:
         async with slots:
@@ -80,19 +87,25 @@ async def work_run(db: DB, run: Run, units: list[UnitRecord], pace: float) -> No
     # --8<-- [end:work_run]
 
 
+def poisoned(run: Run) -> bool:
+    return bool(json.loads(run.config_json).get("poison"))
+
+
 # --8<-- [start:start_runs]
-async def start_runs(db: DB, runs: int, units: int) -> list[ResumableRun]:
+async def start_runs(db: DB, runs: int, units: int, poison: bool) -> list[ResumableRun]:
     started = []
-    for n in range(1, runs + 1):
+    for n in range(1, runs + 1 + poison):
+        bad = n > runs
         async with db.transaction() as tx:
             run = await tx.create_run(
                 Run(
-                    feature_branch=f"feature/demo-{n}",
-                    repo_path=str(Path.cwd()),
+                    feature_branch="feature/demo-poison" if bad else f"feature/demo-{n}",
+                    repo_path="/srv/app",
                     target_branch="main",
                     tasks_dir="tasks",
                     parallelism=2,
                     daemon_version="example",
+                    config_json=json.dumps({"poison": bad}),
                 )
             )
             unit_records = [
@@ -113,20 +126,31 @@ async def main(args: argparse.Namespace) -> None:
         asyncio.get_running_loop().call_later(args.crash_after, crash)
 
     async with DB.open(args.db) as db:
-        work = await db.resumable_runs()
+        # Take what a dead daemon left: runs nobody alive holds. Another daemon on the
+        # same file, at the same moment, takes the others; none is worked twice.
+        claimed = await db.claim_resumable_runs(max_attempts=args.max_attempts)
+        for run in claimed.abandoned:
+            say(f"run {run.id[-6:]} on {run.feature_branch}: given up: {run.error}")
+        work = claimed.resumed
         if work:
             say(f"resuming {len(work)} interrupted run(s)")
             for item in work:
                 done = sum(unit.status is UnitStatus.COMPLETED for unit in item.units)
                 redo = [f"{u.unit_id} ({u.status})" for u in item.units if u.status != "completed"]
                 say(
-                    f"run {item.run.id[-6:]}: {done}/{len(item.units)} units done,"
-                    f" next event #{item.next_sequence}; to do: {', '.join(redo) or 'nothing'}"
+                    f"run {item.run.id[-6:]}: attempt {item.attempt}, {done}/{len(item.units)}"
+                    f" units done, next event #{item.next_sequence};"
+                    f" to do: {', '.join(redo) or 'nothing'}"
                 )
-        else:
-            say(f"nothing to resume: starting {args.runs} runs")
-            work = await start_runs(db, args.runs, args.units)
-        await asyncio.gather(*(work_run(db, item.run, item.units, args.pace) for item in work))
+        elif not await db.list_runs(limit=1):
+            say(f"a new store: starting {args.runs} runs" + (" and a poisoned one" * args.poison))
+            work = await start_runs(db, args.runs, args.units, args.poison)
+        fresh = [item for item in work if not (item.attempt and poisoned(item.run))]
+        await asyncio.gather(*(work_run(db, item.run, item.units, args.pace) for item in fresh))
+        for item in work:
+            if item not in fresh:  # resuming it hits the bug: the daemon dies
+                say(f"run {item.run.id[-6:]}: resuming it (attempt {item.attempt}) ...")
+                crash()
         await report(db)
     # --8<-- [end:main]
 
@@ -158,6 +182,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--units", type=int, default=4, help="units per run (default: 4)")
     parser.add_argument("--pace", type=float, default=0.2, help="seconds per unit step")
     parser.add_argument("--acks", metavar="FILE", help="append each acknowledged event here")
+    parser.add_argument("--poison", action="store_true", help="one more run, that kills us")
+    parser.add_argument(
+        "--max-attempts", type=int, default=3, help="takeovers of a run before giving it up"
+    )
     return parser.parse_args(argv)
 
 

@@ -1,16 +1,20 @@
 """Crash and resume, end to end: what ``make demo`` runs.
 
-1. The example daemon (examples/daemon.py) starts three runs of four units each
-   and works units concurrently, logging progress events.
+1. The example daemon (examples/daemon.py) starts three runs of four units each,
+   and a fourth run that is poisoned: resuming it kills the daemon. It works
+   units concurrently, logging progress events.
 2. Part-way, this driver kills it with SIGKILL, then shows what the database
    says, with the daemon-db command line.
-3. It starts the daemon again; the daemon resumes what ``resumable_runs()``
-   returns and finishes every run.
+3. It starts the daemon again, as a supervisor would, each time it dies: the
+   daemon claims what the dead one held (``claim_resumable_runs()``), finishes
+   the three healthy runs, and dies resuming the poisoned one; after
+   ``max_attempts`` takeovers the store gives that one up (``failed``, with a
+   ``run_abandoned`` event) and the crash loop ends.
 4. Throughout, a read-only follower in another process tails one run's events
    (``daemon-db events RUN --follow``).
-5. The driver checks the result: every run completed exactly once, every unit
-   completed, sequences gap-free, and every event acknowledged before the kill
-   still there.
+5. The driver checks the result: the three runs completed exactly once, every
+   unit of theirs completed, the poisoned run abandoned after its attempts,
+   sequences gap-free, and every event acknowledged before a kill still there.
 
     python examples/demo.py [--db demo.db] [--quick]
 """
@@ -86,25 +90,37 @@ def remove(*paths: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-async def verify(db: Path, acknowledged: list[list[str]]) -> list[str]:
+async def verify(db: Path, acknowledged: list[list[str]], starts: int) -> list[str]:
     """Every check the demo makes, as lines: those starting with FAIL failed."""
     lines = []
     async with DB.open(db, readonly=True) as inspector:
         runs = await inspector.list_runs()
+        healthy = [run for run in runs if run.feature_branch != "feature/demo-poison"]
         stored = {}
         once = gap_free = units_done = True
         for run in runs:
             events = await inspector.list_events(run.id)
             stored.update({(run.id, e.sequence): e.id for e in events})
-            completions = [e for e in events if e.event_type == "run_completed"]
-            once &= run.status is RunStatus.COMPLETED and len(completions) == 1
             gap_free &= [e.sequence for e in events] == list(range(1, len(events) + 1))
-            units = await inspector.list_units_by_run(run.id)
-            units_done &= bool(units) and all(u.status is UnitStatus.COMPLETED for u in units)
+            if run in healthy:
+                completions = [e for e in events if e.event_type == "run_completed"]
+                once &= run.status is RunStatus.COMPLETED and len(completions) == 1
+                units = await inspector.list_units_by_run(run.id)
+                units_done &= bool(units) and all(u.status is UnitStatus.COMPLETED for u in units)
+            else:
+                given_up = [e.payload for e in events if e.event_type == "run_abandoned"]
+                abandoned = run.status is RunStatus.FAILED and len(given_up) == 1
+                attempts = given_up[0]["attempts"] if given_up else None
         kept = all(stored.get((run, int(seq))) == int(event) for run, seq, event in acknowledged)
+        still_active = await inspector.resumable_runs()
     checks = [
-        (len(runs) == 3 and once, f"{len(runs)} runs, each completed exactly once"),
-        (units_done, "every unit completed"),
+        (len(healthy) == 3 and once, f"{len(healthy)} healthy runs, each completed exactly once"),
+        (units_done, "every unit of theirs completed"),
+        (
+            len(runs) == 4 and abandoned and not still_active,
+            f"the poisoned run given up at its takeover {attempts} (max_attempts 3), in {starts}"
+            " starts: the crash loop is over",
+        ),
         (gap_free, "every run's event sequences gap-free"),
         (kept, f"all {len(acknowledged)} events acknowledged to the daemon are stored"),
     ]
@@ -126,9 +142,10 @@ async def main(db: Path, quick: bool) -> int:
         str(pace),
         "--acks",
         str(acks),
+        "--poison",
     ]
 
-    banner("first start: a fresh database; the daemon starts 3 runs of 4 units")
+    banner("first start: a fresh database; the daemon starts 3 runs of 4 units, and a poisoned one")
     first, first_output, said = await start("[daemon]  ", *daemon)
     run_id = await first_run(db, said)
     follow = [sys.executable, "-m", "daemon_db", "events", run_id, "--follow", "--db", str(db)]
@@ -143,25 +160,37 @@ async def main(db: Path, quick: bool) -> int:
     await cli(db, "runs")
     await cli(db, "resumable")
 
-    banner("second start: the daemon resumes the interrupted runs")
-    second, second_output, _ = await start("[daemon]  ", *daemon)
-    resumed = await second.wait()
-    await second_output
-    if resumed != 0:
-        print("[driver]   the second start failed", flush=True)
-        return 1
+    starts = 1
+    banner("the daemon started again, as a supervisor would, each time it dies")
+    while True:
+        starts += 1
+        again, again_output, _ = await start("[daemon]  ", *daemon)
+        code = await again.wait()
+        await again_output
+        if code == 0:
+            break
+        print(f"[driver]   the daemon died (exit {code}): start it again", flush=True)
+        if starts > 8:
+            print("[driver]   still crash-looping after 8 starts: giving up", flush=True)
+            return 1
     async with asyncio.timeout(30):
         await follower.wait()  # it ends by itself once its run is finished
         await follower_output
 
+    banner("what the database says now")
+    await cli(db, "runs")
+
     banner("checks")
-    lines = await verify(db, read_acks(acks))
+    lines = await verify(db, read_acks(acks), starts)
     remove(acks)
     for line in lines:
         print(line)
     if any(line.startswith("FAIL") for line in lines):
         return 1
-    print("\nthe daemon was killed mid-work, came back, finished every run, and lost nothing")
+    print(
+        "\nthe daemon was killed mid-work, came back, finished every healthy run, gave the"
+        " poisoned one up instead of crash-looping, and lost nothing"
+    )
     return 0
 
 

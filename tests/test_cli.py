@@ -114,6 +114,7 @@ def test_runs_in_every_form(
         "repo_path",
         "started",
         "duration",
+        "owner",
         "error",
     ]
     assert [line.split()[0] for line in lines[2:]] == ids
@@ -490,7 +491,8 @@ def test_csv_of_an_empty_listing_has_its_header(db_path: Path) -> None:
     asyncio.run(_empty(db_path))
     done = daemon_db_command("runs", "--csv", "--db", str(db_path))
     assert (done.returncode, done.stderr) == (0, "")
-    assert done.stdout == ",".join(dataclass_fields(Run)) + "\n"
+    header = [*dataclass_fields(Run), "owner", "owner_alive", "attempts"]
+    assert done.stdout == ",".join(header) + "\n"
 
 
 def dataclass_fields(record: type) -> list[str]:
@@ -978,3 +980,83 @@ def test_stored_events_match_the_streamed_ones(
     _, out, _ = cli(capsys, "events", run.id, "--db", str(db_path), "--json")
     streamed = json.loads(out)
     assert [event["sequence"] for event in streamed] == [e.sequence for e in asyncio.run(stored())]
+
+
+# Owners, and the operators' writes
+
+
+def test_runs_show_and_resumable_say_who_holds_each_run(
+    capsys: pytest.CaptureFixture[str], db_path: Path
+) -> None:
+    async def held() -> Run:
+        async with DB.open(db_path, owner="daemon-a", lease=600) as db:
+            run = await db.create_run(new_run(status="running"))
+            await db.claim_resumable_runs()
+            with sqlite3.connect(db_path) as conn:  # it dies: its lease runs out
+                conn.execute("UPDATE owners SET lease_until = '2000-01-01T00:00:00.000000Z'")
+            db._release = _nothing  # type: ignore[method-assign]
+            return run
+
+    run = asyncio.run(held())
+    _, out, _ = cli(capsys, "runs", "--db", str(db_path), "--json")
+    [row] = json.loads(out)
+    assert (row["id"], row["owner"], row["owner_alive"], row["attempts"]) == (
+        run.id,
+        "daemon-a",
+        False,
+        0,
+    )
+    _, out, _ = cli(capsys, "runs", "--db", str(db_path), "--no-color")
+    assert "daemon-a (dead)" in out
+    _, out, _ = cli(capsys, "show", run.id[-6:], "--db", str(db_path), "--no-color")
+    assert re.search(r"^owner +daemon-a \(dead\)$", out, re.MULTILINE), out
+    _, out, _ = cli(capsys, "resumable", "--db", str(db_path), "--nl")
+    assert json.loads(out)["owner"] == "daemon-a"
+    assert json.loads(out)["owner_alive"] is False
+
+
+async def _nothing() -> None:
+    """A close that does not hand runs back: what a process that died did."""
+
+
+def test_release_fail_and_cancel_write_and_say_what_changed(db_path: Path) -> None:
+    async def made() -> list[Run]:
+        async with DB.open(db_path, owner="stuck") as db:
+            runs = [await db.create_run(new_run(status="running")) for _ in range(3)]
+            db._release = _nothing  # type: ignore[method-assign]
+            return runs
+
+    released, failed, cancelled = asyncio.run(made())
+    done = daemon_db_command("release", released.id[-6:].lower(), "--db", str(db_path))
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout == f"released run {released.id} (held by stuck): the next claim takes it\n"
+    again = daemon_db_command("release", released.id, "--db", str(db_path))
+    assert again.stdout == f"run {released.id} was held by nobody: nothing changed\n"
+
+    done = daemon_db_command("fail", failed.id, "--reason", "branch deleted", "--db", str(db_path))
+    assert (done.returncode, done.stdout) == (0, f"failed run {failed.id} (it was running)\n")
+    done = daemon_db_command("fail", failed.id, "--reason", "again", "--db", str(db_path))
+    assert done.stdout == f"run {failed.id} was already failed: nothing changed\n"
+    refused = daemon_db_command("cancel", failed.id, "--db", str(db_path))
+    assert_one_line_error(refused, 1, failed.id, "already failed", "nothing changed")
+    done = daemon_db_command("cancel", cancelled.id, "--db", str(db_path))
+    assert (done.returncode, done.stdout) == (0, f"cancelled run {cancelled.id} (it was running)\n")
+
+    async def stored() -> tuple[list[Run], list[list[str]]]:
+        async with DB.open(db_path, readonly=True) as db:
+            runs = [await db.get_run(run.id) for run in (released, failed, cancelled)]
+            logs = [[e.event_type for e in await db.list_events(r.id)] for r in runs if r]
+            return [r for r in runs if r], logs
+
+    runs, logs = asyncio.run(stored())
+    assert [run.status for run in runs] == [
+        RunStatus.RUNNING,
+        RunStatus.FAILED,
+        RunStatus.CANCELLED,
+    ]
+    assert runs[1].error == "branch deleted"
+    assert logs == [[], ["run_completed"], ["run_completed"]]  # one each, whatever was retried
+    missing = daemon_db_command("fail", "ZZZZZZ", "--reason", "x", "--db", str(db_path))
+    assert_one_line_error(missing, 1, "ZZZZZZ")
+    no_reason = daemon_db_command("fail", failed.id, "--db", str(db_path))
+    assert_one_line_error(no_reason, 2, "--reason")

@@ -1,4 +1,8 @@
-"""The crash-and-resume demo (make demo), in its quick mode: its own checks must pass."""
+"""The crash-and-resume demo (make demo), in its quick mode: its own checks must pass.
+
+The daemon is killed part-way, resumes, and crash-loops on a poisoned run until the
+store gives that run up.
+"""
 
 from __future__ import annotations
 
@@ -20,8 +24,10 @@ def test_the_demo_kills_the_daemon_and_it_resumes_losing_nothing(tmp_path: Path)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "kill -9 the daemon" in out
-    assert "resuming 3 interrupted run(s)" in out or "resuming 2 interrupted run(s)" in out
+    assert "resuming 4 interrupted run(s)" in out or "resuming 3 interrupted run(s)" in out
     assert "run_completed" in out  # the follower saw its run finish
+    assert out.count("resuming it (attempt") == 3  # the poisoned run killed it three times
+    assert "given up: abandoned" in out
     checks = [line for line in out.splitlines() if line.startswith(("ok ", "FAIL"))]
-    assert len(checks) == 4
+    assert len(checks) == 5
     assert all(line.startswith("ok ") for line in checks), checks

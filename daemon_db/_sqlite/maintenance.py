@@ -102,11 +102,13 @@ def _one_of(column: str, values: Iterable[str]) -> str:
 _VALUES = {
     "runs": {
         "id": _text("id", name=True),
-        "feature_branch": _text("feature_branch", name=True),
+        "feature_branch": _text("feature_branch", optional=True, name=True),
         "repo_path": _text("repo_path", name=True),
         "target_branch": _text("target_branch", name=True),
         "tasks_dir": _text("tasks_dir", name=True),
-        "parallelism": "typeof(parallelism) <> 'integer' OR parallelism < 1",
+        "parallelism": "parallelism IS NOT NULL"
+        " AND (typeof(parallelism) <> 'integer' OR parallelism < 1)",
+        "attempts": "typeof(attempts) <> 'integer' OR attempts < 0",
         "status": _one_of("status", (status.value for status in RunStatus)),
         "daemon_version": _text("daemon_version"),
         "started_at": _timestamp("started_at"),

@@ -29,11 +29,13 @@ from . import events, rows, runs, units
 from .work import snapshot
 
 __all__ = [
+    "Held",
     "Owner",
     "alive",
     "claim",
     "create_run",
     "ensure",
+    "ownership",
     "release",
     "release_run",
     "resumable",
@@ -101,6 +103,30 @@ def release_run(conn: sqlite3.Connection, *, run_id: str) -> str | None:
     conn.execute("UPDATE runs SET owner_id = NULL WHERE id = ?", (run_id,))
     name: str | None = row[1]
     return name
+
+
+def ownership(conn: sqlite3.Connection, *, run_ids: Sequence[str]) -> dict[str, Held]:
+    """Who holds each of these runs, whether it is alive, and the runs' attempts."""
+    here, now = this_process(), timestamps.to_text(timestamps.now())
+    found = conn.execute(
+        "SELECT runs.id, runs.attempts, owners.name, owners.machine, owners.pid, owners.started,"
+        " owners.lease_until FROM runs LEFT JOIN owners ON owners.id = runs.owner_id"
+        " WHERE runs.id IN (SELECT value FROM json_each(?))",
+        (json.dumps(list(run_ids)),),
+    )
+    return {
+        run_id: Held(name, name is not None and alive(liveness, now=now, here=here), attempts)
+        for run_id, attempts, name, *liveness in found
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """Who holds a run (its name, or None), whether that owner is alive, and its attempts."""
+
+    owner: str | None
+    alive: bool
+    attempts: int
 
 
 def alive(row: Sequence[Any], *, now: str, here: Process) -> bool:
@@ -184,8 +210,9 @@ def claim(
         except rows.DamagedRow as exc:
             damaged.append(exc)
             continue
-        attempt = row[_ATTEMPTS] + (row[_OWNER_ID] is not None)  # a takeover from the dead
-        if max_attempts is not None and attempt > max_attempts:
+        taken_over = row[_OWNER_ID] is not None  # from an owner that died holding it
+        attempt = row[_ATTEMPTS] + taken_over
+        if taken_over and max_attempts is not None and attempt > max_attempts:
             given_up.append(_give_up(conn, run, attempt, max_attempts, row[_NAME], now))
         else:
             taken.append(row)

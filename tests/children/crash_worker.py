@@ -7,6 +7,7 @@ write, only after the call acknowledging it has returned:
     event <run_id> <sequence> <event_id>
     unit <unit_record_id> <status>
     complete <run_id> <status>
+    claim <run_id> <attempt>    a run taken over at start-up
 """
 
 import asyncio
@@ -29,9 +30,10 @@ async def main(path: str, seed: int) -> None:
         # Like a daemon at start-up: carry on with what the last process left.
         runs: dict[str, list[str]] = {}
         units: dict[str, UnitStatus] = {}
-        for item in await db.resumable_runs():
+        for item in (await db.claim_resumable_runs(max_attempts=None)).resumed:
             runs[item.run.id] = [unit.id for unit in item.units]
             units.update({unit.id: unit.status for unit in item.units})
+            ack("claim", item.run.id, item.attempt)
 
         async def create() -> None:
             async with db.transaction() as tx:

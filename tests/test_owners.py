@@ -1,0 +1,261 @@
+"""Owners, claims, compare-and-set, and the data a real orchestrator stores (issue 9)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from daemon_db import (
+    DB,
+    InvalidRecordError,
+    RunStatus,
+    StatusConflictError,
+    UnitRecord,
+    UnitStatus,
+)
+from tests.helpers import V1_ROWS, make_version_1, new_run, new_unit
+
+
+def _expire(path: Path, db: DB) -> None:
+    """Make ``db``'s lease run out, as a hung loop's would (its process still runs)."""
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute(
+            "UPDATE owners SET lease_until = '2000-01-01T00:00:00.000000Z' WHERE id = ?",
+            (db._owner.id,),
+        )
+
+
+async def test_a_run_is_held_by_the_db_that_made_it_until_it_closes(db_path: Path) -> None:
+    async with DB.open(db_path, owner="daemon-a") as first:
+        run = await first.create_run(new_run(status="running"))
+        async with DB.open(db_path, owner="daemon-b") as second:
+            [item] = await second.resumable_runs()
+            assert (item.owner, item.owner_alive, item.attempt) == ("daemon-a", True, 0)
+            claimed = await second.claim_resumable_runs()
+            assert claimed.resumed == claimed.abandoned == claimed.damaged == []
+    async with DB.open(db_path, readonly=True) as inspector:
+        [item] = await inspector.resumable_runs()
+        assert (item.owner, item.owner_alive, item.attempt) == (None, False, 0)  # handed back
+    async with DB.open(db_path, owner="daemon-c") as third:
+        claimed = await third.claim_resumable_runs()
+        assert [(r.run.id, r.attempt, r.owner, r.owner_alive) for r in claimed.resumed] == [
+            (run.id, 0, "daemon-c", True)  # a clean close counts no attempt
+        ]
+        assert (await third.claim_resumable_runs()).resumed == []  # held now
+
+
+async def test_the_default_owner_names_this_process(db_path: Path) -> None:
+    async with DB.open(db_path) as db:
+        await db.create_run(new_run())
+        [item] = await db.resumable_runs()
+    assert item.owner is not None
+    host, pid, started = item.owner.split(":")
+    assert (host, int(pid)) == (socket.gethostname(), os.getpid())
+    assert started.isdigit()  # the process's start time: a reused pid is another owner
+
+
+async def test_an_owner_whose_lease_expired_loses_its_runs_to_the_next_claim(
+    db_path: Path,
+) -> None:
+    async with DB.open(db_path, owner="hung") as hung, DB.open(db_path, owner="next") as other:
+        runs = [await hung.create_run(new_run(status="running")) for _ in range(3)]
+        finished = await hung.create_run(new_run(status="completed"))
+        assert (await other.claim_resumable_runs()).resumed == []
+        _expire(db_path, hung)
+        found = await other.resumable_runs()
+        assert [(r.owner, r.owner_alive) for r in found] == [("hung", False)] * 3
+        claimed = await other.claim_resumable_runs()
+        assert [(r.run.id, r.attempt) for r in claimed.resumed] == [(r.id, 1) for r in runs]
+        assert await other.get_run(finished.id) == finished
+        # The hung owner comes back: what it makes is its own again, what it lost is not.
+        mine = await hung.create_run(new_run(status="running"))
+        assert {(r.run.id, r.owner) for r in await other.resumable_runs()} == {
+            *((r.id, "next") for r in runs),
+            (mine.id, "hung"),
+        }
+
+
+async def test_past_max_attempts_a_run_is_abandoned_not_resumed(db_path: Path) -> None:
+    async with DB.open(db_path, owner="a") as a, DB.open(db_path, owner="b") as b:
+        poison = await a.create_run(new_run(status="running"))
+        for attempt, (taker, dying) in enumerate([(b, a), (a, b)], start=1):
+            _expire(db_path, dying)  # its resumption killed the daemon
+            [item] = (await taker.claim_resumable_runs(max_attempts=2)).resumed
+            assert item.attempt == attempt
+        _expire(db_path, a)
+        claimed = await b.claim_resumable_runs(max_attempts=2)
+        assert claimed.resumed == []
+        [abandoned] = claimed.abandoned
+        assert (abandoned.id, abandoned.status) == (poison.id, RunStatus.FAILED)
+        assert abandoned.error is not None
+        assert "died 3 times" in abandoned.error
+        assert "max_attempts is 2" in abandoned.error
+        assert await b.get_run(poison.id) == abandoned
+        [event] = await b.list_events(poison.id)
+        assert event.event_type == "run_abandoned"
+        assert event.payload == {"attempts": 3, "max_attempts": 2, "owner": "a"}
+        assert await b.resumable_runs() == []
+        # A run handed back by a clean close is taken whatever its count: no takeover.
+        other = await a.create_run(new_run(status="running"))
+    async with DB.open(db_path) as c:
+        [item] = (await c.claim_resumable_runs(max_attempts=0)).resumed
+        assert (item.run.id, item.attempt) == (other.id, 0)
+
+
+async def test_max_attempts_none_never_abandons(db_path: Path) -> None:
+    async with DB.open(db_path, owner="a") as a, DB.open(db_path, owner="b") as b:
+        await a.create_run(new_run(status="running"))
+        for attempt in range(1, 6):
+            taker, loser = (b, a) if attempt % 2 else (a, b)
+            _expire(db_path, loser)
+            [item] = (await taker.claim_resumable_runs(max_attempts=None)).resumed
+            assert item.attempt == attempt
+
+
+async def test_release_run_hands_a_run_back_uncounted(db_path: Path) -> None:
+    async with DB.open(db_path, owner="stuck") as stuck, DB.open(db_path, owner="new") as new:
+        run = await stuck.create_run(new_run(status="running"))
+        assert await new.release_run(run.id) == "stuck"
+        assert await new.release_run(run.id) is None
+        [item] = (await new.claim_resumable_runs()).resumed
+        assert (item.run.id, item.attempt, item.owner) == (run.id, 0, "new")
+
+
+async def test_claims_read_through_a_transaction_block_see_its_work(db: DB) -> None:
+    async with db.transaction() as tx:
+        await tx.create_run(new_run(status="pending"))
+        assert (await tx.claim_resumable_runs()).resumed == []  # its own run: held already
+        assert len(await tx.resumable_runs()) == 1
+
+
+async def test_a_read_only_db_owns_nothing(db_path: Path) -> None:
+    async with DB.open(db_path):
+        pass
+    with pytest.raises(InvalidRecordError) as raised:
+        await DB.open(db_path, readonly=True, owner="inspector")
+    assert raised.value.field == "owner"
+    for lease in (0, -1, float("inf"), float("nan"), "30"):
+        with pytest.raises(InvalidRecordError):
+            await DB.open(db_path, lease=lease)  # type: ignore[arg-type]
+    with pytest.raises(InvalidRecordError):
+        await DB.open(db_path, owner="  ")
+
+
+# Compare-and-set
+
+
+async def test_update_run_status_with_expected_is_a_compare_and_set(db: DB) -> None:
+    run = await db.create_run(new_run(status="running"))
+    cancelled = await db.update_run_status(run.id, RunStatus.CANCELLED, expected="running")
+    with pytest.raises(StatusConflictError) as raised:
+        await db.update_run_status(
+            run.id, RunStatus.COMPLETED, expected={RunStatus.PENDING, RunStatus.RUNNING}
+        )
+    assert raised.value.current is RunStatus.CANCELLED
+    assert raised.value.expected == {RunStatus.PENDING, RunStatus.RUNNING}
+    assert raised.value.record_id == run.id
+    assert "cancelled, not pending or running" in str(raised.value)
+    assert await db.get_run(run.id) == cancelled
+
+
+async def test_update_unit_status_with_expected_is_a_compare_and_set(db: DB) -> None:
+    run = await db.create_run(new_run())
+    unit = await db.create_unit(new_unit(run, "u1", status="ready"))
+    await db.update_unit_status(unit.id, UnitStatus.RUNNING, expected=UnitStatus.READY)
+    with pytest.raises(StatusConflictError) as raised:
+        await db.update_unit_status(unit.id, UnitStatus.RUNNING, expected=[UnitStatus.READY])
+    assert raised.value.current is UnitStatus.RUNNING
+    assert (await db.get_unit(unit.id)).status is UnitStatus.RUNNING  # type: ignore[union-attr]
+
+
+async def test_complete_run_twice_changes_nothing_the_second_time(db: DB) -> None:
+    run = await db.create_run(new_run(status="running"))
+    done = await db.complete_run(run.id, RunStatus.CANCELLED, error="stopped")
+    assert await db.complete_run(run.id, RunStatus.CANCELLED, error="again") == done
+    with pytest.raises(StatusConflictError) as raised:
+        await db.complete_run(run.id, RunStatus.COMPLETED)
+    assert raised.value.current is RunStatus.CANCELLED
+    assert [e.event_type for e in await db.list_events(run.id)] == ["run_completed"]
+    assert await db.get_run(run.id) == done
+
+
+@pytest.mark.parametrize("apart", [False, True], ids=["one DB", "two DBs"])
+async def test_stop_racing_completion_has_exactly_one_outcome(db_path: Path, apart: bool) -> None:
+    async with DB.open(db_path) as stopper, DB.open(db_path) as worker:
+        finisher = worker if apart else stopper
+        for _ in range(100):
+            run = await stopper.create_run(new_run(status="running"))
+            outcomes = await asyncio.gather(
+                stopper.complete_run(run.id, RunStatus.CANCELLED, "stopped"),
+                finisher.complete_run(run.id, RunStatus.COMPLETED),
+                return_exceptions=True,
+            )
+            winners = [o for o in outcomes if not isinstance(o, BaseException)]
+            losers = [o for o in outcomes if isinstance(o, BaseException)]
+            assert len(winners) == 1
+            assert [type(o) for o in losers] == [StatusConflictError]
+            stored = await stopper.get_run(run.id)
+            assert stored == winners[0]
+            completions = await stopper.list_events(run.id)
+            assert [e.payload["status"] for e in completions] == [stored.status.value]
+
+
+# A real client's data
+
+
+async def test_a_run_without_a_branch_or_a_parallelism(db: DB) -> None:
+    first = await db.create_run(new_run(feature_branch=None, parallelism=None, status="running"))
+    second = await db.create_run(new_run(feature_branch=None, status="running"))
+    assert first.feature_branch is first.parallelism is None
+    assert await db.get_run(first.id) == first
+    # The one-active-run rule is for runs on a branch: these are nobody's rivals.
+    assert {r.id for r in await db.list_incomplete_runs()} == {first.id, second.id}
+    await db.update_run_status(second.id, RunStatus.PENDING)
+    claimed = [r.run.id for r in await db.resumable_runs()]
+    assert claimed == sorted([first.id, second.id])
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "hint"),
+    [("feature_branch", "", "a run without a branch"), ("parallelism", 0, "default")],
+)
+def test_empty_and_zero_are_refused_pointing_to_none(field: str, value: object, hint: str) -> None:
+    with pytest.raises(InvalidRecordError) as raised:
+        new_run(**{field: value})
+    assert "None means" in str(raised.value)
+    assert hint in str(raised.value)
+
+
+async def test_a_scheduler_s_unit_states(db: DB) -> None:
+    run = await db.create_run(new_run(status="running"))
+    ready = await db.create_unit(new_unit(run, "a", status="ready"))
+    blocked = await db.create_unit(new_unit(run, "b", status=UnitStatus.BLOCKED))
+    assert (ready.completed_at, blocked.completed_at) == (None, None)
+    cancelled = await db.update_unit_status(blocked.id, UnitStatus.CANCELLED)
+    assert cancelled.completed_at is not None  # cancelled is finished, as for runs
+    assert [u.unit_id for u in await db.list_units_by_status(run.id, UnitStatus.READY)] == ["a"]
+
+
+async def test_runs_made_by_an_earlier_schema_are_claimed_after_migration(tmp_path: Path) -> None:
+    old = tmp_path / "old.db"
+    make_version_1(old, V1_ROWS)
+    async with DB.open(old, owner="upgraded") as db:
+        claimed = await db.claim_resumable_runs()
+        [item] = claimed.resumed
+        assert (item.run.id, item.attempt, item.owner) == (
+            "01J0000000000000000000000A",
+            0,
+            "upgraded",
+        )
+        assert [u.unit_id for u in item.units] == ["u1"]
+        assert item.next_sequence == 3
+        await db.create_unit(UnitRecord(run_id=item.run.id, unit_id="u2", status="blocked"))
+        done = await db.create_run(new_run(feature_branch=None, parallelism=None))
+        assert await db.get_run(done.id) == done
+        assert await db.check() == []
