@@ -288,7 +288,7 @@ async def check(args: argparse.Namespace) -> int:
     """Check the file and the store's rules; exit status 1 when something is wrong."""
     async with _open(args) as db:
         with _progress(f"checking {args.db}") as progress:
-            problems = await progress.spin(db.check())
+            problems = await progress.spin(db.check(quick=args.quick))
     if args.form in ("json", "nl"):
         output.write_report({"ok": not problems, "problems": problems}, args.form, sys.stdout)
     elif args.form == "csv":
@@ -344,10 +344,16 @@ async def prune(args: argparse.Namespace) -> int:
     async with _open(args, readonly=args.dry_run) as db:
         with _progress("pruning") as progress:
             removed = await _prune(db, cutoff, dry_run=args.dry_run, progress=progress)
+        freed = None
+        if args.vacuum and not args.dry_run:
+            with _progress("vacuuming") as progress:
+                freed = await progress.spin(db.vacuum())
     listed = _listing(args, output.RUN_FIELDS, output.run_table(timestamps.now()))
     await _write(_aiter(removed), listed)
     verb = "would remove" if args.dry_run else "removed"
     _note(f"{verb} {len(removed)} finished run(s) completed before {timestamps.to_text(cutoff)}")
+    if freed is not None:
+        _note(f"vacuum: the file shrank by {freed:,} bytes")
     return 0
 
 

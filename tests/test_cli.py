@@ -934,9 +934,13 @@ def test_wrong_schema_versions(
 def _back_to_version_1(path: Path) -> None:
     with sqlite3.connect(path) as conn:
         conn.execute("PRAGMA user_version = 1")
-        conn.execute("DROP INDEX runs_by_status")
-        conn.execute("DROP INDEX runs_by_branch")
-        conn.execute("DROP INDEX runs_one_active")
+        # Everything the migrations after the first created.
+        for kind, name in conn.execute(
+            "SELECT type, name FROM sqlite_master WHERE type IN ('index', 'trigger')"
+            " AND name NOT LIKE 'sqlite_autoindex%'"
+        ).fetchall():
+            conn.execute(f"DROP {kind} {name}")
+        conn.execute("DROP TABLE counts")
     conn.close()
 
 

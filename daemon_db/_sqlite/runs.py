@@ -21,10 +21,12 @@ from . import events, rows, units
 from .work import snapshot
 
 __all__ = [
+    "COLUMNS",
     "complete",
     "create",
     "delete",
     "find_ids",
+    "from_row",
     "get",
     "get_by_branch",
     "list_page",
@@ -65,6 +67,10 @@ def _from_row(row: tuple[Any, ...]) -> Run:
 
 
 _NAMES = tuple(name.strip() for name in _COLUMNS.split(","))
+
+# For the other modules of the engine that read whole runs (maintenance.py).
+COLUMNS = _COLUMNS
+from_row = _from_row
 _CHECKS: dict[int, rows.Check] = {
     5: rows.positive_int,
     6: rows.member(_STATUSES, "a run status"),
