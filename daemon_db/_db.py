@@ -28,6 +28,7 @@ from ._errors import ClosedError, DaemonDBError, InvalidRecordError, ReadOnlyErr
 from ._operations import PAGE_SIZE, Operations
 from ._records import FINISHED_RUN_STATUSES, EventRecord, Run, Stats
 from ._sqlite import bridge, events, maintenance, orphans, runs, schema, work
+from ._sqlite.checkpointer import Checkpointer
 from ._sqlite.work import Work
 from ._sqlite.writer import Writer
 from ._transaction import Transaction
@@ -70,7 +71,22 @@ class DB(Operations):
     ) -> None:
         """Use ``DB.open()``; this only assembles connections it has opened."""
         self._path = path
-        self._writer = None if writer is None else Writer(writer, path, self._notify)
+        # Checkpoints run beside the writer, never inside its commits.
+        self._checkpointer = (
+            Checkpointer(path) if writer is not None and path != schema.MEMORY else None
+        )
+        checkpointer = self._checkpointer
+        self._writer = (
+            None
+            if writer is None
+            else Writer(
+                writer,
+                path,
+                self._notify,
+                gate=None if checkpointer is None else checkpointer.gate,
+                before=None if checkpointer is None else checkpointer.before_write,
+            )
+        )
         self._reader = reader
         # The block a task is in. Tasks copy their context when created, so a
         # task started inside a block (by gather, or wait_for on Python 3.11)
@@ -194,6 +210,8 @@ class DB(Operations):
             if self._writer is not None:
                 await self._writer.drain()
         finally:
+            if self._checkpointer is not None:  # its connection closes before the writer's
+                await asyncio.to_thread(self._checkpointer.stop)
             # The writer closes last: as the last connection to the file, it can
             # checkpoint the WAL into the database and remove it.
             try:
@@ -488,6 +506,9 @@ class DB(Operations):
         return self._change
 
     def _notify(self) -> None:
+        """Called after each commit: followers look for new events, the checkpointer wakes."""
+        if self._checkpointer is not None:
+            self._checkpointer.committed()
         change, self._change = self._change, None
         if change is not None and not change.done():
             change.set_result(None)
