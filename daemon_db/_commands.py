@@ -38,9 +38,6 @@ __all__ = [
 
 T = TypeVar("T")
 
-PAGE_ROWS: Final = 1000
-"""Rows asked of the store at a time by a streaming listing."""
-
 CANDIDATES_SHOWN: Final = 5
 """Run ids an ambiguous id lists before "and N more"."""
 
@@ -64,50 +61,20 @@ async def runs(args: argparse.Namespace) -> int:
     """List runs, a page at a time; with ``--limit``, a hint names the next ``--after``."""
     async with _open(args) as db:
         after = None if args.after is None else await _run_id(db, args.after, "--after")
-        page = PAGE_ROWS if args.limit is None else min(PAGE_ROWS, args.limit + 1)
-        found = _runs_of(db, args, after=after, page_rows=page)
+        found = db.iter_runs(
+            status=args.status,
+            feature_branch=args.branch,
+            repo_path=args.repo,
+            # One more than shown: it says whether more follow.
+            limit=None if args.limit is None else args.limit + 1,
+            after=after,
+            newest_first=args.newest_first,
+        )
         listed = _listing(args, output.RUN_FIELDS, output.run_table(timestamps.now()))
         last = await _write(found, listed, limit=args.limit)
     if last is not None:
         _note(f"more runs follow: add --after {last.id} to see them")
     return 0
-
-
-async def _runs_of(
-    db: DB, args: argparse.Namespace, *, after: str | None, page_rows: int
-) -> AsyncIterator[Run]:
-    """The runs the filters select, a page at a time (what ``db.iter_runs`` will do)."""
-    while True:
-        page = await db.list_runs(
-            status=args.status,
-            feature_branch=args.branch,
-            repo_path=args.repo,
-            limit=page_rows,
-            after=after,
-            newest_first=args.newest_first,
-        )
-        for run in page:
-            yield run
-        if len(page) < page_rows:
-            return
-        after = page[-1].id
-
-
-async def _events_of(db: DB, run_id: str, since: int) -> AsyncIterator[EventRecord]:
-    """The run's events after ``since`` up to its latest now, a page at a time.
-
-    What ``db.iter_events`` will do. Until then, ``follow_events`` pages through
-    the log (``list_events_since`` would read it whole), stopped at the event
-    that was the last when the listing began.
-    """
-    last = await db.get_next_sequence(run_id) - 1
-    if last <= since:
-        return
-    async with _closing(db.follow_events(run_id, since)) as following:
-        async for event in following:
-            yield event
-            if event.sequence >= last:
-                return
 
 
 async def _write(
@@ -146,7 +113,7 @@ async def show_run(args: argparse.Namespace) -> int:
             raise CommandError(f"RUN_ID {show(args.run_id)}: no such run in {args.db}")
         units = await db.list_units_by_run(run.id)
         count = await db.get_next_sequence(run.id) - 1
-        latest = _events_of(db, run.id, max(0, count - args.events))
+        latest = db.iter_events(run.id, max(0, count - args.events))
         if args.form in ("json", "nl"):
             await _show_as_json(run, units, count, latest, args)
         elif args.form == "csv":
@@ -213,7 +180,7 @@ async def events(args: argparse.Namespace) -> int:
             found = db.follow_events(run_id, args.since)
             listed = _listing(args, output.EVENT_FIELDS, [], stream=True)
         else:
-            found = _events_of(db, run_id, args.since)
+            found = db.iter_events(run_id, args.since)
             listed = _listing(args, output.EVENT_FIELDS, output.event_table(timestamps.now()))
         chosen = _chosen_events(found, types=args.type, unit=args.unit)
         last = await _write(chosen, listed, limit=args.limit, live=args.follow)
