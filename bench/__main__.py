@@ -201,6 +201,18 @@ async def main(quick: bool) -> dict[str, Any]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
+    return {
+        "processor": _processor(),
+        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30),
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+    }
+
+
 def _processor() -> str:
     """The CPU's model name (Linux), else what platform says."""
     try:
