@@ -50,7 +50,7 @@ past it, SQLite's count would overflow and it would not wait at all.
 PRUNE_BATCH_EVENTS: Final = 5000
 """prune_runs deletes runs with about this many events per transaction."""
 
-PRUNE_BATCH_SECONDS: Final = 0.015
+PRUNE_BATCH_SECONDS: Final = 0.01
 """...and stops a transaction's deleting after this long, so other writes wait little."""
 
 
