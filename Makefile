@@ -1,11 +1,11 @@
-# The one entry point: `make demo`, `make test`, `make docs`, `make bench`, `make lint`.
+# The one entry point: `make demo`, `make test`, `make docs`, `make bench`, `make bench-scale`, `make lint`.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 READY := $(VENV)/.ready
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: demo test lint typecheck docs docs-check reliability bench clean
+.PHONY: demo test lint typecheck docs docs-check reliability bench bench-scale clean
 
 $(READY): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,12 @@ reliability: $(READY)
 # daemon_db beside raw sqlite3, plain aiosqlite and SQLAlchemy, in one run (~2 min).
 bench: $(READY)
 	$(BIN)/python -m bench
+
+# daemon_db on a file of 1,000,000 runs, 4,000,000 units and 10,000,000 events,
+# bulk-loaded into the system's temporary folder (about 3.3 GB, deleted at the
+# end), beside issue 10's figures (~15 min). SCALE_ARGS="--runs 100000" for less.
+bench-scale: $(READY)
+	$(BIN)/python -m bench.scale $(SCALE_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis *.egg-info site demo.db demo.db-wal demo.db-shm

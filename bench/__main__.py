@@ -179,6 +179,10 @@ async def main(quick: bool) -> dict[str, Any]:
         stores, round_trip = measure_stores(template, dataset, folder, sizes)
         results: dict[str, Any] = {
             "machine": {
+                "processor": _processor(),
+                "memory_gb": round(
+                    os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+                ),
                 "python": platform.python_version(),
                 "sqlite": sqlite3.sqlite_version,
                 "platform": platform.platform(),
@@ -195,6 +199,30 @@ async def main(quick: bool) -> dict[str, Any]:
         return results
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
+    return {
+        "processor": _processor(),
+        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30),
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+    }
+
+
+def _processor() -> str:
+    """The CPU's model name (Linux), else what platform says."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def cli(argv: list[str]) -> int:

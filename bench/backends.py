@@ -2,9 +2,10 @@
 
 - ``sqlite3``: daemon_db's own SQL functions called synchronously on a plain
   sqlite3 connection, each write in its own transaction: the floor.
-- ``aiosqlite``: hand-written code as aiosqlite's README shows it: ``execute``
-  then ``commit`` per write, ``async with db.execute(...) as cursor`` and
-  ``fetchone``/``fetchall`` for reads, rows mapped to records on the loop.
+- ``aiosqlite``: the strongest straightforward aiosqlite code (see
+  ``StraightAiosqlite``): one statement per call, autocommit, ``RETURNING``
+  and ``execute_fetchall``, records built on the loop with the same fast
+  loader daemon_db uses.
 - ``sqlalchemy``: SQLAlchemy 2 async Core on aiosqlite, as Prefect-style code
   uses it, with SQLAlchemy's documented recipe for ``BEGIN IMMEDIATE``.
 - ``daemon_db``: this library.
@@ -15,10 +16,9 @@ pays for the same mapping. The sqlite3 store's methods are plain functions.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -28,8 +28,9 @@ import aiosqlite
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from daemon_db import DB, EventRecord, Run, RunStatus, UnitStatus
+from daemon_db import DB, EventRecord, Run, RunStatus, UnitRecord, UnitStatus
 from daemon_db import _timestamps as timestamps
+from daemon_db._records import loader
 from daemon_db._sqlite import events, runs, units
 
 T = TypeVar("T")
@@ -45,6 +46,7 @@ RUN_COLUMNS = (
     " daemon_version, started_at, completed_at, error, config_json"
 )
 EVENT_COLUMNS = "id, run_id, sequence, event_type, unit_id, payload_json, created_at"
+UNIT_COLUMNS = "id, run_id, unit_id, status, branch, worktree_path, started_at, completed_at, error"
 FINISHED = {RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED}
 
 
@@ -170,6 +172,18 @@ class RawSqlite:
             partial(events.append, run_id=run_id, event_type="progress", unit_id=None, payload=text)
         )
 
+    def append_events(self, run_id: str, payloads: list[object]) -> None:
+        """Several appends in one transaction: sqlite3 committing per 100."""
+        texts = [json.dumps(payload, separators=(",", ":")) for payload in payloads]
+
+        def appends(conn: sqlite3.Connection) -> None:
+            for text in texts:
+                events.append(
+                    conn, run_id=run_id, event_type="progress", unit_id=None, payload=text
+                )
+
+        self._write(appends)
+
     def list_runs_by_status(self, status: RunStatus) -> list[Run]:
         return runs.list_page(
             self.conn,
@@ -185,18 +199,29 @@ class RawSqlite:
         return events.list_page(self.conn, run_id=run_id, after=sequence, limit=-1)
 
 
-class NaiveAiosqlite:
-    """aiosqlite used the usual way: one await per statement, rows mapped on the loop."""
+class StraightAiosqlite:
+    """aiosqlite as a competent user writes it, apart from daemon_db.
+
+    The strongest straightforward shape: the connection in autocommit mode
+    (``isolation_level=None``), so that each write is one statement that
+    commits by itself; ``execute_fetchall`` for reads and for writes that
+    return their row (``RETURNING``): one round trip to aiosqlite's thread per
+    call. An append computes its sequence in the same statement
+    (``INSERT ... SELECT COALESCE(MAX(sequence), 0) + 1``), and a status change
+    its timestamps (``CASE``), so nothing reads before it writes and no lock is
+    needed. Records are built on the event loop with daemon_db's record
+    classes and their fast loader (``daemon_db._records.loader``, the only
+    daemon_db internal used), so that both build the same records at the same
+    cost; everything else here is plain aiosqlite.
+    """
 
     name = "aiosqlite"
     is_async = True
 
     async def open(self, path: Path) -> None:
-        self.db = await aiosqlite.connect(path)
+        self.db = await aiosqlite.connect(path, isolation_level=None)
         for pragma in PRAGMAS:
             await self.db.execute(pragma)
-        # One connection shared by many tasks: read-then-write must not interleave.
-        self.lock = asyncio.Lock()
 
     async def close(self) -> None:
         await self.db.close()
@@ -204,73 +229,113 @@ class NaiveAiosqlite:
     async def create_run(self, run: Run) -> Run:
         row = stored_row(run)
         await self.db.execute(f"INSERT INTO runs ({RUN_COLUMNS}) VALUES ({'?, ' * 11}?)", row)
-        await self.db.commit()
-        return run_from_row(row)
+        return _load_run(row)
 
     async def get_run(self, run_id: str) -> Run | None:
-        async with self.db.execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)) as c:
-            row = await c.fetchone()
-        return None if row is None else run_from_row(row)
+        rows = await self.db.execute_fetchall(
+            f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)
+        )
+        return None if not rows else _load_run(next(iter(rows)))
 
     async def update_run_status(self, run_id: str, status: RunStatus) -> Run | None:
-        async with self.lock:
-            sql = "SELECT status, started_at, completed_at FROM runs WHERE id = ?"
-            async with self.db.execute(sql, (run_id,)) as cursor:
-                row = await cursor.fetchone()
-            started_at, completed_at = _status_change(row, status.value, status in FINISHED)
-            await self.db.execute(
-                "UPDATE runs SET status = ?, error = NULL, started_at = ?, completed_at = ?"
-                " WHERE id = ?",
-                (status.value, started_at, completed_at, run_id),
-            )
-            await self.db.commit()
-        return await self.get_run(run_id)
+        rows = await self.db.execute_fetchall(
+            f"UPDATE runs SET {_STATUS_CHANGE} WHERE id = :id RETURNING {RUN_COLUMNS}",
+            _status_params(run_id, status.value, status in FINISHED),
+        )
+        return None if not rows else _load_run(next(iter(rows)))
 
     async def update_unit_status(self, unit_id: str, status: UnitStatus) -> object:
-        async with self.lock:
-            sql = "SELECT status, started_at, completed_at FROM units WHERE id = ?"
-            async with self.db.execute(sql, (unit_id,)) as cursor:
-                row = await cursor.fetchone()
-            finished = status in (UnitStatus.COMPLETED, UnitStatus.FAILED)
-            started_at, completed_at = _status_change(row, status.value, finished)
-            await self.db.execute(
-                "UPDATE units SET status = ?, error = NULL, started_at = ?, completed_at = ?"
-                " WHERE id = ?",
-                (status.value, started_at, completed_at, unit_id),
-            )
-            await self.db.commit()
-        return row
+        finished = status in (UnitStatus.COMPLETED, UnitStatus.FAILED)
+        rows = await self.db.execute_fetchall(
+            f"UPDATE units SET {_STATUS_CHANGE} WHERE id = :id RETURNING {UNIT_COLUMNS}",
+            _status_params(unit_id, status.value, finished),
+        )
+        return None if not rows else _load_unit(next(iter(rows)))
 
     async def append_event(self, run_id: str, payload: object) -> EventRecord:
         text = json.dumps(payload, separators=(",", ":"))
-        created_at = timestamps.to_text(timestamps.now())
-        async with self.lock:
-            sql = "SELECT COALESCE(MAX(sequence), 0) + 1 FROM events WHERE run_id = ?"
-            async with self.db.execute(sql, (run_id,)) as cursor:
-                (sequence,) = await cursor.fetchone()  # type: ignore[misc]
-            cursor = await self.db.execute(
-                "INSERT INTO events (run_id, sequence, event_type, unit_id, payload_json,"
-                " created_at) VALUES (?, ?, 'progress', NULL, ?, ?)",
-                (run_id, sequence, text, created_at),
-            )
-            await self.db.commit()
-        row = (cursor.lastrowid, run_id, sequence, "progress", None, text, created_at)
-        return event_from_row(row)
+        now = timestamps.now()
+        rows = await self.db.execute_fetchall(
+            "INSERT INTO events (run_id, sequence, event_type, unit_id, payload_json, created_at)"
+            " SELECT :run, COALESCE(MAX(sequence), 0) + 1, 'progress', NULL, :payload, :now"
+            " FROM events WHERE run_id = :run RETURNING id, sequence",
+            {"run": run_id, "payload": text, "now": timestamps.to_text(now)},
+        )
+        ((event_id, sequence),) = rows
+        return _load_event(event_id, run_id, sequence, "progress", None, text, now)
 
     async def list_runs_by_status(self, status: RunStatus) -> list[Run]:
-        sql = f"SELECT {RUN_COLUMNS} FROM runs WHERE status = ? ORDER BY id"
-        async with self.db.execute(sql, (status.value,)) as cursor:
-            rows = await cursor.fetchall()
-        return [run_from_row(row) for row in rows]
+        rows = await self.db.execute_fetchall(
+            f"SELECT {RUN_COLUMNS} FROM runs WHERE status = ? ORDER BY id", (status.value,)
+        )
+        return [_load_run(row) for row in rows]
 
     async def list_events_since(self, run_id: str, sequence: int) -> list[EventRecord]:
-        sql = (
+        rows = await self.db.execute_fetchall(
             f"SELECT {EVENT_COLUMNS} FROM events WHERE run_id = ? AND sequence > ?"
-            " ORDER BY sequence"
+            " ORDER BY sequence",
+            (run_id, sequence),
         )
-        async with self.db.execute(sql, (run_id, sequence)) as cursor:
-            rows = await cursor.fetchall()
-        return [event_from_row(row) for row in rows]
+        return [_load_event_row(row) for row in rows]
+
+    async def iter_events(self, run_id: str, sequence: int) -> AsyncIterator[EventRecord]:
+        """Keyset pages of 256 with execute_fetchall: what a user streaming a log writes."""
+        while True:
+            rows = await self.db.execute_fetchall(
+                f"SELECT {EVENT_COLUMNS} FROM events WHERE run_id = ? AND sequence > ?"
+                " ORDER BY sequence LIMIT 256",
+                (run_id, sequence),
+            )
+            for row in rows:
+                event = _load_event_row(row)
+                sequence = event.sequence
+                yield event
+            if len(rows) < 256:  # type: ignore[arg-type]
+                return
+
+
+_STATUS_CHANGE = (
+    # The timestamp rules of daemon_db in one statement: running starts the
+    # clock once; a finished status stamps the finish; leaving one clears it;
+    # the same status again changes nothing but the error.
+    "started_at = CASE WHEN status <> :status AND :status = 'running' AND started_at IS NULL"
+    " THEN :now ELSE started_at END,"
+    " completed_at = CASE WHEN status = :status THEN completed_at"
+    " WHEN :finished THEN :now ELSE NULL END,"
+    " status = :status, error = NULL"
+)
+
+
+def _status_params(key: str, status: str, finished: bool) -> dict[str, object]:
+    return {
+        "id": key,
+        "status": status,
+        "finished": finished,
+        "now": timestamps.to_text(timestamps.now()),
+    }
+
+
+_run_loader = loader(Run)
+_unit_loader = loader(UnitRecord)
+_load_event = loader(EventRecord)
+_RUN_STATUSES = {status.value: status for status in RunStatus}
+_UNIT_STATUSES = {status.value: status for status in UnitStatus}
+
+
+def _load_run(row: Any) -> Run:
+    return _run_loader(
+        *row[:6], _RUN_STATUSES[row[6]], row[7], _moment(row[8]), _moment(row[9]), *row[10:]
+    )
+
+
+def _load_unit(row: Any) -> UnitRecord:
+    return _unit_loader(
+        *row[:3], _UNIT_STATUSES[row[3]], row[4], row[5], _moment(row[6]), _moment(row[7]), row[8]
+    )
+
+
+def _load_event_row(row: Any) -> EventRecord:
+    return _load_event(*row[:6], timestamps.from_text(row[6]))
 
 
 class SqlAlchemyCore:
@@ -427,5 +492,8 @@ class DaemonDB:
     async def list_events_since(self, run_id: str, sequence: int) -> list[EventRecord]:
         return await self.db.list_events_since(run_id, sequence)
 
+    def iter_events(self, run_id: str, sequence: int) -> AsyncIterator[EventRecord]:
+        return self.db.iter_events(run_id, sequence)
 
-STORES = (RawSqlite, NaiveAiosqlite, SqlAlchemyCore, DaemonDB)
+
+STORES = (RawSqlite, StraightAiosqlite, SqlAlchemyCore, DaemonDB)

@@ -86,6 +86,13 @@ async def load(store: Any, dataset: Dataset, sizes: dict[str, Any]) -> dict[str,
         start = time.perf_counter()
         await asyncio.gather(*(append(per_task) for _ in range(tasks)))
         result["appends_per_second"][str(tasks)] = per_task * tasks / (time.perf_counter() - start)
+    if not store.is_async:  # the floor for grouped commits: one transaction per 100 events
+        count = sizes["appends"] // 100 * 100
+        gc.collect()
+        start = time.perf_counter()
+        for n in range(0, count, 100):
+            store.append_events(dataset.live_run, [{"i": i} for i in range(n, n + 100)])
+        result["appends_per_second"]["1, commit per 100"] = count / (time.perf_counter() - start)
 
     if store.is_async:
         gc.collect()
@@ -94,11 +101,37 @@ async def load(store: Any, dataset: Dataset, sizes: dict[str, Any]) -> dict[str,
         assert len(listed) == dataset.log_events
         del listed
         result["stall"]["listing"] = watch.figures()
+        if hasattr(store, "iter_events"):
+            gc.collect()
+            async with LoopWatch() as watch:
+                streamed = 0
+                async for _event in store.iter_events(dataset.log_run, 0):
+                    streamed += 1
+            assert streamed == dataset.log_events
+            result["stall"]["streaming"] = watch.figures()
+            result["per_row_us"] = await per_row(store, dataset)
         gc.collect()
         async with LoopWatch() as watch:
             await asyncio.gather(*(append(sizes["burst"] // 100) for _ in range(100)))
         result["stall"]["burst"] = watch.figures()
     return result
+
+
+async def per_row(store: Any, dataset: Dataset) -> dict[str, float]:
+    """Microseconds per row: listing the whole log at once, and iterating over it."""
+    best = {"list": float("inf"), "iterate": float("inf")}
+    for _ in range(3):
+        gc.collect()
+        start = time.perf_counter()
+        listed = await store.list_events_since(dataset.log_run, 0)
+        best["list"] = min(best["list"], time.perf_counter() - start)
+        del listed
+        gc.collect()
+        start = time.perf_counter()
+        async for _event in store.iter_events(dataset.log_run, 0):
+            pass
+        best["iterate"] = min(best["iterate"], time.perf_counter() - start)
+    return {name: seconds * 1e6 / dataset.log_events for name, seconds in best.items()}
 
 
 async def round_trips(path: Path, sizes: dict[str, Any]) -> dict[str, list[float]]:

@@ -189,7 +189,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     command("resumable", commands.resumable, "what a daemon starting now would resume")
     command("stats", commands.stats, "runs and units by status, events, file sizes, schema")
-    command("check", commands.check, "check integrity, keys, schema and rules; exit 1 on a problem")
+    sub = command(
+        "check", commands.check, "check integrity, keys, schema and rules; exit 1 on a problem"
+    )
+    sub.add_argument(
+        "--quick",
+        action="store_true",
+        help="SQLite's quick_check (indexes not matched to tables) and the store's own checks",
+    )
     command(
         "migrate",
         commands.migrate,
@@ -212,6 +219,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="completed longer ago than this: 30d, 12h, 90m, 1w2d (at most 100 years)",
     )
     sub.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+    sub.add_argument(
+        "--vacuum",
+        action="store_true",
+        help="then give the freed space back to the system (rewrites the file; writes wait)",
+    )
 
     # The writing commands: each names what it writes, and never creates a file.
     sub = command(

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from datetime import datetime
 from typing import Final, TypeVar
 
+from . import _operations as operations
 from . import _output as output
 from . import _terminal as terminal
 from . import _timestamps as timestamps
@@ -41,9 +42,6 @@ __all__ = [
 
 T = TypeVar("T")
 
-PAGE_ROWS: Final = 1000
-"""Rows asked of the store at a time by a streaming listing."""
-
 CANDIDATES_SHOWN: Final = 5
 """Run ids an ambiguous id lists before "and N more"."""
 
@@ -67,23 +65,34 @@ async def runs(args: argparse.Namespace) -> int:
     """List runs, a page at a time; with ``--limit``, a hint names the next ``--after``."""
     async with _open(args) as db:
         after = None if args.after is None else await _run_id(db, args.after, "--after")
-        page = PAGE_ROWS if args.limit is None else min(PAGE_ROWS, args.limit + 1)
-        found = _owned(db, _runs_of(db, args, after=after, page_rows=page))
+        found = db.iter_runs(
+            status=args.status,
+            feature_branch=args.branch,
+            repo_path=args.repo,
+            # One more than shown: it says whether more follow.
+            limit=None if args.limit is None else args.limit + 1,
+            after=after,
+            newest_first=args.newest_first,
+        )
         fields = (*output.RUN_FIELDS, *output.OWNERSHIP_FIELDS)
         listed = _listing(args, fields, output.run_table(timestamps.now()))
-        last = await _write(found, listed, limit=args.limit, as_row=dict)
+        last = await _write(_owned(db, found), listed, limit=args.limit, as_row=dict)
     if last is not None:
         _note(f"more runs follow: add --after {last['id']} to see them")
     return 0
 
 
 async def _owned(db: DB, found: AsyncIterator[Run]) -> AsyncIterator[dict[str, object]]:
-    """Runs as rows with who holds each: one more read a page of runs."""
+    """Runs as rows with who holds each: one more read a page of runs.
+
+    A page here is a page of ``iter_runs``, so that each is written before the
+    next is read.
+    """
     page: list[Run] = []
     async with _closing(found):
         async for run in found:
             page.append(run)
-            if len(page) == PAGE_ROWS:
+            if len(page) == operations.ITER_PAGE_SIZE:
                 for row in await _with_owners(db, page):
                     yield row
                 page = []
@@ -105,43 +114,6 @@ async def _with_owners(db: DB, page: list[Run]) -> list[dict[str, object]]:
         for run in page
         if run.id in held  # deleted meanwhile
     ]
-
-
-async def _runs_of(
-    db: DB, args: argparse.Namespace, *, after: str | None, page_rows: int
-) -> AsyncIterator[Run]:
-    """The runs the filters select, a page at a time (what ``db.iter_runs`` will do)."""
-    while True:
-        page = await db.list_runs(
-            status=args.status,
-            feature_branch=args.branch,
-            repo_path=args.repo,
-            limit=page_rows,
-            after=after,
-            newest_first=args.newest_first,
-        )
-        for run in page:
-            yield run
-        if len(page) < page_rows:
-            return
-        after = page[-1].id
-
-
-async def _events_of(db: DB, run_id: str, since: int) -> AsyncIterator[EventRecord]:
-    """The run's events after ``since`` up to its latest now, a page at a time.
-
-    What ``db.iter_events`` will do. Until then, ``follow_events`` pages through
-    the log (``list_events_since`` would read it whole), stopped at the event
-    that was the last when the listing began.
-    """
-    last = await db.get_next_sequence(run_id) - 1
-    if last <= since:
-        return
-    async with _closing(db.follow_events(run_id, since)) as following:
-        async for event in following:
-            yield event
-            if event.sequence >= last:
-                return
 
 
 async def _write(
@@ -180,7 +152,7 @@ async def show_run(args: argparse.Namespace) -> int:
             raise CommandError(f"RUN_ID {show(args.run_id)}: no such run in {args.db}")
         units = await db.list_units_by_run(run.id)
         count = await db.get_next_sequence(run.id) - 1
-        latest = _events_of(db, run.id, max(0, count - args.events))
+        latest = db.iter_events(run.id, max(0, count - args.events))
         [owned] = await _with_owners(db, [run]) or [output.record_row(run)]
         if args.form in ("json", "nl"):
             await _show_as_json(owned, units, count, latest, args)
@@ -248,7 +220,7 @@ async def events(args: argparse.Namespace) -> int:
             found = db.follow_events(run_id, args.since)
             listed = _listing(args, output.EVENT_FIELDS, [], stream=True)
         else:
-            found = _events_of(db, run_id, args.since)
+            found = db.iter_events(run_id, args.since)
             listed = _listing(args, output.EVENT_FIELDS, output.event_table(timestamps.now()))
         chosen = _chosen_events(found, types=args.type, unit=args.unit)
         last = await _write(chosen, listed, limit=args.limit, live=args.follow)
@@ -326,7 +298,7 @@ async def check(args: argparse.Namespace) -> int:
     """Check the file and the store's rules; exit status 1 when something is wrong."""
     async with _open(args) as db:
         with _progress(f"checking {args.db}") as progress:
-            problems = await progress.spin(db.check())
+            problems = await progress.spin(db.check(quick=args.quick))
     if args.form in ("json", "nl"):
         output.write_report({"ok": not problems, "problems": problems}, args.form, sys.stdout)
     elif args.form == "csv":
@@ -382,10 +354,16 @@ async def prune(args: argparse.Namespace) -> int:
     async with _open(args, readonly=args.dry_run) as db:
         with _progress("pruning") as progress:
             removed = await _prune(db, cutoff, dry_run=args.dry_run, progress=progress)
+        freed = None
+        if args.vacuum and not args.dry_run:
+            with _progress("vacuuming") as progress:
+                freed = await progress.spin(db.vacuum())
     listed = _listing(args, output.RUN_FIELDS, output.run_table(timestamps.now()))
     await _write(_aiter(removed), listed)
     verb = "would remove" if args.dry_run else "removed"
     _note(f"{verb} {len(removed)} finished run(s) completed before {timestamps.to_text(cutoff)}")
+    if freed is not None:
+        _note(f"vacuum: the file shrank by {freed:,} bytes")
     return 0
 
 

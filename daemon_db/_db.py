@@ -30,6 +30,7 @@ from ._ids import new_run_id
 from ._operations import PAGE_SIZE, Operations
 from ._records import FINISHED_RUN_STATUSES, EventRecord, Run, Stats
 from ._sqlite import bridge, events, maintenance, orphans, owners, runs, schema, work
+from ._sqlite.checkpointer import Checkpointer
 from ._sqlite.work import Work
 from ._sqlite.writer import Writer
 from ._transaction import Transaction
@@ -50,6 +51,9 @@ past it, SQLite's count would overflow and it would not wait at all.
 
 PRUNE_BATCH_EVENTS: Final = 5000
 """prune_runs deletes runs with about this many events per transaction."""
+
+PRUNE_BATCH_SECONDS: Final = 0.01
+"""...and stops a transaction's deleting after this long, so other writes wait little."""
 
 
 class DB(Operations):
@@ -72,7 +76,22 @@ class DB(Operations):
         self._path = path
         self._owner = owner
         self._renewing: asyncio.Task[None] | None = None
-        self._writer = None if writer is None else Writer(writer, path, self._notify)
+        # Checkpoints run beside the writer, never inside its commits.
+        self._checkpointer = (
+            Checkpointer(path) if writer is not None and path != schema.MEMORY else None
+        )
+        checkpointer = self._checkpointer
+        self._writer = (
+            None
+            if writer is None
+            else Writer(
+                writer,
+                path,
+                self._notify,
+                gate=None if checkpointer is None else checkpointer.gate,
+                before=None if checkpointer is None else checkpointer.before_write,
+            )
+        )
         self._reader = reader
         # The block a task is in. Tasks copy their context when created, so a
         # task started inside a block (by gather, or wait_for on Python 3.11)
@@ -234,6 +253,8 @@ class DB(Operations):
                 await self._writer.drain()
                 await self._release()
         finally:
+            if self._checkpointer is not None:  # its connection closes before the writer's
+                await asyncio.to_thread(self._checkpointer.stop)
             # The writer closes last: as the last connection to the file, it can
             # checkpoint the WAL into the database and remove it.
             try:
@@ -276,9 +297,11 @@ class DB(Operations):
         """Delete finished runs, with their units and events, completed before a moment.
 
         Active runs are never touched, whatever their age. The runs go oldest
-        first, in batches of at most a few thousand events, each batch its own
-        short transaction (a run is never half-deleted), so that the daemon's
-        writes go on in between.
+        first, in batches of at most a few thousand events and a few
+        milliseconds, each batch its own short transaction (a run is never
+        half-deleted), so that the daemon's writes go on in between. The file
+        does not shrink: SQLite reuses the freed pages; ``vacuum()`` gives
+        them back to the system.
 
         Args:
             completed_before: A timezone-aware moment: runs completed, failed or
@@ -303,7 +326,12 @@ class DB(Operations):
             return await self._prunable(cutoff)
         removed: list[Run] = []
         while batch := await self._write(
-            partial(maintenance.delete_finished, cutoff=cutoff, max_events=PRUNE_BATCH_EVENTS)
+            partial(
+                maintenance.delete_finished,
+                cutoff=cutoff,
+                max_events=PRUNE_BATCH_EVENTS,
+                max_seconds=PRUNE_BATCH_SECONDS,
+            )
         ):
             removed += [run for run, _ in batch]
         return removed
@@ -335,21 +363,62 @@ class DB(Operations):
         """
         return await self._read(partial(maintenance.stats, path=self._path))
 
-    async def check(self) -> list[str]:
+    async def check(self, *, quick: bool = False) -> list[str]:
         """Check the database, from one snapshot.
 
         Checks SQLite's integrity and foreign keys, the application id and schema
-        version, at most one active run per branch and repo, and event sequences
-        gap-free from 1. Reads the whole file.
+        version, at most one active run per branch and repo, event sequences
+        gap-free from 1, stored values, and the counts ``stats()`` reports.
+        Reads the whole file.
+
+        Args:
+            quick: Use SQLite's ``quick_check`` rather than ``integrity_check``:
+                every page and record is still read, but indexes are not
+                compared with their tables, which is most of the time a full
+                check takes on a large file. The store's own checks run either way.
 
         Returns:
             One line per problem found, naming where; [] when all is well.
 
         Raises:
+            InvalidRecordError: ``quick`` is not a bool.
             ClosedError: The DB is closed.
             DatabaseError: SQLite failed.
         """
-        return await self._read(maintenance.check)
+        if not isinstance(quick, bool):
+            raise InvalidRecordError("quick", quick, "must be a bool")
+        return await self._read(partial(maintenance.check, quick=quick))
+
+    async def vacuum(self) -> int:
+        """Give the space freed by deleted runs back to the system.
+
+        Rewrites the whole file (SQLite's ``VACUUM``), so it holds the write
+        lock for as long as that takes (seconds per gigabyte): every other write,
+        in this process or another, waits. Run it after a large ``prune_runs``,
+        when the daemon is quiet. Reads go on meanwhile.
+
+        Returns:
+            The bytes the file shrank by.
+
+        Raises:
+            DaemonDBError: Called inside a transaction block.
+            ReadOnlyError: The DB was opened read-only.
+            ClosedError: The DB is closed.
+            DatabaseError: SQLite failed (the disk needs room for a copy of the file).
+        """
+        if self._joined() is not None:
+            raise DaemonDBError("vacuum() cannot run inside a transaction block")
+        self._check_open()
+        if self._writer is None:
+            raise ReadOnlyError(self._path)
+        # VACUUM cannot run inside a transaction: take the writer between batches.
+        connection = await self._writer.reserve()
+        try:
+            return await settle(
+                bridge.submit(connection, partial(maintenance.vacuum, path=self._path))
+            )
+        finally:
+            self._writer.release()
 
     async def backup(
         self,
@@ -506,6 +575,9 @@ class DB(Operations):
         return self._change
 
     def _notify(self) -> None:
+        """Called after each commit: followers look for new events, the checkpointer wakes."""
+        if self._checkpointer is not None:
+            self._checkpointer.committed()
         change, self._change = self._change, None
         if change is not None and not change.done():
             change.set_result(None)

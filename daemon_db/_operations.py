@@ -9,7 +9,7 @@ Large listings come back in pages so that the event loop runs between them.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from functools import partial
 from typing import Any, Final, TypeVar
 
@@ -29,7 +29,7 @@ from ._records import (
 from ._sqlite import events, owners, runs, units
 from ._sqlite.work import Work
 
-__all__ = ["PAGE_SIZE", "Operations"]
+__all__ = ["ITER_PAGE_SIZE", "PAGE_SIZE", "Operations"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -37,6 +37,13 @@ K = TypeVar("K")
 
 PAGE_SIZE: Final = 1000
 """Rows fetched per round trip in listings: the loop runs between pages."""
+
+ITER_PAGE_SIZE: Final = 256
+"""Rows fetched per round trip by iter_runs and iter_events.
+
+Smaller than a listing's page: an iteration holds only the page it is on, so
+the garbage collector's passes stay short (see specs/DAEMON-DB.md, Streaming).
+"""
 
 
 class Operations(abc.ABC):
@@ -654,6 +661,115 @@ class Operations(abc.ABC):
         """
         run_id = check.name("run_id", run_id)
         return await self._write(partial(owners.release_run, run_id=run_id))
+
+    # Streaming: a page at a time, never the whole listing
+
+    def iter_runs(
+        self,
+        *,
+        status: RunStatus | str | Iterable[RunStatus | str] | None = None,
+        feature_branch: str | None = None,
+        repo_path: str | None = None,
+        limit: int | None = None,
+        after: str | None = None,
+        newest_first: bool = False,
+    ) -> AsyncIterator[Run]:
+        """Iterate over the runs matching every filter given, a page at a time.
+
+        Use it as ``async for run in db.iter_runs(...):``. It takes the filters of
+        ``list_runs`` and yields the same runs in the same order, but holds only
+        one page (a few hundred runs) at a time, however many match: memory
+        stays flat and the event loop runs between pages. Each page is read
+        on its own, so runs created or deleted meanwhile may or may not appear.
+
+        Args:
+            status: One status, or several (any of them matches); None: any status.
+            feature_branch: Only runs of this feature branch (exact match).
+            repo_path: Only runs of this repository (exact match).
+            limit: At most this many runs (>= 0); None: no limit.
+            after: Only runs after this run id, in the chosen order.
+            newest_first: Order by id newest first instead of oldest first.
+
+        Returns:
+            An async iterator of the matching runs, ordered by id.
+
+        Raises:
+            InvalidRecordError: A filter has an invalid value (raised by the call
+                itself).
+            ClosedError: The DB is closed (raised by the next step).
+            DatabaseError: SQLite failed.
+        """
+        statuses = _statuses(status)
+        query = partial(
+            runs.list_page,
+            statuses=statuses,
+            feature_branch=check.optional_name("feature_branch", feature_branch),
+            repo_path=check.optional_name("repo_path", repo_path),
+            newest_first=_flag("newest_first", newest_first),
+        )
+        if limit is not None:
+            limit = check.count("limit", limit, minimum=0)
+        after = check.optional_name("after", after)
+        if statuses is not None and not statuses:
+            limit = 0
+        return self._stream(
+            lambda last, size: partial(query, after=last, limit=size),
+            start=after,
+            key=lambda run: run.id,
+            limit=limit,
+        )
+
+    def iter_events(self, run_id: str, since: int = 0) -> AsyncIterator[EventRecord]:
+        """Iterate over a run's events after a sequence, a page at a time.
+
+        Use it as ``async for event in db.iter_events(run_id):``. It yields what
+        ``list_events_since(run_id, since)`` returns, in order, holding one page
+        (a few hundred events) at a time: a log of millions of events streams in
+        flat memory while the event loop runs. It ends at the last event there
+        is when it gets there; ``follow_events`` waits for more.
+
+        Args:
+            run_id: The run's id.
+            since: Start after this sequence (>= 0; 0: from the first event).
+
+        Returns:
+            An async iterator of the run's events by sequence; empty if the run
+            does not exist.
+
+        Raises:
+            InvalidRecordError: A value is invalid (raised by the call itself).
+            ClosedError: The DB is closed (raised by the next step).
+            DatabaseError: SQLite failed.
+        """
+        run_id = check.name("run_id", run_id)
+        since = check.count("since", since, minimum=0)
+        return self._stream(
+            lambda last, size: partial(events.list_page, run_id=run_id, after=last, limit=size),
+            start=since,
+            key=lambda event: event.sequence,
+        )
+
+    async def _stream(
+        self,
+        page: Callable[[Any, int], Work[list[R]]],
+        *,
+        start: K,
+        key: Callable[[R], K],
+        limit: int | None = None,
+    ) -> AsyncIterator[R]:
+        """Yield a keyset-paged listing, holding one page at a time, up to ``limit`` rows."""
+        after, left = start, limit
+        while left is None or left > 0:
+            size = ITER_PAGE_SIZE if left is None else min(ITER_PAGE_SIZE, left)
+            batch = await self._read(page(after, size))
+            for row in batch:
+                yield row
+            if len(batch) < size:
+                return
+            after = key(batch[-1])
+            if left is not None:
+                left -= len(batch)
+            del batch  # only this page is held, and not while the next one is read
 
     async def _pages(
         self,

@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench import report
+from bench import report, scale
 
 ROOT = Path(__file__).parent.parent
 STORES = {"sqlite3", "aiosqlite", "sqlalchemy", "daemon_db"}
@@ -44,7 +44,13 @@ def test_the_quick_benchmark_runs_and_reports_every_figure() -> None:
             assert 0 < timing["p50_us"] <= timing["p99_us"]
         assert all(rate > 0 for rate in measured["appends_per_second"].values())
         if store != "sqlite3":  # synchronous: it has no event loop to stall
-            assert set(measured["stall"]) == {"listing", "burst"}
+            streams = store in ("aiosqlite", "daemon_db")  # SQLAlchemy's is not measured
+            assert set(measured["stall"]) == {"listing", "burst"} | (
+                {"streaming"} if streams else set()
+            )
+            assert ("per_row_us" in measured) == streams
+        else:
+            assert set(measured["appends_per_second"]) == {"1", "1, commit per 100"}
     assert figures["round_trip"]["p50_us"] > 0
     assert set(figures["scaling"]) == {
         "list_incomplete_runs",
@@ -59,3 +65,26 @@ def test_the_quick_benchmark_runs_and_reports_every_figure() -> None:
     text = report.table(figures)
     for check in figures["targets"]:
         assert check["target"] in text
+
+
+def test_the_quick_scale_benchmark_runs_and_reports_every_figure() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.scale", "--quick", "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout)
+    for listing in ("iter_runs", "list_runs", "iter_events", "list_events", "cli_runs_json"):
+        assert figures[listing]["peak_rss_mb"] > 0, listing
+    assert figures["iter_runs"]["rows"] == figures["list_runs"]["rows"] == figures["runs"]
+    assert figures["iter_events"]["rows"] == figures["list_events"]["rows"] == figures["runs"]
+    assert figures["beside_prune"]["runs_removed"] > 0
+    assert len(figures["prune_batch_ms"]) == 2
+    assert figures["resumable_runs"] == 10
+    assert figures["check_quick_problems"] == figures["check_problems"] == 0
+    assert set(figures["event_rows"]) == {"today", "integer time", "integer run and time"}
+    assert "| what | before (issue 10) |" in scale.table(figures)

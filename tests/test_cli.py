@@ -27,9 +27,9 @@ import pytest
 
 import daemon_db
 from daemon_db import DB, EventRecord, Run, RunStatus, UnitRecord
-from daemon_db import _commands as commands
 from daemon_db._cli import main
 from daemon_db._sqlite import events as event_queries
+from daemon_db._sqlite import runs as run_queries
 from daemon_db._sqlite.schema import SCHEMA_VERSION
 from daemon_db._terminal import width
 from tests.helpers import dump, make_version_1, new_run
@@ -339,15 +339,15 @@ def test_runs_stream_a_page_at_a_time(
     db_path: Path,
     filled: list[Run],
 ) -> None:
-    monkeypatch.setattr(commands, "PAGE_ROWS", 2)
+    monkeypatch.setattr(daemon_db._operations, "ITER_PAGE_SIZE", 2)
     log: list[str] = []
-    list_runs = DB.list_runs
+    list_page = run_queries.list_page
 
-    async def listing(self: DB, **kwargs: Any) -> list[Run]:
-        log.append(f"page of {kwargs['limit']}")
-        return await list_runs(self, **kwargs)
+    def page(conn: sqlite3.Connection, **kwargs: Any) -> Any:
+        log.append(f"page of {kwargs['limit']}")  # on the database's thread
+        return list_page(conn, **kwargs)
 
-    monkeypatch.setattr(DB, "list_runs", listing)
+    monkeypatch.setattr(run_queries, "list_page", page)
     monkeypatch.setattr(sys, "stdout", LoggedOutput(log))
     assert main(["runs", "--db", str(db_path), "--json"]) == 0
     out = sys.stdout.getvalue()  # type: ignore[attr-defined]
@@ -362,20 +362,20 @@ def test_events_stream_a_page_at_a_time(
     db_path: Path,
     filled: list[Run],
 ) -> None:
-    monkeypatch.setattr(daemon_db._db, "PAGE_SIZE", 2)
+    monkeypatch.setattr(daemon_db._operations, "ITER_PAGE_SIZE", 2)
     log: list[str] = []
-    follow_page = event_queries.follow_page
+    list_page = event_queries.list_page
 
     def page(conn: sqlite3.Connection, **kwargs: Any) -> Any:
         log.append("page")  # on the database's thread
-        return follow_page(conn, **kwargs)
+        return list_page(conn, **kwargs)
 
-    monkeypatch.setattr(event_queries, "follow_page", page)
+    monkeypatch.setattr(event_queries, "list_page", page)
     monkeypatch.setattr(sys, "stdout", LoggedOutput(log))
     assert main(["events", filled[1].id, "--db", str(db_path), "--nl"]) == 0
     out = sys.stdout.getvalue()  # type: ignore[attr-defined]
     assert [json.loads(line)["sequence"] for line in out.splitlines()] == list(range(1, 7))
-    assert log.count("page") == 3
+    assert log.count("page") == 4  # 2 + 2 + 2, then one that finds no more
     assert log.index("page", 1) > log.index("write")
 
 

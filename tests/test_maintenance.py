@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import daemon_db._db
-from daemon_db import DB, DaemonDBError, DatabaseError, InvalidRecordError, RunStatus
+from daemon_db import (
+    DB,
+    DaemonDBError,
+    DatabaseError,
+    InvalidRecordError,
+    ReadOnlyError,
+    RunNotFoundError,
+    RunStatus,
+    UnitRecord,
+    UnitStatus,
+)
 from tests.helpers import dump, new_run
 
 OLD = datetime.now(UTC) - timedelta(days=10)
@@ -84,3 +97,124 @@ async def test_no_backup_inside_a_transaction_block(db: DB, tmp_path: Path) -> N
         with pytest.raises(DaemonDBError):
             await db.backup(tmp_path / "copy.db")
     assert not (tmp_path / "copy.db").exists()
+
+
+async def test_stats_counts_are_kept_through_every_kind_of_write(db: DB) -> None:
+    kept = await db.create_run(new_run(status="running"))
+    gone = await db.create_run(new_run(status="completed", completed_at=OLD))
+    for run in (kept, gone):
+        for n in range(3):
+            await db.create_unit(UnitRecord(run_id=run.id, unit_id=f"u{n}"))
+            await db.append_event(run.id, "tick")
+    await db.update_unit_status(f"{kept.id}_u0", UnitStatus.RUNNING)
+    await db.update_unit_status(f"{kept.id}_u0", UnitStatus.RUNNING)  # no change: counted once
+    await db.update_run_status(kept.id, RunStatus.FAILED)
+    async with db.transaction() as tx:
+        await tx.append_event(kept.id, "rolled back")
+        await tx.create_unit(UnitRecord(run_id=kept.id, unit_id="rolled back"))
+        with pytest.raises(RunNotFoundError):
+            await tx.append_event("no such run", "tick")
+    with pytest.raises(RuntimeError):
+        async with db.transaction() as tx:
+            await tx.append_event(kept.id, "undone")
+            raise RuntimeError
+    assert await db.delete_run(gone.id)  # its units and events go by cascade
+
+    figures = await db.stats()
+    assert figures.runs == {"pending": 0, "running": 0, "completed": 0, "failed": 1, "cancelled": 0}
+    assert figures.units == {status.value: 0 for status in UnitStatus} | {
+        "pending": 3,
+        "running": 1,
+    }
+    assert figures.events == 4
+    assert await db.check() == []
+
+
+async def test_check_finds_kept_counts_that_drifted(file_db: DB, db_path: Path) -> None:
+    run = await file_db.create_run(new_run())
+    await file_db.append_event(run.id, "tick")
+    with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
+        conn.execute("UPDATE counts SET n = 7 WHERE name = 'events'")
+    for quick in (False, True):
+        assert await file_db.check(quick=quick) == [
+            "counts: events is kept as 7 but 1 rows are stored"
+        ]
+
+
+async def test_check_quick_runs_every_check_of_the_store(file_db: DB, db_path: Path) -> None:
+    run = await file_db.create_run(new_run())
+    await file_db.append_event(run.id, "tick")
+    assert await file_db.check(quick=True) == []
+    with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
+        conn.execute("UPDATE events SET sequence = 5")
+    assert await file_db.check(quick=True) == [
+        f"sequences: run {run.id} has 1 events up to sequence 5"
+    ]
+    with pytest.raises(InvalidRecordError):
+        await file_db.check(quick=1)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("query", "index"),
+    [
+        ("SELECT id FROM runs WHERE repo_path = ? ORDER BY id LIMIT 5", "runs_by_repo"),
+        ("SELECT id FROM runs WHERE feature_branch = ? ORDER BY id LIMIT 5", "runs_by_branch"),
+        ("SELECT id FROM runs WHERE status IN (?, ?) ORDER BY id LIMIT 5", "runs_by_status"),
+    ],
+)
+async def test_the_queries_at_scale_use_their_index(
+    file_db: DB, db_path: Path, query: str, index: str
+) -> None:
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        plan = " ".join(
+            row[-1]
+            for row in conn.execute(f"EXPLAIN QUERY PLAN {query}", ("x",) * query.count("?"))
+        )
+    assert index in plan
+    if index == "runs_by_repo":  # a repo may have a million runs: pages come without a sort
+        assert "TEMP B-TREE" not in plan
+
+
+async def test_prune_query_is_the_indexed_one(file_db: DB, db_path: Path) -> None:
+    from daemon_db._sqlite import maintenance
+
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        sql = maintenance._PRUNABLE + " ORDER BY completed_at, id LIMIT ?"
+        plan = " ".join(row[-1] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", ("x", 5)))
+    assert "runs_finished_by_completion" in plan
+    assert "TEMP B-TREE" not in plan
+
+
+async def test_prune_batches_stop_after_their_time(
+    file_db: DB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(daemon_db._db, "PRUNE_BATCH_SECONDS", 0.0)  # one run per batch
+    batches = []
+    submit = file_db._write
+
+    async def counted(work: Any) -> Any:
+        batches.append(work)
+        return await submit(work)
+
+    for n in range(3):
+        await file_db.create_run(new_run(status="cancelled", completed_at=OLD + timedelta(n)))
+    monkeypatch.setattr(file_db, "_write", counted)
+    assert len(await file_db.prune_runs(datetime.now(UTC))) == 3
+    assert len(batches) == 4  # one run each, then one that finds none
+
+
+async def test_vacuum_gives_pruned_space_back(file_db: DB, db_path: Path) -> None:
+    for _ in range(20):
+        run = await file_db.create_run(new_run(status="completed", completed_at=OLD))
+        for _ in range(100):
+            await file_db.append_event(run.id, "tick", payload={"text": "x" * 200})
+    await file_db.prune_runs(datetime.now(UTC))
+    freed = await file_db.vacuum()
+    assert freed > 20 * 100 * 200
+    assert await file_db.check() == []
+    async with DB.open(db_path, readonly=True) as reader:
+        with pytest.raises(ReadOnlyError):
+            await reader.vacuum()
+    async with file_db.transaction():
+        with pytest.raises(DaemonDBError):
+            await file_db.vacuum()

@@ -10,10 +10,11 @@ import os
 import sqlite3
 import stat
 import tempfile
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .._errors import DatabaseError, show
+from .._errors import DatabaseError, show, translate
 from .._records import ACTIVE_RUN_STATUSES, FINISHED_RUN_STATUSES, Run, RunStatus, Stats, UnitStatus
 from . import runs
 from .schema import APPLICATION_ID, MEMORY, SCHEMA_VERSION
@@ -26,6 +27,7 @@ __all__ = [
     "delete_finished",
     "finished_before",
     "stats",
+    "vacuum",
 ]
 
 _FINISHED = ", ".join(f"'{status.value}'" for status in sorted(FINISHED_RUN_STATUSES))
@@ -33,28 +35,36 @@ _ACTIVE = ", ".join(f"'{status.value}'" for status in sorted(ACTIVE_RUN_STATUSES
 
 
 def stats(conn: sqlite3.Connection, *, path: str) -> Stats:
-    """Counts of runs and units by status, events, file sizes: from one snapshot."""
+    """Counts of runs and units by status, events, file sizes: from one snapshot.
+
+    The counts are the ones the triggers of the ``counts`` table keep (see
+    migrations.py): a few rows read, however large the file.
+    """
     with snapshot(conn):
-        run_counts = dict(conn.execute("SELECT status, COUNT(*) FROM runs GROUP BY status"))
-        unit_counts = dict(conn.execute("SELECT status, COUNT(*) FROM units GROUP BY status"))
-        (events,) = conn.execute("SELECT COUNT(*) FROM events").fetchone()
+        counts = dict(conn.execute("SELECT name, n FROM counts"))
         (version,) = conn.execute("PRAGMA user_version").fetchone()
     return Stats(
         path=path,
         schema_version=version,
-        runs={status.value: run_counts.get(status.value, 0) for status in RunStatus},
-        units={status.value: unit_counts.get(status.value, 0) for status in UnitStatus},
-        events=events,
+        runs={status.value: counts.get(f"runs:{status.value}", 0) for status in RunStatus},
+        units={status.value: counts.get(f"units:{status.value}", 0) for status in UnitStatus},
+        events=counts.get("events", 0),
         file_bytes=_size(path),
         wal_bytes=_size(f"{path}-wal"),
     )
 
 
-def check(conn: sqlite3.Connection) -> list[str]:
-    """Everything wrong with the database, one line each: [] when all is well."""
+def check(conn: sqlite3.Connection, *, quick: bool = False) -> list[str]:
+    """Everything wrong with the database, one line each: [] when all is well.
+
+    ``quick`` runs SQLite's ``quick_check`` (pages and records, without
+    checking that every index matches its table) instead of ``integrity_check``;
+    the store's own checks run either way.
+    """
     problems: list[str] = []
     with snapshot(conn):
-        for (line,) in conn.execute("PRAGMA integrity_check"):
+        pragma = "quick_check" if quick else "integrity_check"
+        for (line,) in conn.execute(f"PRAGMA {pragma}"):
             if line != "ok":
                 problems.append(f"integrity: {line}")
         for table, rowid, parent, _ in conn.execute("PRAGMA foreign_key_check"):
@@ -77,7 +87,24 @@ def check(conn: sqlite3.Connection) -> list[str]:
         ):
             problems.append(f"sequences: run {run_id} has {count} events up to sequence {highest}")
         problems += _damaged_values(conn)
+        problems += _wrong_counts(conn)
     return problems
+
+
+def _wrong_counts(conn: sqlite3.Connection) -> list[str]:
+    """Kept counts (what stats() reports) that differ from the rows counted."""
+    kept = {name: n for name, n in conn.execute("SELECT name, n FROM counts") if n != 0}
+    counted = {
+        f"{table}:{status}": n
+        for table in ("runs", "units")
+        for status, n in conn.execute(f"SELECT status, COUNT(*) FROM {table} GROUP BY status")
+    }
+    counted["events"] = conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+    return [
+        f"counts: {name} is kept as {kept.get(name, 0)} but {counted.get(name, 0)} rows are stored"
+        for name in sorted(kept.keys() | {k for k, n in counted.items() if n})
+        if kept.get(name, 0) != counted.get(name, 0)
+    ]
 
 
 _TIMESTAMP_FORM = "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9]." + (
@@ -141,18 +168,26 @@ _DAMAGED_SHOWN = 20
 
 
 def _damaged_values(conn: sqlite3.Connection) -> list[str]:
-    """Stored values that break the store's rules (another tool wrote them): one scan a table."""
+    """Stored values that break the store's rules (another tool wrote them): one scan a table.
+
+    The scan only tests each row against the rules (an OR of them, which stops
+    at the first broken one, and builds nothing for a healthy row); which
+    columns are broken is worked out for the few rows found.
+    """
     problems: list[str] = []
     for table, rules in _VALUES.items():
+        anything = " OR ".join(f"({condition})" for condition in rules.values())
+        rows = conn.execute(
+            f"SELECT id, count(*) OVER () FROM {table} WHERE {anything} LIMIT {_DAMAGED_SHOWN}"
+        ).fetchall()
         broken = " || ".join(
             f"CASE WHEN {condition} THEN '{column} ' ELSE '' END"
             for column, condition in rules.items()
         )
-        rows = conn.execute(
-            f"SELECT id, broken, count(*) OVER () FROM (SELECT id, {broken} AS broken FROM {table})"
-            f" WHERE broken <> '' LIMIT {_DAMAGED_SHOWN}"
-        ).fetchall()
-        for record_id, columns, _ in rows:
+        for record_id, _ in rows:
+            (columns,) = conn.execute(
+                f"SELECT {broken} FROM {table} WHERE id = ?", (record_id,)
+            ).fetchone()
             for column in columns.split():
                 (value,) = conn.execute(
                     f"SELECT {column} FROM {table} WHERE id = ?", (record_id,)
@@ -161,47 +196,83 @@ def _damaged_values(conn: sqlite3.Connection) -> list[str]:
                     f"damaged value: {table} row {show(record_id)}: {column}={show(value)}"
                     " is not what daemon_db writes"
                 )
-        if rows and rows[0][2] > len(rows):
-            problems.append(f"damaged value: {rows[0][2] - len(rows)} more rows in {table}")
+        if rows and rows[0][1] > len(rows):
+            problems.append(f"damaged value: {rows[0][1] - len(rows)} more rows in {table}")
     return problems
+
+
+_PRUNABLE = f"SELECT {runs.COLUMNS}, (SELECT COALESCE(MAX(sequence), 0) FROM events" + (
+    # Named, not left to the planner: without ANALYZE figures it may pick
+    # runs_by_status and sort every finished run, batch after batch. A partial
+    # index serves only a query whose WHERE repeats the index's own, as here.
+    " WHERE run_id = runs.id) FROM runs INDEXED BY runs_finished_by_completion"
+    " WHERE status IN ('cancelled', 'completed', 'failed') AND completed_at < ?"
+)
 
 
 def finished_before(
     conn: sqlite3.Connection, *, cutoff: str, after: tuple[str, str] | None, limit: int
 ) -> list[tuple[Run, int]]:
-    """Finished runs completed before ``cutoff``, oldest first, with their event counts."""
+    """Finished runs completed before ``cutoff``, oldest first, with their event counts.
+
+    One statement: a seek in the index of finished runs by completion, from
+    ``after`` (the ``(completed_at, id)`` of the last run of the page before),
+    and an index seek per run for its event count (sequences are gap-free from
+    1, so the highest is the count).
+    """
     sql = (
-        f"SELECT id FROM runs WHERE status IN ({_FINISHED}) AND completed_at < ?"
+        _PRUNABLE
         + (" AND (completed_at, id) > (?, ?)" if after else "")
         + " ORDER BY completed_at, id LIMIT ?"
     )
-    ids = [row[0] for row in conn.execute(sql, (cutoff, *(after or ()), limit))]
-    found: list[tuple[Run, int]] = []
-    for run_id in ids:
-        run = runs.get(conn, run_id=run_id)
-        if run is not None:
-            found.append((run, _event_count(conn, run_id)))
-    return found
+    found = conn.execute(sql, (cutoff, *(after or ()), limit)).fetchall()
+    return [(runs.from_row(row), row[-1]) for row in found]
 
 
 def delete_finished(
-    conn: sqlite3.Connection, *, cutoff: str, max_events: int
+    conn: sqlite3.Connection, *, cutoff: str, max_events: int, max_seconds: float
 ) -> list[tuple[Run, int]]:
     """Delete the oldest finished runs completed before ``cutoff``; return them.
 
-    Takes runs until their events add up to ``max_events`` (always at least
-    one run), so that one transaction never holds the write lock for long.
+    Runs go one at a time until their events add up to ``max_events`` or the
+    deleting has taken ``max_seconds`` (always at least one run), so that one
+    transaction never holds the write lock for long, however big the file.
     Units and events go with their runs (ON DELETE CASCADE).
     """
+    deadline = time.perf_counter() + max_seconds
     taken: list[tuple[Run, int]] = []
     events = 0
-    for run, count in finished_before(conn, cutoff=cutoff, after=None, limit=100):
-        if taken and events + count > max_events:
+    for run, count in finished_before(conn, cutoff=cutoff, after=None, limit=_PRUNE_LOOKAHEAD):
+        if taken and (events + count > max_events or time.perf_counter() > deadline):
             break
+        conn.execute("DELETE FROM runs WHERE id = ?", (run.id,))
         taken.append((run, count))
         events += count
-    conn.executemany("DELETE FROM runs WHERE id = ?", [(run.id,) for run, _ in taken])
     return taken
+
+
+_PRUNE_LOOKAHEAD = 200
+"""Runs a prune batch reads ahead; it deletes fewer when their events or its time run out."""
+
+
+def vacuum(conn: sqlite3.Connection, *, path: str) -> int:
+    """Rewrite the file without its free pages; return the bytes it shrank by."""
+    page_size, before = _pages(conn)
+    try:
+        conn.execute("VACUUM")
+        # In WAL mode the new file is written through the WAL: move it into
+        # the database now, and empty the WAL, rather than leave it that large.
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    except sqlite3.Error as exc:
+        raise translate(exc, path) from None
+    _, after = _pages(conn)
+    return (before - after) * page_size
+
+
+def _pages(conn: sqlite3.Connection) -> tuple[int, int]:
+    (page_size,) = conn.execute("PRAGMA page_size").fetchone()
+    (count,) = conn.execute("PRAGMA page_count").fetchone()
+    return page_size, count
 
 
 def backup(
@@ -310,15 +381,6 @@ def _same_file(found: os.stat_result, path: str) -> bool:
     except OSError:
         return False
     return (found.st_dev, found.st_ino) == (other.st_dev, other.st_ino)
-
-
-def _event_count(conn: sqlite3.Connection, run_id: str) -> int:
-    # Sequences are gap-free from 1, so the highest is the count: an index seek.
-    (highest,) = conn.execute(
-        "SELECT COALESCE(MAX(sequence), 0) FROM events WHERE run_id = ?", (run_id,)
-    ).fetchone()
-    count: int = highest
-    return count
 
 
 def _size(path: str) -> int:

@@ -180,4 +180,68 @@ _OWNERS = Migration(
     ),
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_TABLES, _INDEXES, _OWNERS)
+
+def _kept_count(key: str, change: str) -> str:
+    """An upsert of ``counts``: the row ``key`` (SQL text) moves by ``change``."""
+    return (
+        f"INSERT INTO counts (name, n) VALUES ({key}, {change})"
+        f" ON CONFLICT (name) DO UPDATE SET n = n + ({change})"
+    )
+
+
+_EVENTS = "'events'"
+
+
+def _status_counts(table: str) -> tuple[str, ...]:
+    """Triggers that keep ``counts`` of ``table``'s rows by status, whatever writes them."""
+    new, old = f"'{table}:' || new.status", f"'{table}:' || old.status"
+    return (
+        f"CREATE TRIGGER {table}_counted_in AFTER INSERT ON {table}"
+        f" BEGIN {_kept_count(new, '1')}; END",
+        f"CREATE TRIGGER {table}_counted_out AFTER DELETE ON {table}"
+        f" BEGIN {_kept_count(old, '-1')}; END",
+        f"CREATE TRIGGER {table}_counted_moved AFTER UPDATE OF status ON {table}"
+        f" WHEN old.status IS NOT new.status"
+        f" BEGIN {_kept_count(old, '-1')}; {_kept_count(new, '1')}; END",
+        f"INSERT INTO counts (name, n) SELECT '{table}:' || status, COUNT(*) FROM {table}"
+        " GROUP BY status",
+    )
+
+
+# Written against the columns every version has, with CREATE INDEX and CREATE
+# TRIGGER only (no table rebuild), so that it applies after any migration that
+# rebuilds the runs or units tables: only its number would change.
+_SCALE = Migration(
+    version=4,
+    name="indexes for prune and every list_runs filter; kept counts for stats",
+    statements=(
+        # prune_runs: finished runs in completion order, a seek rather than a scan
+        # and sort of every finished run. The query repeats this WHERE exactly,
+        # which is what lets SQLite use a partial index.
+        """
+        CREATE INDEX runs_finished_by_completion
+            ON runs (completed_at, id)
+            WHERE status IN ('cancelled', 'completed', 'failed')
+        """,
+        # list_runs(repo_path=...) without a branch.
+        "CREATE INDEX runs_by_repo ON runs (repo_path, id)",
+        # stats(): counts kept by triggers, so that it reads a few rows rather
+        # than counting millions; each write that adds, removes or moves a row
+        # between statuses updates one small row more.
+        """
+        CREATE TABLE counts (
+            name    TEXT PRIMARY KEY NOT NULL,
+            n       INTEGER NOT NULL
+        ) WITHOUT ROWID
+        """,
+        *_status_counts("runs"),
+        *_status_counts("units"),
+        "CREATE TRIGGER events_counted_in AFTER INSERT ON events"
+        f" BEGIN {_kept_count(_EVENTS, '1')}; END",
+        "CREATE TRIGGER events_counted_out AFTER DELETE ON events"
+        f" BEGIN {_kept_count(_EVENTS, '-1')}; END",
+        "INSERT INTO counts (name, n) SELECT 'events', COUNT(*) FROM events",
+    ),
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_TABLES, _INDEXES, _OWNERS, _SCALE)

@@ -20,6 +20,7 @@ from .._records import (
 from . import events, rows
 
 __all__ = [
+    "COLUMNS",
     "QUALIFIED_COLUMNS",
     "complete",
     "create",
@@ -68,6 +69,9 @@ def from_row(row: Sequence[Any]) -> Run:
 
 
 _NAMES = tuple(name.strip() for name in _COLUMNS.split(","))
+
+# For the other modules of the engine that read whole runs (maintenance.py).
+COLUMNS = _COLUMNS
 _CHECKS: dict[int, rows.Check] = {
     5: rows.optional_positive_int,
     6: rows.member(_STATUSES, "a run status"),

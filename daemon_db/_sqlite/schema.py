@@ -51,6 +51,9 @@ def open_writer(path: str, *, busy_timeout: float, synchronous: str) -> sqlite3.
         version = _inspect(conn, path)
         if path != MEMORY:
             _enable_wal(conn, path, busy_timeout)
+            # Never checkpoint inside a commit: checkpointer.py does it on a
+            # thread of its own (this setting is the connection's, not the file's).
+            conn.execute("PRAGMA wal_autocheckpoint = 0")
         migrate(conn, path, version)
         _check_writable(conn, path)
     except BaseException:

@@ -10,12 +10,19 @@ result or its own error. Batches are sent and delivered from future callbacks.
 A transaction block takes the connection for itself with ``reserve()``: its
 place in the queue is kept, so writes queued before it go first and writes
 queued after it wait until ``release()``.
+
+Each batch holds ``gate`` (a lock shared with this file's checkpointer) while
+it runs, and first calls ``before`` (see checkpointer.py): the checkpointer
+takes the gate while it truncates the WAL, so that a batch then waits for
+exactly that long, rather than in SQLite's busy handler.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import sqlite3
 from collections.abc import Callable
 from functools import partial
 from typing import Any, Final, TypeVar
@@ -36,6 +43,23 @@ MAX_BATCH: Final = 512
 
 def _nothing(conn: object) -> None:
     """Queued behind a batch whose future was cancelled: done means that batch is done."""
+
+
+def _gated(
+    gate: contextlib.AbstractContextManager[object],
+    before: Callable[[sqlite3.Connection], None] | None,
+    work: Work[T],
+    conn: sqlite3.Connection,
+) -> T:
+    """Run a batch on the connection's thread, holding the gate, after ``before``.
+
+    A function of the module, not a method: the connection's thread keeps its
+    last item referenced, and that must not keep the Writer (and its DB) alive.
+    """
+    with gate:
+        if before is not None:
+            before(conn)
+        return work(conn)
 
 
 class _Write:
@@ -60,9 +84,16 @@ class Writer:
     """Serialises the writes of one connection and commits them in groups."""
 
     def __init__(
-        self, connection: aiosqlite.Connection, path: str, on_commit: Callable[[], None]
+        self,
+        connection: aiosqlite.Connection,
+        path: str,
+        on_commit: Callable[[], None],
+        gate: contextlib.AbstractContextManager[object] | None = None,
+        before: Callable[[sqlite3.Connection], None] | None = None,
     ) -> None:
         self.connection = connection
+        self._gate = contextlib.nullcontext() if gate is None else gate
+        self._before = before
         self._path = path
         self._on_commit = on_commit
         self._queue: collections.deque[_Write | _Reservation] = collections.deque()
@@ -90,7 +121,12 @@ class Writer:
     async def _alone(self, work: Work[T]) -> T:
         # The writer is idle: this write is a batch of one, and its caller awaits
         # the batch's own future, a loop iteration sooner than a delivery.
-        batch = bridge.submit(self.connection, partial(write_one, work=work, path=self._path))
+        batch = bridge.submit(
+            self.connection,
+            partial(
+                _gated, self._gate, self._before, partial(write_one, work=work, path=self._path)
+            ),
+        )
         self._batch = batch
         batch.add_done_callback(self._after_alone)
         try:
@@ -153,7 +189,12 @@ class Writer:
                 writes.append(write)
         batch = bridge.submit(
             self.connection,
-            partial(write_batch, works=[write.work for write in writes], path=self._path),
+            partial(
+                _gated,
+                self._gate,
+                self._before,
+                partial(write_batch, works=[write.work for write in writes], path=self._path),
+            ),
         )
         for write in writes:
             write.batch = batch

@@ -1,0 +1,200 @@
+"""Checkpoints off the commit path: a thread and a connection of their own.
+
+In WAL mode every commit appends pages to the ``-wal`` file, and a checkpoint
+copies them back into the database so that the WAL can start over. SQLite's
+automatic checkpoint runs inside the commit that crosses ``wal_autocheckpoint``
+(1,000 pages), so that one caller waits for the copy and its ``fsync``: tens of
+milliseconds, and seconds on a large file. The writer connection therefore has
+the automatic checkpoint off (``schema.open_writer``), and this thread does the
+work instead, while the writer goes on:
+
+- A PASSIVE checkpoint, at most every ``INTERVAL_SECONDS`` while commits
+  happen. It takes no lock that a writer or reader waits for, and copies what
+  the readers no longer need.
+- A RESTART checkpoint when the WAL holds more than ``RESTART_BYTES``. A
+  PASSIVE checkpoint never catches up with a writer that keeps writing, and
+  readers that come and go keep the WAL from starting over. So once the WAL
+  is that large, a second PASSIVE copies what came during the first, and the
+  writer's own thread runs a RESTART before its next batch (``before_write``):
+  it copies the few pages left, waits at most ``RESTART_WAIT_SECONDS`` for
+  readers of older snapshots to finish, and the batch then starts the WAL
+  from its beginning. It runs there rather than here because it holds the
+  write lock: the writer would wait for it anyway, and this way it waits
+  exactly that long, not in SQLite's busy handler, whose sleeps grow to tens
+  of milliseconds.
+- A TRUNCATE checkpoint once no commit has come for ``IDLE_SECONDS``: the WAL
+  file is emptied to zero bytes.
+
+Should the checkpointer fall behind all the same (an ``fsync`` that stalls
+for a long time), the writer's thread truncates the WAL itself once the file
+passes ``WAL_LIMIT_BYTES``: writes then wait for the disk, and the WAL stays
+bounded.
+
+A checkpoint that finds another under way (another process's), or readers it
+cannot wait for, is simply tried again later. A reader that holds one snapshot
+for long (a full ``check()`` of a large file, a backup) pins the pages written
+since it began: the WAL grows until it ends, whatever checkpoints do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Final
+
+__all__ = ["Checkpointer"]
+
+INTERVAL_SECONDS: Final = 0.2
+"""At most one PASSIVE checkpoint this often while commits come."""
+
+RESTART_BYTES: Final = 16 * 1024 * 1024
+"""A WAL holding more than this is restarted (then at most about twice this on disk)."""
+
+RESTART_WAIT_SECONDS: Final = 0.005
+"""How long a RESTART or TRUNCATE waits for a writer or readers, holding up writes meanwhile."""
+
+WAL_LIMIT_BYTES: Final = 48 * 1024 * 1024
+"""A WAL file larger than this is truncated by the writer itself before its next batch.
+
+Only when the checkpointer falls behind (a disk whose ``fsync`` stalls for
+hundreds of milliseconds): the writer then waits for the disk, rather than
+the WAL growing without bound.
+"""
+
+LIMIT_CHECKED_EVERY: Final = 32
+"""The writer looks at the WAL file's size once per this many batches."""
+
+IDLE_SECONDS: Final = 1.0
+"""No commit for this long: the WAL file is truncated to zero bytes."""
+
+
+class Checkpointer:
+    """Keeps one database file's WAL short, from a daemon thread of its own."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self.gate = threading.Lock()
+        """Held by the writer's batches; taken here for a TRUNCATE."""
+        self._restart_wanted = False
+        self._checkpointing = threading.Lock()  # held by whichever thread is checkpointing
+        self._batches = 0
+        self._wal = f"{path}-wal"
+        self._committed = threading.Event()
+        self._stopping = threading.Event()
+        self.checkpoints: dict[str, int] = {"PASSIVE": 0, "RESTART": 0, "TRUNCATE": 0}
+        """How many of each mode completed (for tests and the benchmark)."""
+        self._thread = threading.Thread(
+            target=self._run, name=f"daemon_db checkpointer {path}", daemon=True
+        )
+        self._thread.start()
+
+    def committed(self) -> None:
+        """Say that a commit landed: called on the event loop after each one."""
+        if not self._committed.is_set():
+            self._committed.set()
+
+    def before_write(self, conn: sqlite3.Connection) -> None:
+        """Called on the writer's thread before each batch: RESTART the WAL when asked.
+
+        By then the checkpointer has copied nearly all of the WAL, so this
+        copies the last pages, waits at most ``RESTART_WAIT_SECONDS`` for
+        readers of older snapshots, and the batch that follows starts the WAL
+        from its beginning.
+        """
+        self._batches += 1
+        if self._batches % LIMIT_CHECKED_EVERY == 0 and self._wal_bytes() > WAL_LIMIT_BYTES:
+            with self._checkpointing:  # wait for the checkpointer's turn to end
+                self._restart_wanted = False
+                self._on_writer(conn, "TRUNCATE", wait=None)
+        # SQLite runs one checkpoint at a time and fails the others at once,
+        # so if the checkpointer is copying now, the RESTART waits for a later batch.
+        if self._restart_wanted and self._checkpointing.acquire(blocking=False):
+            try:
+                self._restart_wanted = False
+                self._on_writer(conn, "RESTART", wait=RESTART_WAIT_SECONDS)
+            finally:
+                self._checkpointing.release()
+
+    def _on_writer(self, conn: sqlite3.Connection, mode: str, *, wait: float | None) -> None:
+        """Run a checkpoint on the writer's connection, waiting ``wait`` (None: its own timeout)."""
+        try:
+            (timeout,) = conn.execute("PRAGMA busy_timeout").fetchone()
+            if wait is not None:
+                conn.execute(f"PRAGMA busy_timeout = {round(wait * 1000)}")
+            try:
+                busy, _, _ = conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+            finally:
+                conn.execute(f"PRAGMA busy_timeout = {timeout}")
+        except sqlite3.Error:  # another process's checkpoint: the next turn tries again
+            return
+        if not busy:
+            self.checkpoints[mode] += 1
+
+    def _wal_bytes(self) -> int:
+        try:
+            return os.path.getsize(self._wal)
+        except OSError:
+            return 0
+
+    def stop(self) -> None:
+        """Stop the thread and close its connection; blocks until done (a checkpoint ends first)."""
+        self._stopping.set()
+        self._committed.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        try:
+            # mode=rw: the writer made the file; never create one here.
+            uri = Path(self._path).resolve().as_uri() + "?mode=rw"
+            conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=0)
+        except sqlite3.Error:
+            return  # the writer opened this file: nothing to do here but not checkpoint
+        try:
+            self._loop(conn)
+        finally:
+            conn.close()
+
+    def _loop(self, conn: sqlite3.Connection) -> None:
+        pending = False  # commits since the last TRUNCATE
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        while True:
+            woken = self._committed.wait(IDLE_SECONDS if pending else None)
+            if self._stopping.is_set():
+                return
+            if not woken:  # idle: empty the WAL file
+                pending = self._checkpoint(conn, "TRUNCATE") is None
+                continue
+            self._committed.clear()
+            pending = True
+            frames = self._checkpoint(conn, "PASSIVE")
+            if frames is not None and frames * page_size > RESTART_BYTES:
+                # Copy what came during that one too, so that little is left
+                # for the RESTART, which the writer's thread runs before its
+                # next batch (at its priority, not this thread's).
+                self._checkpoint(conn, "PASSIVE")
+                self._restart_wanted = True
+            # Pace: the commits of the next interval are copied together (a
+            # commit meanwhile leaves the event set, so the next turn runs at once).
+            self._stopping.wait(INTERVAL_SECONDS)
+
+    def _checkpoint(self, conn: sqlite3.Connection, mode: str) -> int | None:
+        """Run one checkpoint; return the frames the WAL holds, or None if it could not finish."""
+        wait_ms = 0 if mode == "PASSIVE" else round(RESTART_WAIT_SECONDS * 1000)
+        # TRUNCATE takes the write lock: take it from this file's writer
+        # through the gate, so that a write arriving meanwhile waits on a lock,
+        # not in SQLite's busy handler, whose sleeps grow to tens of milliseconds.
+        gate = self.gate if mode != "PASSIVE" else contextlib.nullcontext()
+        try:
+            with gate, self._checkpointing:
+                conn.execute(f"PRAGMA busy_timeout = {wait_ms}")
+                busy, frames, _ = conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+        except sqlite3.Error:  # locked by another checkpoint, or the file went away
+            return None
+        if busy or frames < 0:
+            return None
+        self.checkpoints[mode] += 1
+        result: int = frames
+        return result

@@ -1,0 +1,146 @@
+"""Checkpoints off the commit path: the writer never checkpoints; a thread of its own does."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from daemon_db import DB
+from daemon_db._sqlite import checkpointer
+from tests.helpers import new_run
+
+
+def wal_size(path: Path) -> int:
+    try:
+        return os.path.getsize(f"{path}-wal")
+    except FileNotFoundError:
+        return 0
+
+
+async def eventually(condition: object, seconds: float = 20.0) -> None:
+    for _ in range(int(seconds / 0.01)):
+        if condition():  # type: ignore[operator]
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the condition never held")
+
+
+async def test_the_writer_never_checkpoints_in_a_commit(file_db: DB) -> None:
+    assert file_db._writer is not None
+    rows = await file_db._writer.connection.execute_fetchall("PRAGMA wal_autocheckpoint")
+    assert list(rows) == [(0,)]
+
+
+async def test_an_idle_wal_is_truncated(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(checkpointer, "IDLE_SECONDS", 0.05)
+    async with DB.open(db_path) as db:
+        run = await db.create_run(new_run())
+        for _ in range(50):
+            await db.append_event(run.id, "tick")
+        assert wal_size(db_path) > 0
+        assert db._checkpointer is not None
+        counts = db._checkpointer.checkpoints
+        await eventually(lambda: wal_size(db_path) == 0 and counts["TRUNCATE"] >= 1)
+        assert len(await db.list_events(run.id)) == 50
+
+
+@contextlib.contextmanager
+def readers_in_turn(path: Path) -> Iterator[list[int]]:
+    """Two connections whose read transactions overlap, so that one is always open."""
+    stop = threading.Event()
+    reads: list[int] = [0]
+
+    def read() -> None:
+        first, second = (sqlite3.connect(path, isolation_level=None) for _ in range(2))
+        try:
+            first.execute("BEGIN")
+            first.execute("SELECT COUNT(*) FROM runs").fetchall()
+            while not stop.is_set():
+                second.execute("BEGIN")
+                second.execute("SELECT COUNT(*) FROM runs").fetchall()
+                first.execute("COMMIT")
+                first, second = second, first
+                reads[0] += 1
+                stop.wait(0.001)
+            first.execute("COMMIT")
+        finally:
+            first.close()
+            second.close()
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    try:
+        yield reads
+    finally:
+        stop.set()
+        thread.join()
+
+
+@pytest.mark.parametrize("pinned", [False, True], ids=["alone", "readers always open"])
+async def test_the_wal_stays_bounded_while_writes_go_on(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch, pinned: bool
+) -> None:
+    monkeypatch.setattr(checkpointer, "RESTART_BYTES", 256 * 1024)
+    monkeypatch.setattr(checkpointer, "INTERVAL_SECONDS", 0.01)
+    monkeypatch.setattr(checkpointer, "WAL_LIMIT_BYTES", 4 * 1024 * 1024)
+    payload = {"text": "x" * 1000}
+    async with DB.open(db_path) as db:
+        run = await db.create_run(new_run())
+        largest = 0
+        with readers_in_turn(db_path) if pinned else contextlib.nullcontext([1]) as reads:
+            for n in range(3000):
+                await db.append_event(run.id, "tick", payload=payload)
+                if n % 50 == 0:
+                    largest = max(largest, wal_size(db_path))
+        assert reads[0] > 0
+        assert db._checkpointer is not None
+        assert db._checkpointer.checkpoints["RESTART"] >= 1
+        assert await db.check() == []
+    # Without checkpoints the WAL would hold every page written: over 20 MB here.
+    assert largest < 8 * 1024 * 1024
+
+
+async def test_close_stops_the_checkpointer_and_removes_the_wal(db_path: Path) -> None:
+    db = await DB.open(db_path)
+    run = await db.create_run(new_run())
+    await db.append_event(run.id, "tick")
+    assert db._checkpointer is not None
+    thread = db._checkpointer._thread
+    assert thread.is_alive()
+    await db.close()
+    assert not thread.is_alive()
+    assert not os.path.exists(f"{db_path}-wal")  # the writer, closing last, checkpointed
+
+
+async def test_no_checkpointer_in_memory_or_read_only(db_path: Path) -> None:
+    async with DB.open(":memory:") as db:
+        assert db._checkpointer is None
+    async with DB.open(db_path):
+        pass
+    async with DB.open(db_path, readonly=True) as db:
+        assert db._checkpointer is None
+
+
+async def test_two_writers_on_one_file_checkpoint_side_by_side(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(checkpointer, "RESTART_BYTES", 64 * 1024)
+    monkeypatch.setattr(checkpointer, "INTERVAL_SECONDS", 0.005)
+    async with DB.open(db_path) as first, DB.open(db_path) as second:
+        run = await first.create_run(new_run())
+
+        async def append(db: DB) -> None:
+            for _ in range(500):
+                await db.append_event(run.id, "tick", payload={"text": "x" * 500})
+
+        await asyncio.gather(append(first), append(second))
+        events = await first.list_events(run.id)
+        assert [event.sequence for event in events] == list(range(1, 1001))
+        assert await first.check() == []
