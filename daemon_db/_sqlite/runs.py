@@ -71,6 +71,7 @@ _NAMES = tuple(name.strip() for name in _COLUMNS.split(","))
 # For the other modules of the engine that read whole runs (maintenance.py).
 COLUMNS = _COLUMNS
 from_row = _from_row
+
 _CHECKS: dict[int, rows.Check] = {
     5: rows.positive_int,
     6: rows.member(_STATUSES, "a run status"),
