@@ -45,7 +45,7 @@ $(CHROMIUM):
 reliability: $(READY)
 	$(BIN)/pytest -q tests/reliability tests/test_db.py tests/test_event_loop.py
 
-# daemon_db beside raw sqlite3, plain aiosqlite and SQLAlchemy, in one run (~2 min).
+# daemon_db beside raw sqlite3, straightforward aiosqlite and SQLAlchemy, in one run (~5 min).
 bench: $(READY)
 	$(BIN)/python -m bench
 

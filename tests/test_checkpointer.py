@@ -144,3 +144,25 @@ async def test_two_writers_on_one_file_checkpoint_side_by_side(
         events = await first.list_events(run.id)
         assert [event.sequence for event in events] == list(range(1, 1001))
         assert await first.check() == []
+
+
+async def test_the_writer_truncates_the_wal_itself_when_the_checkpointer_stalls(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(checkpointer, "WAL_LIMIT_BYTES", 1024 * 1024)
+    monkeypatch.setattr(checkpointer, "STALLED_SECONDS", 0.0)
+    monkeypatch.setattr(checkpointer, "LIMIT_CHECKED_EVERY", 1)
+    async with DB.open(db_path) as db:
+        assert db._checkpointer is not None
+        stalled = db._checkpointer
+        await asyncio.to_thread(stalled._stopping.set)  # its thread stops, as if stuck
+        stalled._committed.set()
+        await asyncio.to_thread(stalled._thread.join)
+        run = await db.create_run(new_run())
+        largest = 0
+        for _ in range(300):
+            await db.append_event(run.id, "tick", payload={"text": "x" * 2000})
+            largest = max(largest, wal_size(db_path))
+        assert stalled.checkpoints["TRUNCATE"] >= 1
+        assert largest < 2 * 1024 * 1024
+        assert len(await db.list_events(run.id)) == 300

@@ -25,10 +25,10 @@ work instead, while the writer goes on:
 - A TRUNCATE checkpoint once no commit has come for ``IDLE_SECONDS``: the WAL
   file is emptied to zero bytes.
 
-Should the checkpointer fall behind all the same (an ``fsync`` that stalls
-for a long time), the writer's thread truncates the WAL itself once the file
-passes ``WAL_LIMIT_BYTES``: writes then wait for the disk, and the WAL stays
-bounded.
+Should the checkpointer fall behind all the same (no checkpoint finished for
+``STALLED_SECONDS``: an ``fsync`` that stalls), the writer's thread truncates
+the WAL itself once the file passes ``WAL_LIMIT_BYTES``: writes then wait for
+the disk, and the WAL stays bounded.
 
 A checkpoint that finds another under way (another process's), or readers it
 cannot wait for, is simply tried again later. A reader that holds one snapshot
@@ -42,27 +42,35 @@ import contextlib
 import os
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Final
 
 __all__ = ["Checkpointer"]
 
-INTERVAL_SECONDS: Final = 0.2
-"""At most one PASSIVE checkpoint this often while commits come."""
+INTERVAL_SECONDS: Final = 0.05
+"""At most one PASSIVE checkpoint this often while commits come.
 
-RESTART_BYTES: Final = 16 * 1024 * 1024
+Short, so that the WAL grows little between two looks at it (a writer can
+append some 80 MB a second), and each checkpoint's ``fsync`` has little to flush.
+"""
+
+RESTART_BYTES: Final = 24 * 1024 * 1024
 """A WAL holding more than this is restarted (then at most about twice this on disk)."""
 
 RESTART_WAIT_SECONDS: Final = 0.005
 """How long a RESTART or TRUNCATE waits for a writer or readers, holding up writes meanwhile."""
 
-WAL_LIMIT_BYTES: Final = 48 * 1024 * 1024
-"""A WAL file larger than this is truncated by the writer itself before its next batch.
+WAL_LIMIT_BYTES: Final = 56 * 1024 * 1024
+"""A WAL file larger than this is truncated by the writer itself before its next batch...
 
-Only when the checkpointer falls behind (a disk whose ``fsync`` stalls for
-hundreds of milliseconds): the writer then waits for the disk, rather than
-the WAL growing without bound.
+...when the checkpointer has finished no checkpoint for ``STALLED_SECONDS`` (a
+disk whose ``fsync`` stalls): the writer then waits for the disk, rather than
+the WAL growing without bound. (The file's size is its high-water mark, not
+what it holds, so size alone would fire long after the WAL has started over.)
 """
+
+STALLED_SECONDS: Final = 1.0
 
 LIMIT_CHECKED_EVERY: Final = 32
 """The writer looks at the WAL file's size once per this many batches."""
@@ -81,6 +89,7 @@ class Checkpointer:
         self._restart_wanted = False
         self._checkpointing = threading.Lock()  # held by whichever thread is checkpointing
         self._batches = 0
+        self._last_done = time.monotonic()  # when a checkpoint last finished
         self._wal = f"{path}-wal"
         self._committed = threading.Event()
         self._stopping = threading.Event()
@@ -105,7 +114,11 @@ class Checkpointer:
         from its beginning.
         """
         self._batches += 1
-        if self._batches % LIMIT_CHECKED_EVERY == 0 and self._wal_bytes() > WAL_LIMIT_BYTES:
+        if (
+            self._batches % LIMIT_CHECKED_EVERY == 0
+            and time.monotonic() - self._last_done > STALLED_SECONDS
+            and self._wal_bytes() > WAL_LIMIT_BYTES
+        ):
             with self._checkpointing:  # wait for the checkpointer's turn to end
                 self._restart_wanted = False
                 self._on_writer(conn, "TRUNCATE", wait=None)
@@ -131,6 +144,7 @@ class Checkpointer:
         except sqlite3.Error:  # another process's checkpoint: the next turn tries again
             return
         if not busy:
+            self._last_done = time.monotonic()
             self.checkpoints[mode] += 1
 
     def _wal_bytes(self) -> int:
@@ -195,6 +209,7 @@ class Checkpointer:
             return None
         if busy or frames < 0:
             return None
+        self._last_done = time.monotonic()
         self.checkpoints[mode] += 1
         result: int = frames
         return result

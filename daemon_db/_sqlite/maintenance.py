@@ -251,7 +251,7 @@ def delete_finished(
     return taken
 
 
-_PRUNE_LOOKAHEAD = 200
+_PRUNE_LOOKAHEAD = 64
 """Runs a prune batch reads ahead; it deletes fewer when their events or its time run out."""
 
 
