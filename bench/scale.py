@@ -24,13 +24,15 @@ import subprocess
 import sys
 import tempfile
 import time
+import timeit
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from daemon_db import DB
+from daemon_db import _timestamps as timestamps
 from daemon_db._sqlite import maintenance
 
 from . import bulk
@@ -253,18 +255,24 @@ async def worker(spec: dict[str, str]) -> dict[str, Any]:
 
 
 def event_rows(folder: Path, count: int) -> dict[str, dict[str, float]]:
-    """Bytes per event and a raw append's p50, for today's event row and two leaner ones.
+    """Bytes per event, a raw append's p50 and the cost of reading its timestamp back.
 
-    - ``today``: the run id as text in the row and in the (run_id, sequence) index,
-      the timestamp as 27 characters of text;
-    - ``integer time``: the timestamp as microseconds since the epoch (an integer);
-    - ``integer run and time``: besides, the run as an integer key (a runs rowid).
+    - ``today``: the run's 26-character id in the row and in the
+      (run_id, sequence) index, the timestamp as 27 characters of text;
+    - ``run key``: the run as an integer key (a runs rowid) instead;
+    - ``run key and integer time``: besides, the timestamp as microseconds
+      since the epoch (an integer).
     """
     shapes = {
         "today": ("run_id TEXT NOT NULL", "created_at TEXT NOT NULL", True, True),
-        "integer time": ("run_id TEXT NOT NULL", "created_at INTEGER NOT NULL", True, False),
-        "integer run and time": (
-            "run INTEGER NOT NULL",
+        "run key": (
+            "run_key INTEGER NOT NULL",
+            "created_at TEXT NOT NULL",
+            False,
+            True,
+        ),
+        "run key and integer time": (
+            "run_key INTEGER NOT NULL",
             "created_at INTEGER NOT NULL",
             False,
             False,
@@ -314,8 +322,22 @@ def event_rows(folder: Path, count: int) -> dict[str, dict[str, float]]:
         results[name] = {
             "bytes_per_event": size / count,
             "append_p50_us": statistics.median(times) * 1e6,
+            "decode_us": _decode_us(created),
         }
     return results
+
+
+def _decode_us(stored: object) -> float:
+    """Microseconds to turn a stored timestamp into the aware datetime a record holds."""
+    if isinstance(stored, str):
+        decode: Callable[[], object] = partial(timestamps.from_text, stored)
+    else:
+        epoch, micros = datetime(1970, 1, 1, tzinfo=UTC), int(cast(int, stored))
+
+        def decode() -> object:
+            return epoch + timedelta(microseconds=micros)
+
+    return min(timeit.repeat(decode, number=100_000, repeat=5)) / 100_000 * 1e6
 
 
 async def measure(folder: Path, runs: int, appends_count: int, full_check: bool) -> dict[str, Any]:
@@ -531,12 +553,13 @@ def table(r: dict[str, Any]) -> str:
         "",
         "Event rows (raw sqlite3, 10 events a run, 65-byte payload):",
         "",
-        "| event row | bytes per event | append p50 |",
-        "|---|---:|---:|",
+        "| event row | bytes per event | append p50 | a timestamp read back |",
+        "|---|---:|---:|---:|",
     ]
     for name, figures in r["event_rows"].items():
         size, append = figures["bytes_per_event"], figures["append_p50_us"]
-        lines.append(f"| {name} | {size:.0f} | {append:.0f} us |")
+        decode = figures["decode_us"]
+        lines.append(f"| {name} | {size:.0f} | {append:.0f} us | {decode:.2f} us |")
     return "\n".join(lines)
 
 
