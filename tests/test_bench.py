@@ -86,5 +86,5 @@ def test_the_quick_scale_benchmark_runs_and_reports_every_figure() -> None:
     assert len(figures["prune_batch_ms"]) == 2
     assert figures["resumable_runs"] == 10
     assert figures["check_quick_problems"] == figures["check_problems"] == 0
-    assert set(figures["event_rows"]) == {"today", "integer time", "integer run and time"}
+    assert set(figures["event_rows"]) == {"today", "run key", "run key and integer time"}
     assert "| what | before (issue 10) |" in scale.table(figures)
