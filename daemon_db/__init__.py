@@ -65,6 +65,12 @@ __all__ = [
     "new_run_id",
 ]
 
+# Public names say where they are imported from: help(daemon_db), reprs and
+# tracebacks show daemon_db.RunNotFoundError, not the private module it is in.
+for _public in __all__:
+    globals()[_public].__module__ = __name__
+del _public
+
 
 def __getattr__(name: str) -> str:
     # Looked up on first use: reading the package metadata takes a few milliseconds.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import reprlib
 import sqlite3
 from collections.abc import Collection, Sequence
+from typing import Any
 
 __all__ = [
     "ClosedError",
@@ -72,6 +73,19 @@ class DaemonDBError(Exception):
 
     def __init__(self, message: str | None = None) -> None:
         super().__init__(message or self.__doc__)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Each subclass's __init__ takes its own fields, not the message that
+        # pickle would pass back: rebuild from the message and the attributes,
+        # so that an error crosses to another process (multiprocessing) intact.
+        return (_restore, (type(self), self.args, self.__dict__))
+
+
+def _restore(cls: type[DaemonDBError], args: tuple[Any, ...], state: dict[str, Any]) -> Any:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
 
 
 class InvalidRecordError(DaemonDBError, ValueError):

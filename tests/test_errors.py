@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import sqlite3
 
 import pytest
@@ -10,33 +11,40 @@ import daemon_db
 from daemon_db import (
     ClosedError,
     DaemonDBError,
+    DamagedRecordError,
     DatabaseError,
     InvalidRecordError,
     ReadOnlyError,
     RunExistsError,
     RunNotFoundError,
     SchemaVersionError,
+    StatusConflictError,
     UnitExistsError,
     UnitNotFoundError,
 )
 from daemon_db._errors import translate
 
+ERRORS = [
+    RunExistsError("feature/x", "/srv/app", "01RUN"),
+    UnitExistsError("01RUN_u", "01RUN", "u"),
+    RunNotFoundError("01RUN"),
+    UnitNotFoundError("01RUN_u"),
+    UnitNotFoundError("u", ["01RUN_u", "01RUO_u"], 3),
+    InvalidRecordError("run_id", "", "must not be empty or blank"),
+    SchemaVersionError("/data/state.db", 9, 2, "written by a newer release"),
+    DatabaseError("/data/state.db", "not a daemon_db database"),
+    ReadOnlyError("/data/state.db"),
+    ClosedError("/data/state.db"),
+]
+EVERY_KIND = [
+    *ERRORS,
+    StatusConflictError("01RUN", "completed", {"running"}),
+    DamagedRecordError("/data/state.db", "runs", "01RUN", "started_at", "noon", "is not a time"),
+    DaemonDBError(),
+]
 
-@pytest.mark.parametrize(
-    "error",
-    [
-        RunExistsError("feature/x", "/srv/app", "01RUN"),
-        UnitExistsError("01RUN_u", "01RUN", "u"),
-        RunNotFoundError("01RUN"),
-        UnitNotFoundError("01RUN_u"),
-        UnitNotFoundError("u", ["01RUN_u", "01RUO_u"], 3),
-        InvalidRecordError("run_id", "", "must not be empty or blank"),
-        SchemaVersionError("/data/state.db", 9, 2, "written by a newer release"),
-        DatabaseError("/data/state.db", "not a daemon_db database"),
-        ReadOnlyError("/data/state.db"),
-        ClosedError("/data/state.db"),
-    ],
-)
+
+@pytest.mark.parametrize("error", ERRORS, ids=lambda error: type(error).__name__)
 def test_every_error_is_a_daemon_db_error_that_names_what_it_is_about(
     error: DaemonDBError,
 ) -> None:
@@ -49,6 +57,14 @@ def test_every_error_is_a_daemon_db_error_that_names_what_it_is_about(
     ]
     assert named
     assert all(value in str(error) for value in named)
+
+
+@pytest.mark.parametrize("error", EVERY_KIND, ids=lambda error: type(error).__name__)
+def test_every_error_crosses_to_another_process_intact(error: DaemonDBError) -> None:
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is type(error)
+    assert str(copy) == str(error)
+    assert vars(copy) == vars(error)
 
 
 def test_the_standard_bases() -> None:
