@@ -49,6 +49,12 @@ Longer ``busy_timeout`` values, infinity included, wait this long (24.8 days):
 past it, SQLite's count would overflow and it would not wait at all.
 """
 
+MIN_LEASE: Final = 1.0
+"""The shortest lease an owner may take, in seconds."""
+
+MAX_LEASE: Final = 365 * 24 * 3600.0
+"""The longest lease an owner may take, in seconds: a year."""
+
 PRUNE_BATCH_EVENTS: Final = 5000
 """prune_runs deletes runs with about this many events per transaction."""
 
@@ -127,7 +133,10 @@ class DB(Operations):
         it lives. It renews its lease from the event loop while open (a write
         every ``lease / 3`` seconds, through the same queue as every write), so a
         daemon whose loop hangs loses its lease; ``close()`` hands back what it
-        holds, unfinished and uncounted.
+        holds, unfinished and uncounted. Leaving ``async with`` by an exception
+        (not a cancellation, ``KeyboardInterrupt`` or ``SystemExit``) is a crash:
+        the runs stay held by this owner, now dead, and the next claim counts
+        the takeover as an attempt, as after ``kill -9``.
 
         Args:
             path: A file path, or ``":memory:"`` for a database that lives as long
@@ -141,7 +150,8 @@ class DB(Operations):
                 it; by default this process's host, pid and start time. Names are
                 for people: each open DB is an owner of its own, whatever its name.
             lease: Seconds an owner counts as alive after each renewal, whatever
-                its process does (on this machine, a dead process is found at once).
+                its process does (on this machine, a dead process is found at once);
+                from 1 second to a year.
 
         Returns:
             DB: The open DB, once awaited; or, with ``async with``, the DB of the
@@ -175,8 +185,12 @@ class DB(Operations):
         name = check.optional_name("owner", owner) or process.default_owner()
         if isinstance(lease, bool) or not isinstance(lease, int | float):
             raise InvalidRecordError("lease", lease, "must be a number of seconds")
-        if not 0 < lease < float("inf"):
-            raise InvalidRecordError("lease", lease, "must be > 0 seconds, and finite")
+        if not MIN_LEASE <= lease <= MAX_LEASE:
+            # Below a second the renewals (every third of it) would keep a core
+            # busy and still lose the lease; past a year its expiry overflows.
+            raise InvalidRecordError(
+                "lease", lease, f"must be from {MIN_LEASE:g} to {MAX_LEASE:g} seconds (a year)"
+            )
         me = owners.Owner(new_run_id(), name, process, float(lease))
         return _Opening(cls._connect(location, readonly, waited, str(mode), me))
 
@@ -236,13 +250,16 @@ class DB(Operations):
         Raises:
             DaemonDBError: Called inside a transaction block, which it would wait for.
         """
+        await self._close(crashed=False)
+
+    async def _close(self, *, crashed: bool) -> None:
         if self._joined() is not None:
             raise DaemonDBError("close() inside a transaction block would wait for itself")
         if self._closing is None:
-            self._closing = asyncio.create_task(self._shut_down())
+            self._closing = asyncio.create_task(self._shut_down(crashed=crashed))
         await asyncio.shield(self._closing)
 
-    async def _shut_down(self) -> None:
+    async def _shut_down(self, *, crashed: bool) -> None:
         self._notify()  # followers wake up and find the DB closed
         # Not done unless its loop cancelled it on the way out (asyncio.run does).
         if self._renewing is not None and not self._renewing.done():
@@ -251,7 +268,7 @@ class DB(Operations):
         try:
             if self._writer is not None:
                 await self._writer.drain()
-                await self._release()
+                await self._release(crashed=crashed)
         finally:
             if self._checkpointer is not None:  # its connection closes before the writer's
                 await asyncio.to_thread(self._checkpointer.stop)
@@ -274,13 +291,19 @@ class DB(Operations):
             with contextlib.suppress(DaemonDBError):
                 await self._writer.submit(partial(owners.ensure, owner=self._owner))
 
-    async def _release(self) -> None:
-        """Hand back the runs this owner holds, unfinished: a clean close counts no attempt."""
+    async def _release(self, *, crashed: bool) -> None:
+        """Hand back the runs this owner holds, unfinished: a clean close counts no attempt.
+
+        After a crash the runs stay held by this owner, now dead (its lease ended),
+        so that the next claim counts the takeover: a run whose resumption raises
+        does not crash-loop the daemon past ``max_attempts``.
+        """
         assert self._writer is not None
+        end = owners.expire if crashed else owners.release
         # If it fails (a full disk), the runs are found when the lease expires; closing
         # must not fail for it.
         with contextlib.suppress(DaemonDBError):
-            await self._writer.submit(partial(owners.release, owner=self._owner))
+            await self._writer.submit(partial(end, owner=self._owner))
 
     def __del__(self) -> None:
         if getattr(self, "_closing", True) is None:
@@ -337,15 +360,18 @@ class DB(Operations):
         return removed
 
     async def _prunable(self, cutoff: str) -> list[Run]:
-        found: list[Run] = []
+        found: dict[str, Run] = {}
         after: tuple[str, str] | None = None
         while True:
             page = await self._read(
                 partial(maintenance.finished_before, cutoff=cutoff, after=after, limit=PAGE_SIZE)
             )
-            found += [run for run, _ in page]
+            # Pages are read in turn, not from one snapshot: a run finished again
+            # meanwhile (a new completed_at) may come up on a later page too.
+            for run, _ in page:
+                found.setdefault(run.id, run)
             if len(page) < PAGE_SIZE:
-                return found
+                return list(found.values())
             last = page[-1][0]
             assert last.completed_at is not None
             after = (timestamps.to_text(last.completed_at), last.id)
@@ -662,7 +688,9 @@ class _Opening(Coroutine[Any, Any, "DB"]):
         traceback: TracebackType | None,
     ) -> None:
         assert self._db is not None
-        await self._db.close()
+        # An exception leaving the block is a crash of the daemon; a cancellation,
+        # KeyboardInterrupt or SystemExit is how a daemon is stopped.
+        await self._db._close(crashed=isinstance(exc, Exception))
 
 
 class _TransactionBlock:

@@ -9,17 +9,20 @@ Large listings come back in pages so that the event loop runs between them.
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import AsyncIterator, Callable, Iterable
 from functools import partial
 from typing import Any, Final, TypeVar
 
 from . import _validation as check
+from ._cancellation import wait_out
 from ._errors import InvalidRecordError
 from ._records import (
     ACTIVE_RUN_STATUSES,
     FINISHED_RUN_STATUSES,
     ClaimedRuns,
     EventRecord,
+    ResumableRun,
     ResumableRuns,
     Run,
     RunStatus,
@@ -27,11 +30,13 @@ from ._records import (
     UnitStatus,
 )
 from ._sqlite import events, owners, runs, units
+from ._sqlite.rows import DamagedRow
 from ._sqlite.work import Work
 
 __all__ = ["ITER_PAGE_SIZE", "PAGE_SIZE", "Operations"]
 
 T = TypeVar("T")
+Claimed = tuple[list[ResumableRun], list[Run], list[DamagedRow]]
 R = TypeVar("R")
 K = TypeVar("K")
 
@@ -173,7 +178,14 @@ class Operations(abc.ABC):
         error = check.optional_text("error", error)
         wanted = None if expected is None else check.members("expected", expected, RunStatus)
         return await self._write(
-            partial(runs.update_status, run_id=run_id, status=status, error=error, expected=wanted)
+            partial(
+                owners.update_run_status,
+                run_id=run_id,
+                status=status,
+                error=error,
+                expected=wanted,
+                owner=self._owner,
+            )
         )
 
     async def list_runs_by_status(self, status: RunStatus) -> list[Run]:
@@ -632,14 +644,36 @@ class Operations(abc.ABC):
         """
         if max_attempts is not None:
             max_attempts = check.count("max_attempts", max_attempts, minimum=0)
-        resumed, abandoned, damaged = await self._write(
-            partial(owners.claim, owner=self._owner, max_attempts=max_attempts)
+        claiming = asyncio.ensure_future(
+            self._write(partial(owners.claim, owner=self._owner, max_attempts=max_attempts))
         )
+        try:
+            resumed, abandoned, damaged = await asyncio.shield(claiming)
+        except asyncio.CancelledError:
+            await self._hand_back(claiming)
+            raise
         return ClaimedRuns(
             resumed=resumed,
             abandoned=abandoned,
             damaged=[row.error(self._path) for row in damaged],
         )
+
+    async def _hand_back(self, claiming: asyncio.Future[Claimed]) -> None:
+        """Release what a claim took after its caller was cancelled (a timeout, say).
+
+        The claim goes on to its commit; its caller will never learn which runs it
+        took, and they would stay held by this live DB with nobody working them.
+        A takeover it counted stays counted.
+        """
+        await wait_out(claiming)
+        if claiming.cancelled() or claiming.exception() is not None:
+            return
+        taken = [item.run.id for item in claiming.result()[0]]
+        if taken:
+            releasing = asyncio.ensure_future(
+                self._write(partial(owners.release_runs, run_ids=taken, owner=self._owner))
+            )
+            await wait_out(releasing)
 
     async def release_run(self, run_id: str) -> str | None:
         """Hand a run back, whoever holds it, so that the next claim takes it.

@@ -58,15 +58,21 @@ def _machine() -> str:
     return f"{boot}:{namespace}"
 
 
-def _started(pid: int) -> str | None:
-    """The start time of a live process ``pid``; None if there is none (or a zombie)."""
+def _stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/PID/stat`` from the state on; None if it cannot be read."""
     stat = _read(f"/proc/{pid}/stat")
     if stat is None:
         return None
     # The command name (field 2) is in parentheses and may hold spaces; after it
     # come the state (field 3: Z and X are dead) and, 20 fields on, the start time.
     fields = stat[stat.rfind(")") + 2 :].split()
-    if len(fields) < 20 or fields[0] in ("Z", "X"):
+    return fields if len(fields) >= 20 else None
+
+
+def _started(pid: int) -> str | None:
+    """The start time of a live process ``pid``; None if there is none (or a zombie)."""
+    fields = _stat(pid)
+    if fields is None or fields[0] in ("Z", "X"):
         return None
     return fields[19]
 
@@ -83,7 +89,12 @@ def this_process() -> Process:
 def is_running(pid: int, started: str | None) -> bool:
     """Whether the process ``pid`` that started at ``started`` still runs on this machine."""
     if _PROC and started is not None:
-        return _started(pid) == started
+        fields = _stat(pid)
+        if fields is not None:
+            return fields[0] not in ("Z", "X") and fields[19] == started
+        # Gone, or hidden from us: /proc mounted with hidepid hides other users'
+        # processes. The kernel still tells which (a reused pid then looks alive:
+        # such an owner is found dead when its lease expires, late but not wrongly).
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

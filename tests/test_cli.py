@@ -1015,7 +1015,7 @@ def test_runs_show_and_resumable_say_who_holds_each_run(
     assert json.loads(out)["owner_alive"] is False
 
 
-async def _nothing() -> None:
+async def _nothing(**_: object) -> None:
     """A close that does not hand runs back: what a process that died did."""
 
 

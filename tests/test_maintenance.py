@@ -218,3 +218,10 @@ async def test_vacuum_gives_pruned_space_back(file_db: DB, db_path: Path) -> Non
     async with file_db.transaction():
         with pytest.raises(DaemonDBError):
             await file_db.vacuum()
+
+
+async def test_check_lets_several_active_runs_without_a_branch_share_a_repo(db: DB) -> None:
+    for _ in range(3):
+        await db.create_run(new_run(feature_branch=None, repo_path="/srv/app"))
+    assert await db.check() == []
+    assert await db.check(quick=True) == []

@@ -7,6 +7,8 @@ import contextlib
 import os
 import socket
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,7 @@ from daemon_db import (
     StatusConflictError,
     UnitRecord,
     UnitStatus,
+    _process,
 )
 from tests.helpers import V1_ROWS, make_version_1, new_run, new_unit
 
@@ -58,6 +61,30 @@ async def test_the_default_owner_names_this_process(db_path: Path) -> None:
     host, pid, started = item.owner.split(":")
     assert (host, int(pid)) == (socket.gethostname(), os.getpid())
     assert started.isdigit()  # the process's start time: a reused pid is another owner
+
+
+async def test_an_owner_this_process_registered_before_an_exec_is_dead(db_path: Path) -> None:
+    # After os.execv the pid and start time are the same, but the program that
+    # registered the owner is gone: its runs are taken over at once.
+    async with DB.open(db_path, owner="before-exec") as before:
+        run = await before.create_run(new_run(status="running"))
+        with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
+            conn.execute("UPDATE owners SET id = 'old-image' WHERE name = 'before-exec'")
+            conn.execute("UPDATE runs SET owner_id = 'old-image'")
+        async with DB.open(db_path, owner="after-exec") as after:
+            [item] = await after.resumable_runs()
+            assert (item.owner, item.owner_alive) == ("before-exec", False)
+            claimed = await after.claim_resumable_runs()
+            assert [(r.run.id, r.attempt) for r in claimed.resumed] == [(run.id, 1)]
+
+
+def test_a_process_hidden_by_proc_is_asked_of_the_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    # /proc mounted with hidepid shows nothing of other users' processes.
+    monkeypatch.setattr(_process, "_stat", lambda pid: None)
+    assert _process.is_running(os.getppid(), "12345")  # hidden, but alive
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    assert not _process.is_running(child.pid, "12345")  # gone
 
 
 async def test_an_owner_whose_lease_expired_loses_its_runs_to_the_next_claim(
@@ -108,6 +135,52 @@ async def test_past_max_attempts_a_run_is_abandoned_not_resumed(db_path: Path) -
         assert (item.run.id, item.attempt) == (other.id, 0)
 
 
+async def test_a_claim_whose_caller_gave_up_hands_back_what_it_took(db_path: Path) -> None:
+    async with DB.open(db_path, owner="died") as died, DB.open(db_path, owner="daemon") as db:
+        ids = sorted([(await died.create_run(new_run(status="running"))).id for _ in range(50)])
+        _expire(db_path, died)
+        claiming = asyncio.create_task(db.claim_resumable_runs())
+        await asyncio.sleep(0)  # the claim is under way
+        claiming.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await claiming
+        items = await db.resumable_runs()
+        # The claim committed (the takeover counted), and gave the runs back.
+        assert {(item.owner, item.attempt) for item in items} == {(None, 1)}
+        claimed = await db.claim_resumable_runs()
+        assert sorted(item.run.id for item in claimed.resumed) == ids
+
+
+async def test_a_daemon_that_dies_of_an_exception_counts_an_attempt(db_path: Path) -> None:
+    async with DB.open(db_path, owner="maker") as maker:
+        run = await maker.create_run(new_run(status="running"))
+    for attempt in (1, 2, 3):
+        with pytest.raises(ZeroDivisionError):
+            async with DB.open(db_path) as db:
+                [item] = (await db.claim_resumable_runs(max_attempts=2)).resumed
+                assert item.attempt == attempt - 1
+                raise ZeroDivisionError  # the run's resumption raises
+    async with DB.open(db_path) as db:
+        claimed = await db.claim_resumable_runs(max_attempts=2)
+        assert ([r.id for r in claimed.abandoned], claimed.resumed) == ([run.id], [])
+
+
+async def test_a_daemon_stopped_by_a_cancellation_or_ctrl_c_counts_nothing(
+    db_path: Path,
+) -> None:
+    async with DB.open(db_path, owner="maker") as maker:
+        await maker.create_run(new_run(status="running"))
+    for stop in (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+        with pytest.raises(stop):
+            async with DB.open(db_path) as db:
+                [item] = (await db.claim_resumable_runs()).resumed
+                assert item.attempt == 0
+                raise stop
+    async with DB.open(db_path, readonly=True) as db:
+        [item] = await db.resumable_runs()
+        assert (item.owner, item.attempt) == (None, 0)
+
+
 async def test_max_attempts_none_never_abandons(db_path: Path) -> None:
     async with DB.open(db_path, owner="a") as a, DB.open(db_path, owner="b") as b:
         await a.create_run(new_run(status="running"))
@@ -140,7 +213,7 @@ async def test_a_read_only_db_owns_nothing(db_path: Path) -> None:
     with pytest.raises(InvalidRecordError) as raised:
         await DB.open(db_path, readonly=True, owner="inspector")
     assert raised.value.field == "owner"
-    for lease in (0, -1, float("inf"), float("nan"), "30"):
+    for lease in (0, -1, 0.5, 1e-6, 366 * 86400, 3e11, 1e15, float("inf"), float("nan"), "30"):
         with pytest.raises(InvalidRecordError):
             await DB.open(db_path, lease=lease)  # type: ignore[arg-type]
     with pytest.raises(InvalidRecordError):
@@ -162,6 +235,17 @@ async def test_update_run_status_with_expected_is_a_compare_and_set(db: DB) -> N
     assert raised.value.record_id == run.id
     assert "cancelled, not pending or running" in str(raised.value)
     assert await db.get_run(run.id) == cancelled
+
+
+async def test_a_run_made_active_again_is_held_by_the_db_that_did_it(db_path: Path) -> None:
+    async with DB.open(db_path, owner="maker") as maker:
+        run = await maker.create_run(new_run(status="running"))
+        await maker.complete_run(run.id, RunStatus.FAILED, "flaky")
+    async with DB.open(db_path, owner="retrier") as retrier, DB.open(db_path) as other:
+        await retrier.update_run_status(run.id, RunStatus.PENDING, expected=RunStatus.FAILED)
+        [item] = await other.resumable_runs()
+        assert (item.owner, item.owner_alive, item.attempt) == ("retrier", True, 0)
+        assert (await other.claim_resumable_runs()).resumed == []  # it is being worked
 
 
 async def test_update_unit_status_with_expected_is_a_compare_and_set(db: DB) -> None:

@@ -76,11 +76,16 @@ def check(conn: sqlite3.Connection, *, quick: bool = False) -> list[str]:
                 f"schema: application_id {application_id:#x}, version {version}; expected"
                 f" {APPLICATION_ID:#x}, version {SCHEMA_VERSION}"
             )
-        for branch, repo, count, ids in conn.execute(
-            f"SELECT feature_branch, repo_path, COUNT(*), GROUP_CONCAT(id, ', ') FROM runs"
-            f" WHERE status IN ({_ACTIVE}) GROUP BY feature_branch, repo_path HAVING COUNT(*) > 1"
+        # As the index has it: a run without a branch is nobody's rival.
+        for branch, repo, count, first, last in conn.execute(
+            f"SELECT feature_branch, repo_path, COUNT(*), MIN(id), MAX(id) FROM runs"
+            f" WHERE status IN ({_ACTIVE}) AND feature_branch IS NOT NULL"
+            " GROUP BY feature_branch, repo_path HAVING COUNT(*) > 1"
         ):
-            problems.append(f"one active run: {count} active runs on {branch!r} in {repo!r}: {ids}")
+            problems.append(
+                f"one active run: {count} active runs on {show(branch)} in {show(repo)}"
+                f" ({first} ... {last})"
+            )
         for run_id, count, highest in conn.execute(
             "SELECT run_id, COUNT(*), MAX(sequence) FROM events GROUP BY run_id"
             " HAVING COUNT(*) <> MAX(sequence) OR MIN(sequence) <> 1"
@@ -153,6 +158,16 @@ _VALUES = {
         "started_at": _timestamp("started_at"),
         "completed_at": _timestamp("completed_at"),
         "error": _text("error", optional=True),
+    },
+    # A lease_until that is not a timestamp compares as text, so another
+    # tool's 'never' would keep an owner alive for good.
+    "owners": {
+        "id": _text("id", name=True),
+        "name": _text("name", name=True),
+        "machine": _text("machine", name=True),
+        "pid": "typeof(pid) <> 'integer' OR pid < 1",
+        "started": _text("started", optional=True),
+        "lease_until": _timestamp("lease_until", optional=False),
     },
     "events": {
         "event_type": _text("event_type", name=True),

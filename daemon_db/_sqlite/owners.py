@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
@@ -35,13 +35,21 @@ __all__ = [
     "claim",
     "create_run",
     "ensure",
+    "expire",
     "ownership",
     "release",
     "release_run",
+    "release_runs",
     "resumable",
+    "update_run_status",
 ]
 
 _ACTIVE = ", ".join(f"'{status.value}'" for status in sorted(ACTIVE_RUN_STATUSES))
+
+_REGISTERED_HERE: set[str] = set()
+"""The owners this interpreter registered. An owner row of this very process
+(same pid and start time) that is not among them was registered by the program
+this process ran before an ``exec``: that owner is gone."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +72,7 @@ def ensure(conn: sqlite3.Connection, *, owner: Owner) -> None:
     row: an owner that can still write is alive again, holding what it makes.
     """
     process = owner.process
+    _REGISTERED_HERE.add(owner.id)
     conn.execute(
         "INSERT INTO owners (id, name, host, machine, pid, started, lease_until)"
         " VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -86,9 +95,46 @@ def create_run(conn: sqlite3.Connection, *, run: Run, owner: Owner) -> Run:
     return runs.create(conn, run=run, owner_id=owner.id)
 
 
+def update_run_status(
+    conn: sqlite3.Connection,
+    *,
+    run_id: str,
+    status: RunStatus,
+    error: str | None,
+    expected: Collection[RunStatus] | None,
+    owner: Owner,
+) -> Run:
+    """``runs.update_status``; a finished run made active again is held by ``owner``."""
+
+    def hold(conn: sqlite3.Connection) -> str:
+        ensure(conn, owner=owner)
+        return owner.id
+
+    return runs.update_status(
+        conn, run_id=run_id, status=status, error=error, expected=expected, holder=hold
+    )
+
+
 def release(conn: sqlite3.Connection, *, owner: Owner) -> None:
     """Hand back every run ``owner`` holds, unfinished, and forget it (a clean close)."""
     conn.execute("DELETE FROM owners WHERE id = ?", (owner.id,))
+
+
+def expire(conn: sqlite3.Connection, *, owner: Owner) -> None:
+    """End ``owner``'s lease now, keeping its runs: it crashed, and a takeover counts."""
+    conn.execute("UPDATE owners SET lease_until = ? WHERE id = ?", (_LONG_AGO, owner.id))
+
+
+_LONG_AGO = "1970-01-01T00:00:00.000000Z"
+
+
+def release_runs(conn: sqlite3.Connection, *, run_ids: Sequence[str], owner: Owner) -> None:
+    """Hand back those of these runs that ``owner`` still holds."""
+    conn.execute(
+        "UPDATE runs SET owner_id = NULL"
+        " WHERE id IN (SELECT value FROM json_each(?)) AND owner_id = ?",
+        (json.dumps(list(run_ids)), owner.id),
+    )
 
 
 def release_run(conn: sqlite3.Connection, *, run_id: str) -> str | None:
@@ -109,14 +155,17 @@ def ownership(conn: sqlite3.Connection, *, run_ids: Sequence[str]) -> dict[str, 
     """Who holds each of these runs, whether it is alive, and the runs' attempts."""
     here, now = this_process(), timestamps.to_text(timestamps.now())
     found = conn.execute(
-        "SELECT runs.id, runs.attempts, owners.name, owners.machine, owners.pid, owners.started,"
-        " owners.lease_until FROM runs LEFT JOIN owners ON owners.id = runs.owner_id"
+        "SELECT runs.id, runs.attempts, owners.name, owners.id, owners.machine, owners.pid,"
+        " owners.started, owners.lease_until"
+        " FROM runs LEFT JOIN owners ON owners.id = runs.owner_id"
         " WHERE runs.id IN (SELECT value FROM json_each(?))",
         (json.dumps(list(run_ids)),),
     )
     return {
-        run_id: Held(name, name is not None and alive(liveness, now=now, here=here), attempts)
-        for run_id, attempts, name, *liveness in found
+        run_id: Held(
+            name, name is not None and alive(owner_id, liveness, now=now, here=here), attempts
+        )
+        for run_id, attempts, name, owner_id, *liveness in found
     }
 
 
@@ -129,12 +178,16 @@ class Held:
     attempts: int
 
 
-def alive(row: Sequence[Any], *, now: str, here: Process) -> bool:
-    """Whether the owner ``(machine, pid, started, lease_until)`` is alive."""
+def alive(owner_id: str, row: Sequence[Any], *, now: str, here: Process) -> bool:
+    """Whether the owner ``owner_id``, ``(machine, pid, started, lease_until)``, is alive."""
     machine, pid, started, lease_until = row
-    if lease_until < now:
+    if not isinstance(lease_until, str) or lease_until < now:  # not there (another tool), or over
         return False
-    return machine != here.machine or is_running(pid, started)
+    if machine != here.machine:
+        return True
+    if pid == here.pid and started == here.started:
+        return owner_id in _REGISTERED_HERE
+    return is_running(pid, started)
 
 
 _RESUMABLE = (
@@ -168,7 +221,7 @@ def resumable(conn: sqlite3.Connection) -> tuple[list[ResumableRun], list[rows.D
 
     def ownership(row: Sequence[Any]) -> tuple[str | None, bool]:
         held = row[_OWNER_ID] is not None
-        return row[_NAME], held and alive(row[_LIVENESS], now=now, here=here)
+        return row[_NAME], held and alive(row[_OWNER_ID], row[_LIVENESS], now=now, here=here)
 
     return _assemble(run_rows, unit_rows, ownership)
 
@@ -192,7 +245,7 @@ def claim(
                 "SELECT id, machine, pid, started, lease_until FROM owners WHERE id <> ?",
                 (owner.id,),
             )
-            if not alive(liveness, now=now_text, here=owner.process)
+            if not alive(owner_id, liveness, now=now_text, here=owner.process)
         ]
     )
     run_rows = conn.execute(

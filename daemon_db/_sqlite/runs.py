@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -145,11 +145,14 @@ def update_status(
     status: RunStatus,
     error: str | None,
     expected: Collection[RunStatus] | None = None,
+    holder: Callable[[sqlite3.Connection], str] | None = None,
 ) -> Run:
     """Set the status and error of a run, with the timestamps the change implies.
 
     With ``expected``, only if the run's status is one of them: else
-    StatusConflictError, and nothing changes.
+    StatusConflictError, and nothing changes. A finished run made active again
+    is held by ``holder`` (which registers the caller's owner and gives its id),
+    as a run created active is.
     """
     run = get(conn, run_id=run_id)
     if run is None:
@@ -166,10 +169,20 @@ def update_status(
     updated = replace(
         run, status=status, error=error, started_at=started_at, completed_at=completed_at
     )
+    reopened = run.status in FINISHED_RUN_STATUSES and status not in FINISHED_RUN_STATUSES
     try:
         conn.execute(
-            "UPDATE runs SET status = ?, error = ?, started_at = ?, completed_at = ? WHERE id = ?",
-            (status.value, error, _text(started_at), _text(completed_at), run_id),
+            "UPDATE runs SET status = ?, error = ?, started_at = ?, completed_at = ?"
+            + (", owner_id = ?, attempts = 0" if reopened and holder else "")
+            + " WHERE id = ?",
+            (
+                status.value,
+                error,
+                _text(started_at),
+                _text(completed_at),
+                *((holder(conn),) if reopened and holder else ()),
+                run_id,
+            ),
         )
     except sqlite3.IntegrityError:
         conflict = _holder(conn, updated, inserting=False)

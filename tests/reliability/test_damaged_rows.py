@@ -113,6 +113,15 @@ async def test_check_finds_every_kind_of_damaged_value_and_the_command_line_exit
         async with DB.open(db_path, readonly=True) as db:
             problems = await db.check()
         assert any(f"{table} row" in p and column in p for p in problems), (column, problems)
+    # An owner on another machine whose lease never ends, as 'never' would sort.
+    _edit(
+        db_path,
+        "INSERT INTO owners (id, name, host, machine, pid, started, lease_until)"
+        " VALUES ('o1', 'elsewhere', 'h', 'another machine', 7, NULL, 'never')",
+    )
+    async with DB.open(db_path, readonly=True) as db:
+        problems = await db.check()
+    assert any("owners row 'o1': lease_until='never'" in p for p in problems), problems
     result = await asyncio.to_thread(
         subprocess.run,
         [sys.executable, "-m", "daemon_db", "check", "--db", str(db_path)],
