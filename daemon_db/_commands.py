@@ -224,6 +224,9 @@ async def events(args: argparse.Namespace) -> int:
             listed = _listing(args, output.EVENT_FIELDS, output.event_table(timestamps.now()))
         chosen = _chosen_events(found, types=args.type, unit=args.unit)
         last = await _write(chosen, listed, limit=args.limit, live=args.follow)
+        if args.follow and last is None and await db.get_run(run_id) is None:
+            # A follow ends when its run finishes, or when the run is gone.
+            raise CommandError(f"run {run_id} was deleted (or pruned) while followed")
     if last is not None:
         _note(f"more events follow: add --since {last.sequence} to see them")
     return 0

@@ -822,6 +822,35 @@ async def test_follow_tails_another_process_and_ends_with_the_run(
     assert events[-1]["payload"] == {"status": "completed", "error": None}
 
 
+async def test_follow_says_so_when_its_run_is_deleted_underneath(
+    db_path: Path, filled: list[Run]
+) -> None:
+    running = filled[1]
+    follower = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "daemon_db",
+        "events",
+        running.id,
+        "--follow",
+        "--nl",
+        "--db",
+        str(db_path),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert follower.stdout is not None
+    await follower.stdout.readline()  # it follows
+    async with DB.open(db_path) as db:
+        assert await db.delete_run(running.id)
+    async with asyncio.timeout(30):
+        _, err = await follower.communicate()
+    assert follower.returncode == 1
+    assert err.decode().splitlines() == [
+        f"daemon-db: error: run {running.id} was deleted (or pruned) while followed"
+    ]
+
+
 async def test_backup_while_a_writer_is_busy_is_a_consistent_copy(
     db_path: Path, tmp_path: Path, filled: list[Run]
 ) -> None:
