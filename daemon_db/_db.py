@@ -21,6 +21,7 @@ from typing import Any, Final, TypeVar
 
 import aiosqlite
 
+from . import _engine as engine
 from . import _process
 from . import _timestamps as timestamps
 from . import _validation as check
@@ -29,7 +30,7 @@ from ._errors import ClosedError, DaemonDBError, InvalidRecordError, ReadOnlyErr
 from ._ids import new_run_id
 from ._operations import PAGE_SIZE, Operations
 from ._records import FINISHED_RUN_STATUSES, EventRecord, Run, Stats
-from ._sqlite import bridge, events, maintenance, orphans, owners, runs, schema, work
+from ._sqlite import bridge, events, maintenance, orphans, owners, queries, runs, schema, work
 from ._sqlite.checkpointer import Checkpointer
 from ._sqlite.work import Work
 from ._sqlite.writer import Writer
@@ -64,6 +65,8 @@ class DB(Operations):
     Besides the methods below, a DB has the run, unit and event operations
     (``create_run``, ``append_event``, ``resumable_runs`` and the others).
     """
+
+    _queries = queries
 
     def __init__(
         self,
@@ -325,7 +328,7 @@ class DB(Operations):
         if dry_run:
             return await self._prunable(cutoff)
         removed: list[Run] = []
-        while batch := await self._write(
+        while batch := await self._sqlite_write(
             partial(
                 maintenance.delete_finished,
                 cutoff=cutoff,
@@ -340,7 +343,7 @@ class DB(Operations):
         found: list[Run] = []
         after: tuple[str, str] | None = None
         while True:
-            page = await self._read(
+            page = await self._sqlite_read(
                 partial(maintenance.finished_before, cutoff=cutoff, after=after, limit=PAGE_SIZE)
             )
             found += [run for run, _ in page]
@@ -361,7 +364,7 @@ class DB(Operations):
             ClosedError: The DB is closed.
             DatabaseError: SQLite failed.
         """
-        return await self._read(partial(maintenance.stats, path=self._path))
+        return await self._sqlite_read(partial(maintenance.stats, path=self._path))
 
     async def check(self, *, quick: bool = False) -> list[str]:
         """Check the database, from one snapshot.
@@ -387,7 +390,7 @@ class DB(Operations):
         """
         if not isinstance(quick, bool):
             raise InvalidRecordError("quick", quick, "must be a bool")
-        return await self._read(partial(maintenance.check, quick=quick))
+        return await self._sqlite_read(partial(maintenance.check, quick=quick))
 
     async def vacuum(self) -> int:
         """Give the space freed by deleted runs back to the system.
@@ -474,7 +477,7 @@ class DB(Operations):
             raise DaemonDBError("backup() inside a transaction block would copy it unfinished")
         self._check_open()
         if self._reader is not None:
-            return await self._read(copy)
+            return await self._sqlite_read(copy)
         # In memory the only connection is the writer, and SQLite cannot copy a
         # database from inside a write transaction: take it between batches.
         assert self._writer is not None
@@ -552,7 +555,7 @@ class DB(Operations):
         found = False
         while True:
             change = self._next_change()  # taken before reading, so no append is missed
-            status, batch = await self._read(
+            status, batch = await self._sqlite_read(
                 partial(events.follow_page, run_id=run_id, after=after, limit=PAGE_SIZE)
             )
             if status is None:
@@ -586,12 +589,12 @@ class DB(Operations):
 
     async def _owners_of(self, run_ids: list[str]) -> dict[str, owners.Held]:
         """For the command line: who holds each run, alive or not, and its attempts."""
-        return await self._read(partial(owners.ownership, run_ids=run_ids))
+        return await self._sqlite_read(partial(owners.ownership, run_ids=run_ids))
 
     async def _find_run_ids(self, typed: str, *, limit: int) -> tuple[list[str], int]:
         """Run ids matching ``typed`` as people type them (see ``runs.find_ids``)."""
         typed = check.name("run_id", typed)
-        return await self._read(partial(runs.find_ids, typed=typed, limit=limit))
+        return await self._sqlite_read(partial(runs.find_ids, typed=typed, limit=limit))
 
     # Routing: the methods of Operations end up here.
 
@@ -604,10 +607,16 @@ class DB(Operations):
         if self._closing is not None:
             raise ClosedError(self._path)
 
-    async def _read(self, work_: Work[T]) -> T:
+    async def _read(self, work_: engine.Work[T]) -> T:
+        return await self._sqlite_read(work_.call)
+
+    async def _write(self, work_: engine.Work[T]) -> T:
+        return await self._sqlite_write(work_.call)
+
+    async def _sqlite_read(self, work_: Work[T]) -> T:
         tx = self._joined()
         if tx is not None:
-            return await tx._read(work_)
+            return await tx._sqlite_read(work_)
         self._check_open()
         if self._reader is not None:
             return await bridge.submit(
@@ -616,10 +625,10 @@ class DB(Operations):
         assert self._writer is not None
         return await self._writer.submit(work_)
 
-    async def _write(self, work_: Work[T]) -> T:
+    async def _sqlite_write(self, work_: Work[T]) -> T:
         tx = self._joined()
         if tx is not None:
-            return await tx._write(work_)
+            return await tx._sqlite_write(work_)
         self._check_open()
         if self._writer is None:
             raise ReadOnlyError(self._path)
