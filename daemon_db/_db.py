@@ -26,9 +26,17 @@ from . import _process
 from . import _timestamps as timestamps
 from . import _validation as check
 from ._cancellation import settle
-from ._errors import ClosedError, DaemonDBError, InvalidRecordError, ReadOnlyError, RunNotFoundError
+from ._errors import (
+    ClosedError,
+    DaemonDBError,
+    DatabaseError,
+    InvalidRecordError,
+    ReadOnlyError,
+    RunNotFoundError,
+)
 from ._ids import new_run_id
 from ._operations import PAGE_SIZE, Operations
+from ._postgres import url
 from ._records import FINISHED_RUN_STATUSES, EventRecord, Run, Stats
 from ._sqlite import bridge, events, maintenance, orphans, owners, queries, runs, schema, work
 from ._sqlite.checkpointer import Checkpointer
@@ -181,6 +189,8 @@ class DB(Operations):
         if not 0 < lease < float("inf"):
             raise InvalidRecordError("lease", lease, "must be > 0 seconds, and finite")
         me = owners.Owner(new_run_id(), name, process, float(lease))
+        if url.is_url(location):
+            return _Opening(_open_postgres(location, readonly, me))
         return _Opening(cls._connect(location, readonly, waited, str(mode), me))
 
     @classmethod
@@ -772,6 +782,16 @@ class _TransactionBlock:
         with contextlib.suppress(RuntimeError):  # the loop is gone: nothing waits for the writer
             writer.release()
             self._db._notify()
+
+
+async def _open_postgres(location: str, readonly: bool, owner: owners.Owner) -> DB:
+    """Open the PostgreSQL engine, imported only now: asyncpg is an optional extra."""
+    try:
+        from ._postgres.db import PostgresDB
+    except ImportError as exc:
+        reason = f"PostgreSQL needs asyncpg: pip install 'daemon_db[postgres]' ({exc})"
+        raise DatabaseError(url.shown_url(location), reason) from None
+    return await PostgresDB._open_url(location, readonly, owner)
 
 
 def _location(path: object) -> str:
