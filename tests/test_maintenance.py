@@ -25,6 +25,10 @@ from daemon_db import (
 )
 from tests.helpers import dump, new_run
 
+# What these check is the SQLite engine's own (its file, writer, thread or
+# limits); the PostgreSQL engine is checked by the contract tests and test_hosts.py.
+pytestmark = pytest.mark.sqlite_only
+
 OLD = datetime.now(UTC) - timedelta(days=10)
 
 

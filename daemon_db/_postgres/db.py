@@ -168,7 +168,10 @@ class PostgresDB(DB):
 
         if not write:
             return await _translated(transaction, self._path)
-        return await settle(asyncio.ensure_future(_translated(transaction, self._path)))
+        try:
+            return await settle(asyncio.ensure_future(_translated(transaction, self._path)))
+        finally:
+            self._notify()  # this DB's followers look at once, without waiting for NOTIFY
 
     # Opening and closing
 
@@ -256,7 +259,6 @@ class PostgresDB(DB):
     # Following events
 
     async def _follow(self, run_id: str, after: int) -> AsyncIterator[EventRecord]:
-        await self._listen()
         found = False
         while True:
             change = self._next_change()  # taken before reading, so no append is missed
@@ -275,6 +277,11 @@ class PostgresDB(DB):
                 continue
             if status in FINISHED_RUN_STATUSES:
                 return
+            if self._listener is None:
+                # Listening starts only now, so the first page comes at once; what
+                # was appended meanwhile, the next read finds.
+                await self._listen()
+                continue
             await asyncio.wait((change,), timeout=FOLLOW_SAFETY_SECONDS)
 
     async def _listen(self) -> None:

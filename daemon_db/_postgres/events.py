@@ -19,7 +19,7 @@ from .. import _timestamps as timestamps
 from .._errors import RunNotFoundError
 from .._records import EventRecord, RunStatus, loader
 
-__all__ = ["CHANNEL", "append", "follow_page", "list_page", "next_sequence"]
+__all__ = ["CHANNEL", "announce", "append", "follow_page", "list_page", "next_sequence"]
 
 CHANNEL: Final = "daemon_db_events"
 """The NOTIFY channel appends announce themselves on; the payload is the run id."""
@@ -59,8 +59,13 @@ async def append(
         payload,
         created_at,
     )
-    await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, run_id)
+    await announce(conn, run_id)
     return _load(event_id, run_id, sequence, event_type, unit_id, payload, created_at)
+
+
+async def announce(conn: asyncpg.Connection, run_id: str) -> None:
+    """Wake the run's followers, on every host, when this transaction commits."""
+    await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, run_id)
 
 
 async def next_sequence(conn: asyncpg.Connection, *, run_id: str) -> int:

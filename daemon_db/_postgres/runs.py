@@ -154,6 +154,7 @@ async def update_status(
                 completed_at,
                 run_id,
             )
+            await events.announce(conn, run_id)  # a follower ends when its run finishes
     except asyncpg.UniqueViolationError:
         conflict = await _holder(conn, updated, inserting=False)
         if conflict is None:
@@ -188,6 +189,8 @@ async def complete(
 async def delete(conn: asyncpg.Connection, *, run_id: str) -> bool:
     """Delete a run; its units and events go with it (ON DELETE CASCADE)."""
     deleted = await conn.fetchval("DELETE FROM runs WHERE id = $1 RETURNING TRUE", run_id)
+    if deleted is not None:
+        await events.announce(conn, run_id)  # its followers end
     return deleted is not None
 
 
