@@ -142,7 +142,9 @@ class DB(Operations):
 
         Args:
             path: A file path, or ``":memory:"`` for a database that lives as long
-                as the DB object.
+                as the DB object, or a ``postgresql://`` (or ``postgres://``) URL:
+                a PostgreSQL database, through an asyncpg pool (the ``postgres``
+                extra); then ``busy_timeout`` and ``synchronous`` do not apply.
             readonly: Never write: every write raises ReadOnlyError. The file must
                 exist at this release's schema version.
             busy_timeout: Seconds to wait for another process's write lock.
