@@ -80,22 +80,25 @@ _TABLES = ("daemon_db_meta", "owners", "runs", "units", "events")
 
 
 async def _found(conn: asyncpg.Connection) -> tuple[str | None, int, bool]:
-    """``(application, version, has_other_tables)`` of the database, writing nothing."""
-    has_meta = await conn.fetchval("SELECT to_regclass('daemon_db_meta') IS NOT NULL")
-    others = await conn.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM pg_tables"
-        " WHERE schemaname = current_schema() AND tablename <> ALL($1::text[]))",
-        list(_TABLES),
-    )
-    if not has_meta:
-        tables = await conn.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = current_schema())"
+    """``(application, version, has_other_tables)`` of the database, writing nothing.
+
+    The tables are listed in one statement, so in one snapshot: a daemon
+    migrating meanwhile commits its tables and its marker together, and is
+    seen with both or neither.
+    """
+    names = set(
+        await conn.fetchval(
+            "SELECT COALESCE(array_agg(tablename::text), '{}') FROM pg_tables"
+            " WHERE schemaname = current_schema()"
         )
-        return None, 0, bool(tables or others)
+    )
+    others = bool(names - set(_TABLES))
+    if "daemon_db_meta" not in names:
+        return None, 0, bool(names)
     row = await conn.fetchrow("SELECT application, version FROM daemon_db_meta")
     if row is None:
         return None, 0, True
-    return str(row["application"]), int(row["version"]), bool(others)
+    return str(row["application"]), int(row["version"]), others
 
 
 def _refuse(url: str, application: str | None, version: int, tables: bool) -> None:
