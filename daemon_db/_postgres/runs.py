@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -35,6 +36,17 @@ _load = loader(Run)
 _STATUSES = {status.value: status for status in RunStatus}
 
 
+def aware(moment: datetime | None) -> datetime | None:
+    """A stored timestamp as the records hold it: aware, in UTC.
+
+    asyncpg stores the largest datetime as PostgreSQL's ``infinity`` and reads
+    that back as a naive ``datetime.max``; every other value comes back aware.
+    """
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
+
+
 def from_row(row: Any) -> Run:
     """A Run from the first twelve columns of ``row`` (laid out as COLUMNS).
 
@@ -50,8 +62,8 @@ def from_row(row: Any) -> Run:
         row[5],
         _STATUSES[row[6]],
         row[7],
-        row[8],
-        row[9],
+        aware(row[8]),
+        aware(row[9]),
         row[10],
         row[11],
     )

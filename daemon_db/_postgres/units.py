@@ -11,6 +11,7 @@ import asyncpg
 from .. import _timestamps as timestamps
 from .._errors import RunNotFoundError, StatusConflictError, UnitExistsError, UnitNotFoundError
 from .._records import FINISHED_UNIT_STATUSES, UnitRecord, UnitStatus, loader
+from .runs import aware
 
 __all__ = ["COLUMNS", "create", "from_row", "get", "list_page", "update_branch", "update_status"]
 
@@ -21,7 +22,17 @@ _NAMED_AT_MOST = 3  # record ids an error names when a unit_id was passed for on
 
 
 def from_row(row: Any) -> UnitRecord:
-    return _load(row[0], row[1], row[2], _STATUSES[row[3]], row[4], row[5], row[6], row[7], row[8])
+    return _load(
+        row[0],
+        row[1],
+        row[2],
+        _STATUSES[row[3]],
+        row[4],
+        row[5],
+        aware(row[6]),
+        aware(row[7]),
+        row[8],
+    )
 
 
 async def create(conn: asyncpg.Connection, *, unit: UnitRecord) -> UnitRecord:

@@ -29,10 +29,6 @@ from daemon_db import (
 from daemon_db._errors import show
 from tests.helpers import dump, new_run, report
 
-# What these check is the SQLite engine's own (its file, writer, thread or
-# limits); the PostgreSQL engine is checked by the contract tests and test_hosts.py.
-pytestmark = pytest.mark.sqlite_only
-
 MIB = 1 << 20
 circular: list[object] = []
 circular.append(circular)

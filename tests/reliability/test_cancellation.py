@@ -9,14 +9,8 @@ import sqlite3
 from collections.abc import Awaitable
 from pathlib import Path
 
-import pytest
-
 from daemon_db import DB, EventRecord, Run, RunStatus
 from tests.helpers import new_run, new_unit, report
-
-# What these check is the SQLite engine's own (its file, writer, thread or
-# limits); the PostgreSQL engine is checked by the contract tests and test_hosts.py.
-pytestmark = pytest.mark.sqlite_only
 
 ROUNDS, CALLS = 120, 25
 

@@ -16,10 +16,6 @@ from daemon_db import DB, InvalidRecordError, RunStatus, UnitRecord
 from daemon_db._db import MAX_BUSY_TIMEOUT
 from tests.helpers import dump, new_run, report
 
-# What these check is the SQLite engine's own (its file, writer, thread or
-# limits); the PostgreSQL engine is checked by the contract tests and test_hosts.py.
-pytestmark = pytest.mark.sqlite_only
-
 HUGE = [2**63, 2**64, 10**30]
 UTC_MINUS_5 = timezone(timedelta(hours=-5))
 UTC_PLUS_5 = timezone(timedelta(hours=5))

@@ -52,10 +52,6 @@ from daemon_db import (
 )
 from tests.helpers import report
 
-# What these check is the SQLite engine's own (its file, writer, thread or
-# limits); the PostgreSQL engine is checked by the contract tests and test_hosts.py.
-pytestmark = pytest.mark.sqlite_only
-
 T = TypeVar("T")
 ACTIVE = {RunStatus.PENDING, RunStatus.RUNNING}
 FINISHED = {RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED}

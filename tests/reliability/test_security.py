@@ -12,10 +12,6 @@ from daemon_db import DB, DatabaseError, RunStatus, UnitRecord
 from daemon_db._sqlite import bridge
 from tests.helpers import new_run, report
 
-# What these check is the SQLite engine's own (its file, writer, thread or
-# limits); the PostgreSQL engine is checked by the contract tests and test_hosts.py.
-pytestmark = pytest.mark.sqlite_only
-
 HOSTILE = [
     "'; DROP TABLE runs; --",
     '" OR 1=1 --',
