@@ -23,10 +23,6 @@ from daemon_db import (
 )
 from tests.helpers import dump, new_run, new_unit, report
 
-# What these check is the SQLite engine's own (its file, writer, thread or
-# limits); the PostgreSQL engine is checked by the contract tests and test_hosts.py.
-pytestmark = pytest.mark.sqlite_only
-
 # Every method of the API, called with valid arguments.
 Call = Callable[[DB, str], Awaitable[object]]
 READS: dict[str, Call] = {

@@ -25,10 +25,6 @@ from daemon_db import (
 )
 from tests.helpers import dump, new_run
 
-# What these check is the SQLite engine's own (its file, writer, thread or
-# limits); the PostgreSQL engine is checked by the contract tests and test_hosts.py.
-pytestmark = pytest.mark.sqlite_only
-
 OLD = datetime.now(UTC) - timedelta(days=10)
 
 
@@ -68,6 +64,8 @@ async def test_stats_and_check(db: DB) -> None:
     assert await db.check() == []
 
 
+# PostgreSQL's backup() says to use pg_dump (tests/test_postgres.py).
+@pytest.mark.sqlite_only
 async def test_backup_of_a_file_and_of_memory(db: DB, tmp_path: Path) -> None:
     run = await db.create_run(new_run())
     await db.append_event(run.id, "tick")

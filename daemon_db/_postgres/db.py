@@ -367,7 +367,7 @@ class PostgresTransaction(Transaction):
 class _PostgresTransactionBlock(_TransactionBlock):
     """``DB.transaction()`` of a PostgreSQL DB: a pooled connection held for the block."""
 
-    __slots__ = ("_conn", "_started")
+    __slots__ = ("_conn", "_ending", "_started")
 
     async def __aenter__(self) -> Transaction:
         db = self._db
@@ -393,6 +393,13 @@ class _PostgresTransactionBlock(_TransactionBlock):
         )
         tx = self._tx = PostgresTransaction(self._conn, db._path, db._owner)
         self._token = db._block.set(tx)
+        # A block must end even if its task never leaves it: otherwise its
+        # connection is never given back, and close() would wait for it.
+        owner = asyncio.current_task()
+        assert owner is not None, "a transaction block runs in a task"
+        self._owner = owner
+        owner.add_done_callback(self._abandoned)
+        self._unwatch = _nothing
         return tx
 
     async def __aexit__(
@@ -404,6 +411,10 @@ class _PostgresTransactionBlock(_TransactionBlock):
         db, tx = self._db, self._tx
         assert isinstance(db, PostgresDB)
         assert tx is not None
+        if exc_type is GeneratorExit:  # the task was destroyed: nothing can be awaited now
+            self._abandon()
+            return
+        self._stop_watching()
         tx.end()
         lost = tx.lost
         commit = exc_type is None and lost is None
@@ -426,6 +437,30 @@ class _PostgresTransactionBlock(_TransactionBlock):
             db._notify()
         if lost is not None and (exc_type is None or issubclass(exc_type, Exception)):
             raise tx.lost_error()
+
+    def _abandon(self) -> None:
+        """Roll back a block nobody will leave, and give its connection back."""
+        db, tx = self._db, self._tx
+        assert isinstance(db, PostgresDB)
+        if tx is None or tx.ended:
+            return
+        self._stop_watching()
+        tx.end()
+
+        async def end() -> None:
+            try:
+                with contextlib.suppress(*CONNECTION_ERRORS, asyncpg.PostgresError):
+                    await self._started.rollback()
+            finally:
+                await db._pool.release(self._conn)
+
+        with contextlib.suppress(RuntimeError):  # the loop is gone: so is the pool
+            self._ending = asyncio.get_running_loop().create_task(end())
+            db._notify()
+
+
+def _nothing() -> None:
+    """Stop watching nothing: a PostgreSQL block needs no watcher thread."""
 
 
 async def _finished_before(conn: Any, *, moment: datetime) -> list[Run]:

@@ -21,10 +21,6 @@ import pytest
 from daemon_db import DB, RunStatus
 from tests.helpers import new_run, report
 
-# What these check is the SQLite engine's own (its file, writer, thread or
-# limits); the PostgreSQL engine is checked by the contract tests and test_hosts.py.
-pytestmark = pytest.mark.sqlite_only
-
 
 async def test_wait_for_inside_a_block_joins_it(db: DB) -> None:
     run = await db.create_run(new_run())
