@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -26,8 +27,18 @@ def postgres() -> Iterator[postgres_server.Server]:
         if os.environ.get("CI") == "true":
             pytest.fail(NO_SERVER.replace("SKIPPED", "CANNOT RUN"), pytrace=False)
         pytest.skip(NO_SERVER)
-    with postgres_server.running_server(bindir) as server:
-        yield server
+    # A test run stopped with SIGTERM (a CI timeout) stops its server too: as an
+    # interrupt, it runs this fixture's teardown, where the default would not.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        with postgres_server.running_server(bindir) as server:
+            yield server
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 @pytest.fixture
