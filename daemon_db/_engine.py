@@ -30,13 +30,6 @@ class Work(Generic[T_co]):
         self.call = call
 
 
-class Owner(Protocol):
-    """What the queries need to know of an owner (``_sqlite.owners.Owner`` is one)."""
-
-    @property
-    def id(self) -> str: ...
-
-
 class Queries(Protocol):
     """The units of work an engine provides for the run, unit and event operations.
 

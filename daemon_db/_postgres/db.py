@@ -35,8 +35,8 @@ from .._errors import (
     RunNotFoundError,
 )
 from .._operations import PAGE_SIZE
+from .._owner import Held, Owner
 from .._records import FINISHED_RUN_STATUSES, EventRecord, Run, RunStatus, Stats, UnitStatus
-from .._sqlite.owners import Held, Owner
 from .._sqlite.work import Block
 from .._transaction import Transaction
 from . import events, owners, queries, runs, schema
@@ -322,7 +322,7 @@ class PostgresTransaction(Transaction):
         self.connection = connection
         self._path = path
         self._owner = owner
-        self._block = Block()
+        self._block = Block()  # the base class's holder of why a block was lost
         self._ended = False
         # Tasks started inside the block share its connection, which runs one
         # statement at a time.

@@ -21,9 +21,9 @@ import asyncpg
 
 from .. import _timestamps as timestamps
 from .._errors import RunNotFoundError
+from .._owner import Held, Owner
 from .._process import Process, is_running, this_process
 from .._records import ResumableRun, Run, RunStatus
-from .._sqlite.owners import Held, Owner
 from . import events, runs, units
 
 __all__ = ["claim", "create_run", "ensure", "ownership", "release", "release_run", "resumable"]

@@ -18,11 +18,11 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
-from datetime import timedelta
+from dataclasses import replace
 from typing import Any
 
 from .. import _timestamps as timestamps
+from .._owner import Held, Owner
 from .._process import Process, is_running, this_process
 from .._records import ACTIVE_RUN_STATUSES, ResumableRun, Run, RunStatus
 from . import events, rows, runs, units
@@ -42,19 +42,6 @@ __all__ = [
 ]
 
 _ACTIVE = ", ".join(f"'{status.value}'" for status in sorted(ACTIVE_RUN_STATUSES))
-
-
-@dataclass(frozen=True, slots=True)
-class Owner:
-    """A DB as an owner: its row's id (one per open DB), name, process and lease."""
-
-    id: str
-    name: str
-    process: Process
-    lease: float
-
-    def lease_until(self) -> str:
-        return timestamps.to_text(timestamps.now() + timedelta(seconds=self.lease))
 
 
 def ensure(conn: sqlite3.Connection, *, owner: Owner) -> None:
@@ -118,15 +105,6 @@ def ownership(conn: sqlite3.Connection, *, run_ids: Sequence[str]) -> dict[str, 
         run_id: Held(name, name is not None and alive(liveness, now=now, here=here), attempts)
         for run_id, attempts, name, *liveness in found
     }
-
-
-@dataclass(frozen=True, slots=True)
-class Held:
-    """Who holds a run (its name, or None), whether that owner is alive, and its attempts."""
-
-    owner: str | None
-    alive: bool
-    attempts: int
 
 
 def alive(row: Sequence[Any], *, now: str, here: Process) -> bool:
