@@ -22,6 +22,7 @@ from . import _terminal as terminal
 from . import _timestamps as timestamps
 from ._db import DB
 from ._errors import SchemaVersionError, StatusConflictError, show
+from ._postgres import url
 from ._records import EventRecord, Run, RunStatus, Stats, UnitRecord, UnitStatus
 
 __all__ = [
@@ -290,7 +291,11 @@ def _stats_lines(figures: Stats) -> list[tuple[str, str]]:
     return [
         ("path", figures.path),
         ("schema version", str(figures.schema_version)),
-        ("file size", f"{figures.file_bytes:,} bytes (WAL {figures.wal_bytes:,} bytes)"),
+        (
+            ("database size", f"{figures.file_bytes:,} bytes")
+            if url.is_url(figures.path)
+            else ("file size", f"{figures.file_bytes:,} bytes (WAL {figures.wal_bytes:,} bytes)")
+        ),
         ("runs", ", ".join(f"{status} {n}" for status, n in figures.runs.items())),
         ("units", ", ".join(f"{status} {n}" for status, n in figures.units.items())),
         ("events", f"{figures.events:,}"),
@@ -338,6 +343,11 @@ async def migrate(args: argparse.Namespace) -> int:
 
 async def backup(args: argparse.Namespace) -> int:
     """A consistent copy of the database, safe while the daemon writes."""
+    if url.is_url(args.db):
+        raise CommandError(
+            f"{url.shown_url(args.db)} is a PostgreSQL database: back it up with pg_dump"
+            " (pg_dump --format=custom --file=DEST DBNAME), not daemon-db backup"
+        )
     if not args.force:
         _must_not_exist(args.destination)
     async with _open(args) as db:
@@ -462,6 +472,8 @@ async def _open(args: argparse.Namespace, *, readonly: bool = True) -> AsyncIter
 
 
 def _must_be_a_file(path: str) -> None:
+    if url.is_url(path):  # a server's database: it is there if it opens
+        return
     if os.path.isdir(path):
         raise CommandError(f"{path} is a folder, not a database file")
     if not os.path.exists(path):

@@ -21,15 +21,24 @@ from typing import Any, Final, TypeVar
 
 import aiosqlite
 
+from . import _engine as engine
 from . import _process
 from . import _timestamps as timestamps
 from . import _validation as check
 from ._cancellation import settle
-from ._errors import ClosedError, DaemonDBError, InvalidRecordError, ReadOnlyError, RunNotFoundError
+from ._errors import (
+    ClosedError,
+    DaemonDBError,
+    DatabaseError,
+    InvalidRecordError,
+    ReadOnlyError,
+    RunNotFoundError,
+)
 from ._ids import new_run_id
 from ._operations import PAGE_SIZE, Operations
+from ._postgres import url
 from ._records import FINISHED_RUN_STATUSES, EventRecord, Run, Stats
-from ._sqlite import bridge, events, maintenance, orphans, owners, runs, schema, work
+from ._sqlite import bridge, events, maintenance, orphans, owners, queries, runs, schema, work
 from ._sqlite.checkpointer import Checkpointer
 from ._sqlite.work import Work
 from ._sqlite.writer import Writer
@@ -70,6 +79,8 @@ class DB(Operations):
     Besides the methods below, a DB has the run, unit and event operations
     (``create_run``, ``append_event``, ``resumable_runs`` and the others).
     """
+
+    _queries = queries
 
     def __init__(
         self,
@@ -140,7 +151,9 @@ class DB(Operations):
 
         Args:
             path: A file path, or ``":memory:"`` for a database that lives as long
-                as the DB object.
+                as the DB object, or a ``postgresql://`` (or ``postgres://``) URL:
+                a PostgreSQL database, through an asyncpg pool (the ``postgres``
+                extra); then ``busy_timeout`` and ``synchronous`` do not apply.
             readonly: Never write: every write raises ReadOnlyError. The file must
                 exist at this release's schema version.
             busy_timeout: Seconds to wait for another process's write lock.
@@ -192,6 +205,8 @@ class DB(Operations):
                 "lease", lease, f"must be from {MIN_LEASE:g} to {MAX_LEASE:g} seconds (a year)"
             )
         me = owners.Owner(new_run_id(), name, process, float(lease))
+        if url.is_url(location):
+            return _Opening(_open_postgres(location, readonly, me))
         return _Opening(cls._connect(location, readonly, waited, str(mode), me))
 
     @classmethod
@@ -348,7 +363,7 @@ class DB(Operations):
         if dry_run:
             return await self._prunable(cutoff)
         removed: list[Run] = []
-        while batch := await self._write(
+        while batch := await self._sqlite_write(
             partial(
                 maintenance.delete_finished,
                 cutoff=cutoff,
@@ -363,7 +378,7 @@ class DB(Operations):
         found: dict[str, Run] = {}
         after: tuple[str, str] | None = None
         while True:
-            page = await self._read(
+            page = await self._sqlite_read(
                 partial(maintenance.finished_before, cutoff=cutoff, after=after, limit=PAGE_SIZE)
             )
             # Pages are read in turn, not from one snapshot: a run finished again
@@ -387,7 +402,7 @@ class DB(Operations):
             ClosedError: The DB is closed.
             DatabaseError: SQLite failed.
         """
-        return await self._read(partial(maintenance.stats, path=self._path))
+        return await self._sqlite_read(partial(maintenance.stats, path=self._path))
 
     async def check(self, *, quick: bool = False) -> list[str]:
         """Check the database, from one snapshot.
@@ -413,7 +428,7 @@ class DB(Operations):
         """
         if not isinstance(quick, bool):
             raise InvalidRecordError("quick", quick, "must be a bool")
-        return await self._read(partial(maintenance.check, quick=quick))
+        return await self._sqlite_read(partial(maintenance.check, quick=quick))
 
     async def vacuum(self) -> int:
         """Give the space freed by deleted runs back to the system.
@@ -500,7 +515,7 @@ class DB(Operations):
             raise DaemonDBError("backup() inside a transaction block would copy it unfinished")
         self._check_open()
         if self._reader is not None:
-            return await self._read(copy)
+            return await self._sqlite_read(copy)
         # In memory the only connection is the writer, and SQLite cannot copy a
         # database from inside a write transaction: take it between batches.
         assert self._writer is not None
@@ -578,7 +593,7 @@ class DB(Operations):
         found = False
         while True:
             change = self._next_change()  # taken before reading, so no append is missed
-            status, batch = await self._read(
+            status, batch = await self._sqlite_read(
                 partial(events.follow_page, run_id=run_id, after=after, limit=PAGE_SIZE)
             )
             if status is None:
@@ -612,12 +627,12 @@ class DB(Operations):
 
     async def _owners_of(self, run_ids: list[str]) -> dict[str, owners.Held]:
         """For the command line: who holds each run, alive or not, and its attempts."""
-        return await self._read(partial(owners.ownership, run_ids=run_ids))
+        return await self._sqlite_read(partial(owners.ownership, run_ids=run_ids))
 
     async def _find_run_ids(self, typed: str, *, limit: int) -> tuple[list[str], int]:
         """Run ids matching ``typed`` as people type them (see ``runs.find_ids``)."""
         typed = check.name("run_id", typed)
-        return await self._read(partial(runs.find_ids, typed=typed, limit=limit))
+        return await self._sqlite_read(partial(runs.find_ids, typed=typed, limit=limit))
 
     # Routing: the methods of Operations end up here.
 
@@ -630,10 +645,16 @@ class DB(Operations):
         if self._closing is not None:
             raise ClosedError(self._path)
 
-    async def _read(self, work_: Work[T]) -> T:
+    async def _read(self, work_: engine.Work[T]) -> T:
+        return await self._sqlite_read(work_.call)
+
+    async def _write(self, work_: engine.Work[T]) -> T:
+        return await self._sqlite_write(work_.call)
+
+    async def _sqlite_read(self, work_: Work[T]) -> T:
         tx = self._joined()
         if tx is not None:
-            return await tx._read(work_)
+            return await tx._sqlite_read(work_)
         self._check_open()
         if self._reader is not None:
             return await bridge.submit(
@@ -642,10 +663,10 @@ class DB(Operations):
         assert self._writer is not None
         return await self._writer.submit(work_)
 
-    async def _write(self, work_: Work[T]) -> T:
+    async def _sqlite_write(self, work_: Work[T]) -> T:
         tx = self._joined()
         if tx is not None:
-            return await tx._write(work_)
+            return await tx._sqlite_write(work_)
         self._check_open()
         if self._writer is None:
             raise ReadOnlyError(self._path)
@@ -791,6 +812,16 @@ class _TransactionBlock:
         with contextlib.suppress(RuntimeError):  # the loop is gone: nothing waits for the writer
             writer.release()
             self._db._notify()
+
+
+async def _open_postgres(location: str, readonly: bool, owner: owners.Owner) -> DB:
+    """Open the PostgreSQL engine, imported only now: asyncpg is an optional extra."""
+    try:
+        from ._postgres.db import PostgresDB
+    except ImportError as exc:
+        reason = f"PostgreSQL needs asyncpg: pip install 'daemon_db[postgres]' ({exc})"
+        raise DatabaseError(url.shown_url(location), reason) from None
+    return await PostgresDB._open_url(location, readonly, owner)
 
 
 def _location(path: object) -> str:

@@ -16,6 +16,7 @@ from typing import Any, Final, TypeVar
 
 from . import _validation as check
 from ._cancellation import wait_out
+from ._engine import Queries, Work
 from ._errors import InvalidRecordError
 from ._records import (
     ACTIVE_RUN_STATUSES,
@@ -29,14 +30,11 @@ from ._records import (
     UnitRecord,
     UnitStatus,
 )
-from ._sqlite import events, owners, runs, units
-from ._sqlite.rows import DamagedRow
-from ._sqlite.work import Work
 
 __all__ = ["ITER_PAGE_SIZE", "PAGE_SIZE", "Operations"]
 
 T = TypeVar("T")
-Claimed = tuple[list[ResumableRun], list[Run], list[DamagedRow]]
+Claimed = tuple[list[ResumableRun], list[Run], list[Any]]
 R = TypeVar("R")
 K = TypeVar("K")
 
@@ -60,8 +58,9 @@ class Operations(abc.ABC):
 
     __slots__ = ()
 
-    _path: str  # the database's path, for the errors built here
-    _owner: owners.Owner  # who holds the runs this DB creates and claims
+    _path: str  # the database's path or URL, for the errors built here
+    _owner: Any  # who holds the runs this DB creates and claims
+    _queries: Queries  # the engine's units of work (_sqlite/queries.py, _postgres/queries.py)
 
     @abc.abstractmethod
     async def _read(self, work: Work[T]) -> T: ...
@@ -94,7 +93,7 @@ class Operations(abc.ABC):
             DatabaseError: SQLite failed (the file is damaged, full, or cannot be written).
         """
         run = _record("run", run, Run)
-        return await self._write(partial(owners.create_run, run=run, owner=self._owner))
+        return await self._write(self._queries.create_run(run=run, owner=self._owner))
 
     async def get_run(self, run_id: str) -> Run | None:
         """Read a run by its id.
@@ -111,7 +110,7 @@ class Operations(abc.ABC):
             DatabaseError: SQLite failed.
         """
         run_id = check.name("run_id", run_id)
-        return await self._read(partial(runs.get, run_id=run_id))
+        return await self._read(self._queries.get_run(run_id=run_id))
 
     async def get_run_by_branch(self, feature_branch: str, repo_path: str) -> Run | None:
         """Read the run of a feature branch in a repo.
@@ -134,7 +133,7 @@ class Operations(abc.ABC):
         feature_branch = check.name("feature_branch", feature_branch)
         repo_path = check.name("repo_path", repo_path)
         return await self._read(
-            partial(runs.get_by_branch, feature_branch=feature_branch, repo_path=repo_path)
+            self._queries.get_run_by_branch(feature_branch=feature_branch, repo_path=repo_path)
         )
 
     async def update_run_status(
@@ -178,13 +177,8 @@ class Operations(abc.ABC):
         error = check.optional_text("error", error)
         wanted = None if expected is None else check.members("expected", expected, RunStatus)
         return await self._write(
-            partial(
-                owners.update_run_status,
-                run_id=run_id,
-                status=status,
-                error=error,
-                expected=wanted,
-                owner=self._owner,
+            self._queries.update_run_status(
+                run_id=run_id, status=status, error=error, expected=wanted, owner=self._owner
             )
         )
 
@@ -232,7 +226,7 @@ class Operations(abc.ABC):
             DatabaseError: SQLite failed.
         """
         run_id = check.name("run_id", run_id)
-        return await self._write(partial(runs.delete, run_id=run_id))
+        return await self._write(self._queries.delete_run(run_id=run_id))
 
     async def list_runs(
         self,
@@ -267,7 +261,7 @@ class Operations(abc.ABC):
         """
         statuses = _statuses(status)
         query = partial(
-            runs.list_page,
+            self._queries.list_runs_page,
             statuses=statuses,
             feature_branch=check.optional_name("feature_branch", feature_branch),
             repo_path=check.optional_name("repo_path", repo_path),
@@ -279,7 +273,7 @@ class Operations(abc.ABC):
         if statuses is not None and not statuses:
             return []
         return await self._pages(
-            lambda last, size: partial(query, after=last, limit=size),
+            lambda last, size: query(after=last, limit=size),
             start=after,
             key=lambda run: run.id,
             limit=limit,
@@ -308,7 +302,7 @@ class Operations(abc.ABC):
             DatabaseError: SQLite failed.
         """
         unit = _record("unit", unit, UnitRecord)
-        return await self._write(partial(units.create, unit=unit))
+        return await self._write(self._queries.create_unit(unit=unit))
 
     async def get_unit(self, unit_record_id: str) -> UnitRecord | None:
         """Read a unit by its id.
@@ -325,7 +319,7 @@ class Operations(abc.ABC):
             DatabaseError: SQLite failed.
         """
         unit_record_id = check.name("unit_record_id", unit_record_id)
-        return await self._read(partial(units.get, unit_record_id=unit_record_id))
+        return await self._read(self._queries.get_unit(unit_record_id=unit_record_id))
 
     async def update_unit_status(
         self,
@@ -364,8 +358,7 @@ class Operations(abc.ABC):
         error = check.optional_text("error", error)
         wanted = None if expected is None else check.members("expected", expected, UnitStatus)
         return await self._write(
-            partial(
-                units.update_status,
+            self._queries.update_unit_status(
                 unit_record_id=unit_record_id,
                 status=status,
                 error=error,
@@ -397,8 +390,7 @@ class Operations(abc.ABC):
         branch = check.name("branch", branch)
         worktree_path = check.name("worktree_path", worktree_path)
         return await self._write(
-            partial(
-                units.update_branch,
+            self._queries.update_unit_branch(
                 unit_record_id=unit_record_id,
                 branch=branch,
                 worktree_path=worktree_path,
@@ -442,8 +434,8 @@ class Operations(abc.ABC):
     async def _units(self, run_id: str, status: UnitStatus | None) -> list[UnitRecord]:
         run_id = check.name("run_id", run_id)
         return await self._pages(
-            lambda last, size: partial(
-                units.list_page, run_id=run_id, status=status, after=last, limit=size
+            lambda last, size: self._queries.list_units_page(
+                run_id=run_id, status=status, after=last, limit=size
             ),
             start=None,
             key=lambda unit: unit.unit_id,
@@ -484,8 +476,7 @@ class Operations(abc.ABC):
             unit_id = check.text("unit_id", unit_id)
         payload_json = check.payload(payload)
         return await self._write(
-            partial(
-                events.append,
+            self._queries.append_event(
                 run_id=run_id,
                 event_type=event_type,
                 unit_id=unit_id,
@@ -509,7 +500,7 @@ class Operations(abc.ABC):
             DatabaseError: SQLite failed.
         """
         run_id = check.name("run_id", run_id)
-        return await self._read(partial(events.next_sequence, run_id=run_id))
+        return await self._read(self._queries.next_sequence(run_id=run_id))
 
     async def list_events(self, run_id: str) -> list[EventRecord]:
         """List a run's event log.
@@ -546,7 +537,9 @@ class Operations(abc.ABC):
         run_id = check.name("run_id", run_id)
         sequence = check.count("sequence", sequence, minimum=0)
         return await self._pages(
-            lambda last, size: partial(events.list_page, run_id=run_id, after=last, limit=size),
+            lambda last, size: self._queries.list_events_page(
+                run_id=run_id, after=last, limit=size
+            ),
             start=sequence,
             key=lambda event: event.sequence,
         )
@@ -590,7 +583,7 @@ class Operations(abc.ABC):
             reason = f"makes the run_completed event's payload exceed {check.MAX_JSON_BYTES} bytes"
             raise InvalidRecordError("error", error, reason) from None
         return await self._write(
-            partial(runs.complete, run_id=run_id, status=status, error=error, payload=payload)
+            self._queries.complete_run(run_id=run_id, status=status, error=error, payload=payload)
         )
 
     async def resumable_runs(self) -> ResumableRuns:
@@ -613,7 +606,7 @@ class Operations(abc.ABC):
             ClosedError: The DB is closed.
             DatabaseError: SQLite failed.
         """
-        found, damaged = await self._read(owners.resumable)
+        found, damaged = await self._read(self._queries.resumable())
         return ResumableRuns(found, (row.error(self._path) for row in damaged))
 
     async def claim_resumable_runs(self, *, max_attempts: int | None = 3) -> ClaimedRuns:
@@ -645,7 +638,7 @@ class Operations(abc.ABC):
         if max_attempts is not None:
             max_attempts = check.count("max_attempts", max_attempts, minimum=0)
         claiming = asyncio.ensure_future(
-            self._write(partial(owners.claim, owner=self._owner, max_attempts=max_attempts))
+            self._write(self._queries.claim(owner=self._owner, max_attempts=max_attempts))
         )
         try:
             resumed, abandoned, damaged = await asyncio.shield(claiming)
@@ -671,7 +664,7 @@ class Operations(abc.ABC):
         taken = [item.run.id for item in claiming.result()[0]]
         if taken:
             releasing = asyncio.ensure_future(
-                self._write(partial(owners.release_runs, run_ids=taken, owner=self._owner))
+                self._write(self._queries.release_runs(run_ids=taken, owner=self._owner))
             )
             await wait_out(releasing)
 
@@ -694,7 +687,7 @@ class Operations(abc.ABC):
             DatabaseError: SQLite failed.
         """
         run_id = check.name("run_id", run_id)
-        return await self._write(partial(owners.release_run, run_id=run_id))
+        return await self._write(self._queries.release_run(run_id=run_id))
 
     # Streaming: a page at a time, never the whole listing
 
@@ -735,7 +728,7 @@ class Operations(abc.ABC):
         """
         statuses = _statuses(status)
         query = partial(
-            runs.list_page,
+            self._queries.list_runs_page,
             statuses=statuses,
             feature_branch=check.optional_name("feature_branch", feature_branch),
             repo_path=check.optional_name("repo_path", repo_path),
@@ -747,7 +740,7 @@ class Operations(abc.ABC):
         if statuses is not None and not statuses:
             limit = 0
         return self._stream(
-            lambda last, size: partial(query, after=last, limit=size),
+            lambda last, size: query(after=last, limit=size),
             start=after,
             key=lambda run: run.id,
             limit=limit,
@@ -778,7 +771,9 @@ class Operations(abc.ABC):
         run_id = check.name("run_id", run_id)
         since = check.count("since", since, minimum=0)
         return self._stream(
-            lambda last, size: partial(events.list_page, run_id=run_id, after=last, limit=size),
+            lambda last, size: self._queries.list_events_page(
+                run_id=run_id, after=last, limit=size
+            ),
             start=since,
             key=lambda event: event.sequence,
         )

@@ -7,10 +7,11 @@ from typing import TypeVar
 
 import aiosqlite
 
+from . import _engine as engine
 from ._cancellation import settle
 from ._errors import DaemonDBError, DatabaseError
 from ._operations import Operations
-from ._sqlite import bridge, owners, work
+from ._sqlite import bridge, owners, queries, work
 from ._sqlite.work import Work
 
 __all__ = ["Transaction"]
@@ -56,14 +57,22 @@ class Transaction(Operations):
         """Why SQLite rolled the transaction back by itself, or None if it has not."""
         return self._block.lost
 
-    async def _read(self, work_: Work[T]) -> T:
+    _queries = queries
+
+    async def _read(self, work_: engine.Work[T]) -> T:
+        return await self._sqlite_read(work_.call)
+
+    async def _write(self, work_: engine.Work[T]) -> T:
+        return await self._sqlite_write(work_.call)
+
+    async def _sqlite_read(self, work_: Work[T]) -> T:
         self._check_usable()
         return await bridge.submit(
             self.connection,
             partial(work.in_block, work=work_, path=self._path, block=self._block, write=False),
         )
 
-    async def _write(self, work_: Work[T]) -> T:
+    async def _sqlite_write(self, work_: Work[T]) -> T:
         self._check_usable()
         return await settle(
             bridge.submit(

@@ -88,3 +88,17 @@ def test_the_quick_scale_benchmark_runs_and_reports_every_figure() -> None:
     assert figures["check_quick_problems"] == figures["check_problems"] == 0
     assert set(figures["event_rows"]) == {"today", "run key", "run key and integer time"}
     assert "| what | before (issue 10) |" in scale.table(figures)
+
+
+def test_the_postgresql_benchmark_runs(postgres_url: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.postgres", "--quick", "--url", postgres_url],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "PostgreSQL (loopback)" in result.stdout
+    assert "append_event" in result.stdout

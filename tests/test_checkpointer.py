@@ -16,6 +16,10 @@ from daemon_db import DB
 from daemon_db._sqlite import checkpointer
 from tests.helpers import new_run
 
+# What these check is the SQLite engine's own (its file, writer, thread or
+# limits); the PostgreSQL engine is checked by the contract tests and test_hosts.py.
+pytestmark = pytest.mark.sqlite_only
+
 
 def wal_size(path: Path) -> int:
     try:

@@ -1089,3 +1089,39 @@ def test_release_fail_and_cancel_write_and_say_what_changed(db_path: Path) -> No
     assert_one_line_error(missing, 1, "ZZZZZZ")
     no_reason = daemon_db_command("fail", failed.id, "--db", str(db_path))
     assert_one_line_error(no_reason, 2, "--reason")
+
+
+# PostgreSQL: --db takes a URL
+
+
+async def test_commands_take_a_postgresql_url(
+    capsys: pytest.CaptureFixture[str], postgres_url: str
+) -> None:
+    async with DB.open(postgres_url) as db:
+        run = await db.create_run(new_run(status="running"))
+        await db.append_event(run.id, "tick", payload={"n": 1})
+    code, out, _ = await asyncio.to_thread(cli, capsys, "runs", "--db", postgres_url, "--json")
+    assert code == 0
+    assert [row["id"] for row in json.loads(out)] == [run.id]
+    code, out, _ = await asyncio.to_thread(cli, capsys, "events", run.id[-6:], "--db", postgres_url)
+    assert code == 0
+    assert "tick" in out
+    code, out, _ = await asyncio.to_thread(cli, capsys, "stats", "--db", postgres_url)
+    assert code == 0
+    assert "database size" in out
+    assert "WAL" not in out
+    code, out, _ = await asyncio.to_thread(cli, capsys, "check", "--db", postgres_url)
+    assert code == 0
+
+
+def test_backup_of_a_postgresql_database_says_to_use_pg_dump(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    url = "postgresql://daemon:secret@db.invalid:5432/registry"
+    code, out, err = cli(capsys, "backup", str(tmp_path / "copy"), "--db", url)
+    assert code == 1
+    assert out == ""
+    assert err.count("\n") == 1
+    assert "pg_dump" in err
+    assert "secret" not in err
+    assert not (tmp_path / "copy").exists()

@@ -64,6 +64,8 @@ async def test_stats_and_check(db: DB) -> None:
     assert await db.check() == []
 
 
+# PostgreSQL's backup() says to use pg_dump (tests/test_postgres.py).
+@pytest.mark.sqlite_only
 async def test_backup_of_a_file_and_of_memory(db: DB, tmp_path: Path) -> None:
     run = await db.create_run(new_run())
     await db.append_event(run.id, "tick")
@@ -190,7 +192,7 @@ async def test_prune_batches_stop_after_their_time(
 ) -> None:
     monkeypatch.setattr(daemon_db._db, "PRUNE_BATCH_SECONDS", 0.0)  # one run per batch
     batches = []
-    submit = file_db._write
+    submit = file_db._sqlite_write
 
     async def counted(work: Any) -> Any:
         batches.append(work)
@@ -198,7 +200,7 @@ async def test_prune_batches_stop_after_their_time(
 
     for n in range(3):
         await file_db.create_run(new_run(status="cancelled", completed_at=OLD + timedelta(n)))
-    monkeypatch.setattr(file_db, "_write", counted)
+    monkeypatch.setattr(file_db, "_sqlite_write", counted)
     assert len(await file_db.prune_runs(datetime.now(UTC))) == 3
     assert len(batches) == 4  # one run each, then one that finds none
 

@@ -16,6 +16,10 @@ from daemon_db._sqlite import bridge
 from daemon_db._sqlite.schema import APPLICATION_ID, SCHEMA_VERSION
 from tests.helpers import V1_ROWS, dump, make_version_1, new_run
 
+# What these check is the SQLite engine's own (its file, writer, thread or
+# limits); the PostgreSQL engine is checked by the contract tests and test_hosts.py.
+pytestmark = pytest.mark.sqlite_only
+
 
 def _schema(path: Path) -> list[tuple[str, str, str, str]]:
     """Every schema object, its SQL with whitespace collapsed (indentation is not schema)."""

@@ -12,6 +12,10 @@ import daemon_db._sqlite.work
 from daemon_db import DB, RunExistsError, RunNotFoundError, RunStatus, new_run_id
 from tests.helpers import new_run, outside_blocks
 
+# What these check is the SQLite engine's own (its file, writer, thread or
+# limits); the PostgreSQL engine is checked by the contract tests and test_hosts.py.
+pytestmark = pytest.mark.sqlite_only
+
 
 @pytest.fixture
 def batch_sizes(monkeypatch: pytest.MonkeyPatch) -> list[int]:

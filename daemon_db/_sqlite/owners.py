@@ -18,12 +18,12 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, replace
-from datetime import timedelta
+from dataclasses import replace
 from typing import Any
 
 from .. import _timestamps as timestamps
-from .._process import Process, is_running, this_process
+from .._owner import Held, Owner, process_alive
+from .._process import Process, this_process
 from .._records import ACTIVE_RUN_STATUSES, ResumableRun, Run, RunStatus
 from . import events, rows, runs, units
 from .work import snapshot
@@ -46,24 +46,6 @@ __all__ = [
 
 _ACTIVE = ", ".join(f"'{status.value}'" for status in sorted(ACTIVE_RUN_STATUSES))
 
-_REGISTERED_HERE: set[str] = set()
-"""The owners this interpreter registered. An owner row of this very process
-(same pid and start time) that is not among them was registered by the program
-this process ran before an ``exec``: that owner is gone."""
-
-
-@dataclass(frozen=True, slots=True)
-class Owner:
-    """A DB as an owner: its row's id (one per open DB), name, process and lease."""
-
-    id: str
-    name: str
-    process: Process
-    lease: float
-
-    def lease_until(self) -> str:
-        return timestamps.to_text(timestamps.now() + timedelta(seconds=self.lease))
-
 
 def ensure(conn: sqlite3.Connection, *, owner: Owner) -> None:
     """Register ``owner``, or renew its lease: its row exists, and runs until now + lease.
@@ -72,7 +54,6 @@ def ensure(conn: sqlite3.Connection, *, owner: Owner) -> None:
     row: an owner that can still write is alive again, holding what it makes.
     """
     process = owner.process
-    _REGISTERED_HERE.add(owner.id)
     conn.execute(
         "INSERT INTO owners (id, name, host, machine, pid, started, lease_until)"
         " VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -169,25 +150,12 @@ def ownership(conn: sqlite3.Connection, *, run_ids: Sequence[str]) -> dict[str, 
     }
 
 
-@dataclass(frozen=True, slots=True)
-class Held:
-    """Who holds a run (its name, or None), whether that owner is alive, and its attempts."""
-
-    owner: str | None
-    alive: bool
-    attempts: int
-
-
 def alive(owner_id: str, row: Sequence[Any], *, now: str, here: Process) -> bool:
     """Whether the owner ``owner_id``, ``(machine, pid, started, lease_until)``, is alive."""
     machine, pid, started, lease_until = row
     if not isinstance(lease_until, str) or lease_until < now:  # not there (another tool), or over
         return False
-    if machine != here.machine:
-        return True
-    if pid == here.pid and started == here.started:
-        return owner_id in _REGISTERED_HERE
-    return is_running(pid, started)
+    return process_alive(owner_id, machine, pid, started, here=here)
 
 
 _RESUMABLE = (

@@ -17,6 +17,10 @@ import pytest
 from daemon_db import DB, DatabaseError
 from tests.helpers import dump, new_run, report
 
+# What these check is the SQLite engine's own (its file, writer, thread or
+# limits); the PostgreSQL engine is checked by the contract tests and test_hosts.py.
+pytestmark = pytest.mark.sqlite_only
+
 
 async def test_backup_refuses_its_own_database_however_it_is_named(tmp_path: Path) -> None:
     path = tmp_path / "state.db"

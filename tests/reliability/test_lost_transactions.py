@@ -20,6 +20,10 @@ from daemon_db import DB, DatabaseError, EventRecord, Run, RunStatus
 from daemon_db._sqlite import bridge
 from tests.helpers import new_run, report
 
+# What these check is the SQLite engine's own (its file, writer, thread or
+# limits); the PostgreSQL engine is checked by the contract tests and test_hosts.py.
+pytestmark = pytest.mark.sqlite_only
+
 BIG = "x" * 300_000
 
 

@@ -1,0 +1,57 @@
+"""An owner of runs and what is known of a run's holder: the same for every engine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from . import _timestamps as timestamps
+from ._process import Process, is_running
+
+__all__ = ["Held", "Owner", "process_alive"]
+
+_CREATED_HERE: set[str] = set()
+"""The owners this interpreter created. An owner row of this very process (same
+pid and start time) that is not among them was created by the program this
+process ran before an ``exec``: that owner is gone."""
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """A DB as an owner: its row's id (one per open DB), name, process and lease."""
+
+    id: str
+    name: str
+    process: Process
+    lease: float
+
+    def __post_init__(self) -> None:
+        _CREATED_HERE.add(self.id)
+
+    def lease_until(self) -> str:
+        return timestamps.to_text(timestamps.now() + timedelta(seconds=self.lease))
+
+
+def process_alive(
+    owner_id: str, machine: str, pid: int, started: str | None, *, here: Process
+) -> bool:
+    """Whether an owner's process may still run, as far as this machine can tell.
+
+    Elsewhere it may (only its lease tells); here, the pid must run with the same
+    start time, and if it is this very process, the owner must be one this
+    interpreter created.
+    """
+    if machine != here.machine:
+        return True
+    if pid == here.pid and started == here.started:
+        return owner_id in _CREATED_HERE
+    return is_running(pid, started)
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """Who holds a run (its name, or None), whether that owner is alive, and its attempts."""
+
+    owner: str | None
+    alive: bool
+    attempts: int

@@ -1,0 +1,529 @@
+"""The DB of a PostgreSQL store: an asyncpg pool, transactions, and LISTEN/NOTIFY.
+
+Every call takes a connection from the pool for one transaction (reads in a
+read-only REPEATABLE READ one, so the statements of a call see one snapshot).
+A transaction block holds one connection until it ends; each call inside it
+runs in a savepoint, so a call that fails undoes only itself. ``follow_events``
+listens on a connection of its own, taken when first needed: an append's
+NOTIFY, delivered by PostgreSQL when the append commits on whatever host,
+wakes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import os
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+from functools import partial
+from types import TracebackType
+from typing import Any, Final, TypeVar
+
+import asyncpg
+
+from .. import _validation as check
+from .._cancellation import settle
+from .._db import DB, _TransactionBlock
+from .._engine import Work
+from .._errors import (
+    DaemonDBError,
+    DatabaseError,
+    InvalidRecordError,
+    ReadOnlyError,
+    RunNotFoundError,
+)
+from .._operations import PAGE_SIZE
+from .._owner import Held, Owner
+from .._records import FINISHED_RUN_STATUSES, EventRecord, Run, RunStatus, Stats, UnitStatus
+from .._sqlite.work import Block
+from .._transaction import Transaction
+from . import events, owners, queries, runs, schema
+from .errors import CONNECTION_ERRORS, translate
+from .url import shown_url
+
+__all__ = ["PostgresDB"]
+
+T = TypeVar("T")
+
+POOL_SIZE: Final = 10
+"""Connections a DB keeps at most: calls beyond this many at once wait for one."""
+
+FOLLOW_SAFETY_SECONDS: Final = 5.0
+"""How long a follower waits on NOTIFY before reading anyway.
+
+Only a guard: a notification is lost if the listening connection drops and
+reconnects; every append is otherwise announced when it commits.
+"""
+
+PRUNE_BATCH_RUNS: Final = 500
+"""prune_runs deletes at most this many runs per transaction."""
+
+_FINISHED = "status IN ('cancelled', 'completed', 'failed')"
+
+
+async def _translated(call: Callable[[], Any], url: str) -> Any:
+    try:
+        return await call()
+    except DaemonDBError:
+        raise
+    except (asyncpg.PostgresError, UnicodeError, *CONNECTION_ERRORS) as exc:
+        raise translate(exc, url) from None
+
+
+class PostgresDB(DB):
+    """The DB ``DB.open()`` returns for a ``postgresql://`` URL (a DB in every respect)."""
+
+    _queries = queries
+
+    def __init__(self, url: str, pool: Any, owner: Owner, readonly: bool) -> None:
+        """Use ``DB.open()``; this only assembles the pool it has opened."""
+        self._url = url
+        self._path = shown_url(url)
+        self._pool = pool
+        self._owner = owner
+        self._is_readonly = readonly
+        self._renewing: asyncio.Task[None] | None = None
+        self._checkpointer = None
+        self._writer = None
+        self._reader = None
+        self._block: contextvars.ContextVar[Transaction | None] = contextvars.ContextVar(
+            "daemon_db_block", default=None
+        )
+        self._closing: asyncio.Task[None] | None = None
+        self._change: asyncio.Future[None] | None = None
+        self._listener: Any = None
+        self._listening = asyncio.Lock()
+
+    @classmethod
+    async def _open_url(cls, url: str, readonly: bool, owner: Owner) -> DB:
+        shown = shown_url(url)
+        settings = {"application_name": "daemon_db", "timezone": "UTC"}
+        if readonly:
+            settings["default_transaction_read_only"] = "on"
+        try:
+            pool = await asyncpg.create_pool(
+                url, min_size=1, max_size=POOL_SIZE, server_settings=settings
+            )
+        except DaemonDBError:
+            raise
+        except (asyncpg.PostgresError, ValueError, *CONNECTION_ERRORS) as exc:
+            raise DatabaseError(shown, f"cannot connect: {translate(exc, shown).reason}") from None
+        try:
+            async with pool.acquire() as conn:
+                if readonly:
+                    await _translated(lambda: schema.verify(conn, shown), shown)
+                else:
+                    await _translated(lambda: schema.migrate(conn, shown), shown)
+                    async with conn.transaction():
+                        await _translated(lambda: owners.ensure(conn, owner=owner), shown)
+        except BaseException:
+            await pool.close()
+            raise
+        db = cls(url, pool, owner, readonly)
+        if not readonly:
+            db._renewing = asyncio.get_running_loop().create_task(db._renew())
+        return db
+
+    @property
+    def readonly(self) -> bool:
+        """True if the database was opened with ``readonly=True``."""
+        return self._is_readonly
+
+    # Routing: the methods of Operations end up here.
+
+    async def _read(self, work_: Work[T]) -> T:
+        tx = self._joined()
+        if tx is not None:
+            return await tx._read(work_)
+        self._check_open()
+        result: T = await self._run(work_.call, write=False)
+        return result
+
+    async def _write(self, work_: Work[T]) -> T:
+        tx = self._joined()
+        if tx is not None:
+            return await tx._write(work_)
+        self._check_open()
+        if self._is_readonly:
+            raise ReadOnlyError(self._path)
+        result: T = await self._run(work_.call, write=True)
+        return result
+
+    async def _run(self, call: Callable[[Any], Any], *, write: bool) -> Any:
+        """Run ``call(connection)`` in a transaction of its own, on a pooled connection.
+
+        A write runs to its end (commit or rollback) even if its caller is
+        cancelled meanwhile, as on SQLite: the next call sees a settled database.
+        """
+
+        async def transaction() -> Any:
+            async with self._pool.acquire() as conn:
+                if write:
+                    async with conn.transaction():
+                        return await call(conn)
+                async with conn.transaction(isolation="repeatable_read", readonly=True):
+                    return await call(conn)
+
+        if not write:
+            return await _translated(transaction, self._path)
+        try:
+            return await settle(asyncio.ensure_future(_translated(transaction, self._path)))
+        finally:
+            self._notify()  # this DB's followers look at once, without waiting for NOTIFY
+
+    # Opening and closing
+
+    async def _shut_down(self, *, crashed: bool) -> None:
+        self._notify()  # followers wake up and find the DB closed
+        if self._renewing is not None and not self._renewing.done():
+            self._renewing.cancel()
+            await asyncio.wait([self._renewing])
+        try:
+            if not self._is_readonly:
+                # If it fails, the runs are found when the lease expires; closing must not fail.
+                end = owners.expire if crashed else owners.release  # see DB._release
+                with contextlib.suppress(DaemonDBError):
+                    await self._run(partial(end, owner=self._owner), write=True)
+        finally:
+            try:
+                if self._listener is not None:
+                    with contextlib.suppress(*CONNECTION_ERRORS, asyncpg.PostgresError):
+                        await self._listener.close()
+            finally:
+                with contextlib.suppress(*CONNECTION_ERRORS, asyncpg.PostgresError):
+                    await self._pool.close()
+
+    async def _renew(self) -> None:
+        """Renew this owner's lease every third of it, while the DB is open."""
+        while True:
+            await asyncio.sleep(self._owner.lease / 3)
+            with contextlib.suppress(DaemonDBError):
+                await self._run(partial(owners.ensure, owner=self._owner), write=True)
+
+    # Looking after the database
+
+    async def prune_runs(self, completed_before: datetime, *, dry_run: bool = False) -> list[Run]:
+        moment = check.timestamp("completed_before", completed_before)
+        if moment is None:
+            raise InvalidRecordError("completed_before", None, "is required")
+        if dry_run:
+            return await self._read(Work[list[Run]](partial(_finished_before, moment=moment)))
+        removed: list[Run] = []
+        prune = Work[list[Run]](partial(_delete_finished, moment=moment))
+        while batch := await self._write(prune):
+            removed += batch
+        return removed
+
+    async def stats(self) -> Stats:
+        return await self._read(Work[Stats](partial(_stats, path=self._path)))
+
+    async def check(self, *, quick: bool = False) -> list[str]:
+        if not isinstance(quick, bool):
+            raise InvalidRecordError("quick", quick, "must be a bool")
+        return await self._read(Work[list[str]](_check))
+
+    async def vacuum(self) -> int:
+        if self._joined() is not None:
+            raise DaemonDBError("vacuum() cannot run inside a transaction block")
+        self._check_open()
+        if self._is_readonly:
+            raise ReadOnlyError(self._path)
+
+        async def vacuum() -> int:
+            async with self._pool.acquire() as conn:
+                before = await conn.fetchval("SELECT pg_database_size(current_database())")
+                await conn.execute("VACUUM")  # outside a transaction, as VACUUM must be
+                after = await conn.fetchval("SELECT pg_database_size(current_database())")
+                return max(0, int(before) - int(after))
+
+        result: int = await _translated(vacuum, self._path)
+        return result
+
+    async def backup(
+        self,
+        destination: str | os.PathLike[str],
+        *,
+        overwrite: bool = False,
+        progress: Callable[[int, int], object] | None = None,
+    ) -> int:
+        raise DatabaseError(
+            self._path,
+            "backup() copies SQLite files; back a PostgreSQL database up with pg_dump"
+            " (pg_dump --format=custom --file=BACKUP DBNAME)",
+        )
+
+    def transaction(self) -> _TransactionBlock:
+        return _PostgresTransactionBlock(self)
+
+    # Following events
+
+    async def _follow(self, run_id: str, after: int) -> AsyncIterator[EventRecord]:
+        found = False
+        while True:
+            change = self._next_change()  # taken before reading, so no append is missed
+            self._check_open()
+            page = partial(events.follow_page, run_id=run_id, after=after, limit=PAGE_SIZE)
+            status, batch = await self._read(Work[tuple[RunStatus | None, list[EventRecord]]](page))
+            if status is None:
+                if not found:
+                    raise RunNotFoundError(run_id)
+                return
+            found = True
+            for event in batch:
+                yield event
+                after = event.sequence
+            if len(batch) == PAGE_SIZE:
+                continue
+            if status in FINISHED_RUN_STATUSES:
+                return
+            if self._listener is None:
+                # Listening starts only now, so the first page comes at once; what
+                # was appended meanwhile, the next read finds.
+                await self._listen()
+                continue
+            await asyncio.wait((change,), timeout=FOLLOW_SAFETY_SECONDS)
+
+    async def _listen(self) -> None:
+        """LISTEN for appends, on a connection of this DB's own (once)."""
+        async with self._listening:
+            if self._listener is not None:
+                return
+
+            async def connect() -> Any:
+                conn = await asyncpg.connect(self._url)
+                await conn.add_listener(events.CHANNEL, self._notified)
+                return conn
+
+            self._listener = await _translated(connect, self._path)
+
+    def _notified(self, connection: Any, pid: int, channel: str, payload: str) -> None:
+        self._notify()
+
+    # For the command line: private, not part of the API.
+
+    async def _owners_of(self, run_ids: list[str]) -> dict[str, Held]:
+        return await self._read(Work[dict[str, Held]](partial(owners.ownership, run_ids=run_ids)))
+
+    async def _find_run_ids(self, typed: str, *, limit: int) -> tuple[list[str], int]:
+        typed = check.name("run_id", typed)
+        find = partial(runs.find_ids, typed=typed, limit=limit)
+        return await self._read(Work[tuple[list[str], int]](find))
+
+
+class PostgresTransaction(Transaction):
+    """The Transaction of a PostgreSQL block: one pooled connection, a savepoint a call."""
+
+    __slots__ = ("_lock",)
+
+    _queries = queries
+
+    def __init__(self, connection: Any, path: str, owner: Owner) -> None:
+        self.connection = connection
+        self._path = path
+        self._owner = owner
+        self._block = Block()  # the base class's holder of why a block was lost
+        self._ended = False
+        # Tasks started inside the block share its connection, which runs one
+        # statement at a time.
+        self._lock = asyncio.Lock()
+
+    async def _read(self, work_: Work[T]) -> T:
+        return await self._call(work_)
+
+    async def _write(self, work_: Work[T]) -> T:
+        return await self._call(work_)
+
+    async def _call(self, work_: Work[T]) -> T:
+        self._check_usable()
+
+        async def in_savepoint() -> Any:
+            async with self._lock:
+                self._check_usable()
+                connection: Any = self.connection  # an asyncpg connection here
+                async with connection.transaction():
+                    return await work_.call(connection)
+
+        try:
+            result: T = await settle(asyncio.ensure_future(in_savepoint()))
+        except DaemonDBError:
+            raise
+        except CONNECTION_ERRORS as exc:
+            self._block.lost = f"the connection was lost ({type(exc).__name__})"
+            raise self.lost_error() from None
+        except (asyncpg.PostgresError, UnicodeError) as exc:
+            raise translate(exc, self._path) from None
+        return result
+
+    def lost_error(self) -> DatabaseError:
+        """The error for a block whose transaction ended without us."""
+        return DatabaseError(
+            self._path,
+            f"{self._block.lost}; PostgreSQL rolled the whole transaction back:"
+            " nothing done in this transaction block is committed",
+        )
+
+
+class _PostgresTransactionBlock(_TransactionBlock):
+    """``DB.transaction()`` of a PostgreSQL DB: a pooled connection held for the block."""
+
+    __slots__ = ("_conn", "_ending", "_started")
+
+    async def __aenter__(self) -> Transaction:
+        db = self._db
+        assert isinstance(db, PostgresDB)
+        if db._joined() is not None:
+            raise DaemonDBError("transaction blocks do not nest: this task is already in one")
+        db._check_open()
+        if db._is_readonly:
+            raise ReadOnlyError(db._path)
+
+        async def begin() -> tuple[Any, Any]:
+            conn = await db._pool.acquire()
+            try:
+                started = conn.transaction()
+                await started.start()
+            except BaseException:
+                await db._pool.release(conn)
+                raise
+            return conn, started
+
+        self._conn, self._started = await settle(
+            asyncio.ensure_future(_translated(begin, db._path))
+        )
+        tx = self._tx = PostgresTransaction(self._conn, db._path, db._owner)
+        self._token = db._block.set(tx)
+        # A block must end even if its task never leaves it: otherwise its
+        # connection is never given back, and close() would wait for it.
+        owner = asyncio.current_task()
+        assert owner is not None, "a transaction block runs in a task"
+        self._owner = owner
+        owner.add_done_callback(self._abandoned)
+        self._unwatch = _nothing
+        return tx
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        db, tx = self._db, self._tx
+        assert isinstance(db, PostgresDB)
+        assert tx is not None
+        if exc_type is GeneratorExit:  # the task was destroyed: nothing can be awaited now
+            self._abandon()
+            return
+        self._stop_watching()
+        tx.end()
+        lost = tx.lost
+        commit = exc_type is None and lost is None
+
+        async def end() -> None:
+            try:
+                if commit:
+                    await self._started.commit()
+                else:
+                    with contextlib.suppress(*CONNECTION_ERRORS, asyncpg.PostgresError):
+                        await self._started.rollback()
+            finally:
+                await db._pool.release(self._conn)
+
+        try:
+            await settle(asyncio.ensure_future(_translated(end, db._path)))
+        finally:
+            with contextlib.suppress(ValueError):
+                db._block.reset(self._token)
+            db._notify()
+        if lost is not None and (exc_type is None or issubclass(exc_type, Exception)):
+            raise tx.lost_error()
+
+    def _abandon(self) -> None:
+        """Roll back a block nobody will leave, and give its connection back."""
+        db, tx = self._db, self._tx
+        assert isinstance(db, PostgresDB)
+        if tx is None or tx.ended:
+            return
+        self._stop_watching()
+        tx.end()
+
+        async def end() -> None:
+            try:
+                with contextlib.suppress(*CONNECTION_ERRORS, asyncpg.PostgresError):
+                    await self._started.rollback()
+            finally:
+                await db._pool.release(self._conn)
+
+        with contextlib.suppress(RuntimeError):  # the loop is gone: so is the pool
+            self._ending = asyncio.get_running_loop().create_task(end())
+            db._notify()
+
+
+def _nothing() -> None:
+    """Stop watching nothing: a PostgreSQL block needs no watcher thread."""
+
+
+async def _finished_before(conn: Any, *, moment: datetime) -> list[Run]:
+    found = await conn.fetch(
+        f"SELECT {runs.COLUMNS} FROM runs WHERE {_FINISHED} AND completed_at < $1"
+        ' ORDER BY completed_at, id COLLATE "C"',
+        moment,
+    )
+    return [runs.from_row(row) for row in found]
+
+
+async def _delete_finished(conn: Any, *, moment: datetime) -> list[Run]:
+    found = await conn.fetch(
+        f"DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE {_FINISHED}"
+        ' AND completed_at < $1 ORDER BY completed_at, id COLLATE "C" LIMIT $2'
+        f" FOR UPDATE SKIP LOCKED) RETURNING {runs.COLUMNS}",
+        moment,
+        PRUNE_BATCH_RUNS,
+    )
+    removed = [runs.from_row(row) for row in found]
+    removed.sort(key=lambda run: (run.completed_at, run.id))
+    return removed
+
+
+async def _stats(conn: Any, *, path: str) -> Stats:
+    by_status: dict[str, dict[str, int]] = {}
+    for table in ("runs", "units"):
+        by_status[table] = {
+            row[0]: int(row[1])
+            for row in await conn.fetch(f"SELECT status, COUNT(*) FROM {table} GROUP BY status")
+        }
+    event_count = await conn.fetchval("SELECT COUNT(*) FROM events")
+    version = await conn.fetchval("SELECT version FROM daemon_db_meta")
+    size = await conn.fetchval("SELECT pg_database_size(current_database())")
+    return Stats(
+        path=path,
+        schema_version=int(version),
+        runs={status.value: by_status["runs"].get(status.value, 0) for status in RunStatus},
+        units={status.value: by_status["units"].get(status.value, 0) for status in UnitStatus},
+        events=int(event_count),
+        file_bytes=int(size),
+        wal_bytes=0,  # the server's write-ahead log is shared by every database: not ours
+    )
+
+
+async def _check(conn: Any) -> list[str]:
+    """What PostgreSQL's own constraints cannot say: the marker, the version, the sequences."""
+    problems: list[str] = []
+    row = await conn.fetchrow("SELECT application, version FROM daemon_db_meta")
+    if row is None or (row[0], row[1]) != (schema.APPLICATION, schema.SCHEMA_VERSION):
+        problems.append(
+            f"schema: {tuple(row) if row else 'no marker'}; expected"
+            f" ({schema.APPLICATION!r}, {schema.SCHEMA_VERSION})"
+        )
+    for run_id, count, highest, following in await conn.fetch(
+        "SELECT runs.id, COUNT(events.id), COALESCE(MAX(events.sequence), 0), runs.next_sequence"
+        " FROM runs LEFT JOIN events ON events.run_id = runs.id"
+        " GROUP BY runs.id HAVING COUNT(events.id) <> COALESCE(MAX(events.sequence), 0)"
+        " OR runs.next_sequence <> COALESCE(MAX(events.sequence), 0) + 1"
+    ):
+        problems.append(
+            f"events: run {run_id} has {count} events up to sequence {highest},"
+            f" next sequence {following}"
+        )
+    return problems

@@ -1,0 +1,257 @@
+"""Owners of runs on PostgreSQL: leases on the database's clock, claims that skip locked rows.
+
+As on SQLite (see ``daemon_db/_sqlite/owners.py``), every read-write DB is an
+owner with a lease it renews while open, and a run records the owner holding
+it. Across hosts, the lease is the test of life: ``lease_until`` is set and
+compared with the server's ``now()``, so the hosts' clocks need not agree. An
+owner on this machine is also dead as soon as its process is gone
+(``daemon_db._process``). ``claim`` locks the runs it takes with ``FOR UPDATE
+SKIP LOCKED``: daemons claiming at the same moment take disjoint sets, neither
+waiting for the other.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import replace
+from typing import Any
+
+import asyncpg
+
+from .. import _timestamps as timestamps
+from .._errors import RunNotFoundError
+from .._owner import Held, Owner, process_alive
+from .._process import Process, this_process
+from .._records import ResumableRun, Run, RunStatus
+from . import events, runs, units
+
+__all__ = ["claim", "create_run", "ensure", "ownership", "release", "release_run", "resumable"]
+
+_OWNER = "owners.name, owners.machine, owners.pid, owners.started, owners.lease_until >= now()"
+_RESUMABLE = (
+    f"SELECT runs.id, runs.feature_branch, runs.repo_path, runs.target_branch, runs.tasks_dir,"
+    " runs.parallelism, runs.status, runs.daemon_version, runs.started_at, runs.completed_at,"
+    " runs.error, runs.config_json, runs.attempts, runs.next_sequence,"
+    f" {_OWNER}, runs.owner_id"
+    " FROM runs LEFT JOIN owners ON owners.id = runs.owner_id"
+)
+_ATTEMPTS, _NEXT, _NAME, _LIVENESS, _OWNER_ID = 12, 13, 14, slice(15, 19), 19
+
+
+async def ensure(conn: asyncpg.Connection, *, owner: Owner) -> None:
+    """Register ``owner``, or renew its lease to the server's now + lease."""
+    process = owner.process
+    await conn.execute(
+        "INSERT INTO owners (id, name, host, machine, pid, started, lease_until)"
+        " VALUES ($1, $2, $3, $4, $5, $6, now() + make_interval(secs => $7))"
+        " ON CONFLICT (id) DO UPDATE SET lease_until = excluded.lease_until",
+        owner.id,
+        owner.name,
+        process.host,
+        process.machine,
+        process.pid,
+        process.started,
+        owner.lease,
+    )
+
+
+async def create_run(conn: asyncpg.Connection, *, run: Run, owner: Owner) -> Run:
+    """Insert ``run``, held by ``owner`` from the start."""
+    await ensure(conn, owner=owner)
+    return await runs.create(conn, run=run, owner_id=owner.id)
+
+
+async def update_run_status(
+    conn: asyncpg.Connection,
+    *,
+    run_id: str,
+    status: RunStatus,
+    error: str | None,
+    expected: Collection[RunStatus] | None,
+    owner: Owner,
+) -> Run:
+    """``runs.update_status``; a finished run made active again is held by ``owner``."""
+
+    async def hold(conn: asyncpg.Connection) -> str:
+        await ensure(conn, owner=owner)
+        return owner.id
+
+    return await runs.update_status(
+        conn, run_id=run_id, status=status, error=error, expected=expected, holder=hold
+    )
+
+
+async def expire(conn: asyncpg.Connection, *, owner: Owner) -> None:
+    """End ``owner``'s lease now, keeping its runs: it crashed, and a takeover counts."""
+    await conn.execute("UPDATE owners SET lease_until = '-infinity' WHERE id = $1", owner.id)
+
+
+async def release_runs(conn: asyncpg.Connection, *, run_ids: Sequence[str], owner: Owner) -> None:
+    """Hand back those of these runs that ``owner`` still holds."""
+    await conn.execute(
+        "UPDATE runs SET owner_id = NULL WHERE id = ANY($1::text[]) AND owner_id = $2",
+        list(run_ids),
+        owner.id,
+    )
+
+
+async def release(conn: asyncpg.Connection, *, owner: Owner) -> None:
+    """Hand back every run ``owner`` holds, unfinished, and forget it (a clean close)."""
+    await conn.execute("DELETE FROM owners WHERE id = $1", owner.id)
+
+
+async def release_run(conn: asyncpg.Connection, *, run_id: str) -> str | None:
+    """Hand a run back, whoever holds it; return the name of the owner that held it."""
+    row = await conn.fetchrow(
+        "SELECT owners.name FROM runs LEFT JOIN owners ON owners.id = runs.owner_id"
+        " WHERE runs.id = $1 FOR UPDATE OF runs",
+        run_id,
+    )
+    if row is None:
+        raise RunNotFoundError(run_id)
+    await conn.execute("UPDATE runs SET owner_id = NULL WHERE id = $1", run_id)
+    name: str | None = row[0]
+    return name
+
+
+def _alive(owner_id: str, liveness: Sequence[Any], here: Process) -> bool:
+    """Whether the owner ``owner_id``, ``(machine, pid, started, leased)``, is alive."""
+    machine, pid, started, leased = liveness
+    if not leased:
+        return False
+    return process_alive(owner_id, machine, pid, started, here=here)
+
+
+async def ownership(conn: asyncpg.Connection, *, run_ids: Sequence[str]) -> dict[str, Held]:
+    """Who holds each of these runs, whether it is alive, and the runs' attempts."""
+    here = this_process()
+    found = await conn.fetch(
+        f"SELECT runs.id, runs.attempts, {_OWNER}, runs.owner_id FROM runs"
+        " LEFT JOIN owners ON owners.id = runs.owner_id WHERE runs.id = ANY($1::text[])",
+        list(run_ids),
+    )
+    return {
+        row[0]: Held(row[2], row[2] is not None and _alive(row[7], tuple(row)[3:7], here), row[1])
+        for row in found
+    }
+
+
+async def resumable(conn: asyncpg.Connection) -> tuple[list[ResumableRun], list[Any]]:
+    """Every active run with its units, next sequence, owner and attempts: two statements."""
+    here = this_process()
+    run_rows = await conn.fetch(
+        f"{_RESUMABLE} WHERE runs.status IN ('pending', 'running') ORDER BY runs.id COLLATE \"C\""
+    )
+    unit_rows = await conn.fetch(
+        f"SELECT {units.COLUMNS} FROM units WHERE run_id = ANY($1::text[])"
+        ' ORDER BY run_id, unit_id COLLATE "C"',
+        [row[0] for row in run_rows],
+    )
+
+    def ownership(row: Sequence[Any]) -> tuple[str | None, bool]:
+        held = row[_OWNER_ID] is not None
+        return row[_NAME], held and _alive(row[_OWNER_ID], tuple(row)[_LIVENESS], here)
+
+    return _assemble(run_rows, unit_rows, ownership), []
+
+
+async def claim(
+    conn: asyncpg.Connection, *, owner: Owner, max_attempts: int | None
+) -> tuple[list[ResumableRun], list[Run], list[Any]]:
+    """Take every active run no live owner holds; give up those past ``max_attempts``."""
+    await ensure(conn, owner=owner)
+    dead = [
+        row[0]
+        for row in await conn.fetch(
+            "SELECT id, machine, pid, started, lease_until >= now() FROM owners WHERE id <> $1",
+            owner.id,
+        )
+        if not _alive(row[0], tuple(row)[1:5], owner.process)
+    ]
+    # SKIP LOCKED: a run another claimer is taking right now is its, not ours.
+    run_rows = await conn.fetch(
+        f"{_RESUMABLE} WHERE runs.status IN ('pending', 'running')"
+        " AND (runs.owner_id IS NULL OR runs.owner_id = ANY($1::text[]))"
+        ' ORDER BY runs.id COLLATE "C" FOR UPDATE OF runs SKIP LOCKED',
+        dead,
+    )
+    taken: list[Any] = []
+    given_up: list[Run] = []
+    for row in run_rows:
+        run = runs.from_row(row)
+        taken_over = row[_OWNER_ID] is not None
+        attempt = row[_ATTEMPTS] + taken_over
+        if taken_over and max_attempts is not None and attempt > max_attempts:
+            given_up.append(await _give_up(conn, run, attempt, max_attempts, row[_NAME]))
+        else:
+            taken.append((*tuple(row)[:12], attempt, row[_NEXT]))
+            await conn.execute(
+                "UPDATE runs SET owner_id = $1, attempts = $2 WHERE id = $3",
+                owner.id,
+                attempt,
+                run.id,
+            )
+    # An owner found dead is forgotten; one still holding a run another claimer
+    # locked keeps its row until that claimer is done (its runs point to it).
+    await conn.execute(
+        "DELETE FROM owners WHERE id = ANY($1::text[])"
+        " AND NOT EXISTS (SELECT 1 FROM runs WHERE runs.owner_id = owners.id)",
+        dead,
+    )
+    unit_rows = await conn.fetch(
+        f"SELECT {units.COLUMNS} FROM units WHERE run_id = ANY($1::text[])"
+        ' ORDER BY run_id, unit_id COLLATE "C"',
+        [row[0] for row in taken],
+    )
+    resumed = _assemble(taken, unit_rows, lambda row: (owner.name, True))
+    return resumed, given_up, []
+
+
+async def _give_up(
+    conn: asyncpg.Connection, run: Run, attempt: int, max_attempts: int, owner: str | None
+) -> Run:
+    error = (
+        f"abandoned: the owners that held it died {attempt} times, and max_attempts is"
+        f" {max_attempts}"
+    )
+    now = timestamps.now()
+    await conn.execute(
+        "UPDATE runs SET status = 'failed', completed_at = $1, error = $2, owner_id = NULL,"
+        " attempts = $3 WHERE id = $4",
+        now,
+        error,
+        attempt,
+        run.id,
+    )
+    payload = json.dumps(
+        {"attempts": attempt, "max_attempts": max_attempts, "owner": owner}, separators=(",", ":")
+    )
+    await events.append(
+        conn, run_id=run.id, event_type="run_abandoned", unit_id=None, payload=payload
+    )
+    return replace(run, status=RunStatus.FAILED, completed_at=now, error=error)
+
+
+def _assemble(
+    run_rows: Sequence[Any],
+    unit_rows: Sequence[Any],
+    ownership: Callable[[Sequence[Any]], tuple[str | None, bool]],
+) -> list[ResumableRun]:
+    units_of: dict[str, list[Any]] = {}
+    for row in unit_rows:
+        units_of.setdefault(row[1], []).append(row)
+    found: list[ResumableRun] = []
+    for row in run_rows:
+        name, is_alive = ownership(row)
+        found.append(
+            ResumableRun(
+                run=runs.from_row(row),
+                units=[units.from_row(unit) for unit in units_of.get(row[0], ())],
+                next_sequence=row[_NEXT],
+                attempt=row[_ATTEMPTS],
+                owner=name,
+                owner_alive=is_alive,
+            )
+        )
+    return found

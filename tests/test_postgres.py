@@ -1,0 +1,110 @@
+"""The PostgreSQL engine's own rules: opening, migrating, refusing, and its URL in errors."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from daemon_db import DB, DatabaseError, SchemaVersionError
+from daemon_db._postgres import schema
+from daemon_db._postgres.url import shown_url
+from tests.helpers import new_run
+
+
+async def _tables(url: str) -> list[str]:
+    conn = await asyncpg.connect(url)
+    try:
+        found = await conn.fetch(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename"
+        )
+        return [row[0] for row in found]
+    finally:
+        await conn.close()
+
+
+async def _execute(url: str, *statements: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+async def test_an_empty_database_is_migrated_once_by_daemons_opening_together(
+    postgres_url: str,
+) -> None:
+    opened = await asyncio.gather(*(DB.open(postgres_url) for _ in range(5)))
+    try:
+        assert all(isinstance(db, DB) for db in opened)
+        await opened[0].create_run(new_run())
+        assert [await db.check() for db in opened] == [[]] * 5
+    finally:
+        await asyncio.gather(*(db.close() for db in opened))
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        assert await conn.fetchval("SELECT version FROM daemon_db_meta") == schema.SCHEMA_VERSION
+    finally:
+        await conn.close()
+
+
+async def test_another_applications_database_is_refused_untouched(postgres_url: str) -> None:
+    await _execute(postgres_url, "CREATE TABLE orders (id INTEGER)")
+    for readonly in (False, True):
+        with pytest.raises(DatabaseError, match="not a daemon_db database"):
+            await DB.open(postgres_url, readonly=readonly)
+    assert await _tables(postgres_url) == ["orders"]
+
+
+async def test_a_newer_schema_is_refused_untouched(postgres_url: str) -> None:
+    async with DB.open(postgres_url):
+        pass
+    await _execute(postgres_url, "UPDATE daemon_db_meta SET version = version + 1")
+    before = await _tables(postgres_url)
+    with pytest.raises(SchemaVersionError) as raised:
+        await DB.open(postgres_url)
+    assert raised.value.found == schema.SCHEMA_VERSION + 1
+    assert await _tables(postgres_url) == before
+
+
+async def test_read_only_never_migrates(postgres_url: str) -> None:
+    with pytest.raises(SchemaVersionError, match="needs migrating"):
+        await DB.open(postgres_url, readonly=True)
+    assert await _tables(postgres_url) == []
+
+
+async def test_read_only_refuses_writes_and_reads_what_a_daemon_wrote(postgres_url: str) -> None:
+    async with DB.open(postgres_url) as daemon, DB.open(postgres_url, readonly=True) as inspector:
+        run = await daemon.create_run(new_run())
+        assert await inspector.get_run(run.id) == run
+        assert inspector.readonly
+        with pytest.raises(Exception, match="read-only") as raised:
+            await inspector.create_run(new_run())
+        assert type(raised.value).__name__ == "ReadOnlyError"
+
+
+async def test_a_server_that_cannot_be_reached_is_a_database_error_without_the_password() -> None:
+    url = "postgresql://daemon:hunter2@127.0.0.1:1/registry"
+    with pytest.raises(DatabaseError) as raised:
+        await DB.open(url)
+    assert "hunter2" not in str(raised.value)
+    assert raised.value.path == "postgresql://daemon@127.0.0.1:1/registry"
+
+
+async def test_backup_says_to_use_pg_dump(postgres_url: str, tmp_path: Path) -> None:
+    async with DB.open(postgres_url) as db:
+        with pytest.raises(DatabaseError, match="pg_dump"):
+            await db.backup(tmp_path / "copy.db")
+    assert not (tmp_path / "copy.db").exists()
+
+
+def test_urls_are_shown_without_their_password() -> None:
+    assert (
+        shown_url("postgresql://u:p@h:5/d?sslmode=require")
+        == "postgresql://u@h:5/d?sslmode=require"
+    )
+    assert shown_url("postgres://u@h/d") == "postgres://u@h/d"
+    assert shown_url("postgresql://u:p@[::1]:5/d") == "postgresql://u@[::1]:5/d"
