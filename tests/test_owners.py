@@ -25,27 +25,47 @@ from daemon_db import (
 from tests.helpers import V1_ROWS, make_version_1, new_run, new_unit
 
 
-def _expire(path: Path, db: DB) -> None:
+@pytest.fixture(params=["file", "postgres"])
+def where(request: pytest.FixtureRequest, db_path: Path) -> str | Path:
+    """A store several DBs share: a file, or a fresh PostgreSQL database."""
+    if request.param == "postgres":
+        url: str = request.getfixturevalue("postgres_url")
+        return url
+    return db_path
+
+
+async def _expire(where: str | Path, db: DB) -> None:
     """Make ``db``'s lease run out, as a hung loop's would (its process still runs)."""
-    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+    if isinstance(where, str):
+        import asyncpg
+
+        conn = await asyncpg.connect(where)
+        try:
+            await conn.execute(
+                "UPDATE owners SET lease_until = '2000-01-01Z' WHERE id = $1", db._owner.id
+            )
+        finally:
+            await conn.close()
+        return
+    with contextlib.closing(sqlite3.connect(where)) as conn, conn:
         conn.execute(
             "UPDATE owners SET lease_until = '2000-01-01T00:00:00.000000Z' WHERE id = ?",
             (db._owner.id,),
         )
 
 
-async def test_a_run_is_held_by_the_db_that_made_it_until_it_closes(db_path: Path) -> None:
-    async with DB.open(db_path, owner="daemon-a") as first:
+async def test_a_run_is_held_by_the_db_that_made_it_until_it_closes(where: str | Path) -> None:
+    async with DB.open(where, owner="daemon-a") as first:
         run = await first.create_run(new_run(status="running"))
-        async with DB.open(db_path, owner="daemon-b") as second:
+        async with DB.open(where, owner="daemon-b") as second:
             [item] = await second.resumable_runs()
             assert (item.owner, item.owner_alive, item.attempt) == ("daemon-a", True, 0)
             claimed = await second.claim_resumable_runs()
             assert claimed.resumed == claimed.abandoned == claimed.damaged == []
-    async with DB.open(db_path, readonly=True) as inspector:
+    async with DB.open(where, readonly=True) as inspector:
         [item] = await inspector.resumable_runs()
         assert (item.owner, item.owner_alive, item.attempt) == (None, False, 0)  # handed back
-    async with DB.open(db_path, owner="daemon-c") as third:
+    async with DB.open(where, owner="daemon-c") as third:
         claimed = await third.claim_resumable_runs()
         assert [(r.run.id, r.attempt, r.owner, r.owner_alive) for r in claimed.resumed] == [
             (run.id, 0, "daemon-c", True)  # a clean close counts no attempt
@@ -88,13 +108,13 @@ def test_a_process_hidden_by_proc_is_asked_of_the_kernel(monkeypatch: pytest.Mon
 
 
 async def test_an_owner_whose_lease_expired_loses_its_runs_to_the_next_claim(
-    db_path: Path,
+    where: str | Path,
 ) -> None:
-    async with DB.open(db_path, owner="hung") as hung, DB.open(db_path, owner="next") as other:
+    async with DB.open(where, owner="hung") as hung, DB.open(where, owner="next") as other:
         runs = [await hung.create_run(new_run(status="running")) for _ in range(3)]
         finished = await hung.create_run(new_run(status="completed"))
         assert (await other.claim_resumable_runs()).resumed == []
-        _expire(db_path, hung)
+        await _expire(where, hung)
         found = await other.resumable_runs()
         assert [(r.owner, r.owner_alive) for r in found] == [("hung", False)] * 3
         claimed = await other.claim_resumable_runs()
@@ -108,14 +128,14 @@ async def test_an_owner_whose_lease_expired_loses_its_runs_to_the_next_claim(
         }
 
 
-async def test_past_max_attempts_a_run_is_abandoned_not_resumed(db_path: Path) -> None:
-    async with DB.open(db_path, owner="a") as a, DB.open(db_path, owner="b") as b:
+async def test_past_max_attempts_a_run_is_abandoned_not_resumed(where: str | Path) -> None:
+    async with DB.open(where, owner="a") as a, DB.open(where, owner="b") as b:
         poison = await a.create_run(new_run(status="running"))
         for attempt, (taker, dying) in enumerate([(b, a), (a, b)], start=1):
-            _expire(db_path, dying)  # its resumption killed the daemon
+            await _expire(where, dying)  # its resumption killed the daemon
             [item] = (await taker.claim_resumable_runs(max_attempts=2)).resumed
             assert item.attempt == attempt
-        _expire(db_path, a)
+        await _expire(where, a)
         claimed = await b.claim_resumable_runs(max_attempts=2)
         assert claimed.resumed == []
         [abandoned] = claimed.abandoned
@@ -130,15 +150,15 @@ async def test_past_max_attempts_a_run_is_abandoned_not_resumed(db_path: Path) -
         assert await b.resumable_runs() == []
         # A run handed back by a clean close is taken whatever its count: no takeover.
         other = await a.create_run(new_run(status="running"))
-    async with DB.open(db_path) as c:
+    async with DB.open(where) as c:
         [item] = (await c.claim_resumable_runs(max_attempts=0)).resumed
         assert (item.run.id, item.attempt) == (other.id, 0)
 
 
-async def test_a_claim_whose_caller_gave_up_hands_back_what_it_took(db_path: Path) -> None:
-    async with DB.open(db_path, owner="died") as died, DB.open(db_path, owner="daemon") as db:
+async def test_a_claim_whose_caller_gave_up_hands_back_what_it_took(where: str | Path) -> None:
+    async with DB.open(where, owner="died") as died, DB.open(where, owner="daemon") as db:
         ids = sorted([(await died.create_run(new_run(status="running"))).id for _ in range(50)])
-        _expire(db_path, died)
+        await _expire(where, died)
         claiming = asyncio.create_task(db.claim_resumable_runs())
         await asyncio.sleep(0)  # the claim is under way
         claiming.cancel()
@@ -151,48 +171,48 @@ async def test_a_claim_whose_caller_gave_up_hands_back_what_it_took(db_path: Pat
         assert sorted(item.run.id for item in claimed.resumed) == ids
 
 
-async def test_a_daemon_that_dies_of_an_exception_counts_an_attempt(db_path: Path) -> None:
-    async with DB.open(db_path, owner="maker") as maker:
+async def test_a_daemon_that_dies_of_an_exception_counts_an_attempt(where: str | Path) -> None:
+    async with DB.open(where, owner="maker") as maker:
         run = await maker.create_run(new_run(status="running"))
     for attempt in (1, 2, 3):
         with pytest.raises(ZeroDivisionError):
-            async with DB.open(db_path) as db:
+            async with DB.open(where) as db:
                 [item] = (await db.claim_resumable_runs(max_attempts=2)).resumed
                 assert item.attempt == attempt - 1
                 raise ZeroDivisionError  # the run's resumption raises
-    async with DB.open(db_path) as db:
+    async with DB.open(where) as db:
         claimed = await db.claim_resumable_runs(max_attempts=2)
         assert ([r.id for r in claimed.abandoned], claimed.resumed) == ([run.id], [])
 
 
 async def test_a_daemon_stopped_by_a_cancellation_or_ctrl_c_counts_nothing(
-    db_path: Path,
+    where: str | Path,
 ) -> None:
-    async with DB.open(db_path, owner="maker") as maker:
+    async with DB.open(where, owner="maker") as maker:
         await maker.create_run(new_run(status="running"))
     for stop in (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
         with pytest.raises(stop):
-            async with DB.open(db_path) as db:
+            async with DB.open(where) as db:
                 [item] = (await db.claim_resumable_runs()).resumed
                 assert item.attempt == 0
                 raise stop
-    async with DB.open(db_path, readonly=True) as db:
+    async with DB.open(where, readonly=True) as db:
         [item] = await db.resumable_runs()
         assert (item.owner, item.attempt) == (None, 0)
 
 
-async def test_max_attempts_none_never_abandons(db_path: Path) -> None:
-    async with DB.open(db_path, owner="a") as a, DB.open(db_path, owner="b") as b:
+async def test_max_attempts_none_never_abandons(where: str | Path) -> None:
+    async with DB.open(where, owner="a") as a, DB.open(where, owner="b") as b:
         await a.create_run(new_run(status="running"))
         for attempt in range(1, 6):
             taker, loser = (b, a) if attempt % 2 else (a, b)
-            _expire(db_path, loser)
+            await _expire(where, loser)
             [item] = (await taker.claim_resumable_runs(max_attempts=None)).resumed
             assert item.attempt == attempt
 
 
-async def test_release_run_hands_a_run_back_uncounted(db_path: Path) -> None:
-    async with DB.open(db_path, owner="stuck") as stuck, DB.open(db_path, owner="new") as new:
+async def test_release_run_hands_a_run_back_uncounted(where: str | Path) -> None:
+    async with DB.open(where, owner="stuck") as stuck, DB.open(where, owner="new") as new:
         run = await stuck.create_run(new_run(status="running"))
         assert await new.release_run(run.id) == "stuck"
         assert await new.release_run(run.id) is None
@@ -207,17 +227,17 @@ async def test_claims_read_through_a_transaction_block_see_its_work(db: DB) -> N
         assert len(await tx.resumable_runs()) == 1
 
 
-async def test_a_read_only_db_owns_nothing(db_path: Path) -> None:
-    async with DB.open(db_path):
+async def test_a_read_only_db_owns_nothing(where: str | Path) -> None:
+    async with DB.open(where):
         pass
     with pytest.raises(InvalidRecordError) as raised:
-        await DB.open(db_path, readonly=True, owner="inspector")
+        await DB.open(where, readonly=True, owner="inspector")
     assert raised.value.field == "owner"
     for lease in (0, -1, 0.5, 1e-6, 366 * 86400, 3e11, 1e15, float("inf"), float("nan"), "30"):
         with pytest.raises(InvalidRecordError):
-            await DB.open(db_path, lease=lease)  # type: ignore[arg-type]
+            await DB.open(where, lease=lease)  # type: ignore[arg-type]
     with pytest.raises(InvalidRecordError):
-        await DB.open(db_path, owner="  ")
+        await DB.open(where, owner="  ")
 
 
 # Compare-and-set
@@ -237,11 +257,11 @@ async def test_update_run_status_with_expected_is_a_compare_and_set(db: DB) -> N
     assert await db.get_run(run.id) == cancelled
 
 
-async def test_a_run_made_active_again_is_held_by_the_db_that_did_it(db_path: Path) -> None:
-    async with DB.open(db_path, owner="maker") as maker:
+async def test_a_run_made_active_again_is_held_by_the_db_that_did_it(where: str | Path) -> None:
+    async with DB.open(where, owner="maker") as maker:
         run = await maker.create_run(new_run(status="running"))
         await maker.complete_run(run.id, RunStatus.FAILED, "flaky")
-    async with DB.open(db_path, owner="retrier") as retrier, DB.open(db_path) as other:
+    async with DB.open(where, owner="retrier") as retrier, DB.open(where) as other:
         await retrier.update_run_status(run.id, RunStatus.PENDING, expected=RunStatus.FAILED)
         [item] = await other.resumable_runs()
         assert (item.owner, item.owner_alive, item.attempt) == ("retrier", True, 0)
@@ -270,8 +290,10 @@ async def test_complete_run_twice_changes_nothing_the_second_time(db: DB) -> Non
 
 
 @pytest.mark.parametrize("apart", [False, True], ids=["one DB", "two DBs"])
-async def test_stop_racing_completion_has_exactly_one_outcome(db_path: Path, apart: bool) -> None:
-    async with DB.open(db_path) as stopper, DB.open(db_path) as worker:
+async def test_stop_racing_completion_has_exactly_one_outcome(
+    where: str | Path, apart: bool
+) -> None:
+    async with DB.open(where) as stopper, DB.open(where) as worker:
         finisher = worker if apart else stopper
         for _ in range(100):
             run = await stopper.create_run(new_run(status="running"))
