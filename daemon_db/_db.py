@@ -80,7 +80,7 @@ class DB(Operations):
     (``create_run``, ``append_event``, ``resumable_runs`` and the others).
     """
 
-    _queries = queries
+    _queries = queries.QUERIES
 
     def __init__(
         self,

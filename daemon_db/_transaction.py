@@ -57,7 +57,7 @@ class Transaction(Operations):
         """Why SQLite rolled the transaction back by itself, or None if it has not."""
         return self._block.lost
 
-    _queries = queries
+    _queries = queries.QUERIES
 
     async def _read(self, work_: engine.Work[T]) -> T:
         return await self._sqlite_read(work_.call)

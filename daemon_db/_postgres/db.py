@@ -75,7 +75,7 @@ async def _translated(call: Callable[[], Any], url: str) -> Any:
 class PostgresDB(DB):
     """The DB ``DB.open()`` returns for a ``postgresql://`` URL (a DB in every respect)."""
 
-    _queries = queries
+    _queries = queries.QUERIES
 
     def __init__(self, url: str, pool: Any, owner: Owner, readonly: bool) -> None:
         """Use ``DB.open()``; this only assembles the pool it has opened."""
@@ -317,7 +317,7 @@ class PostgresTransaction(Transaction):
 
     __slots__ = ("_lock",)
 
-    _queries = queries
+    _queries = queries.QUERIES
 
     def __init__(self, connection: Any, path: str, owner: Owner) -> None:
         self.connection = connection
