@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -16,6 +15,7 @@ from .._records import (
     Run,
     RunStatus,
     loader,
+    unchecked_replace,
 )
 from . import events, rows
 
@@ -41,6 +41,7 @@ _COLUMNS = (
 QUALIFIED_COLUMNS = ", ".join(f"runs.{name.strip()}" for name in _COLUMNS.split(","))
 """The columns of a Run, for a query that joins another table."""
 _ACTIVE = "status IN ('pending', 'running')"
+_FINISHED = "('cancelled', 'completed', 'failed')"
 _load = loader(Run)
 _STATUSES = {status.value: status for status in RunStatus}
 
@@ -93,7 +94,7 @@ def create(conn: sqlite3.Connection, *, run: Run, owner_id: str | None) -> Run:
         finished=run.status in FINISHED_RUN_STATUSES,
     )
     if (started_at, completed_at) != (run.started_at, run.completed_at):
-        run = replace(run, started_at=started_at, completed_at=completed_at)
+        run = unchecked_replace(run, started_at=started_at, completed_at=completed_at)
     try:
         conn.execute(
             f"INSERT INTO runs ({_COLUMNS}, owner_id)"
@@ -166,7 +167,7 @@ def update_status(
             running=status is RunStatus.RUNNING,
             finished=status in FINISHED_RUN_STATUSES,
         )
-    updated = replace(
+    updated = unchecked_replace(
         run, status=status, error=error, started_at=started_at, completed_at=completed_at
     )
     reopened = run.status in FINISHED_RUN_STATUSES and status not in FINISHED_RUN_STATUSES

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Collection, Sequence
-from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from .. import _timestamps as timestamps
 from .._errors import RunNotFoundError, StatusConflictError, UnitExistsError, UnitNotFoundError
-from .._records import FINISHED_UNIT_STATUSES, UnitRecord, UnitStatus, loader
+from .._records import FINISHED_UNIT_STATUSES, UnitRecord, UnitStatus, loader, unchecked_replace
 from . import rows
 
 __all__ = ["COLUMNS", "create", "from_row", "get", "list_page", "update_branch", "update_status"]
@@ -60,7 +59,7 @@ def create(conn: sqlite3.Connection, *, unit: UnitRecord) -> UnitRecord:
         finished=unit.status in FINISHED_UNIT_STATUSES,
     )
     if (started_at, completed_at) != (unit.started_at, unit.completed_at):
-        unit = replace(unit, started_at=started_at, completed_at=completed_at)
+        unit = unchecked_replace(unit, started_at=started_at, completed_at=completed_at)
     try:
         conn.execute(
             f"INSERT INTO units ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -122,7 +121,7 @@ def update_status(
         "UPDATE units SET status = ?, error = ?, started_at = ?, completed_at = ? WHERE id = ?",
         (status.value, error, _text(started_at), _text(completed_at), unit_record_id),
     )
-    return replace(
+    return unchecked_replace(
         unit, status=status, error=error, started_at=started_at, completed_at=completed_at
     )
 
@@ -136,7 +135,7 @@ def update_branch(
         "UPDATE units SET branch = ?, worktree_path = ? WHERE id = ?",
         (branch, worktree_path, unit_record_id),
     )
-    return replace(unit, branch=branch, worktree_path=worktree_path)
+    return unchecked_replace(unit, branch=branch, worktree_path=worktree_path)
 
 
 def list_page(

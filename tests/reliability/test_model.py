@@ -197,6 +197,9 @@ class StoreMachine(RuleBasedStateMachine):
             return
         updated = self.call(update(run_id, status, error, expected=expected))
         assert (updated.status, updated.error) == (status, error)
+        if run.status in FINISHED and status in ACTIVE:  # reopened: held afresh, as if created
+            run.owner, run.attempts = "db", 0
+            self.db_alive = True
         run.status, run.error = status, error
 
     @rule(run_id=consumes(runs) | st.just(UNKNOWN))
