@@ -61,6 +61,11 @@ RESTART_BYTES: Final = 24 * 1024 * 1024
 RESTART_WAIT_SECONDS: Final = 0.005
 """How long a RESTART or TRUNCATE waits for a writer or readers, holding up writes meanwhile."""
 
+CATCH_UP_PASSES: Final = 8
+CAUGHT_UP_SECONDS: Final = 0.005
+"""Before a RESTART, PASSIVE checkpoints are repeated (at most ``CATCH_UP_PASSES``) until one
+takes less than this: then little came during it, and little is left for the RESTART."""
+
 WAL_LIMIT_BYTES: Final = 56 * 1024 * 1024
 """A WAL file larger than this is truncated by the writer itself before its next batch...
 
@@ -93,6 +98,9 @@ class Checkpointer:
         self._wal = f"{path}-wal"
         self._committed = threading.Event()
         self._stopping = threading.Event()
+        self.behind = False
+        """The WAL has grown past ``RESTART_BYTES`` and not started over yet: a
+        bulk writer (a prune) should pause, so that the RESTART finds little to copy."""
         self.checkpoints: dict[str, int] = {"PASSIVE": 0, "RESTART": 0, "TRUNCATE": 0}
         """How many of each mode completed (for tests and the benchmark)."""
         self._thread = threading.Thread(
@@ -146,6 +154,7 @@ class Checkpointer:
         if not busy:
             self._last_done = time.monotonic()
             self.checkpoints[mode] += 1
+            self.behind = False
 
     def _wal_bytes(self) -> int:
         try:
@@ -185,14 +194,30 @@ class Checkpointer:
             pending = True
             frames = self._checkpoint(conn, "PASSIVE")
             if frames is not None and frames * page_size > RESTART_BYTES:
-                # Copy what came during that one too, so that little is left
-                # for the RESTART, which the writer's thread runs before its
-                # next batch (at its priority, not this thread's).
-                self._checkpoint(conn, "PASSIVE")
-                self._restart_wanted = True
+                self.behind = True
+                # Passes that never get quick mean writes outrun the disk: past
+                # twice the size, restart all the same, holding writes up for
+                # the copy (back-pressure), rather than let the WAL grow.
+                if self._catch_up(conn) or frames * page_size > 2 * RESTART_BYTES:
+                    self._restart_wanted = True
             # Pace: the commits of the next interval are copied together (a
             # commit meanwhile leaves the event set, so the next turn runs at once).
             self._stopping.wait(INTERVAL_SECONDS)
+
+    def _catch_up(self, conn: sqlite3.Connection) -> bool:
+        """Copy what came during the last checkpoint, until a pass finds little to copy.
+
+        The RESTART that follows (on the writer's thread, before its next
+        batch, at its priority rather than this thread's) holds writes up
+        while it copies what is left and syncs: the less is left, the shorter.
+        Returns whether a pass was quick.
+        """
+        for _ in range(CATCH_UP_PASSES):
+            started = time.monotonic()
+            self._checkpoint(conn, "PASSIVE")
+            if time.monotonic() - started < CAUGHT_UP_SECONDS:
+                return True
+        return False
 
     def _checkpoint(self, conn: sqlite3.Connection, mode: str) -> int | None:
         """Run one checkpoint; return the frames the WAL holds, or None if it could not finish."""
@@ -211,5 +236,7 @@ class Checkpointer:
             return None
         self._last_done = time.monotonic()
         self.checkpoints[mode] += 1
+        if mode != "PASSIVE":
+            self.behind = False
         result: int = frames
         return result
