@@ -1,13 +1,15 @@
-"""DB: opening and closing the store, routing calls, transactions and following events.
+"""DB: the front of the store, whichever engine is behind it.
 
-A file database has two connections, each on its own thread: a writer, fed by
-the group-commit Writer, and a reader (opened read-only), so that reads see the
-last committed state without waiting behind writes (WAL mode). ``":memory:"``
-has only the writer, and its reads queue with the writes.
+``DB.open()`` checks its arguments, then opens the SQLite engine for a path
+(``_sqlite/db.py``) or the PostgreSQL engine for a URL (``_postgres/db.py``),
+each a subclass of DB holding its own connections. What they share is here:
+closing (cleanly or as a crash), the lease timer, transaction-block
+membership, and waking the followers of the event log.
 """
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import contextvars
@@ -15,60 +17,29 @@ import os
 import warnings
 from collections.abc import AsyncIterator, Callable, Coroutine, Generator
 from datetime import datetime
-from functools import partial
 from types import TracebackType
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
-import aiosqlite
-
-from . import _engine as engine
 from . import _process
-from . import _timestamps as timestamps
 from . import _validation as check
-from ._cancellation import settle
-from ._errors import (
-    ClosedError,
-    DaemonDBError,
-    DatabaseError,
-    InvalidRecordError,
-    ReadOnlyError,
-    RunNotFoundError,
-)
+from ._errors import ClosedError, DaemonDBError, DatabaseError, InvalidRecordError
 from ._ids import new_run_id
-from ._operations import PAGE_SIZE, Operations
+from ._operations import Operations
+from ._owner import Held, Owner
 from ._postgres import url
-from ._records import FINISHED_RUN_STATUSES, EventRecord, Run, Stats
-from ._sqlite import bridge, events, maintenance, orphans, owners, queries, runs, schema, work
-from ._sqlite.checkpointer import Checkpointer
-from ._sqlite.work import Work
-from ._sqlite.writer import Writer
-from ._transaction import Transaction
+from ._records import EventRecord, Run, Stats
+
+# DB.open() checks SQLite's own arguments whatever the location, as it always has.
+from ._sqlite.schema import MEMORY, SYNCHRONOUS_MODES
+from ._transaction import Transaction, _TransactionBlock
 
 __all__ = ["DB"]
-
-T = TypeVar("T")
-
-FOLLOW_POLL_SECONDS: Final = 0.1
-"""How often follow_events looks for events appended by other processes."""
-
-MAX_BUSY_TIMEOUT: Final = 2_147_483.647
-"""The longest wait SQLite can be given, in seconds (its limit is a C int of milliseconds).
-
-Longer ``busy_timeout`` values, infinity included, wait this long (24.8 days):
-past it, SQLite's count would overflow and it would not wait at all.
-"""
 
 MIN_LEASE: Final = 1.0
 """The shortest lease an owner may take, in seconds."""
 
 MAX_LEASE: Final = 365 * 24 * 3600.0
 """The longest lease an owner may take, in seconds: a year."""
-
-PRUNE_BATCH_EVENTS: Final = 5000
-"""prune_runs deletes runs with about this many events per transaction."""
-
-PRUNE_BATCH_SECONDS: Final = 0.01
-"""...and stops a transaction's deleting after this long, so other writes wait little."""
 
 
 class DB(Operations):
@@ -80,36 +51,11 @@ class DB(Operations):
     (``create_run``, ``append_event``, ``resumable_runs`` and the others).
     """
 
-    _queries = queries.QUERIES
-
-    def __init__(
-        self,
-        path: str,
-        writer: aiosqlite.Connection | None,
-        reader: aiosqlite.Connection | None,
-        owner: owners.Owner,
-    ) -> None:
-        """Use ``DB.open()``; this only assembles connections it has opened."""
+    def __init__(self, path: str, owner: Owner) -> None:
+        """Use ``DB.open()``; an engine's DB calls this once its connections are open."""
         self._path = path
         self._owner = owner
         self._renewing: asyncio.Task[None] | None = None
-        # Checkpoints run beside the writer, never inside its commits.
-        self._checkpointer = (
-            Checkpointer(path) if writer is not None and path != schema.MEMORY else None
-        )
-        checkpointer = self._checkpointer
-        self._writer = (
-            None
-            if writer is None
-            else Writer(
-                writer,
-                path,
-                self._notify,
-                gate=None if checkpointer is None else checkpointer.gate,
-                before=None if checkpointer is None else checkpointer.before_write,
-            )
-        )
-        self._reader = reader
         # The block a task is in. Tasks copy their context when created, so a
         # task started inside a block (by gather, or wait_for on Python 3.11)
         # is in it too: its calls join the block instead of waiting for it.
@@ -188,10 +134,9 @@ class DB(Operations):
         if not busy_timeout >= 0:  # NaN too
             raise InvalidRecordError("busy_timeout", busy_timeout, "must be >= 0 seconds")
         mode = synchronous.upper() if isinstance(synchronous, str) else synchronous
-        if mode not in schema.SYNCHRONOUS_MODES:
-            allowed = ", ".join(sorted(schema.SYNCHRONOUS_MODES))
+        if mode not in SYNCHRONOUS_MODES:
+            allowed = ", ".join(sorted(SYNCHRONOUS_MODES))
             raise InvalidRecordError("synchronous", synchronous, f"must be one of {allowed}")
-        waited = min(float(busy_timeout), MAX_BUSY_TIMEOUT)
         if owner is not None and readonly:
             raise InvalidRecordError("owner", owner, "a read-only DB holds no runs")
         process = _process.this_process()
@@ -204,43 +149,12 @@ class DB(Operations):
             raise InvalidRecordError(
                 "lease", lease, f"must be from {MIN_LEASE:g} to {MAX_LEASE:g} seconds (a year)"
             )
-        me = owners.Owner(new_run_id(), name, process, float(lease))
+        me = Owner(new_run_id(), name, process, float(lease))
         if url.is_url(location):
             return _Opening(_open_postgres(location, readonly, me))
-        return _Opening(cls._connect(location, readonly, waited, str(mode), me))
+        from ._sqlite.db import SQLiteDB  # not above: it is a subclass of DB
 
-    @classmethod
-    async def _connect(
-        cls, path: str, readonly: bool, busy_timeout: float, synchronous: str, owner: owners.Owner
-    ) -> DB:
-        writer = reader = None
-        try:
-            if not readonly:
-                writer = await bridge.connect(
-                    partial(
-                        schema.open_writer,
-                        path,
-                        busy_timeout=busy_timeout,
-                        synchronous=synchronous,
-                    )
-                )
-            if path != schema.MEMORY or readonly:
-                reader = await bridge.connect(
-                    partial(schema.open_reader, path, busy_timeout=busy_timeout)
-                )
-        except BaseException:
-            if writer is not None:
-                await writer.close()
-            raise
-        db = cls(path, writer, reader, owner)
-        if db._writer is not None:
-            try:
-                await db._writer.submit(partial(owners.ensure, owner=owner))
-            except BaseException:
-                await db.close()
-                raise
-            db._renewing = asyncio.get_running_loop().create_task(db._renew())
-        return db
+        return _Opening(SQLiteDB._connect(location, readonly, float(busy_timeout), str(mode), me))
 
     @property
     def path(self) -> str:
@@ -248,9 +162,9 @@ class DB(Operations):
         return self._path
 
     @property
+    @abc.abstractmethod
     def readonly(self) -> bool:
         """True if the database was opened with ``readonly=True``."""
-        return self._writer is None
 
     def __repr__(self) -> str:
         state = "closed" if self._closing is not None else "open"
@@ -280,31 +194,24 @@ class DB(Operations):
         if self._renewing is not None and not self._renewing.done():
             self._renewing.cancel()
             await asyncio.wait([self._renewing])
-        try:
-            if self._writer is not None:
-                await self._writer.drain()
-                await self._release(crashed=crashed)
-        finally:
-            if self._checkpointer is not None:  # its connection closes before the writer's
-                await asyncio.to_thread(self._checkpointer.stop)
-            # The writer closes last: as the last connection to the file, it can
-            # checkpoint the WAL into the database and remove it.
-            try:
-                if self._reader is not None:
-                    await self._reader.close()
-            finally:
-                if self._writer is not None:
-                    await self._writer.connection.close()
+        await self._disconnect(crashed=crashed)
+
+    @abc.abstractmethod
+    async def _disconnect(self, *, crashed: bool) -> None:
+        """Finish the writes under way, hand back the runs (``_release``), close the connections."""
 
     async def _renew(self) -> None:
         """Renew this owner's lease every third of it, while the DB is open."""
-        assert self._writer is not None
         while True:
             await asyncio.sleep(self._owner.lease / 3)
             # A failure (a full disk) is not the caller's: the next renewal tries again,
             # and meanwhile the lease still runs.
             with contextlib.suppress(DaemonDBError):
-                await self._writer.submit(partial(owners.ensure, owner=self._owner))
+                await self._renew_lease()
+
+    @abc.abstractmethod
+    async def _renew_lease(self) -> None:
+        """Write this owner's lease anew, outside any transaction block."""
 
     async def _release(self, *, crashed: bool) -> None:
         """Hand back the runs this owner holds, unfinished: a clean close counts no attempt.
@@ -313,12 +220,14 @@ class DB(Operations):
         so that the next claim counts the takeover: a run whose resumption raises
         does not crash-loop the daemon past ``max_attempts``.
         """
-        assert self._writer is not None
-        end = owners.expire if crashed else owners.release
         # If it fails (a full disk), the runs are found when the lease expires; closing
         # must not fail for it.
         with contextlib.suppress(DaemonDBError):
-            await self._writer.submit(partial(end, owner=self._owner))
+            await self._end_lease(crashed=crashed)
+
+    @abc.abstractmethod
+    async def _end_lease(self, *, crashed: bool) -> None:
+        """End this owner's lease: its runs released, or (after a crash) left to expire."""
 
     def __del__(self) -> None:
         if getattr(self, "_closing", True) is None:
@@ -329,8 +238,9 @@ class DB(Operations):
                 source=self,
             )
 
-    # Looking after the file
+    # Looking after the file: each engine does it its own way.
 
+    @abc.abstractmethod
     async def prune_runs(self, completed_before: datetime, *, dry_run: bool = False) -> list[Run]:
         """Delete finished runs, with their units and events, completed before a moment.
 
@@ -356,41 +266,8 @@ class DB(Operations):
             ClosedError: The DB is closed.
             DatabaseError: SQLite failed.
         """
-        moment = check.timestamp("completed_before", completed_before)
-        if moment is None:
-            raise InvalidRecordError("completed_before", None, "is required")
-        cutoff = timestamps.to_text(moment)
-        if dry_run:
-            return await self._prunable(cutoff)
-        removed: list[Run] = []
-        while batch := await self._sqlite_write(
-            partial(
-                maintenance.delete_finished,
-                cutoff=cutoff,
-                max_events=PRUNE_BATCH_EVENTS,
-                max_seconds=PRUNE_BATCH_SECONDS,
-            )
-        ):
-            removed += [run for run, _ in batch]
-        return removed
 
-    async def _prunable(self, cutoff: str) -> list[Run]:
-        found: dict[str, Run] = {}
-        after: tuple[str, str] | None = None
-        while True:
-            page = await self._sqlite_read(
-                partial(maintenance.finished_before, cutoff=cutoff, after=after, limit=PAGE_SIZE)
-            )
-            # Pages are read in turn, not from one snapshot: a run finished again
-            # meanwhile (a new completed_at) may come up on a later page too.
-            for run, _ in page:
-                found.setdefault(run.id, run)
-            if len(page) < PAGE_SIZE:
-                return list(found.values())
-            last = page[-1][0]
-            assert last.completed_at is not None
-            after = (timestamps.to_text(last.completed_at), last.id)
-
+    @abc.abstractmethod
     async def stats(self) -> Stats:
         """Count what the database holds, from one snapshot.
 
@@ -402,8 +279,8 @@ class DB(Operations):
             ClosedError: The DB is closed.
             DatabaseError: SQLite failed.
         """
-        return await self._sqlite_read(partial(maintenance.stats, path=self._path))
 
+    @abc.abstractmethod
     async def check(self, *, quick: bool = False) -> list[str]:
         """Check the database, from one snapshot.
 
@@ -426,10 +303,8 @@ class DB(Operations):
             ClosedError: The DB is closed.
             DatabaseError: SQLite failed.
         """
-        if not isinstance(quick, bool):
-            raise InvalidRecordError("quick", quick, "must be a bool")
-        return await self._sqlite_read(partial(maintenance.check, quick=quick))
 
+    @abc.abstractmethod
     async def vacuum(self) -> int:
         """Give the space freed by deleted runs back to the system.
 
@@ -447,20 +322,8 @@ class DB(Operations):
             ClosedError: The DB is closed.
             DatabaseError: SQLite failed (the disk needs room for a copy of the file).
         """
-        if self._joined() is not None:
-            raise DaemonDBError("vacuum() cannot run inside a transaction block")
-        self._check_open()
-        if self._writer is None:
-            raise ReadOnlyError(self._path)
-        # VACUUM cannot run inside a transaction: take the writer between batches.
-        connection = await self._writer.reserve()
-        try:
-            return await settle(
-                bridge.submit(connection, partial(maintenance.vacuum, path=self._path))
-            )
-        finally:
-            self._writer.release()
 
+    @abc.abstractmethod
     async def backup(
         self,
         destination: str | os.PathLike[str],
@@ -495,38 +358,8 @@ class DB(Operations):
                 unfinished.
             ClosedError: The DB is closed.
         """
-        target = _location(destination)
-        if target == schema.MEMORY:
-            raise InvalidRecordError("destination", target, "must be a file path")
-        loop = asyncio.get_running_loop()
 
-        def report(copied: int, total: int) -> None:  # runs on the connection's thread
-            if progress is not None:
-                loop.call_soon_threadsafe(progress, copied, total)
-
-        copy = partial(
-            maintenance.backup_to,
-            source=self._path,
-            destination=target,
-            overwrite=overwrite,
-            progress=report,
-        )
-        if self._joined() is not None:
-            raise DaemonDBError("backup() inside a transaction block would copy it unfinished")
-        self._check_open()
-        if self._reader is not None:
-            return await self._sqlite_read(copy)
-        # In memory the only connection is the writer, and SQLite cannot copy a
-        # database from inside a write transaction: take it between batches.
-        assert self._writer is not None
-        connection = await self._writer.reserve()
-        try:
-            return await settle(
-                bridge.submit(connection, partial(work.read, work=copy, path=self._path))
-            )
-        finally:
-            self._writer.release()
-
+    @abc.abstractmethod
     def transaction(self) -> _TransactionBlock:
         """A block whose writes commit together, or not at all.
 
@@ -558,7 +391,6 @@ class DB(Operations):
             DatabaseError: SQLite failed to begin or commit the transaction, or
                 rolled it back by itself: nothing in the block was committed.
         """
-        return _TransactionBlock(self)
 
     def follow_events(self, run_id: str, since: int = 0) -> AsyncIterator[EventRecord]:
         """Follow a run's event log: the events after ``since``, then each new one.
@@ -589,26 +421,9 @@ class DB(Operations):
         self._check_open()
         return self._follow(run_id, since)
 
-    async def _follow(self, run_id: str, after: int) -> AsyncIterator[EventRecord]:
-        found = False
-        while True:
-            change = self._next_change()  # taken before reading, so no append is missed
-            status, batch = await self._sqlite_read(
-                partial(events.follow_page, run_id=run_id, after=after, limit=PAGE_SIZE)
-            )
-            if status is None:
-                if not found:
-                    raise RunNotFoundError(run_id)
-                return
-            found = True
-            for event in batch:
-                yield event
-                after = event.sequence
-            if len(batch) == PAGE_SIZE:
-                continue
-            if status in FINISHED_RUN_STATUSES:
-                return
-            await asyncio.wait((change,), timeout=FOLLOW_POLL_SECONDS)
+    @abc.abstractmethod
+    def _follow(self, run_id: str, after: int) -> AsyncIterator[EventRecord]:
+        """The events after ``after``, then each new one, until the run finishes."""
 
     def _next_change(self) -> asyncio.Future[None]:
         if self._change is None:
@@ -616,25 +431,22 @@ class DB(Operations):
         return self._change
 
     def _notify(self) -> None:
-        """Called after each commit: followers look for new events, the checkpointer wakes."""
-        if self._checkpointer is not None:
-            self._checkpointer.committed()
+        """Called after each commit: followers look for new events."""
         change, self._change = self._change, None
         if change is not None and not change.done():
             change.set_result(None)
 
     # For the command line: private, not part of the API.
 
-    async def _owners_of(self, run_ids: list[str]) -> dict[str, owners.Held]:
+    @abc.abstractmethod
+    async def _owners_of(self, run_ids: list[str]) -> dict[str, Held]:
         """For the command line: who holds each run, alive or not, and its attempts."""
-        return await self._sqlite_read(partial(owners.ownership, run_ids=run_ids))
 
+    @abc.abstractmethod
     async def _find_run_ids(self, typed: str, *, limit: int) -> tuple[list[str], int]:
         """Run ids matching ``typed`` as people type them (see ``runs.find_ids``)."""
-        typed = check.name("run_id", typed)
-        return await self._sqlite_read(partial(runs.find_ids, typed=typed, limit=limit))
 
-    # Routing: the methods of Operations end up here.
+    # Routing: the methods of Operations end up in each engine's _read and _write.
 
     def _joined(self) -> Transaction | None:
         """The open block the calling task is in: its own, or the one it was started in."""
@@ -644,33 +456,6 @@ class DB(Operations):
     def _check_open(self) -> None:
         if self._closing is not None:
             raise ClosedError(self._path)
-
-    async def _read(self, work_: engine.Work[T]) -> T:
-        return await self._sqlite_read(work_.call)
-
-    async def _write(self, work_: engine.Work[T]) -> T:
-        return await self._sqlite_write(work_.call)
-
-    async def _sqlite_read(self, work_: Work[T]) -> T:
-        tx = self._joined()
-        if tx is not None:
-            return await tx._sqlite_read(work_)
-        self._check_open()
-        if self._reader is not None:
-            return await bridge.submit(
-                self._reader, partial(work.read, work=work_, path=self._path)
-            )
-        assert self._writer is not None
-        return await self._writer.submit(work_)
-
-    async def _sqlite_write(self, work_: Work[T]) -> T:
-        tx = self._joined()
-        if tx is not None:
-            return await tx._sqlite_write(work_)
-        self._check_open()
-        if self._writer is None:
-            raise ReadOnlyError(self._path)
-        return await self._writer.submit(work_)
 
 
 class _Opening(Coroutine[Any, Any, "DB"]):
@@ -714,107 +499,7 @@ class _Opening(Coroutine[Any, Any, "DB"]):
         await self._db._close(crashed=isinstance(exc, Exception))
 
 
-class _TransactionBlock:
-    """The async context manager ``DB.transaction()`` returns."""
-
-    __slots__ = ("_db", "_owner", "_token", "_tx", "_unwatch")
-
-    def __init__(self, db: DB) -> None:
-        self._db = db
-        self._tx: Transaction | None = None
-
-    async def __aenter__(self) -> Transaction:
-        db = self._db
-        if db._joined() is not None:
-            raise DaemonDBError("transaction blocks do not nest: this task is already in one")
-        db._check_open()
-        writer = db._writer
-        if writer is None:
-            raise ReadOnlyError(db._path)
-        owner = asyncio.current_task()
-        assert owner is not None, "a transaction block runs in a task"
-        connection = await writer.reserve()
-        try:
-            await settle(bridge.submit(connection, partial(work.begin, path=db._path)))
-        except BaseException:
-            # Cancelled once BEGIN had run: the transaction is open, end it.
-            try:
-                await settle(
-                    bridge.submit(connection, partial(work.end, path=db._path, commit=False))
-                )
-            finally:
-                writer.release()
-            raise
-        tx = self._tx = Transaction(connection, db._path, db._owner)
-        self._token = db._block.set(tx)
-        # A block must end even if its task never leaves it (the task returned,
-        # or its loop was closed): otherwise SQLite's write lock stays held.
-        self._owner = owner
-        owner.add_done_callback(self._abandoned)
-        self._unwatch = orphans.watch(asyncio.get_running_loop(), self._abandon)
-        return tx
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        db, tx, writer = self._db, self._tx, self._db._writer
-        assert tx is not None
-        assert writer is not None
-        if exc_type is GeneratorExit:  # the task was destroyed: nothing can be awaited now
-            self._abandon()
-            return
-        self._stop_watching()
-        tx.end()  # from here, calls by tasks started inside the block go outside it
-        lost = tx.lost
-        try:
-            commit = exc_type is None and lost is None
-            await settle(
-                bridge.submit(tx.connection, partial(work.end, path=db._path, commit=commit))
-            )
-        finally:
-            with contextlib.suppress(ValueError):  # left in another context than entered
-                db._block.reset(self._token)
-            writer.release()
-            db._notify()
-        if lost is not None and (exc_type is None or issubclass(exc_type, Exception)):
-            raise tx.lost_error()
-
-    def _stop_watching(self) -> None:
-        self._owner.remove_done_callback(self._abandoned)
-        self._unwatch()
-
-    def _abandoned(self, owner: asyncio.Task[Any]) -> None:
-        if self._tx is not None and not self._tx.ended:
-            self._abandon()
-            warnings.warn(
-                f"a transaction block of {self._db!r} was never left (its task ended inside"
-                " it); it has been rolled back",
-                ResourceWarning,
-                stacklevel=1,
-            )
-
-    def _abandon(self) -> None:
-        """Roll back a block nobody will leave, and give the writer back.
-
-        Called on the loop when the block's task ends inside it, or from the
-        watcher thread when the loop has closed: the rollback is queued on the
-        connection's thread either way, and runs whatever the loop's state.
-        """
-        tx, writer = self._tx, self._db._writer
-        if tx is None or tx.ended or writer is None:
-            return
-        self._stop_watching()
-        tx.end()
-        bridge.run_detached(tx.connection, partial(work.end, path=self._db._path, commit=False))
-        with contextlib.suppress(RuntimeError):  # the loop is gone: nothing waits for the writer
-            writer.release()
-            self._db._notify()
-
-
-async def _open_postgres(location: str, readonly: bool, owner: owners.Owner) -> DB:
+async def _open_postgres(location: str, readonly: bool, owner: Owner) -> DB:
     """Open the PostgreSQL engine, imported only now: asyncpg is an optional extra."""
     try:
         from ._postgres.db import PostgresDB
@@ -829,6 +514,6 @@ def _location(path: object) -> str:
         path = os.fspath(path)
     if not isinstance(path, str):
         raise InvalidRecordError("path", path, "must be a str or os.PathLike[str]")
-    if path != schema.MEMORY:
+    if path != MEMORY:
         check.name("path", path)
     return path

@@ -1,22 +1,31 @@
-"""The object a transaction block hands out: the DB's operations, inside one transaction."""
+"""The object a transaction block hands out, and the block: what both engines share.
+
+Each engine's are beside its SQL: ``_sqlite/transaction.py`` and ``_postgres/db.py``.
+"""
 
 from __future__ import annotations
 
-from functools import partial
-from typing import TypeVar
+import abc
+import asyncio
+import contextvars
+import warnings
+from collections.abc import Callable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Protocol
 
-import aiosqlite
-
-from . import _engine as engine
-from ._cancellation import settle
 from ._errors import DaemonDBError, DatabaseError
 from ._operations import Operations
-from ._sqlite import bridge, owners, queries, work
-from ._sqlite.work import Work
+
+if TYPE_CHECKING:
+    from ._db import DB
 
 __all__ = ["Transaction"]
 
-T = TypeVar("T")
+
+class _Lost(Protocol):
+    """Where a block records why its engine rolled the transaction back by itself."""
+
+    lost: str | None
 
 
 class Transaction(Operations):
@@ -40,12 +49,9 @@ class Transaction(Operations):
 
     __slots__ = ("_block", "_ended", "_owner", "_path", "connection")
 
-    def __init__(self, connection: aiosqlite.Connection, path: str, owner: owners.Owner) -> None:
-        self.connection = connection
-        self._path = path
-        self._owner = owner
-        self._block = work.Block()
-        self._ended = False
+    connection: Any  # the engine's connection, held for the block
+    _block: _Lost
+    _ended: bool
 
     @property
     def ended(self) -> bool:
@@ -57,40 +63,59 @@ class Transaction(Operations):
         """Why SQLite rolled the transaction back by itself, or None if it has not."""
         return self._block.lost
 
-    _queries = queries.QUERIES
-
-    async def _read(self, work_: engine.Work[T]) -> T:
-        return await self._sqlite_read(work_.call)
-
-    async def _write(self, work_: engine.Work[T]) -> T:
-        return await self._sqlite_write(work_.call)
-
-    async def _sqlite_read(self, work_: Work[T]) -> T:
-        self._check_usable()
-        return await bridge.submit(
-            self.connection,
-            partial(work.in_block, work=work_, path=self._path, block=self._block, write=False),
-        )
-
-    async def _sqlite_write(self, work_: Work[T]) -> T:
-        self._check_usable()
-        return await settle(
-            bridge.submit(
-                self.connection,
-                partial(work.in_block, work=work_, path=self._path, block=self._block, write=True),
-            )
-        )
-
     def _check_usable(self) -> None:
         if self._ended:
             raise DaemonDBError("this transaction block has ended")
         if self._block.lost is not None:
             raise self.lost_error()
 
+    @abc.abstractmethod
     def lost_error(self) -> DatabaseError:
         """The error for a block whose transaction SQLite rolled back."""
-        return DatabaseError(self._path, work.nothing_committed(self._block.lost or ""))
 
     def end(self) -> None:
         """Mark the block ended: later calls through this object raise DaemonDBError."""
         self._ended = True
+
+
+class _TransactionBlock(abc.ABC):
+    """The async context manager ``DB.transaction()`` returns."""
+
+    __slots__ = ("_db", "_owner", "_token", "_tx", "_unwatch")
+
+    _owner: asyncio.Task[Any]  # the task in the block
+    _token: contextvars.Token[Transaction | None]
+    _unwatch: Callable[[], None]
+
+    def __init__(self, db: DB) -> None:
+        self._db = db
+        self._tx: Transaction | None = None
+
+    @abc.abstractmethod
+    async def __aenter__(self) -> Transaction: ...
+
+    @abc.abstractmethod
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None: ...
+
+    def _stop_watching(self) -> None:
+        self._owner.remove_done_callback(self._abandoned)
+        self._unwatch()
+
+    def _abandoned(self, owner: asyncio.Task[Any]) -> None:
+        if self._tx is not None and not self._tx.ended:
+            self._abandon()
+            warnings.warn(
+                f"a transaction block of {self._db!r} was never left (its task ended inside"
+                " it); it has been rolled back",
+                ResourceWarning,
+                stacklevel=1,
+            )
+
+    @abc.abstractmethod
+    def _abandon(self) -> None:
+        """Roll back a block nobody will leave, and give its connection back."""

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-import daemon_db._db
+import daemon_db._sqlite.db
 from daemon_db import DB, EventRecord, RunNotFoundError, RunStatus, new_run_id
 from tests.helpers import new_run
 
@@ -145,7 +145,7 @@ async def test_follow_yields_the_past_then_live_events_and_ends_with_the_run(
 ) -> None:
     # Appends through the same DB wake the follower at once: with polling made
     # far too slow to matter, the test still finishes promptly.
-    monkeypatch.setattr(daemon_db._db, "FOLLOW_POLL_SECONDS", 3600)
+    monkeypatch.setattr(daemon_db._sqlite.db, "FOLLOW_POLL_SECONDS", 3600)
     run = await db.create_run(new_run(status="running"))
     await db.append_event(run.id, "before")
     follower = asyncio.create_task(_collect(db.follow_events(run.id)))

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-import daemon_db._db
+import daemon_db._sqlite.db
 from daemon_db import (
     DB,
     DaemonDBError,
@@ -29,7 +29,7 @@ OLD = datetime.now(UTC) - timedelta(days=10)
 
 
 async def test_prune_runs_in_small_transactions(db: DB, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(daemon_db._db, "PRUNE_BATCH_EVENTS", 5)
+    monkeypatch.setattr(daemon_db._sqlite.db, "PRUNE_BATCH_EVENTS", 5)
     finished = []
     for n in range(4):
         run = await db.create_run(new_run(status="completed", completed_at=OLD + timedelta(n)))
@@ -190,7 +190,7 @@ async def test_prune_query_is_the_indexed_one(file_db: DB, db_path: Path) -> Non
 async def test_prune_batches_stop_after_their_time(
     file_db: DB, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(daemon_db._db, "PRUNE_BATCH_SECONDS", 0.0)  # one run per batch
+    monkeypatch.setattr(daemon_db._sqlite.db, "PRUNE_BATCH_SECONDS", 0.0)  # one run per batch
     batches = []
     submit = file_db._sqlite_write
 

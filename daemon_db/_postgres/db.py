@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import os
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
@@ -25,7 +24,7 @@ import asyncpg
 
 from .. import _validation as check
 from .._cancellation import settle
-from .._db import DB, _TransactionBlock
+from .._db import DB
 from .._engine import Work
 from .._errors import (
     DaemonDBError,
@@ -38,7 +37,7 @@ from .._operations import PAGE_SIZE
 from .._owner import Held, Owner
 from .._records import FINISHED_RUN_STATUSES, EventRecord, Run, RunStatus, Stats, UnitStatus
 from .._sqlite.work import Block
-from .._transaction import Transaction
+from .._transaction import Transaction, _TransactionBlock
 from . import events, owners, queries, runs, schema
 from .errors import CONNECTION_ERRORS, translate
 from .url import shown_url
@@ -79,20 +78,10 @@ class PostgresDB(DB):
 
     def __init__(self, url: str, pool: Any, owner: Owner, readonly: bool) -> None:
         """Use ``DB.open()``; this only assembles the pool it has opened."""
+        super().__init__(shown_url(url), owner)
         self._url = url
-        self._path = shown_url(url)
         self._pool = pool
-        self._owner = owner
         self._is_readonly = readonly
-        self._renewing: asyncio.Task[None] | None = None
-        self._checkpointer = None
-        self._writer = None
-        self._reader = None
-        self._block: contextvars.ContextVar[Transaction | None] = contextvars.ContextVar(
-            "daemon_db_block", default=None
-        )
-        self._closing: asyncio.Task[None] | None = None
-        self._change: asyncio.Future[None] | None = None
         self._listener: Any = None
         self._listening = asyncio.Lock()
 
@@ -175,17 +164,10 @@ class PostgresDB(DB):
 
     # Opening and closing
 
-    async def _shut_down(self, *, crashed: bool) -> None:
-        self._notify()  # followers wake up and find the DB closed
-        if self._renewing is not None and not self._renewing.done():
-            self._renewing.cancel()
-            await asyncio.wait([self._renewing])
+    async def _disconnect(self, *, crashed: bool) -> None:
         try:
             if not self._is_readonly:
-                # If it fails, the runs are found when the lease expires; closing must not fail.
-                end = owners.expire if crashed else owners.release  # see DB._release
-                with contextlib.suppress(DaemonDBError):
-                    await self._run(partial(end, owner=self._owner), write=True)
+                await self._release(crashed=crashed)
         finally:
             try:
                 if self._listener is not None:
@@ -195,12 +177,12 @@ class PostgresDB(DB):
                 with contextlib.suppress(*CONNECTION_ERRORS, asyncpg.PostgresError):
                     await self._pool.close()
 
-    async def _renew(self) -> None:
-        """Renew this owner's lease every third of it, while the DB is open."""
-        while True:
-            await asyncio.sleep(self._owner.lease / 3)
-            with contextlib.suppress(DaemonDBError):
-                await self._run(partial(owners.ensure, owner=self._owner), write=True)
+    async def _renew_lease(self) -> None:
+        await self._run(partial(owners.ensure, owner=self._owner), write=True)
+
+    async def _end_lease(self, *, crashed: bool) -> None:
+        end = owners.expire if crashed else owners.release
+        await self._run(partial(end, owner=self._owner), write=True)
 
     # Looking after the database
 

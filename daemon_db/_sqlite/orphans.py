@@ -10,7 +10,7 @@ So while a block is open, it is watched: a daemon thread looks at the watched
 loops a few times a second, and for each one found closed, queues a rollback
 on the block's connection thread, which runs whatever the loop's state.
 A block whose task merely finished without leaving it is found on the loop
-itself (see ``_db``); this is for the loop that is gone.
+itself (see ``_transaction``); this is for the loop that is gone.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from daemon_db import DB, InvalidRecordError, RunStatus, UnitRecord
-from daemon_db._db import MAX_BUSY_TIMEOUT
+from daemon_db._sqlite.db import MAX_BUSY_TIMEOUT
 from tests.helpers import dump, new_run, report
 
 HUGE = [2**63, 2**64, 10**30]

@@ -1,0 +1,325 @@
+"""The DB of a SQLite store: its connections, group commit, checkpoints and maintenance.
+
+A file database has two connections, each on its own thread: a writer, fed by
+the group-commit Writer, and a reader (opened read-only), so that reads see the
+last committed state without waiting behind writes (WAL mode). ``":memory:"``
+has only the writer, and its reads queue with the writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+from functools import partial
+from typing import Final, TypeVar
+
+import aiosqlite
+
+from .. import _engine as engine
+from .. import _timestamps as timestamps
+from .. import _validation as check
+from .._cancellation import settle
+from .._db import DB, _location
+from .._errors import DaemonDBError, InvalidRecordError, ReadOnlyError, RunNotFoundError
+from .._operations import PAGE_SIZE
+from .._owner import Held, Owner
+from .._records import FINISHED_RUN_STATUSES, EventRecord, Run, Stats
+from .._transaction import _TransactionBlock
+from . import bridge, events, maintenance, owners, queries, runs, schema, work
+from .checkpointer import Checkpointer
+from .transaction import SQLiteTransaction, SQLiteTransactionBlock
+from .work import Work
+from .writer import Writer
+
+__all__ = ["SQLiteDB"]
+
+T = TypeVar("T")
+
+FOLLOW_POLL_SECONDS: Final = 0.1
+"""How often follow_events looks for events appended by other processes."""
+
+MAX_BUSY_TIMEOUT: Final = 2_147_483.647
+"""The longest wait SQLite can be given, in seconds (its limit is a C int of milliseconds).
+
+Longer ``busy_timeout`` values, infinity included, wait this long (24.8 days):
+past it, SQLite's count would overflow and it would not wait at all.
+"""
+
+PRUNE_BATCH_EVENTS: Final = 5000
+"""prune_runs deletes runs with about this many events per transaction."""
+
+PRUNE_BATCH_SECONDS: Final = 0.01
+"""...and stops a transaction's deleting after this long, so other writes wait little."""
+
+
+class SQLiteDB(DB):
+    """The DB ``DB.open()`` returns for a file path or ``":memory:"``."""
+
+    _queries = queries.QUERIES
+
+    def __init__(
+        self,
+        path: str,
+        writer: aiosqlite.Connection | None,
+        reader: aiosqlite.Connection | None,
+        owner: Owner,
+    ) -> None:
+        """Use ``DB.open()``; this only assembles connections it has opened."""
+        super().__init__(path, owner)
+        # Checkpoints run beside the writer, never inside its commits.
+        self._checkpointer = (
+            Checkpointer(path) if writer is not None and path != schema.MEMORY else None
+        )
+        checkpointer = self._checkpointer
+        self._writer = (
+            None
+            if writer is None
+            else Writer(
+                writer,
+                path,
+                self._notify,
+                gate=None if checkpointer is None else checkpointer.gate,
+                before=None if checkpointer is None else checkpointer.before_write,
+            )
+        )
+        self._reader = reader
+
+    @classmethod
+    async def _connect(
+        cls, path: str, readonly: bool, busy_timeout: float, synchronous: str, owner: Owner
+    ) -> SQLiteDB:
+        busy_timeout = min(busy_timeout, MAX_BUSY_TIMEOUT)
+        writer = reader = None
+        try:
+            if not readonly:
+                writer = await bridge.connect(
+                    partial(
+                        schema.open_writer,
+                        path,
+                        busy_timeout=busy_timeout,
+                        synchronous=synchronous,
+                    )
+                )
+            if path != schema.MEMORY or readonly:
+                reader = await bridge.connect(
+                    partial(schema.open_reader, path, busy_timeout=busy_timeout)
+                )
+        except BaseException:
+            if writer is not None:
+                await writer.close()
+            raise
+        db = cls(path, writer, reader, owner)
+        if db._writer is not None:
+            try:
+                await db._writer.submit(partial(owners.ensure, owner=owner))
+            except BaseException:
+                await db.close()
+                raise
+            db._renewing = asyncio.get_running_loop().create_task(db._renew())
+        return db
+
+    @property
+    def readonly(self) -> bool:
+        return self._writer is None
+
+    # Opening and closing
+
+    async def _disconnect(self, *, crashed: bool) -> None:
+        try:
+            if self._writer is not None:
+                await self._writer.drain()
+                await self._release(crashed=crashed)
+        finally:
+            if self._checkpointer is not None:  # its connection closes before the writer's
+                await asyncio.to_thread(self._checkpointer.stop)
+            # The writer closes last: as the last connection to the file, it can
+            # checkpoint the WAL into the database and remove it.
+            try:
+                if self._reader is not None:
+                    await self._reader.close()
+            finally:
+                if self._writer is not None:
+                    await self._writer.connection.close()
+
+    async def _renew_lease(self) -> None:
+        assert self._writer is not None
+        await self._writer.submit(partial(owners.ensure, owner=self._owner))
+
+    async def _end_lease(self, *, crashed: bool) -> None:
+        assert self._writer is not None
+        end = owners.expire if crashed else owners.release
+        await self._writer.submit(partial(end, owner=self._owner))
+
+    # Looking after the file
+
+    async def prune_runs(self, completed_before: datetime, *, dry_run: bool = False) -> list[Run]:
+        moment = check.timestamp("completed_before", completed_before)
+        if moment is None:
+            raise InvalidRecordError("completed_before", None, "is required")
+        cutoff = timestamps.to_text(moment)
+        if dry_run:
+            return await self._prunable(cutoff)
+        removed: list[Run] = []
+        while batch := await self._sqlite_write(
+            partial(
+                maintenance.delete_finished,
+                cutoff=cutoff,
+                max_events=PRUNE_BATCH_EVENTS,
+                max_seconds=PRUNE_BATCH_SECONDS,
+            )
+        ):
+            removed += [run for run, _ in batch]
+        return removed
+
+    async def _prunable(self, cutoff: str) -> list[Run]:
+        found: dict[str, Run] = {}
+        after: tuple[str, str] | None = None
+        while True:
+            page = await self._sqlite_read(
+                partial(maintenance.finished_before, cutoff=cutoff, after=after, limit=PAGE_SIZE)
+            )
+            # Pages are read in turn, not from one snapshot: a run finished again
+            # meanwhile (a new completed_at) may come up on a later page too.
+            for run, _ in page:
+                found.setdefault(run.id, run)
+            if len(page) < PAGE_SIZE:
+                return list(found.values())
+            last = page[-1][0]
+            assert last.completed_at is not None
+            after = (timestamps.to_text(last.completed_at), last.id)
+
+    async def stats(self) -> Stats:
+        return await self._sqlite_read(partial(maintenance.stats, path=self._path))
+
+    async def check(self, *, quick: bool = False) -> list[str]:
+        if not isinstance(quick, bool):
+            raise InvalidRecordError("quick", quick, "must be a bool")
+        return await self._sqlite_read(partial(maintenance.check, quick=quick))
+
+    async def vacuum(self) -> int:
+        if self._joined() is not None:
+            raise DaemonDBError("vacuum() cannot run inside a transaction block")
+        self._check_open()
+        if self._writer is None:
+            raise ReadOnlyError(self._path)
+        # VACUUM cannot run inside a transaction: take the writer between batches.
+        connection = await self._writer.reserve()
+        try:
+            return await settle(
+                bridge.submit(connection, partial(maintenance.vacuum, path=self._path))
+            )
+        finally:
+            self._writer.release()
+
+    async def backup(
+        self,
+        destination: str | os.PathLike[str],
+        *,
+        overwrite: bool = False,
+        progress: Callable[[int, int], object] | None = None,
+    ) -> int:
+        target = _location(destination)
+        if target == schema.MEMORY:
+            raise InvalidRecordError("destination", target, "must be a file path")
+        loop = asyncio.get_running_loop()
+
+        def report(copied: int, total: int) -> None:  # runs on the connection's thread
+            if progress is not None:
+                loop.call_soon_threadsafe(progress, copied, total)
+
+        copy = partial(
+            maintenance.backup_to,
+            source=self._path,
+            destination=target,
+            overwrite=overwrite,
+            progress=report,
+        )
+        if self._joined() is not None:
+            raise DaemonDBError("backup() inside a transaction block would copy it unfinished")
+        self._check_open()
+        if self._reader is not None:
+            return await self._sqlite_read(copy)
+        # In memory the only connection is the writer, and SQLite cannot copy a
+        # database from inside a write transaction: take it between batches.
+        assert self._writer is not None
+        connection = await self._writer.reserve()
+        try:
+            return await settle(
+                bridge.submit(connection, partial(work.read, work=copy, path=self._path))
+            )
+        finally:
+            self._writer.release()
+
+    def transaction(self) -> _TransactionBlock:
+        return SQLiteTransactionBlock(self)
+
+    # Following events
+
+    async def _follow(self, run_id: str, after: int) -> AsyncIterator[EventRecord]:
+        found = False
+        while True:
+            change = self._next_change()  # taken before reading, so no append is missed
+            status, batch = await self._sqlite_read(
+                partial(events.follow_page, run_id=run_id, after=after, limit=PAGE_SIZE)
+            )
+            if status is None:
+                if not found:
+                    raise RunNotFoundError(run_id)
+                return
+            found = True
+            for event in batch:
+                yield event
+                after = event.sequence
+            if len(batch) == PAGE_SIZE:
+                continue
+            if status in FINISHED_RUN_STATUSES:
+                return
+            await asyncio.wait((change,), timeout=FOLLOW_POLL_SECONDS)
+
+    def _notify(self) -> None:
+        """Called after each commit: followers look for new events, the checkpointer wakes."""
+        if self._checkpointer is not None:
+            self._checkpointer.committed()
+        super()._notify()
+
+    # For the command line: private, not part of the API.
+
+    async def _owners_of(self, run_ids: list[str]) -> dict[str, Held]:
+        return await self._sqlite_read(partial(owners.ownership, run_ids=run_ids))
+
+    async def _find_run_ids(self, typed: str, *, limit: int) -> tuple[list[str], int]:
+        typed = check.name("run_id", typed)
+        return await self._sqlite_read(partial(runs.find_ids, typed=typed, limit=limit))
+
+    # Routing: the methods of Operations end up here.
+
+    async def _read(self, work_: engine.Work[T]) -> T:
+        return await self._sqlite_read(work_.call)
+
+    async def _write(self, work_: engine.Work[T]) -> T:
+        return await self._sqlite_write(work_.call)
+
+    async def _sqlite_read(self, work_: Work[T]) -> T:
+        tx = self._joined()
+        if tx is not None:
+            assert isinstance(tx, SQLiteTransaction)
+            return await tx._sqlite_read(work_)
+        self._check_open()
+        if self._reader is not None:
+            return await bridge.submit(
+                self._reader, partial(work.read, work=work_, path=self._path)
+            )
+        assert self._writer is not None
+        return await self._writer.submit(work_)
+
+    async def _sqlite_write(self, work_: Work[T]) -> T:
+        tx = self._joined()
+        if tx is not None:
+            assert isinstance(tx, SQLiteTransaction)
+            return await tx._sqlite_write(work_)
+        self._check_open()
+        if self._writer is None:
+            raise ReadOnlyError(self._path)
+        return await self._writer.submit(work_)

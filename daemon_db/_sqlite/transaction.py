@@ -1,0 +1,152 @@
+"""A SQLite transaction block: the writer's connection, reserved until the block ends."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from functools import partial
+from types import TracebackType
+from typing import TYPE_CHECKING, TypeVar
+
+import aiosqlite
+
+from .. import _engine as engine
+from .._cancellation import settle
+from .._errors import DaemonDBError, DatabaseError, ReadOnlyError
+from .._owner import Owner
+from .._transaction import Transaction, _TransactionBlock
+from . import bridge, orphans, queries, work
+from .work import Work
+
+if TYPE_CHECKING:
+    from .db import SQLiteDB
+
+__all__ = ["SQLiteTransaction"]
+
+T = TypeVar("T")
+
+
+class SQLiteTransaction(Transaction):
+    """The Transaction of a SQLite block: its calls run on the reserved writer connection."""
+
+    __slots__ = ()
+
+    _queries = queries.QUERIES
+    _block: work.Block
+
+    def __init__(self, connection: aiosqlite.Connection, path: str, owner: Owner) -> None:
+        self.connection = connection
+        self._path = path
+        self._owner = owner
+        self._block = work.Block()
+        self._ended = False
+
+    async def _read(self, work_: engine.Work[T]) -> T:
+        return await self._sqlite_read(work_.call)
+
+    async def _write(self, work_: engine.Work[T]) -> T:
+        return await self._sqlite_write(work_.call)
+
+    async def _sqlite_read(self, work_: Work[T]) -> T:
+        self._check_usable()
+        return await bridge.submit(
+            self.connection,
+            partial(work.in_block, work=work_, path=self._path, block=self._block, write=False),
+        )
+
+    async def _sqlite_write(self, work_: Work[T]) -> T:
+        self._check_usable()
+        return await settle(
+            bridge.submit(
+                self.connection,
+                partial(work.in_block, work=work_, path=self._path, block=self._block, write=True),
+            )
+        )
+
+    def lost_error(self) -> DatabaseError:
+        """The error for a block whose transaction SQLite rolled back."""
+        return DatabaseError(self._path, work.nothing_committed(self._block.lost or ""))
+
+
+class SQLiteTransactionBlock(_TransactionBlock):
+    """``DB.transaction()`` of a SQLite DB: the writer reserved for the block."""
+
+    __slots__ = ()
+
+    _db: SQLiteDB
+
+    async def __aenter__(self) -> Transaction:
+        db = self._db
+        if db._joined() is not None:
+            raise DaemonDBError("transaction blocks do not nest: this task is already in one")
+        db._check_open()
+        writer = db._writer
+        if writer is None:
+            raise ReadOnlyError(db._path)
+        owner = asyncio.current_task()
+        assert owner is not None, "a transaction block runs in a task"
+        connection = await writer.reserve()
+        try:
+            await settle(bridge.submit(connection, partial(work.begin, path=db._path)))
+        except BaseException:
+            # Cancelled once BEGIN had run: the transaction is open, end it.
+            try:
+                await settle(
+                    bridge.submit(connection, partial(work.end, path=db._path, commit=False))
+                )
+            finally:
+                writer.release()
+            raise
+        tx = self._tx = SQLiteTransaction(connection, db._path, db._owner)
+        self._token = db._block.set(tx)
+        # A block must end even if its task never leaves it (the task returned,
+        # or its loop was closed): otherwise SQLite's write lock stays held.
+        self._owner = owner
+        owner.add_done_callback(self._abandoned)
+        self._unwatch = orphans.watch(asyncio.get_running_loop(), self._abandon)
+        return tx
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        db, tx, writer = self._db, self._tx, self._db._writer
+        assert tx is not None
+        assert writer is not None
+        if exc_type is GeneratorExit:  # the task was destroyed: nothing can be awaited now
+            self._abandon()
+            return
+        self._stop_watching()
+        tx.end()  # from here, calls by tasks started inside the block go outside it
+        lost = tx.lost
+        try:
+            commit = exc_type is None and lost is None
+            await settle(
+                bridge.submit(tx.connection, partial(work.end, path=db._path, commit=commit))
+            )
+        finally:
+            with contextlib.suppress(ValueError):  # left in another context than entered
+                db._block.reset(self._token)
+            writer.release()
+            db._notify()
+        if lost is not None and (exc_type is None or issubclass(exc_type, Exception)):
+            raise tx.lost_error()
+
+    def _abandon(self) -> None:
+        """Roll back a block nobody will leave, and give the writer back.
+
+        Called on the loop when the block's task ends inside it, or from the
+        watcher thread when the loop has closed: the rollback is queued on the
+        connection's thread either way, and runs whatever the loop's state.
+        """
+        tx, writer = self._tx, self._db._writer
+        if tx is None or tx.ended or writer is None:
+            return
+        self._stop_watching()
+        tx.end()
+        bridge.run_detached(tx.connection, partial(work.end, path=self._db._path, commit=False))
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nothing waits for the writer
+            writer.release()
+            self._db._notify()
