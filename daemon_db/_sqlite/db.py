@@ -53,6 +53,9 @@ PRUNE_BATCH_EVENTS: Final = 5000
 PRUNE_BATCH_SECONDS: Final = 0.01
 """...and stops a transaction's deleting after this long, so other writes wait little."""
 
+PRUNE_PAUSE_SECONDS: Final = 0.5
+"""Between batches, prune_runs waits at most this long for checkpoints to catch up."""
+
 
 class SQLiteDB(DB):
     """The DB ``DB.open()`` returns for a file path or ``":memory:"``."""
@@ -171,7 +174,19 @@ class SQLiteDB(DB):
             )
         ):
             removed += [run for run, _ in batch]
+            await self._let_checkpoints_catch_up()
         return removed
+
+    async def _let_checkpoints_catch_up(self) -> None:
+        # Deleting writes pages faster than the disk syncs them: pausing while
+        # the checkpointer is behind keeps the WAL's RESTART short, which every
+        # other writer would wait for (a prune is in no hurry; they may be).
+        waited = 0.0
+        while self._checkpointer is not None and self._checkpointer.behind:
+            if waited >= PRUNE_PAUSE_SECONDS:
+                return  # a reader pins the WAL, say: pausing longer would not help
+            await asyncio.sleep(0.01)
+            waited += 0.01
 
     async def _prunable(self, cutoff: str) -> list[Run]:
         found: dict[str, Run] = {}
