@@ -192,30 +192,37 @@ class Checkpointer:
                 continue
             self._committed.clear()
             pending = True
+            if self._restart_wanted:
+                # The writer runs it before its next batch, if no checkpoint of
+                # ours holds the lock then: keep out of its way until it has.
+                self._stopping.wait(INTERVAL_SECONDS)
+                continue
             frames = self._checkpoint(conn, "PASSIVE")
             if frames is not None and frames * page_size > RESTART_BYTES:
                 self.behind = True
-                # Passes that never get quick mean writes outrun the disk: past
-                # twice the size, restart all the same, holding writes up for
-                # the copy (back-pressure), rather than let the WAL grow.
-                if self._catch_up(conn) or frames * page_size > 2 * RESTART_BYTES:
+                if self._caught_up(conn, page_size):
                     self._restart_wanted = True
             # Pace: the commits of the next interval are copied together (a
             # commit meanwhile leaves the event set, so the next turn runs at once).
             self._stopping.wait(INTERVAL_SECONDS)
 
-    def _catch_up(self, conn: sqlite3.Connection) -> bool:
+    def _caught_up(self, conn: sqlite3.Connection, page_size: int) -> bool:
         """Copy what came during the last checkpoint, until a pass finds little to copy.
 
         The RESTART that follows (on the writer's thread, before its next
         batch, at its priority rather than this thread's) holds writes up
-        while it copies what is left and syncs: the less is left, the shorter.
-        Returns whether a pass was quick.
+        while it copies what is left and syncs: the less is left, the
+        shorter. Passes that never get quick mean that writes outrun the
+        disk: past twice ``RESTART_BYTES`` the RESTART is wanted all the same,
+        holding writes up for the copy (back-pressure), rather than let the
+        WAL grow. Returns whether to RESTART now.
         """
         for _ in range(CATCH_UP_PASSES):
             started = time.monotonic()
-            self._checkpoint(conn, "PASSIVE")
+            frames = self._checkpoint(conn, "PASSIVE")
             if time.monotonic() - started < CAUGHT_UP_SECONDS:
+                return True
+            if frames is not None and frames * page_size > 2 * RESTART_BYTES:
                 return True
         return False
 
