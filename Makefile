@@ -55,9 +55,11 @@ reliability: $(READY)
 	$(BIN)/pytest -q tests/reliability tests/test_db.py tests/test_event_loop.py
 
 # daemon_db beside raw sqlite3, straightforward aiosqlite and SQLAlchemy, in one run (~5 min).
-# Then the same calls on PostgreSQL over loopback beside a SQLite file (~1 min).
+# Then where a call's time goes, layer by layer (~1 min), and the same calls on
+# PostgreSQL over loopback beside a SQLite file (~1 min).
 bench: $(READY) $(POSTGRES)
 	$(BIN)/python -m bench
+	$(BIN)/python -m bench.layers
 	$(BIN)/python -m bench.postgres
 
 # daemon_db on a file of 1,000,000 runs, 4,000,000 units and 10,000,000 events,

@@ -102,3 +102,17 @@ def test_the_postgresql_benchmark_runs(postgres_url: str) -> None:
     assert result.returncode == 0, result.stderr
     assert "PostgreSQL (loopback)" in result.stdout
     assert "append_event" in result.stdout
+
+
+def test_the_layers_benchmark_runs_and_names_every_layer() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.layers", "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    for name in ("append_event", "update_unit_status", "get_run", "engine SQL, one hop"):
+        assert name in result.stdout

@@ -1,0 +1,154 @@
+"""``python -m bench.layers [--quick]``: where a call's time goes, layer by layer.
+
+The same append, status change and read, timed in one process in turns (so
+that a busy moment of the machine hits every layer alike):
+
+- ``aiosqlite``: the straightforward aiosqlite call of ``make bench`` (one
+  autocommit statement, one hop to aiosqlite's thread).
+- ``engine SQL, one hop``: daemon_db's own SQL function for the call, in its
+  transaction, sent to the connection's thread with one bare hop: what the
+  call would cost with nothing of the front around it.
+- ``+ write queue``: the same through the writer's queue (group commit, the
+  checkpointer's hooks).
+- ``daemon_db``: the public call (argument checks, JSON, the engine seam).
+
+A call's cost above the first line is what daemon_db adds; the differences
+between lines say which layer adds it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from daemon_db import DB, Run, RunStatus, UnitRecord, UnitStatus
+from daemon_db._sqlite import bridge, events, runs, units, work
+
+from .backends import StraightAiosqlite
+
+Call = Callable[[int], Awaitable[Any]]
+
+
+def new_run(status: RunStatus) -> Run:
+    return Run(
+        feature_branch=None,
+        repo_path="/srv/app",
+        target_branch="main",
+        tasks_dir="tasks",
+        parallelism=2,
+        status=status,
+    )
+
+
+async def measure(rounds: int, per_round: int) -> dict[str, dict[str, float]]:
+    """p50 in microseconds of each operation at each layer."""
+    with tempfile.TemporaryDirectory() as folder:
+        ours_path, theirs_path = Path(folder) / "ours.db", Path(folder) / "theirs.db"
+        async with DB.open(theirs_path) as seed:  # the same schema and rows for aiosqlite
+            theirs_run = await seed.create_run(new_run(RunStatus.RUNNING))
+            theirs_unit = await seed.create_unit(UnitRecord(run_id=theirs_run.id, unit_id="u"))
+        theirs = StraightAiosqlite()
+        await theirs.open(theirs_path)
+        try:
+            async with DB.open(ours_path) as db:
+                ours_run = await db.create_run(new_run(RunStatus.RUNNING))
+                ours_unit = await db.create_unit(UnitRecord(run_id=ours_run.id, unit_id="u"))
+                layers = _layers(db, theirs, (theirs_run.id, theirs_unit.id), (ours_run, ours_unit))
+                return await _timed(layers, rounds, per_round)
+        finally:
+            await theirs.close()
+
+
+def _layers(
+    db: Any, theirs: StraightAiosqlite, their_ids: tuple[str, str], ours: tuple[Run, UnitRecord]
+) -> dict[str, dict[str, Call]]:
+    (their_run, their_unit), (run, unit) = their_ids, ours
+    writer, reader, path = db._writer, db._reader, db.path
+    payload = {"unit": "unit-07", "step": "compile", "pct": 50}
+    text = json.dumps(payload, separators=(",", ":"))
+    flip = [UnitStatus.RUNNING, UnitStatus.PENDING]
+
+    def append_sql(conn: Any) -> Any:
+        return events.append(conn, run_id=run.id, event_type="progress", unit_id=None, payload=text)
+
+    def status_sql(i: int) -> Callable[[Any], Any]:
+        return partial(units.update_status, unit_record_id=unit.id, status=flip[i % 2], error=None)
+
+    return {
+        "append_event": {
+            "aiosqlite": lambda i: theirs.append_event(their_run, payload),
+            "engine SQL, one hop": lambda i: bridge.submit(
+                writer.connection, partial(work.write_one, work=append_sql, path=path)
+            ),
+            "+ write queue": lambda i: writer.submit(append_sql),
+            "daemon_db": lambda i: db.append_event(run.id, "progress", payload=payload),
+        },
+        "update_unit_status": {
+            "aiosqlite": lambda i: theirs.update_unit_status(their_unit, flip[i % 2]),
+            "engine SQL, one hop": lambda i: bridge.submit(
+                writer.connection, partial(work.write_one, work=status_sql(i), path=path)
+            ),
+            "+ write queue": lambda i: writer.submit(status_sql(i)),
+            "daemon_db": lambda i: db.update_unit_status(unit.id, flip[i % 2]),
+        },
+        "get_run": {
+            "aiosqlite": lambda i: theirs.get_run(their_run),
+            "engine SQL, one hop": lambda i: bridge.submit(
+                reader, partial(work.read, work=partial(runs.get, run_id=run.id), path=path)
+            ),
+            "daemon_db": lambda i: db.get_run(run.id),
+        },
+    }
+
+
+async def _timed(
+    layers: dict[str, dict[str, Call]], rounds: int, per_round: int
+) -> dict[str, dict[str, float]]:
+    samples: dict[str, dict[str, list[float]]] = {
+        op: {layer: [] for layer in calls} for op, calls in layers.items()
+    }
+    clock = time.perf_counter
+    for turn in range(rounds):
+        for op, calls in layers.items():
+            order = list(calls.items())
+            for layer, call in order if turn % 2 else reversed(order):
+                for i in range(per_round):
+                    start = clock()
+                    await call(i)
+                    samples[op][layer].append(clock() - start)
+    return {
+        op: {layer: statistics.median(times) * 1e6 for layer, times in by_layer.items()}
+        for op, by_layer in samples.items()
+    }
+
+
+def report(figures: dict[str, dict[str, float]]) -> str:
+    lines = ["Where a call's time goes (p50 in µs, one process, layers in turns):", ""]
+    for op, by_layer in figures.items():
+        lines.append(f"  {op}")
+        base = by_layer["aiosqlite"]
+        for layer, p50 in by_layer.items():
+            lines.append(f"    {layer:22} {p50:7.0f}  ({base / p50:.2f}x aiosqlite)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.layers", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a few samples: checks it runs")
+    args = parser.parse_args(argv)
+    rounds, per_round = (2, 10) if args.quick else (20, 200)
+    print(report(asyncio.run(measure(rounds, per_round))))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
