@@ -142,13 +142,12 @@ async def test_a_follower_in_another_process_sees_each_event_within_50_ms(
             await asyncio.sleep(0.02)  # events apart, so each is a wake-up of its own
         await db.complete_run(run.id, RunStatus.COMPLETED)
         await follower.wait()
-    # Polling at the SQLite engine's 0.1 s would put the median near 50 ms and the
-    # slowest near 100 ms. A wake-up by NOTIFY takes a few ms; the bound is on the
-    # median, so that one scheduling stall of a loaded 2-core machine (other test
-    # processes run beside this one) cannot fail it, and the slowest event gets a
-    # margin of its own: no poll interval could bring every one of 20 under it.
-    assert statistics.median(lags) < 0.050, lags
-    assert sorted(lags)[-2] < 0.050 * 4, lags
+    # Polling at the SQLite engine's 0.1 s would put half the events past 50 ms.
+    # A wake-up by NOTIFY takes a few ms, so every event is seen within 50 ms but
+    # one: a single scheduling stall of a loaded 2-core machine (other test
+    # processes run beside this one) may hold one back, and gets 200 ms.
+    assert sorted(lags)[-2] < 0.050, lags
+    assert max(lags) < 0.050 * 4, lags
     report(
         f"PostgreSQL follow_events in another process: median {statistics.median(lags) * 1000:.1f}"
         f" ms, slowest {max(lags) * 1000:.1f} ms after the append returned (20 events)"
