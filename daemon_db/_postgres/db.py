@@ -40,7 +40,7 @@ from .._records import FINISHED_RUN_STATUSES, EventRecord, Run, RunStatus, Stats
 from .._sqlite.work import Block
 from .._transaction import Transaction
 from . import events, owners, queries, runs, schema
-from .errors import CONNECTION_ERRORS, translate
+from .errors import CONNECTION_ERRORS, closed, discard, session_lost, translate
 from .url import shown_url
 
 __all__ = ["PostgresDB"]
@@ -160,11 +160,16 @@ class PostgresDB(DB):
 
         async def transaction() -> Any:
             async with self._pool.acquire() as conn:
-                if write:
-                    async with conn.transaction():
+                try:
+                    if write:
+                        async with conn.transaction():
+                            return await call(conn)
+                    async with conn.transaction(isolation="repeatable_read", readonly=True):
                         return await call(conn)
-                async with conn.transaction(isolation="repeatable_read", readonly=True):
-                    return await call(conn)
+                except (asyncpg.PostgresError, *CONNECTION_ERRORS) as exc:
+                    if session_lost(conn, exc):
+                        discard(conn)  # asyncpg's state may be broken: never reuse it
+                    raise
 
         if not write:
             return await _translated(transaction, self._path)
@@ -349,11 +354,12 @@ class PostgresTransaction(Transaction):
             result: T = await settle(asyncio.ensure_future(in_savepoint()))
         except DaemonDBError:
             raise
-        except CONNECTION_ERRORS as exc:
-            self._block.lost = f"the connection was lost ({type(exc).__name__})"
+        except (asyncpg.PostgresError, UnicodeError, *CONNECTION_ERRORS) as exc:
+            if not session_lost(self.connection, exc):
+                raise translate(exc, self._path) from None
+            self._block.lost = f"the connection was lost ({translate(exc, self._path).reason})"
+            discard(self.connection)
             raise self.lost_error() from None
-        except (asyncpg.PostgresError, UnicodeError) as exc:
-            raise translate(exc, self._path) from None
         return result
 
     def lost_error(self) -> DatabaseError:
@@ -417,13 +423,25 @@ class _PostgresTransactionBlock(_TransactionBlock):
             return
         self._stop_watching()
         tx.end()
+        if tx.lost is None and closed(self._conn):
+            tx._block.lost = "the connection was lost"
         lost = tx.lost
         commit = exc_type is None and lost is None
 
         async def end() -> None:
             try:
                 if commit:
-                    await self._started.commit()
+                    try:
+                        await self._started.commit()
+                    except (asyncpg.PostgresError, *CONNECTION_ERRORS) as exc:
+                        if not session_lost(self._conn, exc):
+                            raise
+                        discard(self._conn)
+                        raise DatabaseError(
+                            db._path,
+                            "the connection was lost during COMMIT: whether PostgreSQL"
+                            " committed this transaction block is unknown",
+                        ) from None
                 else:
                     with contextlib.suppress(*CONNECTION_ERRORS, asyncpg.PostgresError):
                         await self._started.rollback()
