@@ -39,7 +39,7 @@ from .._owner import Held, Owner
 from .._records import FINISHED_RUN_STATUSES, EventRecord, Run, RunStatus, Stats, UnitStatus
 from .._sqlite.work import Block
 from .._transaction import Transaction
-from . import events, owners, queries, runs, schema
+from . import events, maintenance, owners, queries, runs, schema
 from .errors import CONNECTION_ERRORS, closed, discard, session_lost, translate
 from .url import shown_url
 
@@ -227,7 +227,7 @@ class PostgresDB(DB):
     async def check(self, *, quick: bool = False) -> list[str]:
         if not isinstance(quick, bool):
             raise InvalidRecordError("quick", quick, "must be a bool")
-        return await self._read(Work[list[str]](_check))
+        return await self._read(Work[list[str]](maintenance.check))
 
     async def vacuum(self) -> int:
         if self._joined() is not None:
@@ -523,25 +523,3 @@ async def _stats(conn: Any, *, path: str) -> Stats:
         file_bytes=int(size),
         wal_bytes=0,  # the server's write-ahead log is shared by every database: not ours
     )
-
-
-async def _check(conn: Any) -> list[str]:
-    """What PostgreSQL's own constraints cannot say: the marker, the version, the sequences."""
-    problems: list[str] = []
-    row = await conn.fetchrow("SELECT application, version FROM daemon_db_meta")
-    if row is None or (row[0], row[1]) != (schema.APPLICATION, schema.SCHEMA_VERSION):
-        problems.append(
-            f"schema: {tuple(row) if row else 'no marker'}; expected"
-            f" ({schema.APPLICATION!r}, {schema.SCHEMA_VERSION})"
-        )
-    for run_id, count, highest, following in await conn.fetch(
-        "SELECT runs.id, COUNT(events.id), COALESCE(MAX(events.sequence), 0), runs.next_sequence"
-        " FROM runs LEFT JOIN events ON events.run_id = runs.id"
-        " GROUP BY runs.id HAVING COUNT(events.id) <> COALESCE(MAX(events.sequence), 0)"
-        " OR runs.next_sequence <> COALESCE(MAX(events.sequence), 0) + 1"
-    ):
-        problems.append(
-            f"events: run {run_id} has {count} events up to sequence {highest},"
-            f" next sequence {following}"
-        )
-    return problems
