@@ -39,7 +39,7 @@ from .._owner import Held, Owner
 from .._records import FINISHED_RUN_STATUSES, EventRecord, Run, RunStatus, Stats, UnitStatus
 from .._sqlite.work import Block
 from .._transaction import Transaction
-from . import events, maintenance, owners, queries, runs, schema
+from . import damage, events, maintenance, owners, queries, runs, schema
 from .errors import CONNECTION_ERRORS, closed, discard, session_lost, translate
 from .url import shown_url
 
@@ -68,7 +68,9 @@ async def _translated(call: Callable[[], Any], url: str) -> Any:
         return await call()
     except DaemonDBError:
         raise
-    except (asyncpg.PostgresError, UnicodeError, *CONNECTION_ERRORS) as exc:
+    except damage.DamagedRow as exc:
+        raise exc.error(url) from None
+    except (asyncpg.PostgresError, UnicodeError, OverflowError, *CONNECTION_ERRORS) as exc:
         raise translate(exc, url) from None
 
 
@@ -158,14 +160,17 @@ class PostgresDB(DB):
         cancelled meanwhile, as on SQLite: the next call sees a settled database.
         """
 
+        async def attempt(conn: Any) -> Any:
+            if write:
+                async with conn.transaction():
+                    return await call(conn)
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                return await call(conn)
+
         async def transaction() -> Any:
             async with self._pool.acquire() as conn:
                 try:
-                    if write:
-                        async with conn.transaction():
-                            return await call(conn)
-                    async with conn.transaction(isolation="repeatable_read", readonly=True):
-                        return await call(conn)
+                    return await damage.readable(conn, partial(attempt, conn))
                 except (asyncpg.PostgresError, *CONNECTION_ERRORS) as exc:
                     if session_lost(conn, exc):
                         discard(conn)  # asyncpg's state may be broken: never reuse it
@@ -347,14 +352,20 @@ class PostgresTransaction(Transaction):
             async with self._lock:
                 self._check_usable()
                 connection: Any = self.connection  # an asyncpg connection here
-                async with connection.transaction():
-                    return await work_.call(connection)
+
+                async def attempt() -> Any:
+                    async with connection.transaction():
+                        return await work_.call(connection)
+
+                return await damage.readable(connection, attempt)
 
         try:
             result: T = await settle(asyncio.ensure_future(in_savepoint()))
         except DaemonDBError:
             raise
-        except (asyncpg.PostgresError, UnicodeError, *CONNECTION_ERRORS) as exc:
+        except damage.DamagedRow as exc:
+            raise exc.error(self._path) from None
+        except (asyncpg.PostgresError, UnicodeError, OverflowError, *CONNECTION_ERRORS) as exc:
             if not session_lost(self.connection, exc):
                 raise translate(exc, self._path) from None
             self._block.lost = f"the connection was lost ({translate(exc, self._path).reason})"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from daemon_db import DB, Run, UnitRecord
+from daemon_db import DB, DamagedRecordError, DatabaseError, Run, RunStatus, UnitRecord, UnitStatus
 from tests.helpers import new_run, new_unit, report
 
 
@@ -181,6 +181,135 @@ async def test_rows_whose_references_were_not_checked_are_named(
         f"foreign key: runs row {run.id!r} refers to a missing owners row"
         " (owner_id='no-such-owner')",
     ]
+
+
+# (table, column, what another tool did (given the row id), the value as read, what it says)
+UNREADABLE = [
+    ("runs", "started_at", [], "20000-01-01Z", "20000-01-01 00:00:00+00", "years 1 to 9999"),
+    ("runs", "completed_at", [], "0044-03-15Z BC", "0044-03-15 00:00:00+00 BC", "years 1"),
+    ("units", "started_at", [], "20000-01-01Z", "20000-01-01 00:00:00+00", "years 1 to 9999"),
+    (
+        "runs",
+        "status",
+        ["ALTER TABLE runs DROP CONSTRAINT runs_status_check"],
+        "paused",
+        "paused",
+        "not a run status",
+    ),
+    (
+        "units",
+        "status",
+        ["ALTER TABLE units DROP CONSTRAINT units_status_check"],
+        "stuck",
+        "stuck",
+        "not a unit status",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("table", "column", "before", "written", "value", "says"),
+    UNREADABLE,
+    ids=[f"{d[0]}.{d[1]}={d[3]}" for d in UNREADABLE],
+)
+async def test_a_value_the_store_cannot_read_is_a_typed_error_naming_table_row_and_column(
+    postgres_url: str,
+    table: str,
+    column: str,
+    before: list[str],
+    written: str,
+    value: str,
+    says: str,
+) -> None:
+    async with DB.open(postgres_url) as db:
+        run = await db.create_run(new_run(status="running"))
+        unit = await db.create_unit(new_unit(run, "u1", status="running"))
+        healthy = await db.create_run(new_run(status="running"))
+        await db.create_unit(new_unit(healthy, "u1"))
+    record_id = run.id if table == "runs" else unit.id
+    await _edit(
+        postgres_url,
+        *before,
+        f"UPDATE {table} SET {column} = '{written}' WHERE id = '{record_id}'",
+    )
+
+    async with DB.open(postgres_url) as db:
+        read = db.get_run(run.id) if table == "runs" else db.get_unit(unit.id)
+        with pytest.raises(DamagedRecordError) as raised:
+            await read
+        error = raised.value
+        assert isinstance(error, DatabaseError)
+        assert (error.table, error.record_id, error.column, error.value) == (
+            table,
+            record_id,
+            column,
+            value,
+        )
+        assert error.path == db.path
+        assert says in str(error)
+        assert error.__cause__ is None
+
+        # Inside a block too, and the block goes on.
+        async with db.transaction() as tx:
+            with pytest.raises(DamagedRecordError):
+                await (tx.get_run(run.id) if table == "runs" else tx.get_unit(unit.id))
+            assert await tx.get_run(healthy.id) == healthy
+
+        # Start-up resumes every healthy run and reports the damaged one apart.
+        found = await db.resumable_runs()
+        assert [item.run.id for item in found] == [healthy.id]
+        expected = [] if (table, column) == ("runs", "status") else [(table, record_id, column)]
+        assert [(e.table, e.record_id, e.column) for e in found.damaged] == expected
+        problems = await db.check()
+        assert any(table in p and record_id in p and column in p for p in problems), problems
+
+        if table == "runs":  # writes that read the row first say so too
+            with pytest.raises(DamagedRecordError):
+                await db.update_run_status(run.id, RunStatus.FAILED)
+            with pytest.raises(DamagedRecordError):
+                await db.list_runs()
+        else:
+            with pytest.raises(DamagedRecordError):
+                await db.update_unit_status(unit.id, UnitStatus.FAILED)
+        assert await db.get_run(healthy.id) == healthy  # the pool's connections still read
+        assert await db.delete_run(run.id)  # the way out: the run can still be removed
+        if not before:
+            assert await db.check() == []
+
+
+async def test_a_claim_takes_the_healthy_runs_and_lists_the_damaged_apart(
+    postgres_url: str,
+) -> None:
+    async with DB.open(postgres_url, owner="dead") as dead:
+        damaged = await dead.create_run(new_run(status="running"))
+        healthy = await dead.create_run(new_run(status="running"))
+    await _edit(
+        postgres_url, f"UPDATE runs SET started_at = '20000-01-01Z' WHERE id = '{damaged.id}'"
+    )
+    async with DB.open(postgres_url, owner="next") as db:
+        claimed = await db.claim_resumable_runs()
+        assert [r.run.id for r in claimed.resumed] == [healthy.id]
+        assert [(e.table, e.record_id, e.column) for e in claimed.damaged] == [
+            ("runs", damaged.id, "started_at")
+        ]
+
+
+async def test_an_event_the_store_cannot_read_is_named(postgres_url: str) -> None:
+    async with DB.open(postgres_url) as db:
+        run = await db.create_run(new_run())
+        event = await db.append_event(run.id, "e", payload={"a": 1})
+    await _edit(
+        postgres_url, f"UPDATE events SET created_at = '20000-01-01Z' WHERE id = {event.id}"
+    )
+    async with DB.open(postgres_url) as db:
+        with pytest.raises(DamagedRecordError) as raised:
+            await db.list_events(run.id)
+        assert (raised.value.table, raised.value.record_id, raised.value.column) == (
+            "events",
+            event.id,
+            "created_at",
+        )
+        assert any("created_at" in p for p in await db.check())
 
 
 async def test_many_damaged_rows_are_counted_past_the_first_twenty(postgres_url: str) -> None:
