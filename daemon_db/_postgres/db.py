@@ -304,11 +304,18 @@ class PostgresDB(DB):
             async def connect() -> Any:
                 conn = await asyncpg.connect(self._url)
                 await conn.add_listener(events.CHANNEL, self._notified)
+                conn.add_termination_listener(self._listener_lost)
                 return conn
 
             self._listener = await _translated(connect, self._path)
 
     def _notified(self, connection: Any, pid: int, channel: str, payload: str) -> None:
+        self._notify()
+
+    def _listener_lost(self, connection: Any) -> None:
+        # Notifications sent meanwhile are lost: followers read again, and listen anew.
+        if self._listener is connection:
+            self._listener = None
         self._notify()
 
     # For the command line: private, not part of the API.

@@ -264,3 +264,31 @@ async def test_every_session_of_the_pool_terminated_at_once_is_replaced(
         " server ended each raise DatabaseError; nothing unstored was acknowledged; the pool"
         " recovers at once"
     )
+
+
+async def test_a_follower_whose_listening_session_is_terminated_listens_again(
+    postgres_url: str, admin: asyncpg.Connection
+) -> None:
+    async with DB.open(postgres_url) as follower, DB.open(postgres_url) as writer:
+        run = await writer.create_run(new_run(status="running"))
+        seen: asyncio.Queue[str] = asyncio.Queue()
+
+        async def follow() -> None:
+            async for event in follower.follow_events(run.id):
+                await seen.put(event.event_type)
+
+        task = asyncio.create_task(follow())
+        try:
+            await writer.append_event(run.id, "first")
+            assert await asyncio.wait_for(seen.get(), 10) == "first"
+            listener = follower._listener  # type: ignore[attr-defined]
+            assert listener is not None
+            await _terminate(admin, listener.get_server_pid())
+            await asyncio.sleep(0.3)
+            # Another DB's append wakes this follower only through NOTIFY: well
+            # within the 5 s the follower waits before reading anyway.
+            await writer.append_event(run.id, "second")
+            assert await asyncio.wait_for(seen.get(), 2) == "second"
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
