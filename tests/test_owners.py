@@ -7,7 +7,6 @@ import contextlib
 import os
 import socket
 import sqlite3
-import subprocess
 import sys
 from pathlib import Path
 
@@ -83,28 +82,74 @@ async def test_the_default_owner_names_this_process(db_path: Path) -> None:
     assert started.isdigit()  # the process's start time: a reused pid is another owner
 
 
-async def test_an_owner_this_process_registered_before_an_exec_is_dead(db_path: Path) -> None:
+async def _raw(where: str | Path, *statements: str) -> None:
+    """Change the store as another tool would: plain SQL, through sqlite3 or asyncpg."""
+    if isinstance(where, str):
+        import asyncpg
+
+        conn = await asyncpg.connect(where)
+        try:
+            for statement in statements:
+                await conn.execute(statement)
+        finally:
+            await conn.close()
+        return
+    with contextlib.closing(sqlite3.connect(where)) as conn, conn:
+        for statement in statements:
+            conn.execute(statement)
+
+
+async def test_an_owner_this_process_registered_before_an_exec_is_dead(where: str | Path) -> None:
     # After os.execv the pid and start time are the same, but the program that
-    # registered the owner is gone: its runs are taken over at once.
-    async with DB.open(db_path, owner="before-exec") as before:
+    # registered the owner is gone: its runs are taken over at once. The old
+    # image's row is a copy under another id (runs refer to owners by id, and
+    # PostgreSQL's foreign key forbids renaming a row they point to).
+    async with DB.open(where, owner="before-exec") as before:
         run = await before.create_run(new_run(status="running"))
-        with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
-            conn.execute("UPDATE owners SET id = 'old-image' WHERE name = 'before-exec'")
-            conn.execute("UPDATE runs SET owner_id = 'old-image'")
-        async with DB.open(db_path, owner="after-exec") as after:
+        await _raw(
+            where,
+            "INSERT INTO owners (id, name, host, machine, pid, started, lease_until)"
+            " SELECT 'old-image', name, host, machine, pid, started, lease_until FROM owners"
+            " WHERE name = 'before-exec'",
+            "UPDATE runs SET owner_id = 'old-image'",
+            "DELETE FROM owners WHERE name = 'before-exec' AND id <> 'old-image'",
+        )
+        async with DB.open(where, owner="after-exec") as after:
             [item] = await after.resumable_runs()
             assert (item.owner, item.owner_alive) == ("before-exec", False)
             claimed = await after.claim_resumable_runs()
             assert [(r.run.id, r.attempt) for r in claimed.resumed] == [(run.id, 1)]
 
 
-def test_a_process_hidden_by_proc_is_asked_of_the_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
-    # /proc mounted with hidepid shows nothing of other users' processes.
+async def test_a_process_hidden_by_proc_is_asked_of_the_kernel(
+    where: str | Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # /proc mounted with hidepid shows nothing of other users' processes: an
+    # owner on this machine whose process is hidden is alive while the kernel
+    # knows its pid, and dead once it does not.
+    child = await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")
+    await child.wait()
+    machine = _process.this_process().machine
+    async with DB.open(where, owner="maker") as maker:
+        alive = await maker.create_run(new_run(status="running"))
+        gone = await maker.create_run(new_run(status="running"))
+        lease = "2999-01-01T00:00:00.000000Z"  # leased for long: only the process tells
+        await _raw(
+            where,
+            "INSERT INTO owners (id, name, host, machine, pid, started, lease_until) VALUES"
+            f" ('hidden', 'hidden', 'h', '{machine}', {os.getppid()}, '12345', '{lease}'),"
+            f" ('exited', 'exited', 'h', '{machine}', {child.pid}, '12345', '{lease}')",
+            f"UPDATE runs SET owner_id = 'hidden' WHERE id = '{alive.id}'",
+            f"UPDATE runs SET owner_id = 'exited' WHERE id = '{gone.id}'",
+        )
     monkeypatch.setattr(_process, "_stat", lambda pid: None)
     assert _process.is_running(os.getppid(), "12345")  # hidden, but alive
-    child = subprocess.Popen([sys.executable, "-c", "pass"])
-    child.wait()
     assert not _process.is_running(child.pid, "12345")  # gone
+    async with DB.open(where, owner="next") as after:
+        found = {r.run.id: (r.owner, r.owner_alive) for r in await after.resumable_runs()}
+        assert found == {alive.id: ("hidden", True), gone.id: ("exited", False)}
+        claimed = await after.claim_resumable_runs()
+        assert [r.run.id for r in claimed.resumed] == [gone.id]
 
 
 async def test_an_owner_whose_lease_expired_loses_its_runs_to_the_next_claim(

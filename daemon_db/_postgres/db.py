@@ -38,8 +38,8 @@ from .._owner import Held, Owner
 from .._records import FINISHED_RUN_STATUSES, EventRecord, Run, RunStatus, Stats, UnitStatus
 from .._sqlite.work import Block
 from .._transaction import Transaction, _TransactionBlock
-from . import events, owners, queries, runs, schema
-from .errors import CONNECTION_ERRORS, translate
+from . import damage, events, maintenance, owners, queries, runs, schema
+from .errors import CONNECTION_ERRORS, closed, discard, session_lost, translate
 from .url import shown_url
 
 __all__ = ["PostgresDB"]
@@ -67,7 +67,9 @@ async def _translated(call: Callable[[], Any], url: str) -> Any:
         return await call()
     except DaemonDBError:
         raise
-    except (asyncpg.PostgresError, UnicodeError, *CONNECTION_ERRORS) as exc:
+    except damage.DamagedRow as exc:
+        raise exc.error(url) from None
+    except (asyncpg.PostgresError, UnicodeError, OverflowError, *CONNECTION_ERRORS) as exc:
         raise translate(exc, url) from None
 
 
@@ -147,13 +149,21 @@ class PostgresDB(DB):
         cancelled meanwhile, as on SQLite: the next call sees a settled database.
         """
 
+        async def attempt(conn: Any) -> Any:
+            if write:
+                async with conn.transaction():
+                    return await call(conn)
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                return await call(conn)
+
         async def transaction() -> Any:
             async with self._pool.acquire() as conn:
-                if write:
-                    async with conn.transaction():
-                        return await call(conn)
-                async with conn.transaction(isolation="repeatable_read", readonly=True):
-                    return await call(conn)
+                try:
+                    return await damage.readable(conn, partial(attempt, conn))
+                except (asyncpg.PostgresError, *CONNECTION_ERRORS) as exc:
+                    if session_lost(conn, exc):
+                        discard(conn)  # asyncpg's state may be broken: never reuse it
+                    raise
 
         if not write:
             return await _translated(transaction, self._path)
@@ -204,7 +214,7 @@ class PostgresDB(DB):
     async def check(self, *, quick: bool = False) -> list[str]:
         if not isinstance(quick, bool):
             raise InvalidRecordError("quick", quick, "must be a bool")
-        return await self._read(Work[list[str]](_check))
+        return await self._read(Work[list[str]](maintenance.check))
 
     async def vacuum(self) -> int:
         if self._joined() is not None:
@@ -276,11 +286,18 @@ class PostgresDB(DB):
             async def connect() -> Any:
                 conn = await asyncpg.connect(self._url)
                 await conn.add_listener(events.CHANNEL, self._notified)
+                conn.add_termination_listener(self._listener_lost)
                 return conn
 
             self._listener = await _translated(connect, self._path)
 
     def _notified(self, connection: Any, pid: int, channel: str, payload: str) -> None:
+        self._notify()
+
+    def _listener_lost(self, connection: Any) -> None:
+        # Notifications sent meanwhile are lost: followers read again, and listen anew.
+        if self._listener is connection:
+            self._listener = None
         self._notify()
 
     # For the command line: private, not part of the API.
@@ -324,18 +341,25 @@ class PostgresTransaction(Transaction):
             async with self._lock:
                 self._check_usable()
                 connection: Any = self.connection  # an asyncpg connection here
-                async with connection.transaction():
-                    return await work_.call(connection)
+
+                async def attempt() -> Any:
+                    async with connection.transaction():
+                        return await work_.call(connection)
+
+                return await damage.readable(connection, attempt)
 
         try:
             result: T = await settle(asyncio.ensure_future(in_savepoint()))
         except DaemonDBError:
             raise
-        except CONNECTION_ERRORS as exc:
-            self._block.lost = f"the connection was lost ({type(exc).__name__})"
+        except damage.DamagedRow as exc:
+            raise exc.error(self._path) from None
+        except (asyncpg.PostgresError, UnicodeError, OverflowError, *CONNECTION_ERRORS) as exc:
+            if not session_lost(self.connection, exc):
+                raise translate(exc, self._path) from None
+            self._block.lost = f"the connection was lost ({translate(exc, self._path).reason})"
+            discard(self.connection)
             raise self.lost_error() from None
-        except (asyncpg.PostgresError, UnicodeError) as exc:
-            raise translate(exc, self._path) from None
         return result
 
     def lost_error(self) -> DatabaseError:
@@ -399,13 +423,25 @@ class _PostgresTransactionBlock(_TransactionBlock):
             return
         self._stop_watching()
         tx.end()
+        if tx.lost is None and closed(self._conn):
+            tx._block.lost = "the connection was lost"
         lost = tx.lost
         commit = exc_type is None and lost is None
 
         async def end() -> None:
             try:
                 if commit:
-                    await self._started.commit()
+                    try:
+                        await self._started.commit()
+                    except (asyncpg.PostgresError, *CONNECTION_ERRORS) as exc:
+                        if not session_lost(self._conn, exc):
+                            raise
+                        discard(self._conn)
+                        raise DatabaseError(
+                            db._path,
+                            "the connection was lost during COMMIT: whether PostgreSQL"
+                            " committed this transaction block is unknown",
+                        ) from None
                 else:
                     with contextlib.suppress(*CONNECTION_ERRORS, asyncpg.PostgresError):
                         await self._started.rollback()
@@ -487,25 +523,3 @@ async def _stats(conn: Any, *, path: str) -> Stats:
         file_bytes=int(size),
         wal_bytes=0,  # the server's write-ahead log is shared by every database: not ours
     )
-
-
-async def _check(conn: Any) -> list[str]:
-    """What PostgreSQL's own constraints cannot say: the marker, the version, the sequences."""
-    problems: list[str] = []
-    row = await conn.fetchrow("SELECT application, version FROM daemon_db_meta")
-    if row is None or (row[0], row[1]) != (schema.APPLICATION, schema.SCHEMA_VERSION):
-        problems.append(
-            f"schema: {tuple(row) if row else 'no marker'}; expected"
-            f" ({schema.APPLICATION!r}, {schema.SCHEMA_VERSION})"
-        )
-    for run_id, count, highest, following in await conn.fetch(
-        "SELECT runs.id, COUNT(events.id), COALESCE(MAX(events.sequence), 0), runs.next_sequence"
-        " FROM runs LEFT JOIN events ON events.run_id = runs.id"
-        " GROUP BY runs.id HAVING COUNT(events.id) <> COALESCE(MAX(events.sequence), 0)"
-        " OR runs.next_sequence <> COALESCE(MAX(events.sequence), 0) + 1"
-    ):
-        problems.append(
-            f"events: run {run_id} has {count} events up to sequence {highest},"
-            f" next sequence {following}"
-        )
-    return problems

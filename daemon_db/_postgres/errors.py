@@ -2,19 +2,35 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import asyncpg
 
 from .._errors import DatabaseError
 
-__all__ = ["CONNECTION_ERRORS", "translate"]
+__all__ = ["CONNECTION_ERRORS", "closed", "discard", "session_lost", "translate"]
 
-# What a lost or refused connection raises, besides asyncpg's own errors.
+# What a lost or refused connection raises, besides asyncpg's own errors. When
+# the server ends a session while asyncpg is between two messages, asyncpg's
+# protocol can also fail on its own state (InternalClientError).
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     asyncpg.InterfaceError,
     asyncpg.PostgresConnectionError,
+    asyncpg.InternalClientError,
+)
+
+# The SQLSTATEs of a server ending the session itself: it rolls the session's
+# transaction back and closes the connection after sending them.
+_SESSION_ENDED = frozenset(
+    {
+        "57P01",  # admin_shutdown: pg_terminate_backend, a fast shutdown
+        "57P02",  # crash_shutdown: another backend crashed
+        "57P03",  # cannot_connect_now
+        "57P05",  # idle_session_timeout
+        "25P03",  # idle_in_transaction_session_timeout
+    }
 )
 
 
@@ -27,3 +43,28 @@ def translate(exc: BaseException, url: str) -> DatabaseError:
     if isinstance(exc, UnicodeError):
         return DatabaseError(url, f"text PostgreSQL cannot store ({exc})")
     return DatabaseError(url, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+
+
+def closed(connection: Any) -> bool:
+    """Whether a (pooled) connection is closed: the pool takes a closed one back at once."""
+    try:
+        return bool(connection.is_closed())
+    except asyncpg.InterfaceError:  # released: the pool saw it close
+        return True
+
+
+def session_lost(connection: Any, exc: BaseException) -> bool:
+    """Whether ``exc`` means the connection's session, and any transaction on it, is gone."""
+    if isinstance(exc, CONNECTION_ERRORS):
+        return True
+    code = getattr(exc, "sqlstate", None) or ""
+    return code.startswith("08") or code in _SESSION_ENDED or closed(connection)
+
+
+def discard(connection: Any) -> None:
+    """Close a connection whose state is unknown, so that the pool never hands it out again.
+
+    Ending the session also rolls back whatever transaction it may still have.
+    """
+    with contextlib.suppress(asyncpg.InterfaceError):
+        connection.terminate()

@@ -18,6 +18,8 @@ import asyncpg
 from .. import _timestamps as timestamps
 from .._errors import RunNotFoundError
 from .._records import EventRecord, RunStatus, loader
+from . import damage
+from .damage import aware
 
 __all__ = ["CHANNEL", "announce", "append", "follow_page", "list_page", "next_sequence"]
 
@@ -29,7 +31,12 @@ _load = loader(EventRecord)
 
 
 def _from_row(row: Any) -> EventRecord:
-    return _load(row[0], row[1], row[2], row[3], row[4], row[5], row[6])
+    try:
+        # aware(): another tool's 'infinity' reads back naive, as datetime.max.
+        return _load(row[0], row[1], row[2], row[3], row[4], row[5], aware(row[6]))
+    except AttributeError as exc:
+        names = _COLUMNS.replace(" ", "").split(",")
+        raise damage.damaged("events", names, row, {6: damage.timestamp}) from exc
 
 
 async def append(
@@ -97,4 +104,8 @@ async def follow_page(
     status = await conn.fetchval("SELECT status FROM runs WHERE id = $1", run_id)
     if status is None:
         return None, []
-    return RunStatus(status), await list_page(conn, run_id=run_id, after=after, limit=limit)
+    try:
+        known = RunStatus(status)
+    except ValueError:
+        raise damage.DamagedRow("runs", run_id, "status", status, "is not a run status") from None
+    return known, await list_page(conn, run_id=run_id, after=after, limit=limit)

@@ -24,7 +24,7 @@ from .._errors import RunNotFoundError
 from .._owner import Held, Owner, process_alive
 from .._process import Process, this_process
 from .._records import ResumableRun, Run, RunStatus
-from . import events, runs, units
+from . import damage, events, runs, units
 
 __all__ = ["claim", "create_run", "ensure", "ownership", "release", "release_run", "resumable"]
 
@@ -137,7 +137,9 @@ async def ownership(conn: asyncpg.Connection, *, run_ids: Sequence[str]) -> dict
     }
 
 
-async def resumable(conn: asyncpg.Connection) -> tuple[list[ResumableRun], list[Any]]:
+async def resumable(
+    conn: asyncpg.Connection,
+) -> tuple[list[ResumableRun], list[damage.DamagedRow]]:
     """Every active run with its units, next sequence, owner and attempts: two statements."""
     here = this_process()
     run_rows = await conn.fetch(
@@ -153,12 +155,12 @@ async def resumable(conn: asyncpg.Connection) -> tuple[list[ResumableRun], list[
         held = row[_OWNER_ID] is not None
         return row[_NAME], held and _alive(row[_OWNER_ID], tuple(row)[_LIVENESS], here)
 
-    return _assemble(run_rows, unit_rows, ownership), []
+    return _assemble(run_rows, unit_rows, ownership)
 
 
 async def claim(
     conn: asyncpg.Connection, *, owner: Owner, max_attempts: int | None
-) -> tuple[list[ResumableRun], list[Run], list[Any]]:
+) -> tuple[list[ResumableRun], list[Run], list[damage.DamagedRow]]:
     """Take every active run no live owner holds; give up those past ``max_attempts``."""
     await ensure(conn, owner=owner)
     dead = [
@@ -178,8 +180,13 @@ async def claim(
     )
     taken: list[Any] = []
     given_up: list[Run] = []
+    damaged: list[damage.DamagedRow] = []
     for row in run_rows:
-        run = runs.from_row(row)
+        try:
+            run = runs.from_row(row)
+        except damage.DamagedRow as found:
+            damaged.append(found)  # not taken: listed apart, as resumable_runs() does
+            continue
         taken_over = row[_OWNER_ID] is not None
         attempt = row[_ATTEMPTS] + taken_over
         if taken_over and max_attempts is not None and attempt > max_attempts:
@@ -204,8 +211,8 @@ async def claim(
         ' ORDER BY run_id, unit_id COLLATE "C"',
         [row[0] for row in taken],
     )
-    resumed = _assemble(taken, unit_rows, lambda row: (owner.name, True))
-    return resumed, given_up, []
+    resumed, unreadable = _assemble(taken, unit_rows, lambda row: (owner.name, True))
+    return resumed, given_up, damaged + unreadable
 
 
 async def _give_up(
@@ -237,21 +244,29 @@ def _assemble(
     run_rows: Sequence[Any],
     unit_rows: Sequence[Any],
     ownership: Callable[[Sequence[Any]], tuple[str | None, bool]],
-) -> list[ResumableRun]:
+) -> tuple[list[ResumableRun], list[damage.DamagedRow]]:
+    """The runs as ResumableRuns; one with a damaged row is left out and listed apart."""
     units_of: dict[str, list[Any]] = {}
     for row in unit_rows:
         units_of.setdefault(row[1], []).append(row)
     found: list[ResumableRun] = []
+    damaged: list[damage.DamagedRow] = []
     for row in run_rows:
         name, is_alive = ownership(row)
+        try:
+            run = runs.from_row(row)
+            its_units = [units.from_row(unit) for unit in units_of.get(row[0], ())]
+        except damage.DamagedRow as exc:
+            damaged.append(exc)
+            continue
         found.append(
             ResumableRun(
-                run=runs.from_row(row),
-                units=[units.from_row(unit) for unit in units_of.get(row[0], ())],
+                run=run,
+                units=its_units,
                 next_sequence=row[_NEXT],
                 attempt=row[_ATTEMPTS],
                 owner=name,
                 owner_alive=is_alive,
             )
         )
-    return found
+    return found, damaged

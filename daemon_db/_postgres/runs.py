@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import replace
-from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -12,7 +11,8 @@ import asyncpg
 from .. import _timestamps as timestamps
 from .._errors import RunExistsError, RunNotFoundError, StatusConflictError
 from .._records import ACTIVE_RUN_STATUSES, FINISHED_RUN_STATUSES, Run, RunStatus, loader
-from . import events
+from . import damage, events
+from .damage import aware
 
 __all__ = [
     "COLUMNS",
@@ -34,39 +34,37 @@ COLUMNS = (
 _ACTIVE = "status IN ('pending', 'running')"
 _load = loader(Run)
 _STATUSES = {status.value: status for status in RunStatus}
-
-
-def aware(moment: datetime | None) -> datetime | None:
-    """A stored timestamp as the records hold it: aware, in UTC.
-
-    asyncpg stores the largest datetime as PostgreSQL's ``infinity`` and reads
-    that back as a naive ``datetime.max``; every other value comes back aware.
-    """
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    return moment.replace(tzinfo=UTC)
+_NAMES = COLUMNS.replace(" ", "").split(",")
+_CHECKS = {
+    6: damage.member(_STATUSES, "a run status"),
+    8: damage.timestamp,
+    9: damage.timestamp,
+}
 
 
 def from_row(row: Any) -> Run:
     """A Run from the first twelve columns of ``row`` (laid out as COLUMNS).
 
-    The schema's types and checks keep every stored value one the store wrote,
-    so unlike SQLite's rows these need no damage checks.
+    The schema's types and checks keep out most damage; what gets through
+    (see damage.py) raises DamagedRow.
     """
-    return _load(
-        row[0],
-        row[1],
-        row[2],
-        row[3],
-        row[4],
-        row[5],
-        _STATUSES[row[6]],
-        row[7],
-        aware(row[8]),
-        aware(row[9]),
-        row[10],
-        row[11],
-    )
+    try:
+        return _load(
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            row[4],
+            row[5],
+            _STATUSES[row[6]],
+            row[7],
+            aware(row[8]),
+            aware(row[9]),
+            row[10],
+            row[11],
+        )
+    except (KeyError, AttributeError) as exc:
+        raise damage.damaged("runs", _NAMES, row, _CHECKS) from exc
 
 
 async def create(conn: asyncpg.Connection, *, run: Run, owner_id: str | None) -> Run:

@@ -11,28 +11,38 @@ import asyncpg
 from .. import _timestamps as timestamps
 from .._errors import RunNotFoundError, StatusConflictError, UnitExistsError, UnitNotFoundError
 from .._records import FINISHED_UNIT_STATUSES, UnitRecord, UnitStatus, loader
-from .runs import aware
+from . import damage
+from .damage import aware
 
 __all__ = ["COLUMNS", "create", "from_row", "get", "list_page", "update_branch", "update_status"]
 
 COLUMNS = "id, run_id, unit_id, status, branch, worktree_path, started_at, completed_at, error"
 _load = loader(UnitRecord)
 _STATUSES = {status.value: status for status in UnitStatus}
+_NAMES = COLUMNS.replace(" ", "").split(",")
+_CHECKS = {
+    3: damage.member(_STATUSES, "a unit status"),
+    6: damage.timestamp,
+    7: damage.timestamp,
+}
 _NAMED_AT_MOST = 3  # record ids an error names when a unit_id was passed for one
 
 
 def from_row(row: Any) -> UnitRecord:
-    return _load(
-        row[0],
-        row[1],
-        row[2],
-        _STATUSES[row[3]],
-        row[4],
-        row[5],
-        aware(row[6]),
-        aware(row[7]),
-        row[8],
-    )
+    try:
+        return _load(
+            row[0],
+            row[1],
+            row[2],
+            _STATUSES[row[3]],
+            row[4],
+            row[5],
+            aware(row[6]),
+            aware(row[7]),
+            row[8],
+        )
+    except (KeyError, AttributeError) as exc:
+        raise damage.damaged("units", _NAMES, row, _CHECKS) from exc
 
 
 async def create(conn: asyncpg.Connection, *, unit: UnitRecord) -> UnitRecord:

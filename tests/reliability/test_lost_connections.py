@@ -1,0 +1,294 @@
+"""When PostgreSQL ends a transaction by itself, nothing may look committed.
+
+SQLite's version of this is test_lost_transactions.py. On PostgreSQL the
+server ends a transaction by ending its session: an administrator's
+``pg_terminate_backend``, ``idle_in_transaction_session_timeout``, a server
+restart, a network cut. Whatever asyncpg raises then (and it raises several
+kinds, depending on whether it had noticed the socket close), the caller must
+see a DatabaseError, a block must say nothing of it was committed, and the
+pool must hand out working connections again at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from daemon_db import DB, DatabaseError, Run, RunStatus
+from tests.helpers import new_run, report
+
+NOTHING = "nothing done in this transaction block is committed"
+
+
+@pytest.fixture
+async def admin(postgres_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection of the test's own, as an administrator's psql would be."""
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+async def _terminate(admin: asyncpg.Connection, pid: int) -> None:
+    """End the session ``pid`` as an administrator would, and wait until it is gone."""
+    assert await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
+    for _ in range(500):
+        if not await admin.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"backend {pid} still runs")
+
+
+async def _waiting_pid(admin: asyncpg.Connection) -> int:
+    """The pid of the daemon_db session waiting for a row lock."""
+    for _ in range(500):
+        pid = await admin.fetchval(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'daemon_db'"
+            " AND wait_event_type = 'Lock'"
+        )
+        if pid is not None:
+            return int(pid)
+        await asyncio.sleep(0.01)
+    raise AssertionError("no daemon_db session waits for the lock")
+
+
+async def _works(db: DB, run: Run) -> None:
+    """The pool hands out working connections: lone calls and a block both succeed."""
+    await db.append_event(run.id, "lone")
+    async with db.transaction() as tx:
+        await tx.append_event(run.id, "in a block")
+    events = await db.list_events(run.id)
+    assert [e.event_type for e in events][-2:] == ["lone", "in a block"]
+    assert [e.sequence for e in events] == list(range(1, len(events) + 1))
+    assert await db.check() == []
+
+
+def _not_asyncpg(error: BaseException) -> None:
+    """The error and everything it chains to are daemon_db's, not asyncpg's."""
+    assert isinstance(error, DatabaseError), repr(error)
+    assert error.__cause__ is None
+    assert error.__context__ is None or error.__suppress_context__
+
+
+@pytest.mark.parametrize("noticed", [False, True], ids=["at-once", "after-the-close-is-seen"])
+async def test_a_block_whose_session_is_terminated_raises_and_commits_nothing(
+    postgres_url: str, admin: asyncpg.Connection, noticed: bool
+) -> None:
+    async with DB.open(postgres_url) as db:
+        run = await db.create_run(new_run(status="running"))
+        with pytest.raises(DatabaseError, match=NOTHING) as left:
+            async with db.transaction() as tx:
+                await tx.append_event(run.id, "first")
+                await tx.update_run_status(run.id, RunStatus.FAILED)
+                connection = tx.connection  # type: ignore[attr-defined]
+                await _terminate(admin, connection.get_server_pid())
+                if noticed:
+                    await asyncio.sleep(0.3)  # the event loop sees the socket close
+                with pytest.raises(DatabaseError, match=NOTHING) as lost:
+                    await tx.append_event(run.id, "second")
+                _not_asyncpg(lost.value)
+                # The block is dead: every later call raises, reads and joined calls too.
+                with pytest.raises(DatabaseError, match=NOTHING):
+                    await tx.get_run(run.id)
+                with pytest.raises(DatabaseError, match=NOTHING):
+                    await db.complete_run(run.id, RunStatus.COMPLETED)
+        _not_asyncpg(left.value)
+        assert left.value.path == db.path
+        assert await db.get_run(run.id) == run
+        assert await db.list_events(run.id) == []
+        await _works(db, run)
+
+
+@pytest.mark.parametrize("noticed", [False, True], ids=["at-once", "after-the-close-is-seen"])
+async def test_a_block_whose_session_ends_before_it_commits_raises_on_leaving(
+    postgres_url: str, admin: asyncpg.Connection, noticed: bool
+) -> None:
+    async with DB.open(postgres_url) as db:
+        run = await db.create_run(new_run(status="running"))
+        with pytest.raises(DatabaseError) as left:
+            async with db.transaction() as tx:
+                await tx.append_event(run.id, "written")
+                await _terminate(admin, tx.connection.get_server_pid())  # type: ignore[attr-defined]
+                if noticed:
+                    await asyncio.sleep(0.3)
+        _not_asyncpg(left.value)
+        if noticed:  # known lost before COMMIT was sent: certain
+            assert NOTHING in str(left.value)
+        else:
+            # COMMIT went out on a socket the server had closed: from the client's
+            # side its outcome is unknown, and the error says so rather than guess.
+            assert NOTHING in str(left.value) or "is unknown" in str(left.value)
+        assert await db.list_events(run.id) == []
+        await _works(db, run)
+
+
+async def test_leaving_a_dead_block_with_an_error_also_says_nothing_was_committed(
+    postgres_url: str, admin: asyncpg.Connection
+) -> None:
+    async with DB.open(postgres_url) as db:
+        run = await db.create_run(new_run(status="running"))
+        with pytest.raises(DatabaseError, match=NOTHING) as left:
+            async with db.transaction() as tx:
+                await tx.append_event(run.id, "written")
+                await _terminate(admin, tx.connection.get_server_pid())  # type: ignore[attr-defined]
+                try:
+                    await tx.append_event(run.id, "lost")
+                except DatabaseError:
+                    raise KeyError("the caller's own error") from None
+        assert isinstance(left.value.__context__, KeyError)
+        assert await db.list_events(run.id) == []
+        await _works(db, run)
+
+
+async def test_cancelling_a_block_whose_session_died_still_raises_cancelled_error(
+    postgres_url: str, admin: asyncpg.Connection
+) -> None:
+    async with DB.open(postgres_url) as db:
+        run = await db.create_run(new_run(status="running"))
+        dead = asyncio.Event()
+
+        async def work() -> None:
+            async with db.transaction() as tx:
+                await tx.append_event(run.id, "written")
+                await _terminate(admin, tx.connection.get_server_pid())  # type: ignore[attr-defined]
+                with pytest.raises(DatabaseError):
+                    await tx.append_event(run.id, "lost")
+                dead.set()
+                await asyncio.sleep(3600)
+
+        task = asyncio.create_task(work())
+        await dead.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await db.list_events(run.id) == []
+        await _works(db, run)
+
+
+async def test_an_idle_in_transaction_timeout_ends_the_block_and_says_so(
+    postgres_url: str, admin: asyncpg.Connection
+) -> None:
+    database = await admin.fetchval("SELECT current_database()")
+    await admin.execute(
+        f'ALTER DATABASE "{database}" SET idle_in_transaction_session_timeout = 200'
+    )
+    async with DB.open(postgres_url) as db:
+        run = await db.create_run(new_run(status="running"))
+        with pytest.raises(DatabaseError, match=NOTHING) as left:
+            async with db.transaction() as tx:
+                await tx.append_event(run.id, "written")
+                await asyncio.sleep(1)  # the server ends the session meanwhile
+                with pytest.raises(DatabaseError, match=NOTHING) as lost:
+                    await tx.append_event(run.id, "too late")
+                _not_asyncpg(lost.value)
+        _not_asyncpg(left.value)
+        assert await db.list_events(run.id) == []
+        await _works(db, run)
+
+
+async def test_a_lone_write_whose_session_is_terminated_raises_and_a_retry_works(
+    postgres_url: str, admin: asyncpg.Connection
+) -> None:
+    async with DB.open(postgres_url) as db:
+        run = await db.create_run(new_run(status="running"))
+        await db.append_event(run.id, "before")
+        locker = await asyncpg.connect(postgres_url)
+        try:
+            async with locker.transaction():
+                # Hold the run's row, so the write waits where it can be seen and ended.
+                await locker.execute("SELECT 1 FROM runs WHERE id = $1 FOR UPDATE", run.id)
+                write = asyncio.create_task(db.append_event(run.id, "lost"))
+                await _terminate(admin, await _waiting_pid(admin))
+                with pytest.raises(DatabaseError) as raised:
+                    await write
+        finally:
+            await locker.close()
+        _not_asyncpg(raised.value)
+        assert [e.event_type for e in await db.list_events(run.id)] == ["before"]
+        retried = await db.append_event(run.id, "retried")
+        assert retried.sequence == 2
+        await _works(db, run)
+
+
+async def test_a_statement_timeout_fails_only_its_call(
+    postgres_url: str, admin: asyncpg.Connection
+) -> None:
+    database = await admin.fetchval("SELECT current_database()")
+    await admin.execute(f'ALTER DATABASE "{database}" SET statement_timeout = 300')
+    async with DB.open(postgres_url) as db:
+        run = await db.create_run(new_run(status="running"))
+        async with admin.transaction():
+            await admin.execute("SELECT 1 FROM runs WHERE id = $1 FOR UPDATE", run.id)
+            with pytest.raises(DatabaseError, match="statement timeout") as lone:
+                await db.append_event(run.id, "timed out")
+            _not_asyncpg(lone.value)
+            async with db.transaction() as tx:
+                other = await tx.create_run(new_run(status="running"))
+                with pytest.raises(DatabaseError, match="statement timeout") as inside:
+                    await tx.append_event(run.id, "timed out")
+                _not_asyncpg(inside.value)
+                # A failed call undoes only itself (its savepoint): the block goes on.
+                await tx.append_event(other.id, "kept")
+        assert [e.event_type for e in await db.list_events(other.id)] == ["kept"]
+        assert await db.list_events(run.id) == []
+        await _works(db, run)
+
+
+async def test_every_session_of_the_pool_terminated_at_once_is_replaced(
+    postgres_url: str, admin: asyncpg.Connection
+) -> None:
+    async with DB.open(postgres_url) as db:
+        run = await db.create_run(new_run(status="running"))
+        # Several pooled connections, all idle, then all ended together.
+        await asyncio.gather(*(db.append_event(run.id, f"e{n}") for n in range(6)))
+        pids = await admin.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'daemon_db'"
+        )
+        assert pids
+        for (pid,) in pids:
+            await _terminate(admin, pid)
+        outcomes = await asyncio.gather(
+            *(db.append_event(run.id, f"after{n}") for n in range(6)), return_exceptions=True
+        )
+        # A call that took a connection before its close was seen may fail, as DatabaseError.
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                _not_asyncpg(outcome)
+        await _works(db, run)
+    report(
+        "lost sessions (PostgreSQL): blocks, lone writes and whole pools whose sessions the"
+        " server ended each raise DatabaseError; nothing unstored was acknowledged; the pool"
+        " recovers at once"
+    )
+
+
+async def test_a_follower_whose_listening_session_is_terminated_listens_again(
+    postgres_url: str, admin: asyncpg.Connection
+) -> None:
+    async with DB.open(postgres_url) as follower, DB.open(postgres_url) as writer:
+        run = await writer.create_run(new_run(status="running"))
+        seen: asyncio.Queue[str] = asyncio.Queue()
+
+        async def follow() -> None:
+            async for event in follower.follow_events(run.id):
+                await seen.put(event.event_type)
+
+        task = asyncio.create_task(follow())
+        try:
+            await writer.append_event(run.id, "first")
+            assert await asyncio.wait_for(seen.get(), 10) == "first"
+            listener = follower._listener  # type: ignore[attr-defined]
+            assert listener is not None
+            await _terminate(admin, listener.get_server_pid())
+            await asyncio.sleep(0.3)
+            # Another DB's append wakes this follower only through NOTIFY: well
+            # within the 5 s the follower waits before reading anyway.
+            await writer.append_event(run.id, "second")
+            assert await asyncio.wait_for(seen.get(), 2) == "second"
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
