@@ -1,7 +1,8 @@
 """The four stores measured, each doing the same work on the same schema and PRAGMAs.
 
-- ``sqlite3``: daemon_db's own SQL functions called synchronously on a plain
-  sqlite3 connection, each write in its own transaction: the floor.
+- ``sqlite3``: daemon_db's own SQL functions (ownership included) called
+  synchronously on a plain sqlite3 connection, each write in its own
+  transaction: the floor.
 - ``aiosqlite``: the strongest straightforward aiosqlite code (see
   ``StraightAiosqlite``): one statement per call, autocommit, ``RETURNING``
   and ``execute_fetchall``, records built on the loop with the same fast
@@ -30,8 +31,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from daemon_db import DB, EventRecord, Run, RunStatus, UnitRecord, UnitStatus
 from daemon_db import _timestamps as timestamps
+from daemon_db._owner import Owner
+from daemon_db._process import this_process
 from daemon_db._records import loader
-from daemon_db._sqlite import events, runs, units
+from daemon_db._sqlite import events, owners, runs, units
 
 T = TypeVar("T")
 
@@ -47,6 +50,7 @@ RUN_COLUMNS = (
 )
 EVENT_COLUMNS = "id, run_id, sequence, event_type, unit_id, payload_json, created_at"
 UNIT_COLUMNS = "id, run_id, unit_id, status, branch, worktree_path, started_at, completed_at, error"
+OWNER_ID = "bench-owner"
 FINISHED = {RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED}
 
 
@@ -138,6 +142,7 @@ class RawSqlite:
         self.conn = sqlite3.connect(path, isolation_level=None)
         for pragma in PRAGMAS:
             self.conn.execute(pragma)
+        self.owner = Owner(id=OWNER_ID, name="bench", process=this_process(), lease=3600.0)
 
     def close(self) -> None:
         self.conn.close()
@@ -153,13 +158,22 @@ class RawSqlite:
         return result
 
     def create_run(self, run: Run) -> Run:
-        return self._write(partial(runs.create, run=run, owner_id=None))
+        return self._write(partial(owners.create_run, run=run, owner=self.owner))
 
     def get_run(self, run_id: str) -> Run | None:
         return runs.get(self.conn, run_id=run_id)
 
     def update_run_status(self, run_id: str, status: RunStatus) -> Run:
-        return self._write(partial(runs.update_status, run_id=run_id, status=status, error=None))
+        return self._write(
+            partial(
+                owners.update_run_status,
+                run_id=run_id,
+                status=status,
+                error=None,
+                expected=None,
+                owner=self.owner,
+            )
+        )
 
     def update_unit_status(self, unit_id: str, status: UnitStatus) -> object:
         return self._write(
@@ -209,7 +223,9 @@ class StraightAiosqlite:
     call. An append computes its sequence in the same statement
     (``INSERT ... SELECT COALESCE(MAX(sequence), 0) + 1``), and a status change
     its timestamps (``CASE``), so nothing reads before it writes and no lock is
-    needed. Records are built on the event loop with daemon_db's record
+    needed. A run is stored held by its creator, as daemon_db stores it (one
+    owner row, registered at open, its id in each run's ``owner_id``).
+    Records are built on the event loop with daemon_db's record
     classes and their fast loader (``daemon_db._records.loader``, the only
     daemon_db internal used), so that both build the same records at the same
     cost; everything else here is plain aiosqlite.
@@ -222,13 +238,22 @@ class StraightAiosqlite:
         self.db = await aiosqlite.connect(path, isolation_level=None)
         for pragma in PRAGMAS:
             await self.db.execute(pragma)
+        # Runs are held by their creator, as daemon_db's are: one owner row,
+        # registered once (daemon_db renews its lease on each create as well).
+        await self.db.execute(
+            "INSERT OR IGNORE INTO owners (id, name, host, machine, pid, started, lease_until)"
+            " VALUES (?, 'bench', 'bench', 'bench', 1, NULL, '9999-12-31T00:00:00.000000Z')",
+            (OWNER_ID,),
+        )
 
     async def close(self) -> None:
         await self.db.close()
 
     async def create_run(self, run: Run) -> Run:
         row = stored_row(run)
-        await self.db.execute(f"INSERT INTO runs ({RUN_COLUMNS}) VALUES ({'?, ' * 11}?)", row)
+        await self.db.execute(
+            f"INSERT INTO runs ({RUN_COLUMNS}, owner_id) VALUES ({'?, ' * 12}?)", (*row, OWNER_ID)
+        )
         return _load_run(row)
 
     async def get_run(self, run_id: str) -> Run | None:
