@@ -293,3 +293,20 @@ def translate(exc: sqlite3.Error, path: str) -> DatabaseError:
     """Turn a raw sqlite3 error into the DatabaseError a caller sees."""
     name = getattr(exc, "sqlite_errorname", None) or type(exc).__name__
     return DatabaseError(path, f"{_EXPLAINED.get(name, exc)} ({name})")
+
+
+class DamagedRow(Exception):
+    """A row that cannot be a record, found while mapping it (either engine).
+
+    Raised where the path is not known; ``error(path)`` is what the caller sees.
+    """
+
+    def __init__(self, table: str, record_id: object, column: str, value: object, reason: str):
+        super().__init__(table, record_id, column, value, reason)
+        self.table, self.record_id, self.column = table, record_id, column
+        self.value, self.reason = value, reason
+
+    def error(self, path: str) -> DamagedRecordError:
+        return DamagedRecordError(
+            path, self.table, self.record_id, self.column, self.value, self.reason
+        )

@@ -19,7 +19,22 @@ from ._operations import Operations
 if TYPE_CHECKING:
     from ._db import DB
 
-__all__ = ["Transaction"]
+__all__ = ["Block", "Transaction"]
+
+
+class Block:
+    """Why a transaction block was lost, as the engine that runs it sees it.
+
+    The database may end a transaction by itself (SQLite on a full disk, an
+    I/O error, out of memory, an interrupt; PostgreSQL when the server ends
+    the session): every statement of it is undone. ``lost`` then says why,
+    and the block can commit nothing.
+    """
+
+    __slots__ = ("lost",)
+
+    def __init__(self) -> None:
+        self.lost: str | None = None
 
 
 class _Lost(Protocol):

@@ -20,8 +20,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from .._errors import DaemonDBError
-from .._sqlite.rows import DamagedRow
+from .._errors import DaemonDBError, DamagedRow
 from .errors import CONNECTION_ERRORS
 
 __all__ = ["DamagedRow", "Unreadable", "aware", "damaged", "member", "readable", "timestamp"]

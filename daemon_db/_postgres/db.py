@@ -36,8 +36,7 @@ from .._errors import (
 from .._operations import PAGE_SIZE
 from .._owner import Held, Owner
 from .._records import FINISHED_RUN_STATUSES, EventRecord, Run, RunStatus, Stats, UnitStatus
-from .._sqlite.work import Block
-from .._transaction import Transaction, _TransactionBlock
+from .._transaction import Block, Transaction, _TransactionBlock
 from . import damage, events, maintenance, owners, queries, runs, schema
 from .errors import CONNECTION_ERRORS, closed, discard, session_lost, translate
 from .url import shown_url

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .. import _timestamps as timestamps
-from .._errors import DamagedRecordError
+from .._errors import DamagedRow
 
 __all__ = [
     "DamagedRow",
@@ -27,20 +27,6 @@ __all__ = [
 ]
 
 Check = Callable[[Any], object]
-
-
-class DamagedRow(Exception):
-    """A row that cannot be a record; ``error(path)`` is what the caller sees."""
-
-    def __init__(self, table: str, record_id: object, column: str, value: object, reason: str):
-        super().__init__(table, record_id, column, value, reason)
-        self.table, self.record_id, self.column = table, record_id, column
-        self.value, self.reason = value, reason
-
-    def error(self, path: str) -> DamagedRecordError:
-        return DamagedRecordError(
-            path, self.table, self.record_id, self.column, self.value, self.reason
-        )
 
 
 def timestamp(value: object) -> object:

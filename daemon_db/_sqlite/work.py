@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from .._errors import DatabaseError, translate
+from .._transaction import Block
 from .rows import DamagedRow
 
 __all__ = [
@@ -143,21 +144,6 @@ def in_savepoint(conn: sqlite3.Connection, work: Work[T], path: str) -> T:
     except DamagedRow as exc:
         raise exc.error(path) from None
     return result
-
-
-class Block:
-    """A transaction block as its connection's thread sees it.
-
-    SQLite ends a transaction by itself on some errors (a full disk, an I/O
-    error, out of memory, an interrupt): every statement of it is undone, and
-    the connection is back in autocommit mode. ``lost`` then says why, and
-    the block can commit nothing.
-    """
-
-    __slots__ = ("lost",)
-
-    def __init__(self) -> None:
-        self.lost: str | None = None
 
 
 def in_block(conn: sqlite3.Connection, work: Work[T], path: str, *, block: Block, write: bool) -> T:
