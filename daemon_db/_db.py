@@ -22,12 +22,12 @@ from typing import Any, Final
 
 from . import _process
 from . import _validation as check
-from ._errors import ClosedError, DaemonDBError, DatabaseError, InvalidRecordError
+from ._errors import ClosedError, DaemonDBError, DatabaseError, InvalidRecordError, RunNotFoundError
 from ._ids import new_run_id
-from ._operations import Operations
+from ._operations import PAGE_SIZE, Operations
 from ._owner import Held, Owner
 from ._postgres import url
-from ._records import EventRecord, Run, Stats
+from ._records import FINISHED_RUN_STATUSES, EventRecord, Run, Stats
 
 # DB.open() checks SQLite's own arguments whatever the location, as it always has.
 from ._sqlite.schema import MEMORY, SYNCHRONOUS_MODES
@@ -421,9 +421,33 @@ class DB(Operations):
         self._check_open()
         return self._follow(run_id, since)
 
-    @abc.abstractmethod
-    def _follow(self, run_id: str, after: int) -> AsyncIterator[EventRecord]:
+    async def _follow(self, run_id: str, after: int) -> AsyncIterator[EventRecord]:
         """The events after ``after``, then each new one, until the run finishes."""
+        found = False
+        while True:
+            change = self._next_change()  # taken before reading, so no append is missed
+            self._check_open()
+            status, batch = await self._read(
+                self._queries.follow_page(run_id=run_id, after=after, limit=PAGE_SIZE)
+            )
+            if status is None:
+                if not found:
+                    raise RunNotFoundError(run_id)
+                return
+            found = True
+            for event in batch:
+                yield event
+                after = event.sequence
+            if len(batch) == PAGE_SIZE:
+                continue
+            if status in FINISHED_RUN_STATUSES:
+                return
+            await self._wait_for_change(change)
+
+    @abc.abstractmethod
+    async def _wait_for_change(self, change: asyncio.Future[None]) -> None:
+        """Wait until ``change`` is done (an append was seen), or as long as the engine's
+        way of seeing appends may miss one."""
 
     def _next_change(self) -> asyncio.Future[None]:
         if self._change is None:

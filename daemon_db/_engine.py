@@ -175,6 +175,11 @@ class Queries:
     def list_events_page(self, *, run_id: str, after: int, limit: int) -> Work[list[EventRecord]]:
         return Work(partial(self._events.list_page, run_id=run_id, after=after, limit=limit))
 
+    def follow_page(
+        self, *, run_id: str, after: int, limit: int
+    ) -> Work[tuple[RunStatus | None, list[EventRecord]]]:
+        return Work(partial(self._events.follow_page, run_id=run_id, after=after, limit=limit))
+
     def resumable(self) -> Work[tuple[list[ResumableRun], list[Any]]]:
         return Work(self._owners.resumable)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import datetime
 from functools import partial
 from types import TracebackType
@@ -31,11 +31,9 @@ from .._errors import (
     DatabaseError,
     InvalidRecordError,
     ReadOnlyError,
-    RunNotFoundError,
 )
-from .._operations import PAGE_SIZE
 from .._owner import Held, Owner
-from .._records import FINISHED_RUN_STATUSES, EventRecord, Run, RunStatus, Stats, UnitStatus
+from .._records import Run, RunStatus, Stats, UnitStatus
 from .._transaction import Block, Transaction, _TransactionBlock
 from . import damage, events, maintenance, owners, queries, runs, schema
 from .errors import CONNECTION_ERRORS, closed, discard, session_lost, translate
@@ -250,31 +248,13 @@ class PostgresDB(DB):
 
     # Following events
 
-    async def _follow(self, run_id: str, after: int) -> AsyncIterator[EventRecord]:
-        found = False
-        while True:
-            change = self._next_change()  # taken before reading, so no append is missed
-            self._check_open()
-            page = partial(events.follow_page, run_id=run_id, after=after, limit=PAGE_SIZE)
-            status, batch = await self._read(Work[tuple[RunStatus | None, list[EventRecord]]](page))
-            if status is None:
-                if not found:
-                    raise RunNotFoundError(run_id)
-                return
-            found = True
-            for event in batch:
-                yield event
-                after = event.sequence
-            if len(batch) == PAGE_SIZE:
-                continue
-            if status in FINISHED_RUN_STATUSES:
-                return
-            if self._listener is None:
-                # Listening starts only now, so the first page comes at once; what
-                # was appended meanwhile, the next read finds.
-                await self._listen()
-                continue
-            await asyncio.wait((change,), timeout=FOLLOW_SAFETY_SECONDS)
+    async def _wait_for_change(self, change: asyncio.Future[None]) -> None:
+        if self._listener is None:
+            # Listening starts only now, so the first page comes at once; what
+            # was appended meanwhile, the next read finds.
+            await self._listen()
+            return
+        await asyncio.wait((change,), timeout=FOLLOW_SAFETY_SECONDS)
 
     async def _listen(self) -> None:
         """LISTEN for appends, on a connection of this DB's own (once)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import datetime
 from functools import partial
 from typing import Final, TypeVar
@@ -22,12 +22,12 @@ from .. import _timestamps as timestamps
 from .. import _validation as check
 from .._cancellation import settle
 from .._db import DB, _location
-from .._errors import DaemonDBError, InvalidRecordError, ReadOnlyError, RunNotFoundError
+from .._errors import DaemonDBError, InvalidRecordError, ReadOnlyError
 from .._operations import PAGE_SIZE
 from .._owner import Held, Owner
-from .._records import FINISHED_RUN_STATUSES, EventRecord, Run, Stats
+from .._records import Run, Stats
 from .._transaction import _TransactionBlock
-from . import bridge, events, maintenance, owners, queries, runs, schema, work
+from . import bridge, maintenance, owners, queries, runs, schema, work
 from .checkpointer import Checkpointer
 from .transaction import SQLiteTransaction, SQLiteTransactionBlock
 from .work import Work
@@ -272,26 +272,9 @@ class SQLiteDB(DB):
 
     # Following events
 
-    async def _follow(self, run_id: str, after: int) -> AsyncIterator[EventRecord]:
-        found = False
-        while True:
-            change = self._next_change()  # taken before reading, so no append is missed
-            status, batch = await self._sqlite_read(
-                partial(events.follow_page, run_id=run_id, after=after, limit=PAGE_SIZE)
-            )
-            if status is None:
-                if not found:
-                    raise RunNotFoundError(run_id)
-                return
-            found = True
-            for event in batch:
-                yield event
-                after = event.sequence
-            if len(batch) == PAGE_SIZE:
-                continue
-            if status in FINISHED_RUN_STATUSES:
-                return
-            await asyncio.wait((change,), timeout=FOLLOW_POLL_SECONDS)
+    async def _wait_for_change(self, change: asyncio.Future[None]) -> None:
+        # Appends of this DB wake it; another process's, the poll finds.
+        await asyncio.wait((change,), timeout=FOLLOW_POLL_SECONDS)
 
     def _notify(self) -> None:
         """Called after each commit: followers look for new events, the checkpointer wakes."""
