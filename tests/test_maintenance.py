@@ -187,6 +187,27 @@ async def test_prune_query_is_the_indexed_one(file_db: DB, db_path: Path) -> Non
     assert "TEMP B-TREE" not in plan
 
 
+async def test_prune_reads_every_index_its_deletes_change_first(file_db: DB, db_path: Path) -> None:
+    """The read before each batch (off the write lock) covers every index a delete changes."""
+    from daemon_db._sqlite import maintenance
+
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        plan = " ".join(
+            row[-1] for row in conn.execute(f"EXPLAIN QUERY PLAN {maintenance._WARM}", ("x", 5))
+        )
+        indexes = {
+            name
+            for name, where in conn.execute(
+                "SELECT name, sql LIKE '%WHERE%' FROM sqlite_master"
+                " WHERE type = 'index' AND tbl_name IN ('runs', 'units', 'events')"
+            )
+            # finished runs are in no partial index but the one the batch reads by
+            if not where or name == "runs_finished_by_completion"
+        }
+    assert indexes
+    assert {name for name in indexes if name not in plan} == set()
+
+
 async def test_prune_batches_stop_after_their_time(
     file_db: DB, monkeypatch: pytest.MonkeyPatch
 ) -> None:

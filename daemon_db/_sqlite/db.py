@@ -165,17 +165,21 @@ class SQLiteDB(DB):
         if dry_run:
             return await self._prunable(cutoff)
         removed: list[Run] = []
-        while batch := await self._sqlite_write(
-            partial(
-                maintenance.delete_finished,
-                cutoff=cutoff,
-                max_events=PRUNE_BATCH_EVENTS,
-                max_seconds=PRUNE_BATCH_SECONDS,
+        while True:
+            if self._checkpointer is not None:  # a file: its pages may have to come from disk
+                await self._sqlite_read(partial(maintenance.warm_finished, cutoff=cutoff))
+            batch = await self._sqlite_write(
+                partial(
+                    maintenance.delete_finished,
+                    cutoff=cutoff,
+                    max_events=PRUNE_BATCH_EVENTS,
+                    max_seconds=PRUNE_BATCH_SECONDS,
+                )
             )
-        ):
+            if not batch:
+                return removed
             removed += [run for run, _ in batch]
             await self._let_checkpoints_catch_up()
-        return removed
 
     async def _let_checkpoints_catch_up(self) -> None:
         # Deleting writes pages faster than the disk syncs them: pausing while

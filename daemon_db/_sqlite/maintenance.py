@@ -225,6 +225,24 @@ _PRUNABLE = f"SELECT {runs.COLUMNS}, (SELECT COALESCE(MAX(sequence), 0) FROM eve
 )
 
 
+# One correlated subquery per structure a run's delete changes: the runs
+# table (through the batch's own index) and each index on runs, then its units
+# and their key index, and its events with their rows.
+_WARM = (
+    "SELECT (SELECT count(*) FROM runs WHERE id = r.id)"
+    " + (SELECT count(*) FROM runs INDEXED BY runs_by_branch WHERE feature_branch IS"
+    " r.feature_branch AND repo_path = r.repo_path AND id = r.id)"
+    " + (SELECT count(*) FROM runs INDEXED BY runs_by_repo"
+    " WHERE repo_path = r.repo_path AND id = r.id)"
+    " + (SELECT count(*) FROM runs INDEXED BY runs_by_status WHERE status = r.status AND id = r.id)"
+    " + (SELECT count(*) FROM units WHERE id IN (SELECT id FROM units WHERE run_id = r.id))"
+    " + (SELECT sum(length(payload_json)) FROM events WHERE run_id = r.id)"
+    " FROM runs AS r INDEXED BY runs_finished_by_completion"
+    " WHERE status IN ('cancelled', 'completed', 'failed') AND completed_at < ?"
+    " ORDER BY completed_at, id LIMIT ?"
+)
+
+
 def finished_before(
     conn: sqlite3.Connection, *, cutoff: str, after: tuple[str, str] | None, limit: int
 ) -> list[tuple[Run, int]]:
@@ -242,6 +260,19 @@ def finished_before(
     )
     found = conn.execute(sql, (cutoff, *(after or ()), limit)).fetchall()
     return [(runs.from_row(row), row[-1]) for row in found]
+
+
+def warm_finished(conn: sqlite3.Connection, *, cutoff: str) -> None:
+    """Read every page that deleting the next prune batch will change.
+
+    On a file larger than the page cache, a batch's deletes would otherwise
+    wait for the disk a page at a time while holding the write lock, and every
+    other writer with them (a single delete took 10 to 20 ms on a million-run
+    file, while a checkpoint was writing). Run on a reader just before the
+    batch, this reads the same pages without holding anything up, so that the
+    batch finds them in the operating system's cache.
+    """
+    conn.execute(_WARM, (cutoff, _PRUNE_LOOKAHEAD)).fetchall()
 
 
 def delete_finished(
