@@ -1,7 +1,8 @@
 """``python -m bench.layers [--quick]``: where a call's time goes, layer by layer.
 
-The same append, status change and read, timed in one process in turns (so
-that a busy moment of the machine hits every layer alike):
+The same append, status change, read and listing (1,000 runs of one status),
+timed in one process in turns (so that a busy moment of the machine hits
+every layer alike):
 
 - ``aiosqlite``: the straightforward aiosqlite call of ``make bench`` (one
   autocommit statement, one hop to aiosqlite's thread).
@@ -56,16 +57,28 @@ async def measure(rounds: int, per_round: int) -> dict[str, dict[str, float]]:
         async with DB.open(theirs_path) as seed:  # the same schema and rows for aiosqlite
             theirs_run = await seed.create_run(new_run(RunStatus.RUNNING))
             theirs_unit = await seed.create_unit(UnitRecord(run_id=theirs_run.id, unit_id="u"))
+            await _listed_runs(seed)
         theirs = StraightAiosqlite()
         await theirs.open(theirs_path)
         try:
             async with DB.open(ours_path) as db:
                 ours_run = await db.create_run(new_run(RunStatus.RUNNING))
                 ours_unit = await db.create_unit(UnitRecord(run_id=ours_run.id, unit_id="u"))
+                await _listed_runs(db)
                 layers = _layers(db, theirs, (theirs_run.id, theirs_unit.id), (ours_run, ours_unit))
                 return await _timed(layers, rounds, per_round)
         finally:
             await theirs.close()
+
+
+LISTED = 1000
+"""Runs in the listing timed (all cancelled: the one status listed)."""
+
+
+async def _listed_runs(db: DB) -> None:
+    async with db.transaction():
+        for _ in range(LISTED):
+            await db.create_run(new_run(RunStatus.CANCELLED))
 
 
 def _layers(
@@ -76,6 +89,15 @@ def _layers(
     payload = {"unit": "unit-07", "step": "compile", "pct": 50}
     text = json.dumps(payload, separators=(",", ":"))
     flip = [UnitStatus.RUNNING, UnitStatus.PENDING]
+    listing = partial(
+        runs.list_page,
+        statuses={RunStatus.CANCELLED},
+        feature_branch=None,
+        repo_path=None,
+        after=None,
+        newest_first=False,
+        limit=LISTED + 1,
+    )
 
     def append_sql(conn: Any) -> Any:
         return events.append(conn, run_id=run.id, event_type="progress", unit_id=None, payload=text)
@@ -107,6 +129,13 @@ def _layers(
             ),
             "daemon_db": lambda i: db.get_run(run.id),
         },
+        "list_runs_by_status": {
+            "aiosqlite": lambda i: theirs.list_runs_by_status(RunStatus.CANCELLED),
+            "engine SQL, one hop": lambda i: bridge.submit(
+                reader, partial(work.read, work=listing, path=path)
+            ),
+            "daemon_db": lambda i: db.list_runs_by_status(RunStatus.CANCELLED),
+        },
     }
 
 
@@ -120,8 +149,9 @@ async def _timed(
     for turn in range(rounds):
         for op, calls in layers.items():
             order = list(calls.items())
+            times = per_round if op != "list_runs_by_status" else max(1, per_round // 20)
             for layer, call in order if turn % 2 else reversed(order):
-                for i in range(per_round):
+                for i in range(times):
                     start = clock()
                     await call(i)
                     samples[op][layer].append(clock() - start)

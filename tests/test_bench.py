@@ -114,5 +114,11 @@ def test_the_layers_benchmark_runs_and_names_every_layer() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    for name in ("append_event", "update_unit_status", "get_run", "engine SQL, one hop"):
+    for name in (
+        "append_event",
+        "update_unit_status",
+        "get_run",
+        "list_runs_by_status",
+        "engine SQL, one hop",
+    ):
         assert name in result.stdout
