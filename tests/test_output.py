@@ -10,6 +10,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from daemon_db import EventRecord, Run, RunStatus
 from daemon_db import _output as output
@@ -54,6 +56,23 @@ def test_a_streamed_array_inside_an_object(count: int, indent: int | None) -> No
     whole = {**head, "latest": ROWS[:count]}
     separators = None if indent else (",", ":")
     assert out.getvalue() == json.dumps(whole, indent=indent, separators=separators) + "\n"
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=8,
+)
+ROW_KEYS = st.text().filter(lambda key: key not in output.JSON_TEXT_COLUMNS)
+
+
+@given(st.lists(st.dictionaries(ROW_KEYS, JSON_VALUES, max_size=6), max_size=3))
+def test_any_rows_stream_as_json_dumps_writes_them(rows: list[dict[str, Any]]) -> None:
+    # Each row is written as it comes, indented to its depth: the whole text must
+    # still be exactly json.dumps's, at the top level and nested in an object.
+    assert written(output.JsonArray, rows) == json.dumps(rows, indent=2) + "\n"
+    nested = written(output.JsonArray, rows, indent=4, level=1, end="")
+    assert json.dumps({"k": rows}, indent=4).endswith(nested + "\n}")
 
 
 def test_json_lines_an_object_per_line() -> None:
