@@ -21,7 +21,7 @@ from . import _output as output
 from . import _terminal as terminal
 from . import _timestamps as timestamps
 from ._db import DB
-from ._errors import SchemaVersionError, StatusConflictError, show
+from ._errors import DamagedRecordError, SchemaVersionError, StatusConflictError, show
 from ._postgres import url
 from ._records import EventRecord, Run, RunStatus, Stats, UnitRecord, UnitStatus
 
@@ -90,13 +90,18 @@ async def _owned(db: DB, found: AsyncIterator[Run]) -> AsyncIterator[dict[str, o
     next is read.
     """
     page: list[Run] = []
-    async with _closing(found):
-        async for run in found:
-            page.append(run)
-            if len(page) == operations.ITER_PAGE_SIZE:
-                for row in await _with_owners(db, page):
-                    yield row
-                page = []
+    try:
+        async with _closing(found):
+            async for run in found:
+                page.append(run)
+                if len(page) == operations.ITER_PAGE_SIZE:
+                    for row in await _with_owners(db, page):
+                        yield row
+                    page = []
+    except DamagedRecordError:
+        for row in await _with_owners(db, page):  # the runs before the damaged one
+            yield row
+        raise
     for row in await _with_owners(db, page):
         yield row
 

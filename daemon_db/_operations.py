@@ -17,7 +17,7 @@ from typing import Any, Final, TypeVar
 from . import _validation as check
 from ._cancellation import wait_out
 from ._engine import Queries, Work
-from ._errors import InvalidRecordError
+from ._errors import DamagedRecordError, InvalidRecordError
 from ._records import (
     ACTIVE_RUN_STATUSES,
     FINISHED_RUN_STATUSES,
@@ -724,6 +724,8 @@ class Operations(abc.ABC):
             InvalidRecordError: A filter has an invalid value (raised by the call
                 itself).
             ClosedError: The DB is closed (raised by the next step).
+            DamagedRecordError: A run's stored row is damaged (another tool
+                wrote it); every run before it has been yielded.
             DatabaseError: SQLite failed.
         """
         statuses = _statuses(status)
@@ -766,6 +768,8 @@ class Operations(abc.ABC):
         Raises:
             InvalidRecordError: A value is invalid (raised by the call itself).
             ClosedError: The DB is closed (raised by the next step).
+            DamagedRecordError: An event's stored row is damaged (another tool
+                wrote it); every event before it has been yielded.
             DatabaseError: SQLite failed.
         """
         run_id = check.name("run_id", run_id)
@@ -786,11 +790,21 @@ class Operations(abc.ABC):
         key: Callable[[R], K],
         limit: int | None = None,
     ) -> AsyncIterator[R]:
-        """Yield a keyset-paged listing, holding one page at a time, up to ``limit`` rows."""
-        after, left = start, limit
+        """Yield a keyset-paged listing, holding one page at a time, up to ``limit`` rows.
+
+        A page holding a damaged row is read again a row at a time, so that
+        every row before the damaged one is yielded before its error is raised.
+        """
+        after, left, most = start, limit, ITER_PAGE_SIZE
         while left is None or left > 0:
-            size = ITER_PAGE_SIZE if left is None else min(ITER_PAGE_SIZE, left)
-            batch = await self._read(page(after, size))
+            size = most if left is None else min(most, left)
+            try:
+                batch = await self._read(page(after, size))
+            except DamagedRecordError:
+                if size == 1:
+                    raise
+                most = 1
+                continue
             for row in batch:
                 yield row
             if len(batch) < size:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import sqlite3
 import subprocess
 import sys
@@ -92,6 +93,43 @@ async def test_a_damaged_event_is_named_when_read(db_path: Path) -> None:
             await db.list_events(run.id)
         assert (raised.value.table, raised.value.record_id) == ("events", event.id)
         assert any("created_at" in p for p in await db.check())
+
+
+async def test_iterating_yields_every_row_before_a_damaged_one_then_names_it(
+    db_path: Path,
+) -> None:
+    async with DB.open(db_path) as db:
+        runs = [await db.create_run(new_run()) for _ in range(5)]
+        events = [await db.append_event(runs[0].id, "e") for _ in range(10)]
+    _edit(db_path, "UPDATE events SET created_at = 'noon' WHERE id = ?", events[6].id)
+    _edit(db_path, "UPDATE runs SET status = 'paused' WHERE id = ?", runs[3].id)
+    async with DB.open(db_path) as db:
+        for listing, healthy, damaged in [
+            (db.iter_events(runs[0].id), events[:6], ("events", events[6].id)),
+            (db.iter_runs(), runs[:3], ("runs", runs[3].id)),
+        ]:
+            read = []
+            with pytest.raises(DamagedRecordError) as raised:
+                async for record in listing:
+                    read.append(record)
+            assert read == healthy  # the damaged row's page-mates before it too
+            assert (raised.value.table, raised.value.record_id) == damaged
+    for command, healthy_ids, damaged_id in [
+        (["events", runs[0].id], [str(e.sequence) for e in events[:6]], events[6].id),
+        (["runs"], [run.id for run in runs[:3]], runs[3].id),
+    ]:
+        result = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "daemon_db", *command, "--nl", "--db", str(db_path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode != 0
+        shown = [line for line in result.stdout.splitlines() if line]
+        key = "sequence" if command[0] == "events" else "id"
+        assert [str(json.loads(line)[key]) for line in shown] == healthy_ids
+        assert str(damaged_id) in result.stderr
 
 
 async def test_check_finds_every_kind_of_damaged_value_and_the_command_line_exits_1(
