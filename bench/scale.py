@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
+import random
 import shutil
 import sqlite3
 import statistics
@@ -25,7 +27,8 @@ import sys
 import tempfile
 import time
 import timeit
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -254,77 +257,274 @@ async def worker(spec: dict[str, str]) -> dict[str, Any]:
     return {"rows": count, "seconds": took, **watch.figures()}
 
 
-def event_rows(folder: Path, count: int) -> dict[str, dict[str, float]]:
-    """Bytes per event, a raw append's p50 and the cost of reading its timestamp back.
+@dataclass(frozen=True)
+class EventShape:
+    """An event row's shape, as ``event_rows`` builds and measures it."""
+
+    run_key: bool  # the run as an integer key (a runs rowid) rather than its 26-character id
+    integer_time: bool  # created_at as integer microseconds rather than 27 characters of text
+    clustered: bool  # WITHOUT ROWID on (run, sequence), the global id from a counter row
+
+    @property
+    def run(self) -> str:
+        return "run_key" if self.run_key else "run_id"
+
+    def schema(self) -> list[str]:
+        run = f"{self.run} {'INTEGER' if self.run_key else 'TEXT'} NOT NULL"
+        created = f"created_at {'INTEGER' if self.integer_time else 'TEXT'} NOT NULL"
+        rest = f"event_type TEXT NOT NULL, unit_id TEXT, payload_json TEXT, {created}"
+        if self.clustered:
+            events = (
+                f"CREATE TABLE events (id INTEGER NOT NULL, {run}, sequence INTEGER NOT NULL,"
+                f" {rest}, PRIMARY KEY ({self.run}, sequence)) WITHOUT ROWID"
+            )
+        else:
+            events = (
+                f"CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT, {run},"
+                f" sequence INTEGER NOT NULL, {rest}, UNIQUE ({self.run}, sequence))"
+            )
+        statements = [
+            "CREATE TABLE runs (key INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, status TEXT)"
+            if self.run_key
+            else "CREATE TABLE runs (id TEXT PRIMARY KEY, status TEXT)",
+            events,
+            # As the daemon's file: a kept count of events, moved by a trigger.
+            "CREATE TABLE counts (name TEXT PRIMARY KEY NOT NULL, n INTEGER NOT NULL)"
+            " WITHOUT ROWID",
+            "CREATE TRIGGER events_counted_in AFTER INSERT ON events BEGIN"
+            " INSERT INTO counts (name, n) VALUES ('events', 1)"
+            " ON CONFLICT (name) DO UPDATE SET n = n + 1; END",
+        ]
+        if self.clustered:
+            # The global id: the last one given, in a counts row that every insert
+            # moves, whatever writes it; as with AUTOINCREMENT, never given twice.
+            statements += [
+                "INSERT INTO counts (name, n) VALUES ('event id', 0)",
+                "CREATE TRIGGER events_numbered AFTER INSERT ON events BEGIN"
+                " UPDATE counts SET n = new.id WHERE name = 'event id' AND n < new.id; END",
+            ]
+        return statements
+
+    def load(self) -> str:
+        """The bulk insert: id, run, sequence, payload, time."""
+        return (
+            f"INSERT INTO events (id, {self.run}, sequence, event_type, unit_id, payload_json,"
+            " created_at) VALUES (?, ?, ?, 'unit_progress', 'unit-07', ?, ?)"
+        )
+
+    def next_sequence(self) -> str:
+        """An append's first statement: the run's key (or id) and its next sequence."""
+        run = "key" if self.run_key else "id"
+        return (
+            f"SELECT {run}, (SELECT COALESCE(MAX(sequence), 0) + 1 FROM events"
+            f" WHERE {self.run} = runs.{run}) FROM runs WHERE id = ?"
+        )
+
+    def append(self) -> str:
+        """An append's insert, given the run, sequence, payload and time."""
+        columns = f"{self.run}, sequence, event_type, unit_id, payload_json, created_at"
+        values = "?, ?, 'unit_progress', 'unit-07', ?, ?"
+        if self.clustered:
+            return (
+                f"INSERT INTO events (id, {columns}) VALUES ((SELECT n + 1 FROM counts"
+                f" WHERE name = 'event id'), {values}) RETURNING id"
+            )
+        return f"INSERT INTO events ({columns}) VALUES ({values}) RETURNING id"
+
+    def page(self) -> str:
+        """A page of a run's log, from the run's 26-character id (the API's argument)."""
+        if not self.run_key:  # the events table alone, as today
+            return (
+                "SELECT id, run_id, sequence, event_type, unit_id, payload_json, created_at"
+                " FROM events WHERE run_id = ? AND sequence > ? ORDER BY sequence LIMIT ?"
+            )
+        return (
+            "SELECT e.id, r.id, e.sequence, e.event_type, e.unit_id, e.payload_json,"
+            " e.created_at FROM runs r JOIN events e ON e.run_key = r.key"
+            " WHERE r.id = ? AND e.sequence > ? ORDER BY e.sequence LIMIT ?"
+        )
+
+
+EVENT_SHAPES = {
+    "today": EventShape(run_key=False, integer_time=False, clustered=False),
+    "run key": EventShape(run_key=True, integer_time=False, clustered=False),
+    "run key and integer time": EventShape(run_key=True, integer_time=True, clustered=False),
+    "clustered on (run_id, sequence)": EventShape(
+        run_key=False, integer_time=False, clustered=True
+    ),
+    "clustered on (run_key, sequence)": EventShape(
+        run_key=True, integer_time=False, clustered=True
+    ),
+}
+ACTIVE_RUNS = 16
+"""Runs taking events at once in the daemon's order of inserts."""
+LONG_LOG = 1000
+"""Events of the one long run (the others have 10): the log read a page at a time."""
+
+
+def _per_run(runs: int) -> Iterator[tuple[int, int]]:
+    """(run, sequence) a run after the other, as the bulk loader inserts them."""
+    for n in range(runs):
+        for sequence in range(1, (LONG_LOG if n == runs // 2 else 10) + 1):
+            yield n, sequence
+
+
+def _interleaved(runs: int) -> Iterator[tuple[int, int]]:
+    """(run, sequence) as a daemon appends them: ``ACTIVE_RUNS`` runs at once.
+
+    Each event goes to one of the active runs, picked at random (seeded, so
+    that they finish at different times); a run that has its events gives its
+    place to the next run (a newer ULID, a higher key).
+    """
+    pick = random.Random(10).randrange
+    active = [[n, 0] for n in range(min(ACTIVE_RUNS, runs))]
+    started = len(active)
+    while active:
+        i = pick(len(active))
+        slot = active[i]
+        slot[1] += 1
+        yield slot[0], slot[1]
+        if slot[1] == (LONG_LOG if slot[0] == runs // 2 else 10):
+            if started < runs:
+                active[i] = [started, 0]
+                started += 1
+            else:
+                active.pop(i)
+
+
+def _build_events(
+    path: Path, shape: EventShape, runs: int, order: Iterator[tuple[int, int]]
+) -> dict[str, float]:
+    """A file of ``runs`` runs and their events inserted in ``order``; its events' size."""
+    created: object = 1_795_780_800_000_000 if shape.integer_time else bulk._stamp(bulk.NOW)
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        conn.execute("PRAGMA journal_mode = OFF")  # the pages come out the same as in WAL
+        conn.execute("PRAGMA synchronous = OFF")
+        conn.execute("PRAGMA cache_size = -1000000")
+        conn.execute("BEGIN")
+        for statement in shape.schema():
+            conn.execute(statement)
+        conn.executemany(
+            "INSERT INTO runs (id, status) VALUES (?, 'completed')",
+            ((bulk._run_id(n),) for n in range(runs)),
+        )
+        # Every insert is the same b-tree insert in one transaction or in many:
+        # the order sets the pages, not where the commits fall.
+        conn.executemany(
+            shape.load(),
+            (
+                (i, n + 1 if shape.run_key else bulk._run_id(n), s, bulk.PAYLOAD, created)
+                for i, (n, s) in enumerate(order, start=1)
+            ),
+        )
+        conn.execute("COMMIT")
+        (events,) = conn.execute("SELECT n FROM counts WHERE name = 'events'").fetchone()
+        size, unused = conn.execute(
+            "SELECT SUM(pgsize), SUM(unused) FROM dbstat WHERE name = 'events' OR name IN"
+            " (SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'events')"
+        ).fetchone()
+        conn.execute("PRAGMA journal_mode = WAL")
+    return {"bytes_per_event": size / events, "fill": 1 - unused / size}
+
+
+def event_rows(folder: Path, count: int, turns: int = 5) -> dict[str, dict[str, float]]:
+    """Bytes per event in two orders of inserts, and raw appends and reads, for each shape.
 
     - ``today``: the run's 26-character id in the row and in the
       (run_id, sequence) index, the timestamp as 27 characters of text;
     - ``run key``: the run as an integer key (a runs rowid) instead;
     - ``run key and integer time``: besides, the timestamp as microseconds
-      since the epoch (an integer).
+      since the epoch (an integer);
+    - ``clustered on ...``: a ``WITHOUT ROWID`` table whose primary key is
+      (run, sequence), with no other index; the global id from a counter row.
+
+    Sizes (the events table and its indexes, with dbstat) are for ``count``
+    events, 10 a run and one run of ``LONG_LOG``, inserted a run after the
+    other (the bulk loader's order) and interleaved (``ACTIVE_RUNS`` runs at
+    once, a daemon's order). The timings are taken on the interleaved files,
+    in ``turns`` turns over the shapes, each figure the median of the turns'
+    figures: appends (``BEGIN IMMEDIATE``, the run's next sequence from a seek
+    on runs, the insert, ``COMMIT``) spread over the newest runs; a page of
+    100 events of the long log; a 10-event run read whole, picked at random.
+    The integer-key shapes pay their run id -> key seek on runs in each.
     """
-    shapes = {
-        "today": ("run_id TEXT NOT NULL", "created_at TEXT NOT NULL", True, True),
-        "run key": (
-            "run_key INTEGER NOT NULL",
-            "created_at TEXT NOT NULL",
-            False,
-            True,
-        ),
-        "run key and integer time": (
-            "run_key INTEGER NOT NULL",
-            "created_at INTEGER NOT NULL",
-            False,
-            False,
-        ),
-    }
-    results = {}
-    for name, (run_column, time_column, text_run, text_time) in shapes.items():
-        path = folder / f"rows-{name.replace(' ', '-')}.db"
-        run_name = run_column.split()[0]
-        with sqlite3.connect(path, isolation_level=None) as conn:
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            conn.execute(
-                f"CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT, {run_column},"
-                " sequence INTEGER NOT NULL, event_type TEXT NOT NULL, unit_id TEXT,"
-                f" payload_json TEXT, {time_column}, UNIQUE ({run_name}, sequence))"
-            )
-            runs = count // 10
-            created: object = bulk._stamp(bulk.NOW) if text_time else 1_795_780_800_000_000
-            conn.execute("BEGIN")
-            conn.executemany(
-                f"INSERT INTO events ({run_name}, sequence, event_type, unit_id, payload_json,"
-                " created_at) VALUES (?, ?, 'unit_progress', 'unit-07', ?, ?)",
-                (
-                    (bulk._run_id(n) if text_run else n + 1_000_000, s, bulk.PAYLOAD, created)
-                    for n in range(runs)
-                    for s in range(1, 11)
-                ),
-            )
-            conn.execute("COMMIT")
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            size = path.stat().st_size
-            key = bulk._run_id(runs - 1) if text_run else runs - 1 + 1_000_000
-            times = []
-            for _ in range(2000):
-                start = time.perf_counter()
-                conn.execute("BEGIN IMMEDIATE")
-                conn.execute(
-                    f"INSERT INTO events ({run_name}, sequence, event_type, unit_id,"
-                    " payload_json, created_at) SELECT ?, COALESCE(MAX(sequence), 0) + 1,"
-                    f" 'unit_progress', 'unit-07', ?, ? FROM events WHERE {run_name} = ?",
-                    (key, bulk.PAYLOAD, created, key),
-                )
-                conn.execute("COMMIT")
-                times.append(time.perf_counter() - start)
-        conn.close()
+    runs = count // 10
+    results: dict[str, dict[str, float]] = {}
+    paths: dict[str, Path] = {}
+    for name, shape in EVENT_SHAPES.items():
+        stem = name.translate({ord(c): "-" for c in " (),"})
+        path = folder / f"rows-{stem}.db"
+        per_run = _build_events(path, shape, runs, _per_run(runs))
+        path.unlink()
+        paths[name] = folder / f"rows-{stem}-interleaved.db"
+        interleaved = _build_events(paths[name], shape, runs, _interleaved(runs))
         results[name] = {
-            "bytes_per_event": size / count,
-            "append_p50_us": statistics.median(times) * 1e6,
-            "decode_us": _decode_us(created),
+            "bytes_per_event": per_run["bytes_per_event"],
+            "fill": per_run["fill"],
+            "bytes_per_event_interleaved": interleaved["bytes_per_event"],
+            "fill_interleaved": interleaved["fill"],
+            "decode_us": _decode_us(
+                1_795_780_800_000_000 if shape.integer_time else bulk._stamp(bulk.NOW)
+            ),
         }
+    samples: dict[str, dict[str, list[float]]] = {name: {} for name in EVENT_SHAPES}
+    conns = {name: sqlite3.connect(path, isolation_level=None) for name, path in paths.items()}
+    try:
+        for conn in conns.values():
+            conn.execute("PRAGMA synchronous = NORMAL")
+        names = list(EVENT_SHAPES)
+        for turn in range(turns):
+            for name in names[turn % len(names) :] + names[: turn % len(names)]:
+                figures = _hot_paths(conns[name], EVENT_SHAPES[name], runs, seed=turn)
+                for figure, value in figures.items():
+                    samples[name].setdefault(figure, []).append(value)
+    finally:
+        for conn in conns.values():
+            conn.close()
+    for name, turned in samples.items():
+        results[name].update({k: statistics.median(v) for k, v in turned.items()})
     return results
+
+
+def _hot_paths(
+    conn: sqlite3.Connection, shape: EventShape, runs: int, *, seed: int
+) -> dict[str, float]:
+    """One turn's appends and reads on an interleaved file, in microseconds."""
+    clock = time.perf_counter
+    created: object = 1_795_780_800_000_000 if shape.integer_time else bulk._stamp(bulk.NOW)
+    newest = [bulk._run_id(n) for n in range(runs - ACTIVE_RUNS, runs)]
+    appends = []
+    for i in range(400):
+        run_id = newest[i % ACTIVE_RUNS]
+        start = clock()
+        conn.execute("BEGIN IMMEDIATE")
+        run, sequence = conn.execute(shape.next_sequence(), (run_id,)).fetchone()
+        conn.execute(shape.append(), (run, sequence, bulk.PAYLOAD, created)).fetchone()
+        conn.execute("COMMIT")
+        appends.append(clock() - start)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    pick = random.Random(seed)
+    long_log, page = bulk._run_id(runs // 2), shape.page()
+    pages = []
+    for _ in range(200):
+        after = pick.randrange(LONG_LOG - 100)
+        start = clock()
+        rows = conn.execute(page, (long_log, after, 100)).fetchall()
+        pages.append(clock() - start)
+        assert len(rows) == 100
+    whole = []
+    for _ in range(200):
+        run_id = bulk._run_id(pick.randrange(runs - ACTIVE_RUNS))
+        start = clock()
+        rows = conn.execute(page, (run_id, 0, 100)).fetchall()
+        whole.append(clock() - start)
+        assert len(rows) == 10 or run_id == long_log
+    return {
+        "append_p50_us": statistics.median(appends) * 1e6,
+        "append_p99_us": quantile(appends, 0.99) * 1e6,
+        "page_us": statistics.median(pages) * 1e6,
+        "run_us": statistics.median(whole) * 1e6,
+    }
 
 
 def _decode_us(stored: object) -> float:
@@ -551,15 +751,30 @@ def table(r: dict[str, Any]) -> str:
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     lines += [
         "",
-        "Event rows (raw sqlite3, 10 events a run, 65-byte payload):",
+        "Event rows (raw sqlite3, 10 events a run, 65-byte payload; bytes per event"
+        " inserted a run after the other / interleaved, 16 runs at once, with the pages'"
+        " fill; timings on the interleaved files, medians of turns over the shapes):",
         "",
-        "| event row | bytes per event | append p50 | a timestamp read back |",
-        "|---|---:|---:|---:|",
+        "| event row | bytes per event | append p50 / p99 | a page of 100 events"
+        " | a 10-event run | a timestamp read back |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
-    for name, figures in r["event_rows"].items():
-        size, append = figures["bytes_per_event"], figures["append_p50_us"]
-        decode = figures["decode_us"]
-        lines.append(f"| {name} | {size:.0f} | {append:.0f} us | {decode:.2f} us |")
+    today = r["event_rows"]["today"]
+    for name, f in r["event_rows"].items():
+        size, interleaved = f["bytes_per_event"], f["bytes_per_event_interleaved"]
+        change = [
+            "" if name == "today" else f" ({value / today[key] - 1:+.0%})"
+            for key, value in (
+                ("bytes_per_event", size),
+                ("bytes_per_event_interleaved", interleaved),
+            )
+        ]
+        lines.append(
+            f"| {name} | {size:.0f}{change[0]} / {interleaved:.0f}{change[1]}"
+            f" ({f['fill']:.0%} / {f['fill_interleaved']:.0%} full)"
+            f" | {f['append_p50_us']:.0f} / {f['append_p99_us']:.0f} us"
+            f" | {f['page_us']:.0f} us | {f['run_us']:.0f} us | {f['decode_us']:.2f} us |"
+        )
     return "\n".join(lines)
 
 

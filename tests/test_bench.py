@@ -86,7 +86,8 @@ def test_the_quick_scale_benchmark_runs_and_reports_every_figure() -> None:
     assert len(figures["prune_batch_ms"]) == 2
     assert figures["resumable_runs"] == 10
     assert figures["check_quick_problems"] == figures["check_problems"] == 0
-    assert set(figures["event_rows"]) == {"today", "run key", "run key and integer time"}
+    assert set(figures["event_rows"]) == set(scale.EVENT_SHAPES)
+    assert {"today", "run key", "clustered on (run_key, sequence)"} <= set(scale.EVENT_SHAPES)
     assert "| what | before (issue 10) |" in scale.table(figures)
 
 
