@@ -136,3 +136,23 @@ async def test_check_finds_every_kind_of_damaged_value_and_the_command_line_exit
         " DamagedRecordError naming table, row and column; start-up resumes the healthy runs"
         " and lists the damaged apart; check finds them"
     )
+
+
+async def test_a_claim_leaves_a_run_whose_units_are_damaged_where_it_is(db_path: Path) -> None:
+    async with DB.open(db_path) as db:
+        run = await db.create_run(new_run(status="running"))
+        unit = await db.create_unit(new_unit(run, "u1"))
+    _edit(db_path, "UPDATE units SET started_at = ? WHERE id = ?", "soon", unit.id)
+
+    async with DB.open(db_path, owner="first") as first:
+        claimed = await first.claim_resumable_runs()
+        assert claimed.resumed == []
+        assert [(e.table, e.record_id) for e in claimed.damaged] == [("units", unit.id)]
+        # Not taken (ClaimedRuns.damaged says so): once an operator mends the unit,
+        # another daemon claims the run, rather than it staying held by one that
+        # will never resume it.
+        _edit(db_path, "UPDATE units SET started_at = NULL WHERE id = ?", unit.id)
+        async with DB.open(db_path, owner="second") as second:
+            [resumed] = (await second.claim_resumable_runs()).resumed
+            assert resumed.run.id == run.id
+            assert resumed.owner == "second"
