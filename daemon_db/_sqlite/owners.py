@@ -239,24 +239,24 @@ def claim(
             given_up.append(_give_up(conn, run, attempt, max_attempts, row[_NAME], now))
         else:
             taken.append(row)
-    ids = json.dumps([row[0] for row in taken])
-    # One statement for every run taken; each SET reads the row as it was, so
-    # a run taken from a dead owner (owner_id still set) counts an attempt.
-    conn.execute(
-        "UPDATE runs SET attempts = attempts + (owner_id IS NOT NULL), owner_id = ?"
-        " WHERE id IN (SELECT value FROM json_each(?))",
-        (owner.id, ids),
-    )
-    conn.execute("DELETE FROM owners WHERE id IN (SELECT value FROM json_each(?))", (dead,))
     unit_rows = conn.execute(
         f"SELECT {units.COLUMNS} FROM units WHERE run_id IN (SELECT value FROM json_each(?))"
         " ORDER BY run_id, unit_id",
-        (ids,),
+        (json.dumps([row[0] for row in taken]),),
     ).fetchall()
     claimed = [
         (*row[_RUN], row[_ATTEMPTS] + (row[_OWNER_ID] is not None), row[_NEXT]) for row in taken
     ]
     resumed, unreadable = _assemble(claimed, unit_rows, lambda row: (owner.name, True))
+    # Only the runs read whole are taken: one whose units are damaged stays where it is.
+    # One statement for every run taken; each SET reads the row as it was, so
+    # a run taken from a dead owner (owner_id still set) counts an attempt.
+    conn.execute(
+        "UPDATE runs SET attempts = attempts + (owner_id IS NOT NULL), owner_id = ?"
+        " WHERE id IN (SELECT value FROM json_each(?))",
+        (owner.id, json.dumps([item.run.id for item in resumed])),
+    )
+    conn.execute("DELETE FROM owners WHERE id IN (SELECT value FROM json_each(?))", (dead,))
     return resumed, given_up, damaged + unreadable
 
 
