@@ -8,10 +8,12 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+import daemon_db._sqlite.db
 from daemon_db import DB
 from daemon_db._sqlite import checkpointer
 from tests.helpers import new_run
@@ -170,3 +172,28 @@ async def test_the_writer_truncates_the_wal_itself_when_the_checkpointer_stalls(
         assert stalled.checkpoints["TRUNCATE"] >= 1
         assert largest < 2 * 1024 * 1024
         assert len(await db.list_events(run.id)) == 300
+
+
+async def test_a_prune_alone_does_not_pause_for_the_restart_only_its_next_batch_runs(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The RESTART runs on the writer's thread before its next batch. When the
+    # prune is the only writer, pausing until the checkpointer is no longer
+    # behind waits for a RESTART that nothing will run: every such pause lasted
+    # PRUNE_PAUSE_SECONDS in full (or until the idle TRUNCATE).
+    monkeypatch.setattr(daemon_db._sqlite.db, "PRUNE_PAUSE_SECONDS", 60.0)
+    monkeypatch.setattr(checkpointer, "IDLE_SECONDS", 60.0)
+    async with DB.open(db_path) as db:
+        for _ in range(2):
+            await db.create_run(new_run(status="completed"))
+        cp = db._checkpointer
+        assert cp is not None
+        # Where the checkpointer is once the WAL passed RESTART_BYTES and it caught up.
+        cp.behind = True
+        cp._restart_wanted = True
+        removed = await asyncio.wait_for(
+            db.prune_runs(datetime.now(UTC) + timedelta(days=1)), timeout=10
+        )
+        assert len(removed) == 2
+        assert cp.checkpoints["RESTART"] >= 1
+        assert not cp.behind
