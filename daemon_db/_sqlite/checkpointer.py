@@ -108,6 +108,11 @@ class Checkpointer:
         )
         self._thread.start()
 
+    @property
+    def restart_pending(self) -> bool:
+        """A RESTART is wanted: the writer's next batch runs it (so waiting for it is useless)."""
+        return self._restart_wanted
+
     def committed(self) -> None:
         """Say that a commit landed: called on the event loop after each one."""
         if not self._committed.is_set():

@@ -181,8 +181,11 @@ class SQLiteDB(DB):
         # Deleting writes pages faster than the disk syncs them: pausing while
         # the checkpointer is behind keeps the WAL's RESTART short, which every
         # other writer would wait for (a prune is in no hurry; they may be).
+        # Once the checkpointer has caught up and asked for the RESTART, only a
+        # write runs it (before its batch): the prune's next batch, if no other.
         waited = 0.0
-        while self._checkpointer is not None and self._checkpointer.behind:
+        checkpointer = self._checkpointer
+        while checkpointer is not None and checkpointer.behind and not checkpointer.restart_pending:
             if waited >= PRUNE_PAUSE_SECONDS:
                 return  # a reader pins the WAL, say: pausing longer would not help
             await asyncio.sleep(0.01)
