@@ -195,3 +195,28 @@ async def test_a_prune_alone_does_not_pause_for_the_restart_only_its_next_batch_
             db.prune_runs(datetime.now(UTC) + timedelta(days=1)), timeout=10
         )
         assert len(removed) == 2
+
+
+async def test_the_wal_stays_bounded_when_every_write_is_a_transaction_block(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The RESTART the checkpointer asks for (and the writer's own truncation)
+    # runs before a batch of the writer; a block is no batch, and meanwhile the
+    # checkpointer stays out of the way: a daemon writing in blocks saw no
+    # checkpoint at all past RESTART_BYTES, and its WAL held every page written.
+    monkeypatch.setattr(checkpointer, "RESTART_BYTES", 256 * 1024)
+    monkeypatch.setattr(checkpointer, "INTERVAL_SECONDS", 0.01)
+    monkeypatch.setattr(checkpointer, "WAL_LIMIT_BYTES", 4 * 1024 * 1024)
+    payload = {"text": "x" * 1000}
+    async with DB.open(db_path) as db:
+        run = await db.create_run(new_run())
+        largest = 0
+        for n in range(3000):
+            async with db.transaction() as tx:
+                await tx.append_event(run.id, "tick", payload=payload)
+            if n % 50 == 0:
+                largest = max(largest, wal_size(db_path))
+        assert db._checkpointer is not None
+        assert db._checkpointer.checkpoints["RESTART"] >= 1
+        assert await db.check() == []
+    assert largest < 8 * 1024 * 1024
