@@ -156,3 +156,27 @@ async def test_a_claim_leaves_a_run_whose_units_are_damaged_where_it_is(db_path:
             [resumed] = (await second.claim_resumable_runs()).resumed
             assert resumed.run.id == run.id
             assert resumed.owner == "second"
+
+
+@pytest.mark.parametrize("value", ["two", 1.5], ids=["text", "real"])
+async def test_attempts_another_tool_wrote_stop_no_claim(db_path: Path, value: object) -> None:
+    # Text passes the column's CHECK (attempts >= 0): in SQLite text sorts after numbers.
+    with contextlib.suppress(RuntimeError):
+        async with DB.open(db_path, owner="dead") as dead:
+            damaged = await dead.create_run(new_run(status="running"))
+            healthy = await dead.create_run(new_run(status="running"))
+            raise RuntimeError("the daemon died")
+    with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
+        conn.execute("UPDATE runs SET attempts = ? WHERE id = ?", (value, damaged.id))
+
+    async with DB.open(db_path, owner="next") as db:
+        found = await db.resumable_runs()
+        assert [item.run.id for item in found] == [healthy.id]
+        assert [(e.table, e.record_id, e.column) for e in found.damaged] == [
+            ("runs", damaged.id, "attempts")
+        ]
+        claimed = await db.claim_resumable_runs()
+        assert [(item.run.id, item.attempt) for item in claimed.resumed] == [(healthy.id, 1)]
+        assert [(e.table, e.record_id, e.column) for e in claimed.damaged] == [
+            ("runs", damaged.id, "attempts")
+        ]
