@@ -230,11 +230,12 @@ def claim(
     for row in run_rows:
         try:
             run = runs.from_row(row[_RUN])
+            attempts = _attempts(row)
         except rows.DamagedRow as exc:
             damaged.append(exc)
             continue
         taken_over = row[_OWNER_ID] is not None  # from an owner that died holding it
-        attempt = row[_ATTEMPTS] + taken_over
+        attempt = attempts + taken_over
         if taken_over and max_attempts is not None and attempt > max_attempts:
             given_up.append(_give_up(conn, run, attempt, max_attempts, row[_NAME], now))
         else:
@@ -258,6 +259,14 @@ def claim(
     )
     conn.execute("DELETE FROM owners WHERE id IN (SELECT value FROM json_each(?))", (dead,))
     return resumed, given_up, damaged + unreadable
+
+
+def _attempts(row: Sequence[Any]) -> int:
+    """The row's attempts, unless another tool wrote what the store never does."""
+    attempts = row[_ATTEMPTS]
+    if type(attempts) is not int or attempts < 0:
+        raise rows.DamagedRow("runs", row[0], "attempts", attempts, "is not an integer >= 0")
+    return attempts
 
 
 def _give_up(
@@ -302,6 +311,7 @@ def _assemble(
     for row in run_rows:
         try:
             run = runs.from_row(row[_RUN])
+            _attempts(row)
             unit_records = [units.from_row(unit) for unit in units_of.get(row[0], ())]
         except rows.DamagedRow as exc:
             damaged.append(exc)
