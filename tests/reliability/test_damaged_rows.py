@@ -180,3 +180,24 @@ async def test_attempts_another_tool_wrote_stop_no_claim(db_path: Path, value: o
         assert [(e.table, e.record_id, e.column) for e in claimed.damaged] == [
             ("runs", damaged.id, "attempts")
         ]
+
+
+@pytest.mark.parametrize("pid", ["abc", 2**62], ids=["text", "past a pid_t"])
+async def test_an_owner_pid_another_tool_wrote_stops_no_start_up(
+    db_path: Path, pid: object
+) -> None:
+    with contextlib.suppress(RuntimeError):
+        async with DB.open(db_path, owner="dead") as dead:
+            held = await dead.create_run(new_run(status="running"))
+            raise RuntimeError("the daemon died")
+    with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
+        conn.execute(
+            "UPDATE owners SET pid = ?, lease_until = '2999-01-01T00:00:00.000000Z'", (pid,)
+        )
+
+    async with DB.open(db_path, owner="next") as db:
+        # Its process cannot be asked about: the lease alone tells, as for an
+        # owner on another machine (it raised TypeError or OverflowError).
+        [found] = await db.resumable_runs()
+        assert (found.run.id, found.owner, found.owner_alive) == (held.id, "dead", True)
+        assert (await db.claim_resumable_runs()).resumed == []
