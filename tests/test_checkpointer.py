@@ -220,3 +220,24 @@ async def test_the_wal_stays_bounded_when_every_write_is_a_transaction_block(
         assert db._checkpointer.checkpoints["RESTART"] >= 1
         assert await db.check() == []
     assert largest < 8 * 1024 * 1024
+
+
+async def test_a_file_opened_through_a_symbolic_link_has_its_wal_measured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SQLite keeps the WAL beside the file the link points to, not beside the link:
+    # stats() said 0 bytes, and the writer's WAL_LIMIT_BYTES safety net never fired.
+    monkeypatch.setattr(checkpointer, "IDLE_SECONDS", 60.0)
+    (tmp_path / "real").mkdir()
+    real = tmp_path / "real" / "state.db"
+    link = tmp_path / "state.db"
+    link.symlink_to(real)
+    async with DB.open(link) as db:
+        run = await db.create_run(new_run())
+        async with db.transaction() as tx:
+            for _ in range(100):
+                await tx.append_event(run.id, "tick", payload={"text": "x" * 1000})
+        assert db._checkpointer is not None
+        assert wal_size(real) > 0
+        assert (await db.stats()).wal_bytes == wal_size(real)
+        assert db._checkpointer._wal_bytes() == wal_size(real)
