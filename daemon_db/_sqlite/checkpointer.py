@@ -95,7 +95,7 @@ class Checkpointer:
         self._checkpointing = threading.Lock()  # held by whichever thread is checkpointing
         self._batches = 0
         self._last_done = time.monotonic()  # when a checkpoint last finished
-        self._wal = f"{path}-wal"
+        self._wal = f"{os.path.realpath(path)}-wal"  # beside the file a link points to
         self._committed = threading.Event()
         self._stopping = threading.Event()
         self.behind = False
