@@ -47,6 +47,16 @@ async def test_prune_runs_in_small_transactions(db: DB, monkeypatch: pytest.Monk
     assert await db.check() == []
 
 
+@pytest.mark.parametrize("flag", [None, 0, "", "no", 1])
+async def test_dry_run_is_a_bool_not_anything_falsy(db: DB, flag: object) -> None:
+    # check(quick=...) and iter_runs(newest_first=...) refuse what is not a bool;
+    # prune_runs(dry_run=None) (an unset option, say) deleted the runs for real.
+    run = await db.create_run(new_run(status="completed", completed_at=OLD))
+    with pytest.raises(InvalidRecordError, match="dry_run"):
+        await db.prune_runs(datetime.now(UTC), dry_run=flag)  # type: ignore[arg-type]
+    assert await db.list_runs() == [run]
+
+
 async def test_prune_runs_needs_an_aware_moment(db: DB) -> None:
     with pytest.raises(InvalidRecordError):
         await db.prune_runs(datetime(2026, 1, 1))
