@@ -161,6 +161,8 @@ class SQLiteDB(DB):
         moment = check.timestamp("completed_before", completed_before)
         if moment is None:
             raise InvalidRecordError("completed_before", None, "is required")
+        if not isinstance(dry_run, bool):  # None or 0 must not delete for real
+            raise InvalidRecordError("dry_run", dry_run, "must be a bool")
         cutoff = timestamps.to_text(moment)
         if dry_run:
             return await self._prunable(cutoff)
