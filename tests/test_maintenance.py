@@ -104,6 +104,19 @@ async def test_backup_of_a_file_and_of_memory(db: DB, tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".backup")] == []
 
 
+@pytest.mark.sqlite_only
+@pytest.mark.parametrize("flag", ["no", "false", 1])
+async def test_overwrite_is_a_bool_not_anything_truthy(
+    db: DB, tmp_path: Path, flag: object
+) -> None:
+    # overwrite="false" (a setting read as text) replaced the file.
+    copy = tmp_path / "copy.db"
+    copy.write_bytes(b"keep me")
+    with pytest.raises(InvalidRecordError, match="overwrite"):
+        await db.backup(copy, overwrite=flag)  # type: ignore[arg-type]
+    assert copy.read_bytes() == b"keep me"
+
+
 async def test_no_backup_inside_a_transaction_block(db: DB, tmp_path: Path) -> None:
     async with db.transaction():
         with pytest.raises(DaemonDBError):
