@@ -240,6 +240,8 @@ class SQLiteDB(DB):
         overwrite: bool = False,
         progress: Callable[[int, int], object] | None = None,
     ) -> int:
+        if not isinstance(overwrite, bool):  # "false" must not replace a file
+            raise InvalidRecordError("overwrite", overwrite, "must be a bool")
         target = _location(destination)
         if target == schema.MEMORY:
             raise InvalidRecordError("destination", target, "must be a file path")
