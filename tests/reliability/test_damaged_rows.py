@@ -201,3 +201,22 @@ async def test_an_owner_pid_another_tool_wrote_stops_no_start_up(
         [found] = await db.resumable_runs()
         assert (found.run.id, found.owner, found.owner_alive) == (held.id, "dead", True)
         assert (await db.claim_resumable_runs()).resumed == []
+
+
+@pytest.mark.parametrize("max_attempts", [None, 3])
+async def test_the_largest_attempts_stops_no_claim(db_path: Path, max_attempts: int | None) -> None:
+    # 2**63 - 1 is an integer SQLite stores (check() finds nothing wrong), but one
+    # attempt more is not: the claim raised OverflowError, and nothing resumed.
+    with contextlib.suppress(RuntimeError):
+        async with DB.open(db_path, owner="dead") as dead:
+            run = await dead.create_run(new_run(status="running"))
+            raise RuntimeError("the daemon died")
+    with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
+        conn.execute("UPDATE runs SET attempts = ?", (2**63 - 1,))
+
+    async with DB.open(db_path, owner="next") as db:
+        assert await db.check() == []
+        claimed = await db.claim_resumable_runs(max_attempts=max_attempts)
+        taken = [item.run.id for item in claimed.resumed] + [r.id for r in claimed.abandoned]
+        assert taken == [run.id]
+        assert await db.check() == []
