@@ -71,7 +71,7 @@ async def runs(args: argparse.Namespace) -> int:
             feature_branch=args.branch,
             repo_path=args.repo,
             # One more than shown: it says whether more follow.
-            limit=None if args.limit is None else args.limit + 1,
+            limit=None if args.limit is None else min(args.limit + 1, 2**63 - 1),
             after=after,
             newest_first=args.newest_first,
         )

@@ -32,6 +32,9 @@ class Owner:
         return timestamps.to_text(timestamps.now() + timedelta(seconds=self.lease))
 
 
+_LARGEST_PID = 2**31 - 1  # a pid_t
+
+
 def process_alive(
     owner_id: str, machine: str, pid: int, started: str | None, *, here: Process
 ) -> bool:
@@ -42,6 +45,8 @@ def process_alive(
     interpreter created.
     """
     if machine != here.machine:
+        return True
+    if type(pid) is not int or not 0 < pid <= _LARGEST_PID:  # another tool's: the lease tells
         return True
     if pid == here.pid and started == here.started:
         return owner_id in _CREATED_HERE

@@ -8,10 +8,12 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+import daemon_db._sqlite.db
 from daemon_db import DB
 from daemon_db._sqlite import checkpointer
 from tests.helpers import new_run
@@ -170,3 +172,72 @@ async def test_the_writer_truncates_the_wal_itself_when_the_checkpointer_stalls(
         assert stalled.checkpoints["TRUNCATE"] >= 1
         assert largest < 2 * 1024 * 1024
         assert len(await db.list_events(run.id)) == 300
+
+
+async def test_a_prune_alone_does_not_pause_for_the_restart_only_its_next_batch_runs(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The RESTART runs on the writer's thread before its next batch. When the
+    # prune is the only writer, pausing until the checkpointer is no longer
+    # behind waits for a RESTART that nothing will run: every such pause lasted
+    # PRUNE_PAUSE_SECONDS in full (or until the idle TRUNCATE).
+    monkeypatch.setattr(daemon_db._sqlite.db, "PRUNE_PAUSE_SECONDS", 60.0)
+    monkeypatch.setattr(checkpointer, "IDLE_SECONDS", 60.0)
+    async with DB.open(db_path) as db:
+        for _ in range(2):
+            await db.create_run(new_run(status="completed"))
+        cp = db._checkpointer
+        assert cp is not None
+        # Where the checkpointer is once the WAL passed RESTART_BYTES and it caught up.
+        cp.behind = True
+        cp._restart_wanted = True
+        removed = await asyncio.wait_for(
+            db.prune_runs(datetime.now(UTC) + timedelta(days=1)), timeout=10
+        )
+        assert len(removed) == 2
+
+
+async def test_the_wal_stays_bounded_when_every_write_is_a_transaction_block(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The RESTART the checkpointer asks for (and the writer's own truncation)
+    # runs before a batch of the writer; a block is no batch, and meanwhile the
+    # checkpointer stays out of the way: a daemon writing in blocks saw no
+    # checkpoint at all past RESTART_BYTES, and its WAL held every page written.
+    monkeypatch.setattr(checkpointer, "RESTART_BYTES", 256 * 1024)
+    monkeypatch.setattr(checkpointer, "INTERVAL_SECONDS", 0.01)
+    monkeypatch.setattr(checkpointer, "WAL_LIMIT_BYTES", 4 * 1024 * 1024)
+    payload = {"text": "x" * 1000}
+    async with DB.open(db_path) as db:
+        run = await db.create_run(new_run())
+        largest = 0
+        for n in range(3000):
+            async with db.transaction() as tx:
+                await tx.append_event(run.id, "tick", payload=payload)
+            if n % 50 == 0:
+                largest = max(largest, wal_size(db_path))
+        assert db._checkpointer is not None
+        assert db._checkpointer.checkpoints["RESTART"] >= 1
+        assert await db.check() == []
+    assert largest < 8 * 1024 * 1024
+
+
+async def test_a_file_opened_through_a_symbolic_link_has_its_wal_measured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SQLite keeps the WAL beside the file the link points to, not beside the link:
+    # stats() said 0 bytes, and the writer's WAL_LIMIT_BYTES safety net never fired.
+    monkeypatch.setattr(checkpointer, "IDLE_SECONDS", 60.0)
+    (tmp_path / "real").mkdir()
+    real = tmp_path / "real" / "state.db"
+    link = tmp_path / "state.db"
+    link.symlink_to(real)
+    async with DB.open(link) as db:
+        run = await db.create_run(new_run())
+        async with db.transaction() as tx:
+            for _ in range(100):
+                await tx.append_event(run.id, "tick", payload={"text": "x" * 1000})
+        assert db._checkpointer is not None
+        assert wal_size(real) > 0
+        assert (await db.stats()).wal_bytes == wal_size(real)
+        assert db._checkpointer._wal_bytes() == wal_size(real)

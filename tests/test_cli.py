@@ -174,6 +174,18 @@ def test_a_cut_listing_says_how_to_go_on(
     assert err == "daemon-db: more events follow: add --since 4 to see them\n"
 
 
+def test_the_largest_limit_the_parser_takes_lists_everything(
+    capsys: pytest.CaptureFixture[str], db_path: Path, filled: list[Run]
+) -> None:
+    # The parser takes up to 2**63 - 1; the one row more asked for must not overflow.
+    largest = str(2**63 - 1)
+    code, out, err = cli(capsys, "runs", "--db", str(db_path), "--limit", largest, "--nl")
+    assert (code, err) == (0, "")
+    assert [json.loads(line)["id"] for line in out.splitlines()] == [run.id for run in filled]
+    code, out, err = cli(capsys, "events", filled[1].id, "--db", str(db_path), "--limit", largest)
+    assert (code, err) == (0, "")
+
+
 def test_show_a_run(capsys: pytest.CaptureFixture[str], db_path: Path, filled: list[Run]) -> None:
     running = filled[1]
     code, out, _ = cli(capsys, "show", running.id, "--db", str(db_path), "--events", "2")

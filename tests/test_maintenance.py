@@ -47,6 +47,16 @@ async def test_prune_runs_in_small_transactions(db: DB, monkeypatch: pytest.Monk
     assert await db.check() == []
 
 
+@pytest.mark.parametrize("flag", [None, 0, "", "no", 1])
+async def test_dry_run_is_a_bool_not_anything_falsy(db: DB, flag: object) -> None:
+    # check(quick=...) and iter_runs(newest_first=...) refuse what is not a bool;
+    # prune_runs(dry_run=None) (an unset option, say) deleted the runs for real.
+    run = await db.create_run(new_run(status="completed", completed_at=OLD))
+    with pytest.raises(InvalidRecordError, match="dry_run"):
+        await db.prune_runs(datetime.now(UTC), dry_run=flag)  # type: ignore[arg-type]
+    assert await db.list_runs() == [run]
+
+
 async def test_prune_runs_needs_an_aware_moment(db: DB) -> None:
     with pytest.raises(InvalidRecordError):
         await db.prune_runs(datetime(2026, 1, 1))
@@ -92,6 +102,19 @@ async def test_backup_of_a_file_and_of_memory(db: DB, tmp_path: Path) -> None:
     await db.backup(copy, overwrite=True)
     assert dump(copy) != before
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".backup")] == []
+
+
+@pytest.mark.sqlite_only
+@pytest.mark.parametrize("flag", ["no", "false", 1])
+async def test_overwrite_is_a_bool_not_anything_truthy(
+    db: DB, tmp_path: Path, flag: object
+) -> None:
+    # overwrite="false" (a setting read as text) replaced the file.
+    copy = tmp_path / "copy.db"
+    copy.write_bytes(b"keep me")
+    with pytest.raises(InvalidRecordError, match="overwrite"):
+        await db.backup(copy, overwrite=flag)  # type: ignore[arg-type]
+    assert copy.read_bytes() == b"keep me"
 
 
 async def test_no_backup_inside_a_transaction_block(db: DB, tmp_path: Path) -> None:

@@ -197,6 +197,8 @@ class PostgresDB(DB):
         moment = check.timestamp("completed_before", completed_before)
         if moment is None:
             raise InvalidRecordError("completed_before", None, "is required")
+        if not isinstance(dry_run, bool):  # None or 0 must not delete for real
+            raise InvalidRecordError("dry_run", dry_run, "must be a bool")
         if dry_run:
             return await self._read(Work[list[Run]](partial(_finished_before, moment=moment)))
         removed: list[Run] = []

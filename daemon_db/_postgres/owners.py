@@ -193,12 +193,20 @@ async def claim(
             given_up.append(await _give_up(conn, run, attempt, max_attempts, row[_NAME]))
         else:
             taken.append((*tuple(row)[:12], attempt, row[_NEXT]))
-            await conn.execute(
-                "UPDATE runs SET owner_id = $1, attempts = $2 WHERE id = $3",
-                owner.id,
-                attempt,
-                run.id,
-            )
+    unit_rows = await conn.fetch(
+        f"SELECT {units.COLUMNS} FROM units WHERE run_id = ANY($1::text[])"
+        ' ORDER BY run_id, unit_id COLLATE "C"',
+        [row[0] for row in taken],
+    )
+    resumed, unreadable = _assemble(taken, unit_rows, lambda row: (owner.name, True))
+    # Only the runs read whole are taken: one whose units are damaged stays where it is.
+    for item in resumed:
+        await conn.execute(
+            "UPDATE runs SET owner_id = $1, attempts = $2 WHERE id = $3",
+            owner.id,
+            item.attempt,
+            item.run.id,
+        )
     # An owner found dead is forgotten; one still holding a run another claimer
     # locked keeps its row until that claimer is done (its runs point to it).
     await conn.execute(
@@ -206,12 +214,6 @@ async def claim(
         " AND NOT EXISTS (SELECT 1 FROM runs WHERE runs.owner_id = owners.id)",
         dead,
     )
-    unit_rows = await conn.fetch(
-        f"SELECT {units.COLUMNS} FROM units WHERE run_id = ANY($1::text[])"
-        ' ORDER BY run_id, unit_id COLLATE "C"',
-        [row[0] for row in taken],
-    )
-    resumed, unreadable = _assemble(taken, unit_rows, lambda row: (owner.name, True))
     return resumed, given_up, damaged + unreadable
 
 

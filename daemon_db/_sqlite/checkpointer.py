@@ -95,7 +95,7 @@ class Checkpointer:
         self._checkpointing = threading.Lock()  # held by whichever thread is checkpointing
         self._batches = 0
         self._last_done = time.monotonic()  # when a checkpoint last finished
-        self._wal = f"{path}-wal"
+        self._wal = f"{os.path.realpath(path)}-wal"  # beside the file a link points to
         self._committed = threading.Event()
         self._stopping = threading.Event()
         self.behind = False
@@ -107,6 +107,11 @@ class Checkpointer:
             target=self._run, name=f"daemon_db checkpointer {path}", daemon=True
         )
         self._thread.start()
+
+    @property
+    def restart_pending(self) -> bool:
+        """A RESTART is wanted: the writer's next batch runs it (so waiting for it is useless)."""
+        return self._restart_wanted
 
     def committed(self) -> None:
         """Say that a commit landed: called on the event loop after each one."""

@@ -161,6 +161,8 @@ class SQLiteDB(DB):
         moment = check.timestamp("completed_before", completed_before)
         if moment is None:
             raise InvalidRecordError("completed_before", None, "is required")
+        if not isinstance(dry_run, bool):  # None or 0 must not delete for real
+            raise InvalidRecordError("dry_run", dry_run, "must be a bool")
         cutoff = timestamps.to_text(moment)
         if dry_run:
             return await self._prunable(cutoff)
@@ -185,8 +187,11 @@ class SQLiteDB(DB):
         # Deleting writes pages faster than the disk syncs them: pausing while
         # the checkpointer is behind keeps the WAL's RESTART short, which every
         # other writer would wait for (a prune is in no hurry; they may be).
+        # Once the checkpointer has caught up and asked for the RESTART, only a
+        # write runs it (before its batch): the prune's next batch, if no other.
         waited = 0.0
-        while self._checkpointer is not None and self._checkpointer.behind:
+        checkpointer = self._checkpointer
+        while checkpointer is not None and checkpointer.behind and not checkpointer.restart_pending:
             if waited >= PRUNE_PAUSE_SECONDS:
                 return  # a reader pins the WAL, say: pausing longer would not help
             await asyncio.sleep(0.01)
@@ -239,6 +244,8 @@ class SQLiteDB(DB):
         overwrite: bool = False,
         progress: Callable[[int, int], object] | None = None,
     ) -> int:
+        if not isinstance(overwrite, bool):  # "false" must not replace a file
+            raise InvalidRecordError("overwrite", overwrite, "must be a bool")
         target = _location(destination)
         if target == schema.MEMORY:
             raise InvalidRecordError("destination", target, "must be a file path")

@@ -50,7 +50,8 @@ def stats(conn: sqlite3.Connection, *, path: str) -> Stats:
         units={status.value: counts.get(f"units:{status.value}", 0) for status in UnitStatus},
         events=counts.get("events", 0),
         file_bytes=_size(path),
-        wal_bytes=_size(f"{path}-wal"),
+        # SQLite keeps the WAL beside the file a symbolic link points to.
+        wal_bytes=0 if path == MEMORY else _size(f"{os.path.realpath(path)}-wal"),
     )
 
 

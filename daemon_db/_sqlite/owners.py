@@ -230,34 +230,47 @@ def claim(
     for row in run_rows:
         try:
             run = runs.from_row(row[_RUN])
+            attempts = _attempts(row)
         except rows.DamagedRow as exc:
             damaged.append(exc)
             continue
         taken_over = row[_OWNER_ID] is not None  # from an owner that died holding it
-        attempt = row[_ATTEMPTS] + taken_over
+        attempt = min(attempts + taken_over, _LARGEST)  # the count stops at SQLite's largest
         if taken_over and max_attempts is not None and attempt > max_attempts:
             given_up.append(_give_up(conn, run, attempt, max_attempts, row[_NAME], now))
         else:
             taken.append(row)
-    ids = json.dumps([row[0] for row in taken])
-    # One statement for every run taken; each SET reads the row as it was, so
-    # a run taken from a dead owner (owner_id still set) counts an attempt.
-    conn.execute(
-        "UPDATE runs SET attempts = attempts + (owner_id IS NOT NULL), owner_id = ?"
-        " WHERE id IN (SELECT value FROM json_each(?))",
-        (owner.id, ids),
-    )
-    conn.execute("DELETE FROM owners WHERE id IN (SELECT value FROM json_each(?))", (dead,))
     unit_rows = conn.execute(
         f"SELECT {units.COLUMNS} FROM units WHERE run_id IN (SELECT value FROM json_each(?))"
         " ORDER BY run_id, unit_id",
-        (ids,),
+        (json.dumps([row[0] for row in taken]),),
     ).fetchall()
     claimed = [
-        (*row[_RUN], row[_ATTEMPTS] + (row[_OWNER_ID] is not None), row[_NEXT]) for row in taken
+        (*row[_RUN], min(row[_ATTEMPTS] + (row[_OWNER_ID] is not None), _LARGEST), row[_NEXT])
+        for row in taken
     ]
     resumed, unreadable = _assemble(claimed, unit_rows, lambda row: (owner.name, True))
+    # Only the runs read whole are taken: one whose units are damaged stays where it is.
+    # One statement for every run taken; each SET reads the row as it was, so
+    # a run taken from a dead owner (owner_id still set) counts an attempt.
+    conn.execute(
+        f"UPDATE runs SET attempts = MIN(attempts + (owner_id IS NOT NULL), {_LARGEST}),"
+        " owner_id = ? WHERE id IN (SELECT value FROM json_each(?))",
+        (owner.id, json.dumps([item.run.id for item in resumed])),
+    )
+    conn.execute("DELETE FROM owners WHERE id IN (SELECT value FROM json_each(?))", (dead,))
     return resumed, given_up, damaged + unreadable
+
+
+_LARGEST = 2**63 - 1
+
+
+def _attempts(row: Sequence[Any]) -> int:
+    """The row's attempts, unless another tool wrote what the store never does."""
+    attempts = row[_ATTEMPTS]
+    if type(attempts) is not int or attempts < 0:
+        raise rows.DamagedRow("runs", row[0], "attempts", attempts, "is not an integer >= 0")
+    return attempts
 
 
 def _give_up(
@@ -302,6 +315,7 @@ def _assemble(
     for row in run_rows:
         try:
             run = runs.from_row(row[_RUN])
+            _attempts(row)
             unit_records = [units.from_row(unit) for unit in units_of.get(row[0], ())]
         except rows.DamagedRow as exc:
             damaged.append(exc)

@@ -87,7 +87,8 @@ class SQLiteTransactionBlock(_TransactionBlock):
         assert owner is not None, "a transaction block runs in a task"
         connection = await writer.reserve()
         try:
-            await settle(bridge.submit(connection, partial(work.begin, path=db._path)))
+            begin = writer.gated(partial(work.begin, path=db._path))
+            await settle(bridge.submit(connection, begin))
         except BaseException:
             # Cancelled once BEGIN had run: the transaction is open, end it.
             try:

@@ -156,6 +156,14 @@ class Writer:
                 self.release()  # granted just as the caller was cancelled
             raise
 
+    def gated(self, work: Work[T]) -> Callable[[sqlite3.Connection], T]:
+        """``work`` as a batch runs it, holding the gate after ``before``: a block's BEGIN.
+
+        A block's writes are no batch, so without this a daemon writing only in
+        blocks never ran the RESTART the checkpointer waits for, and its WAL grew.
+        """
+        return partial(_gated, self._gate, self._before, work)
+
     def release(self) -> None:
         """Give the connection back after a transaction block."""
         self._reserved = False

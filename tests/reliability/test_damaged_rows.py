@@ -174,3 +174,87 @@ async def test_check_finds_every_kind_of_damaged_value_and_the_command_line_exit
         " DamagedRecordError naming table, row and column; start-up resumes the healthy runs"
         " and lists the damaged apart; check finds them"
     )
+
+
+async def test_a_claim_leaves_a_run_whose_units_are_damaged_where_it_is(db_path: Path) -> None:
+    async with DB.open(db_path) as db:
+        run = await db.create_run(new_run(status="running"))
+        unit = await db.create_unit(new_unit(run, "u1"))
+    _edit(db_path, "UPDATE units SET started_at = ? WHERE id = ?", "soon", unit.id)
+
+    async with DB.open(db_path, owner="first") as first:
+        claimed = await first.claim_resumable_runs()
+        assert claimed.resumed == []
+        assert [(e.table, e.record_id) for e in claimed.damaged] == [("units", unit.id)]
+        # Not taken (ClaimedRuns.damaged says so): once an operator mends the unit,
+        # another daemon claims the run, rather than it staying held by one that
+        # will never resume it.
+        _edit(db_path, "UPDATE units SET started_at = NULL WHERE id = ?", unit.id)
+        async with DB.open(db_path, owner="second") as second:
+            [resumed] = (await second.claim_resumable_runs()).resumed
+            assert resumed.run.id == run.id
+            assert resumed.owner == "second"
+
+
+@pytest.mark.parametrize("value", ["two", 1.5], ids=["text", "real"])
+async def test_attempts_another_tool_wrote_stop_no_claim(db_path: Path, value: object) -> None:
+    # Text passes the column's CHECK (attempts >= 0): in SQLite text sorts after numbers.
+    with contextlib.suppress(RuntimeError):
+        async with DB.open(db_path, owner="dead") as dead:
+            damaged = await dead.create_run(new_run(status="running"))
+            healthy = await dead.create_run(new_run(status="running"))
+            raise RuntimeError("the daemon died")
+    with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
+        conn.execute("UPDATE runs SET attempts = ? WHERE id = ?", (value, damaged.id))
+
+    async with DB.open(db_path, owner="next") as db:
+        found = await db.resumable_runs()
+        assert [item.run.id for item in found] == [healthy.id]
+        assert [(e.table, e.record_id, e.column) for e in found.damaged] == [
+            ("runs", damaged.id, "attempts")
+        ]
+        claimed = await db.claim_resumable_runs()
+        assert [(item.run.id, item.attempt) for item in claimed.resumed] == [(healthy.id, 1)]
+        assert [(e.table, e.record_id, e.column) for e in claimed.damaged] == [
+            ("runs", damaged.id, "attempts")
+        ]
+
+
+@pytest.mark.parametrize("pid", ["abc", 2**62], ids=["text", "past a pid_t"])
+async def test_an_owner_pid_another_tool_wrote_stops_no_start_up(
+    db_path: Path, pid: object
+) -> None:
+    with contextlib.suppress(RuntimeError):
+        async with DB.open(db_path, owner="dead") as dead:
+            held = await dead.create_run(new_run(status="running"))
+            raise RuntimeError("the daemon died")
+    with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
+        conn.execute(
+            "UPDATE owners SET pid = ?, lease_until = '2999-01-01T00:00:00.000000Z'", (pid,)
+        )
+
+    async with DB.open(db_path, owner="next") as db:
+        # Its process cannot be asked about: the lease alone tells, as for an
+        # owner on another machine (it raised TypeError or OverflowError).
+        [found] = await db.resumable_runs()
+        assert (found.run.id, found.owner, found.owner_alive) == (held.id, "dead", True)
+        assert (await db.claim_resumable_runs()).resumed == []
+
+
+@pytest.mark.parametrize("max_attempts", [None, 3])
+async def test_the_largest_attempts_stops_no_claim(db_path: Path, max_attempts: int | None) -> None:
+    # 2**63 - 1 is an integer SQLite stores (check() finds nothing wrong), but one
+    # attempt more is not: the claim raised OverflowError, and nothing resumed.
+    with contextlib.suppress(RuntimeError):
+        async with DB.open(db_path, owner="dead") as dead:
+            run = await dead.create_run(new_run(status="running"))
+            raise RuntimeError("the daemon died")
+    with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
+        conn.execute("UPDATE runs SET attempts = ?", (2**63 - 1,))
+
+    async with DB.open(db_path, owner="next") as db:
+        assert await db.check() == []
+        claimed = await db.claim_resumable_runs(max_attempts=max_attempts)
+        taken = [item.run.id for item in claimed.resumed] + [r.id for r in claimed.abandoned]
+        assert taken == [run.id]
+        assert await db.check() == []

@@ -325,3 +325,26 @@ async def test_many_damaged_rows_are_counted_past_the_first_twenty(postgres_url:
         f"damaged rows (PostgreSQL): check() names {len(DAMAGE) + 1} kinds of damage another"
         " tool can write past PostgreSQL's own types and constraints"
     )
+
+
+async def test_a_claim_leaves_a_run_whose_units_are_damaged_where_it_is(
+    postgres_url: str,
+) -> None:
+    async with DB.open(postgres_url) as db:
+        run = await db.create_run(new_run(status="running"))
+        unit = await db.create_unit(new_unit(run, "u1"))
+    await _edit(
+        postgres_url, f"UPDATE units SET started_at = '20000-01-01Z' WHERE id = '{unit.id}'"
+    )
+
+    async with DB.open(postgres_url, owner="first") as first:
+        claimed = await first.claim_resumable_runs()
+        assert claimed.resumed == []
+        assert [(e.table, e.record_id) for e in claimed.damaged] == [("units", unit.id)]
+        # Not taken (ClaimedRuns.damaged says so): once an operator mends the unit,
+        # another daemon claims the run.
+        await _edit(postgres_url, f"UPDATE units SET started_at = NULL WHERE id = '{unit.id}'")
+        async with DB.open(postgres_url, owner="second") as second:
+            [resumed] = (await second.claim_resumable_runs()).resumed
+            assert resumed.run.id == run.id
+            assert resumed.owner == "second"
