@@ -261,7 +261,8 @@ class DB(Operations):
             The runs removed (or, with ``dry_run``, that would be), oldest first.
 
         Raises:
-            InvalidRecordError: ``completed_before`` is not a timezone-aware datetime.
+            InvalidRecordError: ``completed_before`` is not a timezone-aware datetime,
+                or ``dry_run`` is not a bool.
             ReadOnlyError: The DB was opened read-only (and ``dry_run`` is False).
             ClosedError: The DB is closed.
             DatabaseError: SQLite failed.
@@ -353,7 +354,8 @@ class DB(Operations):
                 one of its files (through any link), a folder, not a regular file,
                 or has a ``-wal`` or ``-shm`` file beside it (a database that may be
                 in use); or SQLite failed.
-            InvalidRecordError: ``destination`` is not a file path.
+            InvalidRecordError: ``destination`` is not a file path, or ``overwrite``
+                is not a bool.
             DaemonDBError: Called inside a transaction block, which it would copy
                 unfinished.
             ClosedError: The DB is closed.
