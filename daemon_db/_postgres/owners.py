@@ -188,7 +188,7 @@ async def claim(
             damaged.append(found)  # not taken: listed apart, as resumable_runs() does
             continue
         taken_over = row[_OWNER_ID] is not None
-        attempt = row[_ATTEMPTS] + taken_over
+        attempt = min(row[_ATTEMPTS] + taken_over, _LARGEST)  # the count stops at int4's largest
         if taken_over and max_attempts is not None and attempt > max_attempts:
             given_up.append(await _give_up(conn, run, attempt, max_attempts, row[_NAME]))
         else:
@@ -215,6 +215,9 @@ async def claim(
         dead,
     )
     return resumed, given_up, damaged + unreadable
+
+
+_LARGEST = 2**31 - 1
 
 
 async def _give_up(

@@ -8,6 +8,8 @@ tool would.
 
 from __future__ import annotations
 
+import contextlib
+
 import asyncpg
 import pytest
 
@@ -348,3 +350,23 @@ async def test_a_claim_leaves_a_run_whose_units_are_damaged_where_it_is(
             [resumed] = (await second.claim_resumable_runs()).resumed
             assert resumed.run.id == run.id
             assert resumed.owner == "second"
+
+
+@pytest.mark.parametrize("max_attempts", [None, 3])
+async def test_the_largest_attempts_stops_no_claim(
+    postgres_url: str, max_attempts: int | None
+) -> None:
+    # attempts is an int4 here: one attempt more than its largest value would fail
+    # the whole claim, and no run would resume. The count stops there instead.
+    with contextlib.suppress(RuntimeError):
+        async with DB.open(postgres_url, owner="dead") as dead:
+            run = await dead.create_run(new_run(status="running"))
+            raise RuntimeError("the daemon died")
+    await _edit(postgres_url, f"UPDATE runs SET attempts = {2**31 - 1}")
+
+    async with DB.open(postgres_url, owner="next") as db:
+        assert await db.check() == []
+        claimed = await db.claim_resumable_runs(max_attempts=max_attempts)
+        taken = [item.run.id for item in claimed.resumed] + [r.id for r in claimed.abandoned]
+        assert taken == [run.id]
+        assert await db.check() == []
