@@ -10,10 +10,7 @@ import argparse
 import asyncio
 import dataclasses
 import json
-import os
-import platform
 import shutil
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -24,7 +21,7 @@ from daemon_db import DB
 
 from . import data, report
 from .backends import STORES
-from .measure import quantiles, timings
+from .measure import machine, quantiles, timings
 from .worker import new_run
 
 FULL = {
@@ -178,16 +175,7 @@ async def main(quick: bool) -> dict[str, Any]:
         )
         stores, round_trip = measure_stores(template, dataset, folder, sizes)
         results: dict[str, Any] = {
-            "machine": {
-                "processor": _processor(),
-                "memory_gb": round(
-                    os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-                ),
-                "python": platform.python_version(),
-                "sqlite": sqlite3.sqlite_version,
-                "platform": platform.platform(),
-                "cpus": os.cpu_count(),
-            },
+            "machine": machine(),
             "quick": quick,
             "sizes": sizes,
             "round_trip": round_trip,
@@ -199,30 +187,6 @@ async def main(quick: bool) -> dict[str, Any]:
         return results
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-
-
-def machine() -> dict[str, Any]:
-    """What the figures were measured on."""
-    return {
-        "processor": _processor(),
-        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30),
-        "python": platform.python_version(),
-        "sqlite": sqlite3.sqlite_version,
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-    }
-
-
-def _processor() -> str:
-    """The CPU's model name (Linux), else what platform says."""
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def cli(argv: list[str]) -> int:
