@@ -10,12 +10,13 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import daemon_db._sqlite.db
-from daemon_db import DB
-from daemon_db._sqlite import checkpointer
+from daemon_db import DB, RunStatus
+from daemon_db._sqlite import checkpointer, maintenance
 from tests.helpers import new_run
 
 # What these check is the SQLite engine's own (its file, writer, thread or
@@ -195,6 +196,45 @@ async def test_a_prune_alone_does_not_pause_for_the_restart_only_its_next_batch_
             db.prune_runs(datetime.now(UTC) + timedelta(days=1)), timeout=10
         )
         assert len(removed) == 2
+
+
+async def test_no_restart_starts_while_a_prune_reads_ahead(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A RESTART waits for readers of older snapshots while holding every write
+    # up; a prune's read of its next batch's pages is such a reader, so the
+    # RESTART waits for a later batch rather than for that read.
+    monkeypatch.setattr(checkpointer, "IDLE_SECONDS", 60.0)
+    async with DB.open(db_path) as db:
+        run = await db.create_run(new_run())
+        cp = db._checkpointer
+        assert cp is not None
+        restarts = cp.checkpoints["RESTART"]
+        with cp.reading_ahead:
+            cp._restart_wanted = True
+            await db.append_event(run.id, "while reading ahead")
+            assert (cp.checkpoints["RESTART"], cp.restart_pending) == (restarts, True)
+        for _ in range(100):  # a later batch runs it (unless a PASSIVE is copying then)
+            await db.append_event(run.id, "after")
+            if not cp.restart_pending:
+                break
+            await asyncio.sleep(0.01)
+        assert (cp.checkpoints["RESTART"], cp.restart_pending) == (restarts + 1, False)
+
+        # The prune's reads hold it, and its batches run the RESTART after them.
+        held: list[bool] = []
+        warm = maintenance.warm_finished
+
+        def watched(conn: sqlite3.Connection, **kwargs: Any) -> None:
+            held.append(cp.reading_ahead.locked())
+            warm(conn, **kwargs)
+
+        monkeypatch.setattr(maintenance, "warm_finished", watched)
+        await db.update_run_status(run.id, RunStatus.COMPLETED)
+        assert len(await db.prune_runs(datetime.now(UTC) + timedelta(days=1))) == 1
+        assert held
+        assert all(held)
+        assert not cp.reading_ahead.locked()
 
 
 async def test_the_wal_stays_bounded_when_every_write_is_a_transaction_block(

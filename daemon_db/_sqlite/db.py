@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
+import threading
 from collections.abc import Callable
 from datetime import datetime
 from functools import partial
@@ -169,7 +171,8 @@ class SQLiteDB(DB):
         removed: list[Run] = []
         while True:
             if self._checkpointer is not None:  # a file: its pages may have to come from disk
-                await self._sqlite_read(partial(maintenance.warm_finished, cutoff=cutoff))
+                warm = partial(maintenance.warm_finished, cutoff=cutoff)
+                await self._sqlite_read(partial(_holding, self._checkpointer.reading_ahead, warm))
             batch = await self._sqlite_write(
                 partial(
                     maintenance.delete_finished,
@@ -332,3 +335,9 @@ class SQLiteDB(DB):
         if self._writer is None:
             raise ReadOnlyError(self._path)
         return await self._writer.submit(work_)
+
+
+def _holding(lock: threading.Lock, work: Work[T], conn: sqlite3.Connection) -> T:
+    """Run ``work`` on a connection's thread, holding ``lock``."""
+    with lock:
+        return work(conn)
