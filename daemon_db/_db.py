@@ -240,7 +240,6 @@ class DB(Operations):
 
     # Looking after the file: each engine does it its own way.
 
-    @abc.abstractmethod
     async def prune_runs(self, completed_before: datetime, *, dry_run: bool = False) -> list[Run]:
         """Delete finished runs, with their units and events, completed before a moment.
 
@@ -267,6 +266,16 @@ class DB(Operations):
             ClosedError: The DB is closed.
             DatabaseError: SQLite failed.
         """
+        moment = check.timestamp("completed_before", completed_before)
+        if moment is None:
+            raise InvalidRecordError("completed_before", None, "is required")
+        if not isinstance(dry_run, bool):  # None or 0 must not delete for real
+            raise InvalidRecordError("dry_run", dry_run, "must be a bool")
+        return await self._prune(moment, dry_run=dry_run)
+
+    @abc.abstractmethod
+    async def _prune(self, moment: datetime, *, dry_run: bool) -> list[Run]:
+        """``prune_runs`` with its arguments checked: ``moment`` is timezone-aware."""
 
     @abc.abstractmethod
     async def stats(self) -> Stats:
@@ -281,7 +290,6 @@ class DB(Operations):
             DatabaseError: SQLite failed.
         """
 
-    @abc.abstractmethod
     async def check(self, *, quick: bool = False) -> list[str]:
         """Check the database, from one snapshot.
 
@@ -304,6 +312,13 @@ class DB(Operations):
             ClosedError: The DB is closed.
             DatabaseError: SQLite failed.
         """
+        if not isinstance(quick, bool):
+            raise InvalidRecordError("quick", quick, "must be a bool")
+        return await self._check(quick=quick)
+
+    @abc.abstractmethod
+    async def _check(self, *, quick: bool) -> list[str]:
+        """``check`` with its argument checked."""
 
     @abc.abstractmethod
     async def vacuum(self) -> int:

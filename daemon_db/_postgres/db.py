@@ -29,7 +29,6 @@ from .._engine import Work
 from .._errors import (
     DaemonDBError,
     DatabaseError,
-    InvalidRecordError,
     ReadOnlyError,
 )
 from .._owner import Held, Owner
@@ -193,12 +192,7 @@ class PostgresDB(DB):
 
     # Looking after the database
 
-    async def prune_runs(self, completed_before: datetime, *, dry_run: bool = False) -> list[Run]:
-        moment = check.timestamp("completed_before", completed_before)
-        if moment is None:
-            raise InvalidRecordError("completed_before", None, "is required")
-        if not isinstance(dry_run, bool):  # None or 0 must not delete for real
-            raise InvalidRecordError("dry_run", dry_run, "must be a bool")
+    async def _prune(self, moment: datetime, *, dry_run: bool) -> list[Run]:
         if dry_run:
             return await self._read(Work[list[Run]](partial(_finished_before, moment=moment)))
         removed: list[Run] = []
@@ -210,9 +204,7 @@ class PostgresDB(DB):
     async def stats(self) -> Stats:
         return await self._read(Work[Stats](partial(_stats, path=self._path)))
 
-    async def check(self, *, quick: bool = False) -> list[str]:
-        if not isinstance(quick, bool):
-            raise InvalidRecordError("quick", quick, "must be a bool")
+    async def _check(self, *, quick: bool) -> list[str]:
         return await self._read(Work[list[str]](maintenance.check))
 
     async def vacuum(self) -> int:

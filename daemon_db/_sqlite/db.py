@@ -159,12 +159,7 @@ class SQLiteDB(DB):
 
     # Looking after the file
 
-    async def prune_runs(self, completed_before: datetime, *, dry_run: bool = False) -> list[Run]:
-        moment = check.timestamp("completed_before", completed_before)
-        if moment is None:
-            raise InvalidRecordError("completed_before", None, "is required")
-        if not isinstance(dry_run, bool):  # None or 0 must not delete for real
-            raise InvalidRecordError("dry_run", dry_run, "must be a bool")
+    async def _prune(self, moment: datetime, *, dry_run: bool) -> list[Run]:
         cutoff = timestamps.to_text(moment)
         if dry_run:
             return await self._prunable(cutoff)
@@ -220,9 +215,7 @@ class SQLiteDB(DB):
     async def stats(self) -> Stats:
         return await self._sqlite_read(partial(maintenance.stats, path=self._path))
 
-    async def check(self, *, quick: bool = False) -> list[str]:
-        if not isinstance(quick, bool):
-            raise InvalidRecordError("quick", quick, "must be a bool")
+    async def _check(self, *, quick: bool) -> list[str]:
         return await self._sqlite_read(partial(maintenance.check, quick=quick))
 
     async def vacuum(self) -> int:
