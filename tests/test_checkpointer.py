@@ -90,13 +90,18 @@ def readers_in_turn(path: Path) -> Iterator[list[int]]:
         thread.join()
 
 
-@pytest.mark.parametrize("pinned", [False, True], ids=["alone", "readers always open"])
-async def test_the_wal_stays_bounded_while_writes_go_on(
-    db_path: Path, monkeypatch: pytest.MonkeyPatch, pinned: bool
-) -> None:
+@pytest.fixture
+def small_limits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The checkpointer's limits scaled down, so that a few thousand writes cross them."""
     monkeypatch.setattr(checkpointer, "RESTART_BYTES", 256 * 1024)
     monkeypatch.setattr(checkpointer, "INTERVAL_SECONDS", 0.01)
     monkeypatch.setattr(checkpointer, "WAL_LIMIT_BYTES", 4 * 1024 * 1024)
+
+
+@pytest.mark.parametrize("pinned", [False, True], ids=["alone", "readers always open"])
+async def test_the_wal_stays_bounded_while_writes_go_on(
+    db_path: Path, small_limits: None, pinned: bool
+) -> None:
     payload = {"text": "x" * 1000}
     async with DB.open(db_path) as db:
         run = await db.create_run(new_run())
@@ -238,15 +243,12 @@ async def test_no_restart_starts_while_a_prune_reads_ahead(
 
 
 async def test_the_wal_stays_bounded_when_every_write_is_a_transaction_block(
-    db_path: Path, monkeypatch: pytest.MonkeyPatch
+    db_path: Path, small_limits: None
 ) -> None:
     # The RESTART the checkpointer asks for (and the writer's own truncation)
     # runs before a batch of the writer; a block is no batch, and meanwhile the
     # checkpointer stays out of the way: a daemon writing in blocks saw no
     # checkpoint at all past RESTART_BYTES, and its WAL held every page written.
-    monkeypatch.setattr(checkpointer, "RESTART_BYTES", 256 * 1024)
-    monkeypatch.setattr(checkpointer, "INTERVAL_SECONDS", 0.01)
-    monkeypatch.setattr(checkpointer, "WAL_LIMIT_BYTES", 4 * 1024 * 1024)
     payload = {"text": "x" * 1000}
     async with DB.open(db_path) as db:
         run = await db.create_run(new_run())
