@@ -46,6 +46,8 @@ import time
 from pathlib import Path
 from typing import Final
 
+from . import schema
+
 __all__ = ["Checkpointer"]
 
 INTERVAL_SECONDS: Final = 0.05
@@ -104,7 +106,7 @@ class Checkpointer:
         self._checkpointing = threading.Lock()  # held by whichever thread is checkpointing
         self._batches = 0
         self._last_done = time.monotonic()  # when a checkpoint last finished
-        self._wal = f"{os.path.realpath(path)}-wal"  # beside the file a link points to
+        self._wal = schema.wal_path(path)
         self._committed = threading.Event()
         self._stopping = threading.Event()
         self.behind = False

@@ -17,7 +17,7 @@ from typing import Any
 from .._errors import DatabaseError, show, translate
 from .._records import ACTIVE_RUN_STATUSES, FINISHED_RUN_STATUSES, Run, RunStatus, Stats, UnitStatus
 from . import runs
-from .schema import APPLICATION_ID, MEMORY, SCHEMA_VERSION
+from .schema import APPLICATION_ID, MEMORY, SCHEMA_VERSION, wal_path
 from .work import snapshot
 
 __all__ = [
@@ -50,8 +50,7 @@ def stats(conn: sqlite3.Connection, *, path: str) -> Stats:
         units={status.value: counts.get(f"units:{status.value}", 0) for status in UnitStatus},
         events=counts.get("events", 0),
         file_bytes=_size(path),
-        # SQLite keeps the WAL beside the file a symbolic link points to.
-        wal_bytes=0 if path == MEMORY else _size(f"{os.path.realpath(path)}-wal"),
+        wal_bytes=0 if path == MEMORY else _size(wal_path(path)),
     )
 
 

@@ -38,6 +38,11 @@ SYNCHRONOUS_MODES: Final = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
 MEMORY: Final = ":memory:"
 
 
+def wal_path(path: str) -> str:
+    """The database's WAL file: SQLite keeps it beside the file a symbolic link points to."""
+    return f"{os.path.realpath(path)}-wal"
+
+
 def open_writer(path: str, *, busy_timeout: float, synchronous: str) -> sqlite3.Connection:
     """Open ``path`` for writing, creating it (owner-only) and migrating it as needed."""
     if path != MEMORY:
