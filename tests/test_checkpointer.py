@@ -242,6 +242,26 @@ async def test_no_restart_starts_while_a_prune_reads_ahead(
         assert not cp.reading_ahead.locked()
 
 
+async def test_a_prune_cancelled_anywhere_leaves_no_read_ahead_held(db_path: Path) -> None:
+    # Were the lock left held, no RESTART would ever run again and the WAL would grow.
+    async with DB.open(db_path) as db:
+        for _ in range(60):
+            await db.create_run(new_run(status="completed"))
+        cp = db._checkpointer
+        assert cp is not None
+        cutoff = datetime.now(UTC) + timedelta(days=1)
+        for delay in (0, 0.0005, 0.001, 0.002, 0.005):
+            task = asyncio.create_task(db.prune_runs(cutoff))
+            await asyncio.sleep(delay)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await eventually(lambda: not cp.reading_ahead.locked(), seconds=5)
+        assert await db.check() == []
+        await db.prune_runs(cutoff)  # whatever the cancelled ones left
+        assert await db.list_runs() == []
+
+
 async def test_the_wal_stays_bounded_when_every_write_is_a_transaction_block(
     db_path: Path, small_limits: None
 ) -> None:
