@@ -173,6 +173,17 @@ async def test_an_owner_whose_lease_expired_loses_its_runs_to_the_next_claim(
         }
 
 
+async def test_start_up_lists_runs_of_both_active_statuses_by_id(where: str | Path) -> None:
+    async with DB.open(where, owner="died") as died, DB.open(where, owner="next") as db:
+        made = [await died.create_run(new_run(status=s)) for s in ["pending", "running"] * 5]
+        await died.create_run(new_run(status="completed"))
+        ids = [run.id for run in made]
+        assert ids == sorted(ids)  # created in id order, statuses alternating
+        assert [item.run.id for item in await db.resumable_runs()] == ids
+        await _expire(where, died)
+        assert [item.run.id for item in (await db.claim_resumable_runs()).resumed] == ids
+
+
 async def test_past_max_attempts_a_run_is_abandoned_not_resumed(where: str | Path) -> None:
     async with DB.open(where, owner="a") as a, DB.open(where, owner="b") as b:
         poison = await a.create_run(new_run(status="running"))

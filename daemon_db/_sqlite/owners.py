@@ -180,8 +180,7 @@ def resumable(conn: sqlite3.Connection) -> tuple[list[ResumableRun], list[rows.D
     """Every active run with its units, next sequence, owner and attempts: two statements."""
     here = this_process()
     with snapshot(conn):
-        found = conn.execute(f"{_RESUMABLE} WHERE runs.status IN ({_ACTIVE}) ORDER BY runs.id")
-        run_rows = found.fetchall()
+        run_rows = conn.execute(f"{_RESUMABLE} WHERE runs.status IN ({_ACTIVE})").fetchall()
         unit_rows = conn.execute(
             f"SELECT {units.COLUMNS} FROM units"
             f" WHERE run_id IN (SELECT id FROM runs WHERE status IN ({_ACTIVE}))"
@@ -193,7 +192,14 @@ def resumable(conn: sqlite3.Connection) -> tuple[list[ResumableRun], list[rows.D
         held = row[_OWNER_ID] is not None
         return row[_NAME], held and alive(row[_OWNER_ID], row[_LIVENESS], now=now, here=here)
 
+    run_rows.sort(key=_by_id)
     return _assemble(run_rows, unit_rows, ownership)
+
+
+# The status index gives each status's runs in id order; SQLite would merge the
+# two in a temporary B-tree (a millisecond at a thousand runs), Python's sort
+# merges two ordered runs in one linear pass.
+_by_id = itemgetter(0)
 
 
 def claim(
@@ -220,10 +226,10 @@ def claim(
     )
     run_rows = conn.execute(
         f"{_RESUMABLE} WHERE runs.status IN ({_ACTIVE})"
-        " AND (runs.owner_id IS NULL OR runs.owner_id IN (SELECT value FROM json_each(?)))"
-        " ORDER BY runs.id",
+        " AND (runs.owner_id IS NULL OR runs.owner_id IN (SELECT value FROM json_each(?)))",
         (dead,),
     ).fetchall()
+    run_rows.sort(key=_by_id)
     taken: list[tuple[Any, ...]] = []
     given_up: list[Run] = []
     damaged: list[rows.DamagedRow] = []
