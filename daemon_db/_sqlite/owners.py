@@ -31,6 +31,7 @@ from . import events, rows, runs, units
 from .work import snapshot
 
 __all__ = [
+    "START_UP",
     "Held",
     "Owner",
     "alive",
@@ -176,16 +177,20 @@ _RUN, _ATTEMPTS, _NEXT, _NAME, _LIVENESS, _OWNER_ID = (
 )
 
 
+START_UP = (
+    f"{_RESUMABLE} WHERE runs.status IN ({_ACTIVE})",
+    f"SELECT {units.COLUMNS} FROM units"
+    f" WHERE run_id IN (SELECT id FROM runs WHERE status IN ({_ACTIVE}))"
+    " ORDER BY run_id, unit_id",
+)
+"""``resumable``'s two statements: the active runs (in no order), and their units."""
+
+
 def resumable(conn: sqlite3.Connection) -> tuple[list[ResumableRun], list[rows.DamagedRow]]:
     """Every active run with its units, next sequence, owner and attempts: two statements."""
     here = this_process()
     with snapshot(conn):
-        run_rows = conn.execute(f"{_RESUMABLE} WHERE runs.status IN ({_ACTIVE})").fetchall()
-        unit_rows = conn.execute(
-            f"SELECT {units.COLUMNS} FROM units"
-            f" WHERE run_id IN (SELECT id FROM runs WHERE status IN ({_ACTIVE}))"
-            " ORDER BY run_id, unit_id"
-        ).fetchall()
+        run_rows, unit_rows = (conn.execute(sql).fetchall() for sql in START_UP)
     now = timestamps.to_text(timestamps.now())
 
     def ownership(row: Sequence[Any]) -> tuple[str | None, bool]:
