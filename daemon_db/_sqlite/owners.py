@@ -201,10 +201,17 @@ def resumable(conn: sqlite3.Connection) -> tuple[list[ResumableRun], list[rows.D
     return _assemble(run_rows, unit_rows, ownership)
 
 
-# The status index gives each status's runs in id order; SQLite would merge the
-# two in a temporary B-tree (a millisecond at a thousand runs), Python's sort
-# merges two ordered runs in one linear pass.
-_by_id = itemgetter(0)
+def _by_id(row: Sequence[Any]) -> str:
+    """The key start-up sorts run rows by (see ``START_UP``).
+
+    The status index gives each status's runs in id order; SQLite would merge
+    the two in a temporary B-tree (a millisecond at a thousand runs), Python's
+    sort merges two ordered runs in one linear pass. An id that is not text
+    (a blob another tool wrote) sorts first rather than fail the comparison;
+    ``_attempts`` then leaves that run out as damaged.
+    """
+    run_id = row[0]
+    return run_id if type(run_id) is str else ""
 
 
 def claim(
@@ -219,19 +226,21 @@ def claim(
     ensure(conn, owner=owner)
     now = timestamps.now()
     now_text = timestamps.to_text(now)
+    # Dead owners by rowid: an id another tool wrote as a blob has no JSON form.
     dead = json.dumps(
         [
-            owner_id
-            for owner_id, *liveness in conn.execute(
-                "SELECT id, machine, pid, started, lease_until FROM owners WHERE id <> ?",
+            rowid
+            for rowid, owner_id, *liveness in conn.execute(
+                "SELECT rowid, id, machine, pid, started, lease_until FROM owners WHERE id <> ?",
                 (owner.id,),
             )
             if not alive(owner_id, liveness, now=now_text, here=owner.process)
         ]
     )
     run_rows = conn.execute(
-        f"{_RESUMABLE} WHERE runs.status IN ({_ACTIVE})"
-        " AND (runs.owner_id IS NULL OR runs.owner_id IN (SELECT value FROM json_each(?)))",
+        f"{_RESUMABLE} WHERE runs.status IN ({_ACTIVE}) AND (runs.owner_id IS NULL"
+        " OR runs.owner_id IN"
+        " (SELECT id FROM owners WHERE rowid IN (SELECT value FROM json_each(?))))",
         (dead,),
     ).fetchall()
     run_rows.sort(key=_by_id)
@@ -269,7 +278,7 @@ def claim(
         " owner_id = ? WHERE id IN (SELECT value FROM json_each(?))",
         (owner.id, json.dumps([item.run.id for item in resumed])),
     )
-    conn.execute("DELETE FROM owners WHERE id IN (SELECT value FROM json_each(?))", (dead,))
+    conn.execute("DELETE FROM owners WHERE rowid IN (SELECT value FROM json_each(?))", (dead,))
     return resumed, given_up, damaged + unreadable
 
 
@@ -277,7 +286,14 @@ _LARGEST = 2**63 - 1
 
 
 def _attempts(row: Sequence[Any]) -> int:
-    """The row's attempts, unless another tool wrote what the store never does."""
+    """The row's attempts, unless another tool wrote what the store never does.
+
+    Also checks the run's id, which listings do not (``check()`` does): at
+    start-up, a blob id would be handed to the daemon as the run's id, and a
+    claim would fail for every run writing it back.
+    """
+    if type(row[0]) is not str:
+        raise rows.DamagedRow("runs", row[0], "id", row[0], "is not text")
     attempts = row[_ATTEMPTS]
     if type(attempts) is not int or attempts < 0:
         raise rows.DamagedRow("runs", row[0], "attempts", attempts, "is not an integer >= 0")

@@ -258,3 +258,48 @@ async def test_the_largest_attempts_stops_no_claim(db_path: Path, max_attempts: 
         taken = [item.run.id for item in claimed.resumed] + [r.id for r in claimed.abandoned]
         assert taken == [run.id]
         assert await db.check() == []
+
+
+async def test_a_run_id_another_tool_wrote_as_a_blob_stops_no_start_up(db_path: Path) -> None:
+    # Listings do not check ids' types (check() does); start-up sorts and writes
+    # run ids back, and a blob failed both for every run (TypeError).
+    with contextlib.suppress(RuntimeError):
+        async with DB.open(db_path, owner="dead") as dead:
+            healthy = await dead.create_run(new_run(status="running"))
+            raise RuntimeError("the daemon died")
+    blob = b"\x01\x02"
+    _edit(
+        db_path,
+        "INSERT INTO runs (id, repo_path, target_branch, tasks_dir, status)"
+        " VALUES (?, '/srv/app', 'main', 'tasks', 'pending')",
+        blob,
+    )
+
+    async with DB.open(db_path, owner="next") as db:
+        found = await db.resumable_runs()
+        assert [item.run.id for item in found] == [healthy.id]
+        assert [(e.record_id, e.column) for e in found.damaged] == [(blob, "id")]
+        claimed = await db.claim_resumable_runs()
+        assert [item.run.id for item in claimed.resumed] == [healthy.id]
+        assert [(e.record_id, e.column) for e in claimed.damaged] == [(blob, "id")]
+
+
+async def test_a_dead_owner_whose_id_is_a_blob_stops_no_claim(db_path: Path) -> None:
+    # A claim named the dead owners in JSON, which has no form for a blob: every
+    # claim raised TypeError. They are named by rowid now, and forgotten as others are.
+    async with DB.open(db_path, owner="daemon") as db:
+        made = await db.create_run(new_run(status="running"))
+    _edit(
+        db_path,
+        "INSERT INTO owners (id, name, host, machine, pid, started, lease_until)"
+        " VALUES (?, 'other', 'host', 'machine', 1, NULL, '2000-01-01T00:00:00.000000Z')",
+        b"\x01\x02",
+    )
+
+    async with DB.open(db_path, owner="next") as db:
+        claimed = await db.claim_resumable_runs()
+        assert [item.run.id for item in claimed.resumed] == [made.id]
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        assert conn.execute("SELECT count(*) FROM owners WHERE typeof(id) = 'blob'").fetchone() == (
+            0,
+        )
