@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from . import _timestamps as timestamps
 from ._process import Process, is_running
 
-__all__ = ["Held", "Owner", "process_alive"]
+__all__ = ["Held", "Owner", "asked_once", "process_alive"]
 
 _CREATED_HERE: set[str] = set()
 """The owners this interpreter created. An owner row of this very process (same
@@ -60,3 +62,24 @@ class Held:
     owner: str | None
     alive: bool
     attempts: int
+
+
+Alive = Callable[[Any, Sequence[Any]], bool]
+"""Whether an owner, by its id and its row's liveness columns, is alive."""
+
+
+def asked_once(alive: Alive) -> Alive:
+    """``alive``, asked once per owner and then remembered: for one read of many runs.
+
+    A daemon restarting reads the thousand runs the one it replaces held, each
+    with that owner's row; each look at a process on this machine reads
+    ``/proc``, which a thousand times took 40 ms of a 90 ms start-up.
+    """
+    found: dict[Any, bool] = {}
+
+    def cached(owner_id: Any, liveness: Sequence[Any]) -> bool:
+        if owner_id not in found:
+            found[owner_id] = alive(owner_id, liveness)
+        return found[owner_id]
+
+    return cached

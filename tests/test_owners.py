@@ -19,6 +19,7 @@ from daemon_db import (
     StatusConflictError,
     UnitRecord,
     UnitStatus,
+    _owner,
     _process,
 )
 from tests.helpers import V1_ROWS, make_version_1, new_run, new_unit
@@ -150,6 +151,43 @@ async def test_a_process_hidden_by_proc_is_asked_of_the_kernel(
         assert found == {alive.id: ("hidden", True), gone.id: ("exited", False)}
         claimed = await after.claim_resumable_runs()
         assert [r.run.id for r in claimed.resumed] == [gone.id]
+
+
+async def test_start_up_looks_at_each_owner_s_process_once(
+    where: str | Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A daemon restarting reads every run the dead one held; a look at its
+    # process for each of them (a /proc read each) doubled a start-up of
+    # 1,000 runs.
+    child = await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")
+    await child.wait()
+    machine = _process.this_process().machine
+    async with DB.open(where, owner="maker") as maker:
+        made = sorted([(await maker.create_run(new_run(status="running"))).id for _ in range(5)])
+        await _raw(
+            where,
+            "INSERT INTO owners (id, name, host, machine, pid, started, lease_until) VALUES"
+            f" ('killed', 'killed', 'h', '{machine}', {child.pid}, '12345',"
+            " '2999-01-01T00:00:00.000000Z')",
+            "UPDATE runs SET owner_id = 'killed'",
+        )
+    looked_at: list[int] = []
+    is_running = _process.is_running
+
+    def counted(pid: int, started: str | None) -> bool:
+        looked_at.append(pid)
+        return is_running(pid, started)
+
+    monkeypatch.setattr(_owner, "is_running", counted)
+    async with DB.open(where, owner="next") as db:
+        found = await db.resumable_runs()
+        assert [(r.run.id, r.owner, r.owner_alive) for r in found] == [
+            (run_id, "killed", False) for run_id in made
+        ]
+        assert looked_at == [child.pid]
+        looked_at.clear()
+        assert [r.run.id for r in (await db.claim_resumable_runs()).resumed] == made
+        assert looked_at == [child.pid]
 
 
 async def test_an_owner_whose_lease_expired_loses_its_runs_to_the_next_claim(

@@ -15,13 +15,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import asyncpg
 
 from .. import _timestamps as timestamps
 from .._errors import RunNotFoundError
-from .._owner import Held, Owner, process_alive
+from .._owner import Held, Owner, asked_once, process_alive
 from .._process import Process, this_process
 from .._records import ResumableRun, Run, RunStatus
 from . import damage, events, runs, units
@@ -125,14 +126,14 @@ def _alive(owner_id: str, liveness: Sequence[Any], here: Process) -> bool:
 
 async def ownership(conn: asyncpg.Connection, *, run_ids: Sequence[str]) -> dict[str, Held]:
     """Who holds each of these runs, whether it is alive, and the runs' attempts."""
-    here = this_process()
+    is_alive = asked_once(partial(_alive, here=this_process()))
     found = await conn.fetch(
         f"SELECT runs.id, runs.attempts, {_OWNER}, runs.owner_id FROM runs"
         " LEFT JOIN owners ON owners.id = runs.owner_id WHERE runs.id = ANY($1::text[])",
         list(run_ids),
     )
     return {
-        row[0]: Held(row[2], row[2] is not None and _alive(row[7], tuple(row)[3:7], here), row[1])
+        row[0]: Held(row[2], row[2] is not None and is_alive(row[7], tuple(row)[3:7]), row[1])
         for row in found
     }
 
@@ -151,9 +152,11 @@ async def resumable(
         [row[0] for row in run_rows],
     )
 
+    is_alive = asked_once(partial(_alive, here=here))
+
     def ownership(row: Sequence[Any]) -> tuple[str | None, bool]:
         held = row[_OWNER_ID] is not None
-        return row[_NAME], held and _alive(row[_OWNER_ID], tuple(row)[_LIVENESS], here)
+        return row[_NAME], held and is_alive(row[_OWNER_ID], tuple(row)[_LIVENESS])
 
     return _assemble(run_rows, unit_rows, ownership)
 

@@ -19,12 +19,13 @@ import json
 import sqlite3
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
+from functools import partial
 from itertools import groupby
 from operator import itemgetter
 from typing import Any
 
 from .. import _timestamps as timestamps
-from .._owner import Held, Owner, process_alive
+from .._owner import Held, Owner, asked_once, process_alive
 from .._process import Process, this_process
 from .._records import ACTIVE_RUN_STATUSES, ResumableRun, Run, RunStatus, loader
 from . import events, rows, runs, units
@@ -137,7 +138,8 @@ def release_run(conn: sqlite3.Connection, *, run_id: str) -> str | None:
 
 def ownership(conn: sqlite3.Connection, *, run_ids: Sequence[str]) -> dict[str, Held]:
     """Who holds each of these runs, whether it is alive, and the runs' attempts."""
-    here, now = this_process(), timestamps.to_text(timestamps.now())
+    now = timestamps.to_text(timestamps.now())
+    is_alive = asked_once(partial(alive, now=now, here=this_process()))
     found = conn.execute(
         "SELECT runs.id, runs.attempts, owners.name, owners.id, owners.machine, owners.pid,"
         " owners.started, owners.lease_until"
@@ -146,9 +148,7 @@ def ownership(conn: sqlite3.Connection, *, run_ids: Sequence[str]) -> dict[str, 
         (json.dumps(list(run_ids)),),
     )
     return {
-        run_id: Held(
-            name, name is not None and alive(owner_id, liveness, now=now, here=here), attempts
-        )
+        run_id: Held(name, name is not None and is_alive(owner_id, liveness), attempts)
         for run_id, attempts, name, owner_id, *liveness in found
     }
 
@@ -192,10 +192,11 @@ def resumable(conn: sqlite3.Connection) -> tuple[list[ResumableRun], list[rows.D
     with snapshot(conn):
         run_rows, unit_rows = (conn.execute(sql).fetchall() for sql in START_UP)
     now = timestamps.to_text(timestamps.now())
+    is_alive = asked_once(partial(alive, now=now, here=here))
 
     def ownership(row: Sequence[Any]) -> tuple[str | None, bool]:
         held = row[_OWNER_ID] is not None
-        return row[_NAME], held and alive(row[_OWNER_ID], row[_LIVENESS], now=now, here=here)
+        return row[_NAME], held and is_alive(row[_OWNER_ID], row[_LIVENESS])
 
     run_rows.sort(key=_by_id)
     return _assemble(run_rows, unit_rows, ownership)
