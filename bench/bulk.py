@@ -8,7 +8,11 @@ end, as a daemon leaves it. The shape, for ``runs`` runs:
 - ``runs - active`` finished runs (completed, failed, cancelled in turn),
   completed over the year before ``NOW``, oldest first, on 1,000 branches of
   100 repositories; ``active`` running runs (1,000 at a million runs);
-- 4 units per run (the active runs' first unit completed, second running);
+- 4 units per run (the active runs' first unit completed, second running),
+  each with the timestamps its status implies;
+- the active runs held by a daemon killed a moment ago: its owner row names
+  this machine, a process that has exited, and a lease still running, so
+  that start-up looks at that process as it does after a crash;
 - ``10 * runs`` events: one run with a log of ``runs`` events (the long log),
   the rest shared out over the other runs, with a 65-byte payload.
 """
@@ -17,6 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,6 +30,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from daemon_db import DB
+from daemon_db._process import this_process
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 PAYLOAD = '{"unit":"unit-07","step":"compile","pct":50,"message":"building"}'
@@ -78,12 +85,15 @@ def _runs(runs: int, active: int) -> Iterator[tuple[object, ...]]:
             completed: str | None = _stamp(started + timedelta(minutes=5))
         else:
             started, status, completed = NOW - timedelta(minutes=n % 60), "running", None
+        owner = None if n < finished else KILLED
         yield (run_id, f"feature/{n}", f"/srv/repo-{n % 100}", "main", "tasks", 2, status,
-               "bench", _stamp(started), completed, None, "{}")  # fmt: skip
+               "bench", _stamp(started), completed, None, "{}", owner)  # fmt: skip
 
 
 def _units(runs: int, active: int) -> Iterator[tuple[object, ...]]:
     finished = runs - active
+    started, completed = _stamp(NOW - timedelta(minutes=30)), _stamp(NOW - timedelta(minutes=10))
+    times = {"completed": (started, completed), "running": (started, None), "pending": (None, None)}
     for n in range(runs):
         run_id = _run_id(n)
         for u in range(1, 5):
@@ -91,7 +101,7 @@ def _units(runs: int, active: int) -> Iterator[tuple[object, ...]]:
                 status = "completed"
             else:
                 status = ("completed", "running", "pending", "pending")[u - 1]
-            yield (f"{run_id}_unit-{u}", run_id, f"unit-{u}", status)
+            yield (f"{run_id}_unit-{u}", run_id, f"unit-{u}", status, *times[status])
 
 
 def _events(runs: int, long_log: int) -> Iterator[tuple[object, ...]]:
@@ -124,13 +134,18 @@ async def build(path: Path, runs: int) -> BigFile:
         conn.execute("PRAGMA cache_size = -1000000")  # 1 GB
         for sql, rows in (
             (
+                "INSERT INTO owners (id, name, host, machine, pid, started, lease_until)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                iter([_killed_daemon()]),
+            ),
+            (
                 "INSERT INTO runs (id, feature_branch, repo_path, target_branch, tasks_dir,"
                 " parallelism, status, daemon_version, started_at, completed_at, error,"
-                " config_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " config_json, owner_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 _runs(runs, active),
             ),
-            ("INSERT INTO units (id, run_id, unit_id, status) VALUES (?, ?, ?, ?)",
-             _units(runs, active)),
+            ("INSERT INTO units (id, run_id, unit_id, status, started_at, completed_at)"
+             " VALUES (?, ?, ?, ?, ?, ?)", _units(runs, active)),
             ("INSERT INTO events (run_id, sequence, event_type, unit_id, payload_json, created_at)"
              " VALUES (?, ?, ?, ?, ?, ?)", _events(runs, long_log)),
         ):  # fmt: skip
@@ -150,6 +165,19 @@ async def build(path: Path, runs: int) -> BigFile:
         repo="/srv/repo-7",
         seconds=time.perf_counter() - began,
     )
+
+
+KILLED = "killed-daemon"
+"""The owner id of the daemon that held the active runs."""
+
+
+def _killed_daemon() -> tuple[object, ...]:
+    """The owner row of a daemon on this machine killed a moment ago, its lease still running."""
+    here = this_process()
+    with subprocess.Popen([sys.executable, "-c", "pass"]) as child:  # a pid that has exited
+        child.wait()
+    lease_until = _stamp(datetime.now(UTC) + timedelta(days=1))
+    return (KILLED, "daemon", here.host, here.machine, child.pid, "1", lease_until)
 
 
 async def _create(path: Path) -> None:

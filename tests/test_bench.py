@@ -84,7 +84,7 @@ def test_the_quick_scale_benchmark_runs_and_reports_every_figure() -> None:
     assert figures["iter_events"]["rows"] == figures["list_events"]["rows"] == figures["runs"]
     assert figures["beside_prune"]["runs_removed"] > 0
     assert len(figures["prune_batch_ms"]) == 2
-    assert figures["resumable_runs"] == 10
+    assert figures["resumable_runs"] == figures["claimed_runs"] == 10
     assert figures["check_quick_problems"] == figures["check_problems"] == 0
     assert set(figures["event_rows"]) == set(scale.EVENT_SHAPES)
     assert {"today", "run key", "clustered on (run_key, sequence)"} <= set(scale.EVENT_SHAPES)
