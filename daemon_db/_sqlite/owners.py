@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import replace
 from functools import partial
 from itertools import groupby
@@ -194,12 +194,20 @@ def resumable(conn: sqlite3.Connection) -> tuple[list[ResumableRun], list[rows.D
     now = timestamps.to_text(timestamps.now())
     is_alive = asked_once(partial(alive, now=now, here=here))
 
-    def ownership(row: Sequence[Any]) -> tuple[str | None, bool]:
-        held = row[_OWNER_ID] is not None
-        return row[_NAME], held and is_alive(row[_OWNER_ID], row[_LIVENESS])
-
     run_rows.sort(key=_by_id)
-    return _assemble(run_rows, unit_rows, ownership)
+    heads: list[_Head] = []
+    damaged: list[rows.DamagedRow] = []
+    for row in run_rows:
+        try:
+            run, attempts = runs.from_row(row[_RUN]), _attempts(row)
+        except rows.DamagedRow as exc:
+            damaged.append(exc)
+            continue
+        owner_id = row[_OWNER_ID]
+        held = owner_id is not None and is_alive(owner_id, row[_LIVENESS])
+        heads.append((run, row[_NEXT], attempts, row[_NAME], held))
+    found, unreadable = _with_units(heads, unit_rows)
+    return found, damaged + unreadable
 
 
 def _by_id(row: Sequence[Any]) -> str:
@@ -245,7 +253,7 @@ def claim(
         (dead,),
     ).fetchall()
     run_rows.sort(key=_by_id)
-    taken: list[tuple[Any, ...]] = []
+    taken: list[_Head] = []
     given_up: list[Run] = []
     damaged: list[rows.DamagedRow] = []
     for row in run_rows:
@@ -260,17 +268,13 @@ def claim(
         if taken_over and max_attempts is not None and attempt > max_attempts:
             given_up.append(_give_up(conn, run, attempt, max_attempts, row[_NAME], now))
         else:
-            taken.append(row)
+            taken.append((run, row[_NEXT], attempt, owner.name, True))
     unit_rows = conn.execute(
         f"SELECT {units.COLUMNS} FROM units WHERE run_id IN (SELECT value FROM json_each(?))"
         " ORDER BY run_id, unit_id",
-        (json.dumps([row[0] for row in taken]),),
+        (json.dumps([head[0].id for head in taken]),),
     ).fetchall()
-    claimed = [
-        (*row[_RUN], min(row[_ATTEMPTS] + (row[_OWNER_ID] is not None), _LARGEST), row[_NEXT])
-        for row in taken
-    ]
-    resumed, unreadable = _assemble(claimed, unit_rows, lambda row: (owner.name, True))
+    resumed, unreadable = _with_units(taken, unit_rows)
     # Only the runs read whole are taken: one whose units are damaged stays where it is.
     # One statement for every run taken; each SET reads the row as it was, so
     # a run taken from a dead owner (owner_id still set) counts an attempt.
@@ -325,31 +329,31 @@ def _give_up(
     return replace(run, status=RunStatus.FAILED, completed_at=now, error=error)
 
 
-def _assemble(
-    run_rows: Sequence[Sequence[Any]],
-    unit_rows: Sequence[Sequence[Any]],
-    ownership: Callable[[Sequence[Any]], tuple[str | None, bool]],
+_Head = tuple[Run, int, int, str | None, bool]
+"""A run read for start-up: the run, its next sequence, attempts, owner's name, owner alive."""
+
+
+def _with_units(
+    heads: Sequence[_Head], unit_rows: Sequence[Sequence[Any]]
 ) -> tuple[list[ResumableRun], list[rows.DamagedRow]]:
-    """ResumableRuns from rows laid out as ``_RESUMABLE``'s, and the units of those runs.
+    """ResumableRuns of these runs, with their units from ``unit_rows`` (ordered by run).
 
     Start-up reads every active run at once (a thousand runs, four thousand
-    units), so this is written for that: units grouped as they come, ordered
-    by run, and records built without checks (the values were checked on the
-    way in; ``from_row`` reports what another tool broke).
+    units), so this is written for that: units grouped as they come, and
+    records built without checks (the values were checked on the way in;
+    ``from_row`` reports what another tool broke). A run with a damaged unit
+    is left out, and the unit's row reported.
     """
     units_of = {run_id: list(group) for run_id, group in groupby(unit_rows, itemgetter(1))}
     found: list[ResumableRun] = []
     damaged: list[rows.DamagedRow] = []
-    for row in run_rows:
+    for run, next_sequence, attempts, name, is_alive in heads:
         try:
-            run = runs.from_row(row[_RUN])
-            _attempts(row)
-            unit_records = [units.from_row(unit) for unit in units_of.get(row[0], ())]
+            unit_records = [units.from_row(unit) for unit in units_of.get(run.id, ())]
         except rows.DamagedRow as exc:
             damaged.append(exc)
             continue
-        name, is_alive = ownership(row)
-        found.append(_resumable(run, unit_records, row[_NEXT], row[_ATTEMPTS], name, is_alive))
+        found.append(_resumable(run, unit_records, next_sequence, attempts, name, is_alive))
     return found, damaged
 
 
