@@ -173,6 +173,52 @@ async def test_an_owner_whose_lease_expired_loses_its_runs_to_the_next_claim(
         }
 
 
+async def test_an_owner_whose_lease_ran_out_is_alive_again_once_it_writes(
+    where: str | Path,
+) -> None:
+    async with DB.open(where, owner="hung") as hung, DB.open(where, owner="next") as other:
+        await _expire(where, hung)  # its row is still there: no claim has found it dead yet
+        made = await hung.create_run(new_run(status="running"))
+        [item] = await other.resumable_runs()
+        assert (item.run.id, item.owner, item.owner_alive) == (made.id, "hung", True)
+        assert (await other.claim_resumable_runs()).resumed == []
+
+
+async def test_an_owner_whose_row_was_removed_is_registered_again_by_its_next_write(
+    where: str | Path,
+) -> None:
+    # A claim removes the row of an owner it found dead; the owner's next write,
+    # a create or a reopen, brings the row back, holding what it writes.
+    forget = "DELETE FROM owners WHERE name = 'gone'"
+    async with DB.open(where, owner="gone") as gone, DB.open(where, owner="other") as other:
+        await _raw(where, forget)
+        made = await gone.create_run(new_run(status="running"))
+        [item] = await other.resumable_runs()
+        assert (item.run.id, item.owner, item.owner_alive) == (made.id, "gone", True)
+        await gone.complete_run(made.id, RunStatus.FAILED, "flaky")
+        await _raw(where, forget)
+        await gone.update_run_status(made.id, RunStatus.PENDING)
+        [item] = await other.resumable_runs()
+        assert (item.owner, item.owner_alive) == ("gone", True)
+        assert (await other.claim_resumable_runs()).resumed == []
+
+
+async def test_writes_leave_a_running_lease_to_the_renewal_timer(db_path: Path) -> None:
+    # The DB renews its lease every third of it; a write whose owner's lease
+    # still runs does not write it again (SQLite: that was a fifth of a create).
+    def lease() -> str:
+        with contextlib.closing(sqlite3.connect(db_path)) as conn:
+            (until,) = conn.execute("SELECT lease_until FROM owners").fetchone()
+            return str(until)
+
+    async with DB.open(db_path, lease=3600) as db:
+        before = lease()
+        run = await db.create_run(new_run(status="running"))
+        await db.complete_run(run.id, RunStatus.FAILED, "flaky")
+        await db.update_run_status(run.id, RunStatus.PENDING)  # made active again: held
+        assert lease() == before
+
+
 async def test_past_max_attempts_a_run_is_abandoned_not_resumed(where: str | Path) -> None:
     async with DB.open(where, owner="a") as a, DB.open(where, owner="b") as b:
         poison = await a.create_run(new_run(status="running"))
