@@ -8,6 +8,7 @@ import os
 import socket
 import sqlite3
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -204,10 +205,13 @@ async def test_an_owner_whose_row_was_removed_is_registered_again_by_its_next_wr
 
 
 async def test_writes_leave_a_running_lease_to_the_renewal_timer(db_path: Path) -> None:
-    # The DB renews its lease every third of it; a write whose owner's lease
-    # still runs does not write it again (SQLite: that was a fifth of a create).
-    def lease() -> str:
-        with contextlib.closing(sqlite3.connect(db_path)) as conn:
+    # The DB renews its lease every third of it; a write finding more than
+    # half of it left does not write it again (SQLite), one finding less
+    # (renewals that fail or come late) renews it.
+    def lease(set_to: str | None = None) -> str:
+        with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
+            if set_to is not None:
+                conn.execute("UPDATE owners SET lease_until = ?", (set_to,))
             (until,) = conn.execute("SELECT lease_until FROM owners").fetchone()
             return str(until)
 
@@ -217,6 +221,15 @@ async def test_writes_leave_a_running_lease_to_the_renewal_timer(db_path: Path) 
         await db.complete_run(run.id, RunStatus.FAILED, "flaky")
         await db.update_run_status(run.id, RunStatus.PENDING)  # made active again: held
         assert lease() == before
+        soon = datetime.now(UTC) + timedelta(minutes=20)  # less than half of the hour left
+        lease(_text(soon))
+        await db.create_run(new_run())
+        assert lease() > _text(soon + timedelta(minutes=30))
+
+
+def _text(moment: datetime) -> str:
+    """A timestamp as the file stores it."""
+    return moment.isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 async def test_past_max_attempts_a_run_is_abandoned_not_resumed(where: str | Path) -> None:

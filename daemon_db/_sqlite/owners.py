@@ -19,6 +19,7 @@ import json
 import sqlite3
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
+from datetime import timedelta
 from functools import partial
 from itertools import groupby
 from operator import itemgetter
@@ -78,17 +79,19 @@ def hold(conn: sqlite3.Connection, *, owner: Owner) -> str:
     """Make ``owner`` fit to hold a run it writes now; return its id.
 
     A claimer that found the owner dead (its lease over) removed its row, or
-    will: ``ensure`` brings it back, alive again and holding what it writes. An
-    owner whose row is there with its lease running is left as it is: its DB
-    renews the lease every third of it (``DB._renew``), so renewing it on each
-    write as well cost a write's worth of page changes for nothing (a fifth of
-    a ``create_run``).
+    will: ``ensure`` brings it back, alive again and holding what it writes.
+    So does a lease with less than half of it left: the DB renews it every
+    third of it (``DB._renew``), so one whose renewals come on time never
+    writes here, and one whose renewals fail or come late (a busy file, a
+    slowed loop) has it renewed by its writes before it runs out. Otherwise
+    the row is only read: writing it on every create cost one more page in
+    the WAL (of about ten) for nothing.
     """
-    now = timestamps.to_text(timestamps.now())
-    live = conn.execute(
-        "SELECT 1 FROM owners WHERE id = ? AND lease_until >= ?", (owner.id, now)
+    due = timestamps.to_text(timestamps.now() + timedelta(seconds=owner.lease / 2))
+    lasts = conn.execute(
+        "SELECT 1 FROM owners WHERE id = ? AND lease_until >= ?", (owner.id, due)
     ).fetchone()
-    if live is None:
+    if lasts is None:
         ensure(conn, owner=owner)
     return owner.id
 
