@@ -239,7 +239,7 @@ class StraightAiosqlite:
         for pragma in PRAGMAS:
             await self.db.execute(pragma)
         # Runs are held by their creator, as daemon_db's are: one owner row,
-        # registered once (daemon_db renews its lease on each create as well).
+        # registered once (daemon_db looks its lease up on each create as well).
         await self.db.execute(
             "INSERT OR IGNORE INTO owners (id, name, host, machine, pid, started, lease_until)"
             " VALUES (?, 'bench', 'bench', 'bench', 1, NULL, '9999-12-31T00:00:00.000000Z')",

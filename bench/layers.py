@@ -1,8 +1,8 @@
 """``python -m bench.layers [--quick]``: where a call's time goes, layer by layer.
 
-The same append, status change, read and listing (1,000 runs of one status),
-timed in one process in turns (so that a busy moment of the machine hits
-every layer alike):
+The same four writes (a create, a run's and a unit's status change, an
+append), read and listing (1,000 runs of one status), timed in one process in
+turns (so that a busy moment of the machine hits every layer alike):
 
 - ``aiosqlite``: the straightforward aiosqlite call of ``make bench`` (one
   autocommit statement, one hop to aiosqlite's thread).
@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon_db import DB, Run, RunStatus, UnitRecord, UnitStatus
-from daemon_db._sqlite import bridge, events, runs, units, work
+from daemon_db._sqlite import bridge, events, owners, runs, units, work
 
 from .backends import StraightAiosqlite
 
@@ -65,7 +65,13 @@ async def measure(rounds: int, per_round: int) -> dict[str, dict[str, float]]:
                 ours_run = await db.create_run(new_run(RunStatus.RUNNING))
                 ours_unit = await db.create_unit(UnitRecord(run_id=ours_run.id, unit_id="u"))
                 await _listed_runs(db)
-                layers = _layers(db, theirs, (theirs_run.id, theirs_unit.id), (ours_run, ours_unit))
+                layers = _layers(
+                    db,
+                    theirs,
+                    (theirs_run.id, theirs_unit.id),
+                    (ours_run, ours_unit),
+                    rounds * per_round,
+                )
                 return await _timed(layers, rounds, per_round)
         finally:
             await theirs.close()
@@ -82,10 +88,21 @@ async def _listed_runs(db: DB) -> None:
 
 
 def _layers(
-    db: Any, theirs: StraightAiosqlite, their_ids: tuple[str, str], ours: tuple[Run, UnitRecord]
+    db: Any,
+    theirs: StraightAiosqlite,
+    their_ids: tuple[str, str],
+    ours: tuple[Run, UnitRecord],
+    creates: int,
 ) -> dict[str, dict[str, Call]]:
     (their_run, their_unit), (run, unit) = their_ids, ours
-    writer, reader, path = db._writer, db._reader, db.path
+    writer, reader, path, owner = db._writer, db._reader, db.path, db._owner
+    # Each layer creates its own runs, made beforehand (building one is not timed);
+    # finished, so that they join neither an active branch nor the listing.
+    fresh = {
+        layer: iter([new_run(RunStatus.COMPLETED) for _ in range(creates)])
+        for layer in ("aiosqlite", "engine SQL, one hop", "+ write queue", "daemon_db")
+    }
+    run_flip = [RunStatus.PENDING, RunStatus.RUNNING]
     payload = {"unit": "unit-07", "step": "compile", "pct": 50}
     text = json.dumps(payload, separators=(",", ":"))
     flip = [UnitStatus.RUNNING, UnitStatus.PENDING]
@@ -105,7 +122,37 @@ def _layers(
     def status_sql(i: int) -> Callable[[Any], Any]:
         return partial(units.update_status, unit_record_id=unit.id, status=flip[i % 2], error=None)
 
+    def create_sql(layer: str) -> Callable[[Any], Any]:
+        return partial(owners.create_run, run=next(fresh[layer]), owner=owner)
+
+    def run_status_sql(i: int) -> Callable[[Any], Any]:
+        return partial(
+            owners.update_run_status,
+            run_id=run.id,
+            status=run_flip[i % 2],
+            error=None,
+            expected=None,
+            owner=owner,
+        )
+
     return {
+        "create_run": {
+            "aiosqlite": lambda i: theirs.create_run(next(fresh["aiosqlite"])),
+            "engine SQL, one hop": lambda i: bridge.submit(
+                writer.connection,
+                partial(work.write_one, work=create_sql("engine SQL, one hop"), path=path),
+            ),
+            "+ write queue": lambda i: writer.submit(create_sql("+ write queue")),
+            "daemon_db": lambda i: db.create_run(next(fresh["daemon_db"])),
+        },
+        "update_run_status": {
+            "aiosqlite": lambda i: theirs.update_run_status(their_run, run_flip[i % 2]),
+            "engine SQL, one hop": lambda i: bridge.submit(
+                writer.connection, partial(work.write_one, work=run_status_sql(i), path=path)
+            ),
+            "+ write queue": lambda i: writer.submit(run_status_sql(i)),
+            "daemon_db": lambda i: db.update_run_status(run.id, run_flip[i % 2]),
+        },
         "append_event": {
             "aiosqlite": lambda i: theirs.append_event(their_run, payload),
             "engine SQL, one hop": lambda i: bridge.submit(

@@ -8,6 +8,7 @@ import os
 import socket
 import sqlite3
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -220,6 +221,64 @@ async def test_start_up_lists_runs_of_both_active_statuses_by_id(where: str | Pa
         assert [item.run.id for item in await db.resumable_runs()] == ids
         await _expire(where, died)
         assert [item.run.id for item in (await db.claim_resumable_runs()).resumed] == ids
+
+
+async def test_an_owner_whose_lease_ran_out_is_alive_again_once_it_writes(
+    where: str | Path,
+) -> None:
+    async with DB.open(where, owner="hung") as hung, DB.open(where, owner="next") as other:
+        await _expire(where, hung)  # its row is still there: no claim has found it dead yet
+        made = await hung.create_run(new_run(status="running"))
+        [item] = await other.resumable_runs()
+        assert (item.run.id, item.owner, item.owner_alive) == (made.id, "hung", True)
+        assert (await other.claim_resumable_runs()).resumed == []
+
+
+async def test_an_owner_whose_row_was_removed_is_registered_again_by_its_next_write(
+    where: str | Path,
+) -> None:
+    # A claim removes the row of an owner it found dead; the owner's next write,
+    # a create or a reopen, brings the row back, holding what it writes.
+    forget = "DELETE FROM owners WHERE name = 'gone'"
+    async with DB.open(where, owner="gone") as gone, DB.open(where, owner="other") as other:
+        await _raw(where, forget)
+        made = await gone.create_run(new_run(status="running"))
+        [item] = await other.resumable_runs()
+        assert (item.run.id, item.owner, item.owner_alive) == (made.id, "gone", True)
+        await gone.complete_run(made.id, RunStatus.FAILED, "flaky")
+        await _raw(where, forget)
+        await gone.update_run_status(made.id, RunStatus.PENDING)
+        [item] = await other.resumable_runs()
+        assert (item.owner, item.owner_alive) == ("gone", True)
+        assert (await other.claim_resumable_runs()).resumed == []
+
+
+async def test_writes_leave_a_running_lease_to_the_renewal_timer(db_path: Path) -> None:
+    # The DB renews its lease every third of it; a write finding more than
+    # half of it left does not write it again (SQLite), one finding less
+    # (renewals that fail or come late) renews it.
+    def lease(set_to: str | None = None) -> str:
+        with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
+            if set_to is not None:
+                conn.execute("UPDATE owners SET lease_until = ?", (set_to,))
+            (until,) = conn.execute("SELECT lease_until FROM owners").fetchone()
+            return str(until)
+
+    async with DB.open(db_path, lease=3600) as db:
+        before = lease()
+        run = await db.create_run(new_run(status="running"))
+        await db.complete_run(run.id, RunStatus.FAILED, "flaky")
+        await db.update_run_status(run.id, RunStatus.PENDING)  # made active again: held
+        assert lease() == before
+        soon = datetime.now(UTC) + timedelta(minutes=20)  # less than half of the hour left
+        lease(_text(soon))
+        await db.create_run(new_run())
+        assert lease() > _text(soon + timedelta(minutes=30))
+
+
+def _text(moment: datetime) -> str:
+    """A timestamp as the file stores it."""
+    return moment.isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 async def test_past_max_attempts_a_run_is_abandoned_not_resumed(where: str | Path) -> None:

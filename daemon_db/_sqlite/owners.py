@@ -19,6 +19,7 @@ import json
 import sqlite3
 from collections.abc import Collection, Sequence
 from dataclasses import replace
+from datetime import timedelta
 from functools import partial
 from itertools import groupby
 from operator import itemgetter
@@ -40,6 +41,7 @@ __all__ = [
     "create_run",
     "ensure",
     "expire",
+    "hold",
     "ownership",
     "release",
     "release_run",
@@ -74,10 +76,30 @@ def ensure(conn: sqlite3.Connection, *, owner: Owner) -> None:
     )
 
 
+def hold(conn: sqlite3.Connection, *, owner: Owner) -> str:
+    """Make ``owner`` fit to hold a run it writes now; return its id.
+
+    A claimer that found the owner dead (its lease over) removed its row, or
+    will: ``ensure`` brings it back, alive again and holding what it writes.
+    So does a lease with less than half of it left: the DB renews it every
+    third of it (``DB._renew``), so one whose renewals come on time never
+    writes here, and one whose renewals fail or come late (a busy file, a
+    slowed loop) has it renewed by its writes before it runs out. Otherwise
+    the row is only read: writing it on every create cost one more page in
+    the WAL (of about ten) for nothing.
+    """
+    due = timestamps.to_text(timestamps.now() + timedelta(seconds=owner.lease / 2))
+    lasts = conn.execute(
+        "SELECT 1 FROM owners WHERE id = ? AND lease_until >= ?", (owner.id, due)
+    ).fetchone()
+    if lasts is None:
+        ensure(conn, owner=owner)
+    return owner.id
+
+
 def create_run(conn: sqlite3.Connection, *, run: Run, owner: Owner) -> Run:
     """Insert ``run``, held by ``owner`` from the start."""
-    ensure(conn, owner=owner)
-    return runs.create(conn, run=run, owner_id=owner.id)
+    return runs.create(conn, run=run, owner_id=hold(conn, owner=owner))
 
 
 def update_run_status(
@@ -90,13 +112,13 @@ def update_run_status(
     owner: Owner,
 ) -> Run:
     """``runs.update_status``; a finished run made active again is held by ``owner``."""
-
-    def hold(conn: sqlite3.Connection) -> str:
-        ensure(conn, owner=owner)
-        return owner.id
-
     return runs.update_status(
-        conn, run_id=run_id, status=status, error=error, expected=expected, holder=hold
+        conn,
+        run_id=run_id,
+        status=status,
+        error=error,
+        expected=expected,
+        holder=partial(hold, owner=owner),
     )
 
 
