@@ -123,30 +123,41 @@ async def test_an_owner_this_process_registered_before_an_exec_is_dead(where: st
             assert [(r.run.id, r.attempt) for r in claimed.resumed] == [(run.id, 1)]
 
 
+_OWNERS = "INSERT INTO owners (id, name, host, machine, pid, started, lease_until) VALUES"
+
+
+def _owner_row(name: str, pid: int) -> str:
+    """An owner on this machine, leased for long: only its process tells whether it lives."""
+    machine = _process.this_process().machine
+    return f"('{name}', '{name}', 'h', '{machine}', {pid}, '12345', '2999-01-01T00:00:00.000000Z')"
+
+
+async def _exited_pid() -> int:
+    """The pid of a process that has exited."""
+    child = await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")
+    await child.wait()
+    return child.pid
+
+
 async def test_a_process_hidden_by_proc_is_asked_of_the_kernel(
     where: str | Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # /proc mounted with hidepid shows nothing of other users' processes: an
     # owner on this machine whose process is hidden is alive while the kernel
     # knows its pid, and dead once it does not.
-    child = await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")
-    await child.wait()
-    machine = _process.this_process().machine
+    exited = await _exited_pid()
     async with DB.open(where, owner="maker") as maker:
         alive = await maker.create_run(new_run(status="running"))
         gone = await maker.create_run(new_run(status="running"))
-        lease = "2999-01-01T00:00:00.000000Z"  # leased for long: only the process tells
         await _raw(
             where,
-            "INSERT INTO owners (id, name, host, machine, pid, started, lease_until) VALUES"
-            f" ('hidden', 'hidden', 'h', '{machine}', {os.getppid()}, '12345', '{lease}'),"
-            f" ('exited', 'exited', 'h', '{machine}', {child.pid}, '12345', '{lease}')",
+            f"{_OWNERS} {_owner_row('hidden', os.getppid())}, {_owner_row('exited', exited)}",
             f"UPDATE runs SET owner_id = 'hidden' WHERE id = '{alive.id}'",
             f"UPDATE runs SET owner_id = 'exited' WHERE id = '{gone.id}'",
         )
     monkeypatch.setattr(_process, "_stat", lambda pid: None)
     assert _process.is_running(os.getppid(), "12345")  # hidden, but alive
-    assert not _process.is_running(child.pid, "12345")  # gone
+    assert not _process.is_running(exited, "12345")  # gone
     async with DB.open(where, owner="next") as after:
         found = {r.run.id: (r.owner, r.owner_alive) for r in await after.resumable_runs()}
         assert found == {alive.id: ("hidden", True), gone.id: ("exited", False)}
@@ -160,16 +171,12 @@ async def test_start_up_looks_at_each_owner_s_process_once(
     # A daemon restarting reads every run the dead one held; a look at its
     # process for each of them (a /proc read each) doubled a start-up of
     # 1,000 runs.
-    child = await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")
-    await child.wait()
-    machine = _process.this_process().machine
+    killed = await _exited_pid()
     async with DB.open(where, owner="maker") as maker:
         made = sorted([(await maker.create_run(new_run(status="running"))).id for _ in range(5)])
         await _raw(
             where,
-            "INSERT INTO owners (id, name, host, machine, pid, started, lease_until) VALUES"
-            f" ('killed', 'killed', 'h', '{machine}', {child.pid}, '12345',"
-            " '2999-01-01T00:00:00.000000Z')",
+            f"{_OWNERS} {_owner_row('killed', killed)}",
             "UPDATE runs SET owner_id = 'killed'",
         )
     looked_at: list[int] = []
@@ -185,10 +192,10 @@ async def test_start_up_looks_at_each_owner_s_process_once(
         assert [(r.run.id, r.owner, r.owner_alive) for r in found] == [
             (run_id, "killed", False) for run_id in made
         ]
-        assert looked_at == [child.pid]
+        assert looked_at == [killed]
         looked_at.clear()
         assert [r.run.id for r in (await db.claim_resumable_runs()).resumed] == made
-        assert looked_at == [child.pid]
+        assert looked_at == [killed]
 
 
 async def test_an_owner_whose_lease_expired_loses_its_runs_to_the_next_claim(
