@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import os
 import sqlite3
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -180,7 +182,7 @@ async def test_the_writer_truncates_the_wal_itself_when_the_checkpointer_stalls(
         assert len(await db.list_events(run.id)) == 300
 
 
-async def test_a_prune_alone_does_not_pause_for_the_restart_only_its_next_batch_runs(
+async def test_a_prune_alone_runs_the_restart_itself(
     db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The RESTART runs on the writer's thread before its next batch. When the
@@ -197,10 +199,13 @@ async def test_a_prune_alone_does_not_pause_for_the_restart_only_its_next_batch_
         # Where the checkpointer is once the WAL passed RESTART_BYTES and it caught up.
         cp.behind = True
         cp._restart_wanted = True
+        await eventually(lambda: not cp._checkpointing.locked())  # a pass begun before ends
+        restarts = cp.checkpoints["RESTART"]
         removed = await asyncio.wait_for(
             db.prune_runs(datetime.now(UTC) + timedelta(days=1)), timeout=10
         )
         assert len(removed) == 2
+        assert (cp.checkpoints["RESTART"], cp.restart_pending) == (restarts + 1, False)
 
 
 async def test_no_restart_starts_while_a_prune_reads_ahead(
@@ -240,6 +245,126 @@ async def test_no_restart_starts_while_a_prune_reads_ahead(
         assert held
         assert all(held)
         assert not cp.reading_ahead.locked()
+
+
+async def test_a_restart_asked_for_during_a_prune_batch_is_asked_for_again_after_it(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Run by the next write, it would copy and sync the whole batch while every
+    # write waited (the slowest appends beside a prune). It is dropped instead,
+    # and the checkpointer asks again once it has copied the batch.
+    monkeypatch.setattr(checkpointer, "IDLE_SECONDS", 60.0)
+    async with DB.open(db_path) as db:
+        run = await db.create_run(new_run())
+        await db.create_run(new_run(status="completed"))
+        cp = db._checkpointer
+        assert cp is not None
+        restarts = cp.checkpoints["RESTART"]
+        delete = maintenance.delete_finished
+
+        def asked_meanwhile(conn: sqlite3.Connection, **kwargs: Any) -> Any:
+            cp._restart_after = cp._bulk_done  # as the checkpointer does when caught up
+            cp._restart_wanted = True
+            return delete(conn, **kwargs)
+
+        monkeypatch.setattr(maintenance, "delete_finished", asked_meanwhile)
+        assert len(await db.prune_runs(datetime.now(UTC) + timedelta(days=1))) == 1
+        await db.append_event(run.id, "after the prune")
+        assert (cp.checkpoints["RESTART"], cp.restart_pending) == (restarts, False)
+
+        # Asked for once the batch has ended, it runs before a later write (the
+        # next, unless a PASSIVE is copying then).
+        cp._restart_after = cp._bulk_done
+        cp._restart_wanted = True
+        for _ in range(100):
+            await db.append_event(run.id, "later")
+            if not cp.restart_pending:
+                break
+            await asyncio.sleep(0.01)
+        assert (cp.checkpoints["RESTART"], cp.restart_pending) == (restarts + 1, False)
+
+
+async def test_the_wal_stays_bounded_while_a_prune_runs_beside_an_appender(
+    db_path: Path, small_limits: None
+) -> None:
+    # RESTARTs dropped for the prune's batches must not starve the WAL of them.
+    payload = {"text": "x" * 1000}
+    async with DB.open(db_path) as db:
+        for _ in range(60):
+            async with db.transaction() as tx:
+                finished = await tx.create_run(new_run(status="completed"))
+                for _ in range(100):
+                    await tx.append_event(finished.id, "old", payload=payload)
+        run = await db.create_run(new_run())
+        cp = db._checkpointer
+        assert cp is not None
+        restarts = cp.checkpoints["RESTART"]
+        largest = 0
+        pruning = asyncio.create_task(db.prune_runs(datetime.now(UTC) + timedelta(days=1)))
+        while not pruning.done():
+            await db.append_event(run.id, "beside", payload=payload)
+            largest = max(largest, wal_size(db_path))
+        assert len(await pruning) == 60
+        assert cp.checkpoints["RESTART"] > restarts
+        assert await db.check() == []
+    assert largest < 8 * 1024 * 1024
+
+
+async def test_the_database_file_is_flushed_before_each_restart_is_asked_for(
+    db_path: Path, small_limits: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A PASSIVE that a steady writer keeps from reaching the WAL's end never
+    # syncs the file; the RESTART then synced all it had copied, holding every
+    # write up (20 to 70 ms beside a prune on a large file).
+    synced: list[tuple[int, int]] = []
+    sync = checkpointer._sync
+
+    def watched(fd: int) -> None:
+        synced.append((os.fstat(fd).st_ino, cp.checkpoints["RESTART"]))
+        sync(fd)
+
+    monkeypatch.setattr(checkpointer, "_sync", watched)
+    async with DB.open(db_path) as db:
+        cp = db._checkpointer
+        assert cp is not None
+        run = await db.create_run(new_run())
+        for _ in range(2000):
+            await db.append_event(run.id, "tick", payload={"text": "x" * 1000})
+        restarts = cp.checkpoints["RESTART"]
+    assert restarts >= 1
+    assert {inode for inode, _ in synced} == {os.stat(db_path).st_ino}
+    # Each RESTART comes after a flush, and after the last one before it.
+    assert {before for _, before in synced} >= set(range(restarts))
+
+
+def test_the_flush_keeps_the_locks_of_this_process_on_the_file(db_path: Path) -> None:
+    # Closing any descriptor of a file drops every POSIX lock the process holds
+    # on it: a descriptor of our own, opened to sync and closed, would let
+    # another process write under a transaction of this one.
+    sqlite3.connect(db_path).execute("CREATE TABLE t (x)").connection.close()
+    holder = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        cp = checkpointer.Checkpointer(str(db_path))
+        try:
+            cp._flush_database()
+        finally:
+            cp.stop()
+        other = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import sqlite3, sys; c = sqlite3.connect(sys.argv[1], timeout=0);"
+                " c.execute('BEGIN IMMEDIATE')",
+                str(db_path),
+            ],
+            capture_output=True,
+            text=True,
+        )
+        assert other.returncode != 0
+        assert "database is locked" in other.stderr
+    finally:
+        holder.close()
 
 
 async def test_a_prune_cancelled_anywhere_leaves_no_read_ahead_held(db_path: Path) -> None:

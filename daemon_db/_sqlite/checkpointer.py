@@ -14,11 +14,12 @@ work instead, while the writer goes on:
 - A RESTART checkpoint when the WAL holds more than ``RESTART_BYTES``. A
   PASSIVE checkpoint never catches up with a writer that keeps writing, and
   readers that come and go keep the WAL from starting over. So once the WAL
-  is that large, a second PASSIVE copies what came during the first, and the
-  writer's own thread runs a RESTART before its next batch (``before_write``):
-  it copies the few pages left, waits at most ``RESTART_WAIT_SECONDS`` for
-  readers of older snapshots to finish, and the batch then starts the WAL
-  from its beginning. It runs there rather than here because it holds the
+  is that large, more PASSIVE passes copy what came during the one before,
+  the database file is flushed to disk here (the RESTART syncs it while
+  holding writes up), and the writer's own thread runs a RESTART before its
+  next batch (``before_write``): it copies the few pages left, waits at most
+  ``RESTART_WAIT_SECONDS`` for readers of older snapshots to finish, and the
+  batch then starts the WAL from its beginning. It runs there rather than here because it holds the
   write lock: the writer would wait for it anyway, and this way it waits
   exactly that long, not in SQLite's busy handler, whose sleeps grow to tens
   of milliseconds.
@@ -43,12 +44,15 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
 from . import schema
 
 __all__ = ["Checkpointer"]
+
+_sync = getattr(os, "fdatasync", os.fsync)  # what SQLite uses: the data, not the times
 
 INTERVAL_SECONDS: Final = 0.05
 """At most one PASSIVE checkpoint this often while commits come.
@@ -103,6 +107,9 @@ class Checkpointer:
         holds up only the prune), and a RESTART that finds one under way is
         left for a later batch."""
         self._restart_wanted = False
+        self._restart_after: int | None = None  # _bulk_done when asked for (None: regardless)
+        self._bulk = 0  # bulk batches under way (see bulk_batch), counted on the event loop
+        self._bulk_done = 0  # ...and ended
         self._checkpointing = threading.Lock()  # held by whichever thread is checkpointing
         self._batches = 0
         self._last_done = time.monotonic()  # when a checkpoint last finished
@@ -122,7 +129,25 @@ class Checkpointer:
     @property
     def restart_pending(self) -> bool:
         """A RESTART is wanted: the writer's next batch runs it (so waiting for it is useless)."""
-        return self._restart_wanted
+        return self._restart_wanted and self._restart_after in (None, self._bulk_done)
+
+    @contextlib.contextmanager
+    def bulk_batch(self) -> Iterator[None]:
+        """Around a bulk writer's read of its next batch and that batch (a prune's), on the loop.
+
+        No RESTART starts meanwhile. Run right after the read, a RESTART's
+        ``fsync`` queued behind the read's readahead on the disk; run after the
+        batch, it copied and synced the whole batch: 20 to 70 ms that every
+        write waited for. A RESTART asked for before the batch ended is
+        dropped, and asked for again once the checkpointer has copied the batch.
+        """
+        self._bulk += 1
+        try:
+            yield
+        finally:
+            self._bulk_done += 1  # before the count drops: no write sees the batch over, unseen
+            self._bulk -= 1
+            self._committed.set()
 
     def committed(self) -> None:
         """Say that a commit landed: called on the event loop after each one."""
@@ -148,9 +173,13 @@ class Checkpointer:
                 self._on_writer(conn, "TRUNCATE", wait=None)
         # SQLite runs one checkpoint at a time and fails the others at once,
         # so if the checkpointer is copying now, the RESTART waits for a later
-        # batch; so it does while a bulk writer reads ahead (its next batch, at
-        # the latest, finds the read over).
-        if self._restart_wanted and self.reading_ahead.acquire(blocking=False):
+        # batch; so it does while a bulk batch is under way (see bulk_batch).
+        if not self._restart_wanted or self._bulk:
+            return
+        if not self.restart_pending:  # asked for before a bulk batch ended: not copied yet
+            self._restart_wanted = False
+            return
+        if self.reading_ahead.acquire(blocking=False):
             try:
                 if self._checkpointing.acquire(blocking=False):
                     try:
@@ -214,15 +243,17 @@ class Checkpointer:
                 continue
             self._committed.clear()
             pending = True
-            if self._restart_wanted:
+            if self.restart_pending:
                 # The writer runs it before its next batch, if no checkpoint of
                 # ours holds the lock then: keep out of its way until it has.
                 self._stopping.wait(INTERVAL_SECONDS)
                 continue
+            self._restart_wanted = False  # asked for before a bulk batch ended: ask again
             frames = self._checkpoint(conn, "PASSIVE")
             if frames is not None and frames * page_size > RESTART_BYTES:
                 self.behind = True
                 if self._caught_up(conn, page_size):
+                    self._flush_database()
                     self._restart_wanted = True
             # Pace: the commits of the next interval are copied together (a
             # commit meanwhile leaves the event set, so the next turn runs at once).
@@ -240,13 +271,35 @@ class Checkpointer:
         WAL grow. Returns whether to RESTART now.
         """
         for _ in range(CATCH_UP_PASSES):
+            bulk_done = self._bulk_done  # a bulk batch ended after this is not copied
             started = time.monotonic()
             frames = self._checkpoint(conn, "PASSIVE")
             if time.monotonic() - started < CAUGHT_UP_SECONDS:
+                self._restart_after = bulk_done
                 return True
             if frames is not None and frames * page_size > 2 * RESTART_BYTES:
+                self._restart_after = None
                 return True
         return False
+
+    def _flush_database(self) -> None:
+        """``fsync`` the database file here, before a RESTART syncs it holding writes up.
+
+        A PASSIVE checkpoint syncs the file only when it has copied the WAL to
+        its very end, which a steady writer never lets it do; the RESTART,
+        which does, then synced every page the passes before it had copied:
+        20 to 70 ms that every write waited for, beside a prune on a large
+        file. Flushed first, they are a few pages.
+
+        Through a descriptor SQLite holds open on the file: closing one of our
+        own would drop the process's POSIX locks on it, SQLite's included. Were
+        it closed and its number reused meanwhile, another file is synced:
+        harmless, and the RESTART syncs this one all the same.
+        """
+        fd = _descriptor_of(self._path)
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                _sync(fd)
 
     def _checkpoint(self, conn: sqlite3.Connection, mode: str) -> int | None:
         """Run one checkpoint; return the frames the WAL holds, or None if it could not finish."""
@@ -269,3 +322,18 @@ class Checkpointer:
             self.behind = False
         result: int = frames
         return result
+
+
+def _descriptor_of(path: str) -> int | None:
+    """A file descriptor this process holds open on ``path``, or None (none, or no way to tell)."""
+    try:
+        wanted = os.stat(path)
+        names = os.listdir("/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd")
+    except OSError:
+        return None
+    for name in names:
+        with contextlib.suppress(OSError, ValueError):
+            found = os.fstat(int(name))
+            if (found.st_dev, found.st_ino) == (wanted.st_dev, wanted.st_ino):
+                return int(name)
+    return None
