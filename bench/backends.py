@@ -378,6 +378,10 @@ class SqlAlchemyCore:
             cursor = dbapi_connection.cursor()
             for pragma in PRAGMAS:
                 cursor.execute(pragma)
+            # Its pool's connections queue for the write lock in SQLite's busy
+            # handler, which is not fair: with 100 tasks appending, one waited
+            # past 5 s and the benchmark failed ("database is locked").
+            cursor.execute("PRAGMA busy_timeout = 60000")
             cursor.close()
 
         @sa.event.listens_for(self.engine.sync_engine, "begin")
