@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import sqlite3
 import subprocess
@@ -335,6 +336,28 @@ async def test_the_database_file_is_flushed_before_each_restart_is_asked_for(
     assert {inode for inode, _ in synced} == {os.stat(db_path).st_ino}
     # Each RESTART comes after a flush, and after the last one before it.
     assert {before for _, before in synced} >= set(range(restarts))
+
+
+async def test_no_restart_is_asked_for_after_a_flush_the_disk_failed(
+    db_path: Path, small_limits: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Like a checkpoint that failed: tried again on a later turn, not restarted over.
+    def failing(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(checkpointer, "_sync", failing)
+    async with DB.open(db_path) as db:
+        cp = db._checkpointer
+        assert cp is not None
+        run = await db.create_run(new_run())
+        for _ in range(1500):
+            await db.append_event(run.id, "tick", payload={"text": "x" * 1000})
+        assert (cp.checkpoints["RESTART"], cp.restart_pending) == (0, False)
+        monkeypatch.setattr(checkpointer, "_sync", os.fsync)  # the disk is back
+        for _ in range(1500):
+            await db.append_event(run.id, "tick", payload={"text": "x" * 1000})
+        assert cp.checkpoints["RESTART"] >= 1
+        assert await db.check() == []
 
 
 def test_the_flush_keeps_the_locks_of_this_process_on_the_file(db_path: Path) -> None:

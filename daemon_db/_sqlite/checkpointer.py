@@ -252,8 +252,7 @@ class Checkpointer:
             frames = self._checkpoint(conn, "PASSIVE")
             if frames is not None and frames * page_size > RESTART_BYTES:
                 self.behind = True
-                if self._caught_up(conn, page_size):
-                    self._flush_database()
+                if self._caught_up(conn, page_size) and self._flush_database():
                     self._restart_wanted = True
             # Pace: the commits of the next interval are copied together (a
             # commit meanwhile leaves the event set, so the next turn runs at once).
@@ -282,7 +281,7 @@ class Checkpointer:
                 return True
         return False
 
-    def _flush_database(self) -> None:
+    def _flush_database(self) -> bool:
         """``fsync`` the database file here, before a RESTART syncs it holding writes up.
 
         A PASSIVE checkpoint syncs the file only when it has copied the WAL to
@@ -294,12 +293,17 @@ class Checkpointer:
         Through a descriptor SQLite holds open on the file: closing one of our
         own would drop the process's POSIX locks on it, SQLite's included. Were
         it closed and its number reused meanwhile, another file is synced:
-        harmless, and the RESTART syncs this one all the same.
+        harmless, and the RESTART syncs this one all the same. Returns False
+        if the disk reported an error: like a checkpoint that failed, the
+        RESTART is not asked for this turn.
         """
         fd = _descriptor_of(self._path)
         if fd is not None:
-            with contextlib.suppress(OSError):
+            try:
                 _sync(fd)
+            except OSError:
+                return False
+        return True
 
     def _checkpoint(self, conn: sqlite3.Connection, mode: str) -> int | None:
         """Run one checkpoint; return the frames the WAL holds, or None if it could not finish."""
