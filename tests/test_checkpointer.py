@@ -338,10 +338,11 @@ async def test_the_database_file_is_flushed_before_each_restart_is_asked_for(
     assert {before for _, before in synced} >= set(range(restarts))
 
 
-async def test_no_restart_is_asked_for_after_a_flush_the_disk_failed(
+async def test_a_flush_the_disk_fails_leaves_the_restart_to_sync(
     db_path: Path, small_limits: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Like a checkpoint that failed: tried again on a later turn, not restarted over.
+    # The flush only moves work off the write path; were a failed one to hold
+    # the RESTART back, a disk that fails it every time would grow the WAL forever.
     def failing(fd: int) -> None:
         raise OSError(errno.EIO, "Input/output error")
 
@@ -350,14 +351,54 @@ async def test_no_restart_is_asked_for_after_a_flush_the_disk_failed(
         cp = db._checkpointer
         assert cp is not None
         run = await db.create_run(new_run())
-        for _ in range(1500):
+        largest = 0
+        for n in range(3000):
             await db.append_event(run.id, "tick", payload={"text": "x" * 1000})
-        assert (cp.checkpoints["RESTART"], cp.restart_pending) == (0, False)
-        monkeypatch.setattr(checkpointer, "_sync", os.fsync)  # the disk is back
-        for _ in range(1500):
-            await db.append_event(run.id, "tick", payload={"text": "x" * 1000})
+            if n % 50 == 0:
+                largest = max(largest, wal_size(db_path))
         assert cp.checkpoints["RESTART"] >= 1
         assert await db.check() == []
+    assert largest < 8 * 1024 * 1024
+
+
+async def test_a_prune_does_not_pause_for_a_wal_that_started_over_by_itself(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A write that finds the WAL all copied starts it over without a RESTART;
+    # "behind" stayed set, and each batch paused PRUNE_PAUSE_SECONDS in full.
+    monkeypatch.setattr(daemon_db._sqlite.db, "PRUNE_PAUSE_SECONDS", 60.0)
+    monkeypatch.setattr(checkpointer, "IDLE_SECONDS", 60.0)
+    async with DB.open(db_path) as db:
+        for _ in range(2):
+            await db.create_run(new_run(status="completed"))
+        cp = db._checkpointer
+        assert cp is not None
+        cp.behind = True  # the WAL was large; now it is not, and no RESTART is wanted
+        removed = await asyncio.wait_for(
+            db.prune_runs(datetime.now(UTC) + timedelta(days=1)), timeout=10
+        )
+        assert len(removed) == 2
+        assert not cp.behind
+
+
+async def test_a_prune_inside_a_transaction_block_does_not_pause_for_checkpoints(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Nothing it deletes commits before the block ends: pausing could only wait.
+    monkeypatch.setattr(daemon_db._sqlite.db, "PRUNE_PAUSE_SECONDS", 60.0)
+    async with DB.open(db_path) as db:
+        for _ in range(2):
+            await db.create_run(new_run(status="completed"))
+        cp = db._checkpointer
+        assert cp is not None
+        cp.stop()  # it would not catch up: as if readers pinned the WAL
+        cp.behind = True
+        async with db.transaction():
+            removed = await asyncio.wait_for(
+                db.prune_runs(datetime.now(UTC) + timedelta(days=1)), timeout=10
+            )
+        assert len(removed) == 2
+        assert await db.list_runs() == []
 
 
 def test_the_flush_keeps_the_locks_of_this_process_on_the_file(db_path: Path) -> None:
@@ -368,6 +409,7 @@ def test_the_flush_keeps_the_locks_of_this_process_on_the_file(db_path: Path) ->
     holder = sqlite3.connect(db_path, isolation_level=None)
     try:
         holder.execute("BEGIN IMMEDIATE")
+        assert checkpointer._descriptor_of(str(db_path)) is not None  # a flush to make
         cp = checkpointer.Checkpointer(str(db_path))
         try:
             cp._flush_database()

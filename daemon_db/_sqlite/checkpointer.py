@@ -42,6 +42,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -95,6 +96,8 @@ class Checkpointer:
 
     def __init__(self, path: str) -> None:
         self._path = path
+        self._file = str(Path(path).resolve())  # as the process's descriptors name it
+        self._descriptor: int | None = None  # one SQLite holds on the file, found once
         self.gate = threading.Lock()
         """Held by the writer's batches; taken here for a TRUNCATE."""
         self.reading_ahead = threading.Lock()
@@ -128,7 +131,7 @@ class Checkpointer:
 
     @property
     def restart_pending(self) -> bool:
-        """A RESTART is wanted: the writer's next batch runs it (so waiting for it is useless)."""
+        """A RESTART is wanted, and still stands: a write runs it, outside a bulk batch."""
         return self._restart_wanted and self._restart_after in (None, self._bulk_done)
 
     @contextlib.contextmanager
@@ -140,6 +143,7 @@ class Checkpointer:
         batch, it copied and synced the whole batch: 20 to 70 ms that every
         write waited for. A RESTART asked for before the batch ended is
         dropped, and asked for again once the checkpointer has copied the batch.
+        (Past twice ``RESTART_BYTES`` neither holds: the RESTART is back-pressure.)
         """
         self._bulk += 1
         try:
@@ -174,11 +178,14 @@ class Checkpointer:
         # SQLite runs one checkpoint at a time and fails the others at once,
         # so if the checkpointer is copying now, the RESTART waits for a later
         # batch; so it does while a bulk batch is under way (see bulk_batch).
-        if not self._restart_wanted or self._bulk:
+        if not self._restart_wanted:
             return
-        if not self.restart_pending:  # asked for before a bulk batch ended: not copied yet
-            self._restart_wanted = False
-            return
+        if self._restart_after is not None:  # unless the WAL is past twice the size
+            if self._bulk:
+                return
+            if self._restart_after != self._bulk_done:  # asked for before a bulk batch ended
+                self._restart_wanted = False
+                return
         if self.reading_ahead.acquire(blocking=False):
             try:
                 if self._checkpointing.acquire(blocking=False):
@@ -243,16 +250,19 @@ class Checkpointer:
                 continue
             self._committed.clear()
             pending = True
-            if self.restart_pending:
-                # The writer runs it before its next batch, if no checkpoint of
-                # ours holds the lock then: keep out of its way until it has.
-                self._stopping.wait(INTERVAL_SECONDS)
-                continue
-            self._restart_wanted = False  # asked for before a bulk batch ended: ask again
+            if self._restart_wanted:
+                if self.restart_pending:
+                    # The writer runs it before its next batch, if no checkpoint of
+                    # ours holds the lock then: keep out of its way until it has.
+                    self._stopping.wait(INTERVAL_SECONDS)
+                    continue
+                self._restart_wanted = False  # asked for before a bulk batch ended: ask again
             frames = self._checkpoint(conn, "PASSIVE")
-            if frames is not None and frames * page_size > RESTART_BYTES:
-                self.behind = True
-                if self._caught_up(conn, page_size) and self._flush_database():
+            if frames is not None:
+                # Not only a RESTART starts the WAL over: a write that finds it
+                # all copied does too (a prune then paused for nothing).
+                self.behind = frames * page_size > RESTART_BYTES
+                if self.behind and self._caught_up(conn, page_size):
                     self._restart_wanted = True
             # Pace: the commits of the next interval are copied together (a
             # commit meanwhile leaves the event set, so the next turn runs at once).
@@ -274,14 +284,18 @@ class Checkpointer:
             started = time.monotonic()
             frames = self._checkpoint(conn, "PASSIVE")
             if time.monotonic() - started < CAUGHT_UP_SECONDS:
+                self._flush_database()
+                bulk_done = self._bulk_done
+                self._checkpoint(conn, "PASSIVE")  # what came during the flush
                 self._restart_after = bulk_done
                 return True
             if frames is not None and frames * page_size > 2 * RESTART_BYTES:
+                self._flush_database()
                 self._restart_after = None
                 return True
         return False
 
-    def _flush_database(self) -> bool:
+    def _flush_database(self) -> None:
         """``fsync`` the database file here, before a RESTART syncs it holding writes up.
 
         A PASSIVE checkpoint syncs the file only when it has copied the WAL to
@@ -293,17 +307,15 @@ class Checkpointer:
         Through a descriptor SQLite holds open on the file: closing one of our
         own would drop the process's POSIX locks on it, SQLite's included. Were
         it closed and its number reused meanwhile, another file is synced:
-        harmless, and the RESTART syncs this one all the same. Returns False
-        if the disk reported an error: like a checkpoint that failed, the
-        RESTART is not asked for this turn.
+        harmless. The flush only moves work off the write path: if it fails,
+        the RESTART syncs the file itself and meets the disk's error itself.
         """
-        fd = _descriptor_of(self._path)
+        fd = self._descriptor
+        if fd is None or not _is_file(fd, self._file):
+            fd = self._descriptor = _descriptor_of(self._file)
         if fd is not None:
-            try:
+            with contextlib.suppress(OSError):
                 _sync(fd)
-            except OSError:
-                return False
-        return True
 
     def _checkpoint(self, conn: sqlite3.Connection, mode: str) -> int | None:
         """Run one checkpoint; return the frames the WAL holds, or None if it could not finish."""
@@ -331,13 +343,23 @@ class Checkpointer:
 def _descriptor_of(path: str) -> int | None:
     """A file descriptor this process holds open on ``path``, or None (none, or no way to tell)."""
     try:
-        wanted = os.stat(path)
         names = os.listdir("/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd")
     except OSError:
         return None
     for name in names:
-        with contextlib.suppress(OSError, ValueError):
-            found = os.fstat(int(name))
-            if (found.st_dev, found.st_ino) == (wanted.st_dev, wanted.st_ino):
+        with contextlib.suppress(ValueError):
+            if _is_file(int(name), path):
                 return int(name)
     return None
+
+
+def _is_file(fd: int, path: str) -> bool:
+    """Whether ``fd`` is open on the file at ``path`` (a regular file, not a pipe or O_PATH)."""
+    try:
+        found, wanted = os.fstat(fd), os.stat(path)
+    except OSError:
+        return False
+    return stat.S_ISREG(found.st_mode) and (found.st_dev, found.st_ino) == (
+        wanted.st_dev,
+        wanted.st_ino,
+    )

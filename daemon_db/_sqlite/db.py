@@ -165,7 +165,9 @@ class SQLiteDB(DB):
         if dry_run:
             return await self._prunable(cutoff)
         removed: list[Run] = []
-        checkpointer = self._checkpointer
+        # Inside a transaction block nothing commits until it ends: no pausing
+        # for checkpoints, which could only wait for the block.
+        checkpointer = self._checkpointer if self._joined() is None else None
         while True:
             with contextlib.nullcontext() if checkpointer is None else checkpointer.bulk_batch():
                 if checkpointer is not None:  # a file: its pages may have to come from disk
@@ -182,20 +184,20 @@ class SQLiteDB(DB):
             if not batch:
                 return removed
             removed += [run for run, _ in batch]
-            await self._let_checkpoints_catch_up()
+            if checkpointer is not None:
+                await self._let_checkpoints_catch_up(checkpointer)
 
-    async def _let_checkpoints_catch_up(self) -> None:
+    async def _let_checkpoints_catch_up(self, checkpointer: Checkpointer) -> None:
         # Deleting writes pages faster than the disk syncs them: pausing while
         # the checkpointer is behind keeps the WAL's RESTART short, which every
         # other writer would wait for (a prune is in no hurry; they may be).
         waited = 0.0
-        checkpointer = self._checkpointer
-        while checkpointer is not None and checkpointer.behind and not checkpointer.restart_pending:
+        while checkpointer.behind and not checkpointer.restart_pending:
             if waited >= PRUNE_PAUSE_SECONDS:
                 return  # a reader pins the WAL, say: pausing longer would not help
             await asyncio.sleep(0.01)
             waited += 0.01
-        if checkpointer is not None and checkpointer.restart_pending:
+        if checkpointer.restart_pending:
             # Only a write runs the RESTART (before its batch). Left to the
             # next one after the prune's read ahead, it synced while the disk
             # still served that read's readahead: 20 to 70 ms of every write
