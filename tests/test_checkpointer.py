@@ -10,7 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 import daemon_db._sqlite.db
-from daemon_db import DB, RunStatus
+from daemon_db import DB, Run, RunStatus
 from daemon_db._sqlite import checkpointer, maintenance
 from tests.helpers import new_run
 
@@ -183,6 +183,24 @@ async def test_the_writer_truncates_the_wal_itself_when_the_checkpointer_stalls(
         assert len(await db.list_events(run.id)) == 300
 
 
+@contextlib.asynccontextmanager
+async def finished_runs(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[DB, checkpointer.Checkpointer]]:
+    """A file with two finished runs to prune, where a pause between batches is a timeout."""
+    monkeypatch.setattr(daemon_db._sqlite.db, "PRUNE_PAUSE_SECONDS", 60.0)
+    monkeypatch.setattr(checkpointer, "IDLE_SECONDS", 60.0)
+    async with DB.open(db_path) as db:
+        for _ in range(2):
+            await db.create_run(new_run(status="completed"))
+        assert db._checkpointer is not None
+        yield db, db._checkpointer
+
+
+async def prune_all(db: DB) -> list[Run]:
+    return await asyncio.wait_for(db.prune_runs(datetime.now(UTC) + timedelta(days=1)), timeout=10)
+
+
 async def test_a_prune_alone_runs_the_restart_itself(
     db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -190,21 +208,13 @@ async def test_a_prune_alone_runs_the_restart_itself(
     # prune is the only writer, pausing until the checkpointer is no longer
     # behind waits for a RESTART that nothing will run: every such pause lasted
     # PRUNE_PAUSE_SECONDS in full (or until the idle TRUNCATE).
-    monkeypatch.setattr(daemon_db._sqlite.db, "PRUNE_PAUSE_SECONDS", 60.0)
-    monkeypatch.setattr(checkpointer, "IDLE_SECONDS", 60.0)
-    async with DB.open(db_path) as db:
-        for _ in range(2):
-            await db.create_run(new_run(status="completed"))
-        cp = db._checkpointer
-        assert cp is not None
+    async with finished_runs(db_path, monkeypatch) as (db, cp):
         # Where the checkpointer is once the WAL passed RESTART_BYTES and it caught up.
         cp.behind = True
         cp._restart_wanted = True
         await eventually(lambda: not cp._checkpointing.locked())  # a pass begun before ends
         restarts = cp.checkpoints["RESTART"]
-        removed = await asyncio.wait_for(
-            db.prune_runs(datetime.now(UTC) + timedelta(days=1)), timeout=10
-        )
+        removed = await prune_all(db)
         assert len(removed) == 2
         assert (cp.checkpoints["RESTART"], cp.restart_pending) == (restarts + 1, False)
 
@@ -366,17 +376,9 @@ async def test_a_prune_does_not_pause_for_a_wal_that_started_over_by_itself(
 ) -> None:
     # A write that finds the WAL all copied starts it over without a RESTART;
     # "behind" stayed set, and each batch paused PRUNE_PAUSE_SECONDS in full.
-    monkeypatch.setattr(daemon_db._sqlite.db, "PRUNE_PAUSE_SECONDS", 60.0)
-    monkeypatch.setattr(checkpointer, "IDLE_SECONDS", 60.0)
-    async with DB.open(db_path) as db:
-        for _ in range(2):
-            await db.create_run(new_run(status="completed"))
-        cp = db._checkpointer
-        assert cp is not None
+    async with finished_runs(db_path, monkeypatch) as (db, cp):
         cp.behind = True  # the WAL was large; now it is not, and no RESTART is wanted
-        removed = await asyncio.wait_for(
-            db.prune_runs(datetime.now(UTC) + timedelta(days=1)), timeout=10
-        )
+        removed = await prune_all(db)
         assert len(removed) == 2
         assert not cp.behind
 
@@ -385,18 +387,11 @@ async def test_a_prune_inside_a_transaction_block_does_not_pause_for_checkpoints
     db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Nothing it deletes commits before the block ends: pausing could only wait.
-    monkeypatch.setattr(daemon_db._sqlite.db, "PRUNE_PAUSE_SECONDS", 60.0)
-    async with DB.open(db_path) as db:
-        for _ in range(2):
-            await db.create_run(new_run(status="completed"))
-        cp = db._checkpointer
-        assert cp is not None
+    async with finished_runs(db_path, monkeypatch) as (db, cp):
         cp.stop()  # it would not catch up: as if readers pinned the WAL
         cp.behind = True
         async with db.transaction():
-            removed = await asyncio.wait_for(
-                db.prune_runs(datetime.now(UTC) + timedelta(days=1)), timeout=10
-            )
+            removed = await prune_all(db)
         assert len(removed) == 2
         assert await db.list_runs() == []
 
