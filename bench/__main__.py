@@ -109,22 +109,31 @@ async def measure_scaling(folder: Path, sizes: dict[str, Any]) -> dict[str, dict
     times: dict[str, dict[str, list[float]]] = {}
     dbs = {rows: await DB.open(folder / f"scale-{rows}.db") for rows in built}
     try:
-        for _ in range(sizes["rounds"]):
-            for rows, db in dbs.items():
-                dataset = built[rows]
-                first, last_100 = dataset.incomplete[0], max(0, dataset.log_events - 100)
-                queries: dict[str, Any] = {
-                    "list_incomplete_runs": lambda i, db=db: db.list_incomplete_runs(),
-                    "resumable_runs": lambda i, db=db: db.resumable_runs(),
-                    "get_next_sequence": lambda i, db=db, run=first: db.get_next_sequence(run),
-                    "list_events_since": lambda i, db=db, run=first, since=last_100: (
-                        db.list_events_since(run, since)
-                    ),
-                }
-                for name, query in queries.items():
-                    await timings(query, range(3))
-                    samples = await timings(query, range(sizes["scale_samples"] // sizes["rounds"]))
-                    times.setdefault(name, {}).setdefault(str(rows), []).extend(samples)
+        queries: dict[str, dict[int, Any]] = {}
+        for rows, db in dbs.items():
+            dataset = built[rows]
+            first, last_100 = dataset.incomplete[0], max(0, dataset.log_events - 100)
+            by_name: dict[str, Any] = {
+                "list_incomplete_runs": lambda i, db=db: db.list_incomplete_runs(),
+                "resumable_runs": lambda i, db=db: db.resumable_runs(),
+                "get_next_sequence": lambda i, db=db, run=first: db.get_next_sequence(run),
+                "list_events_since": lambda i, db=db, run=first, since=last_100: (
+                    db.list_events_since(run, since)
+                ),
+            }
+            for name, query in by_name.items():
+                queries.setdefault(name, {})[rows] = query
+        # Call by call, the sizes take turns. The machine's speed swings (the
+        # same get_next_sequence took 90 µs a call for a while, then 290), and
+        # a swing during one size's calls alone made a flat query look 2.4x.
+        for name, by_rows in queries.items():
+            for query in by_rows.values():
+                await timings(query, range(3))
+            for i in range(sizes["scale_samples"]):
+                for rows, query in by_rows.items():
+                    times.setdefault(name, {}).setdefault(str(rows), []).extend(
+                        await timings(query, range(i, i + 1))
+                    )
     finally:
         for db in dbs.values():
             await db.close()
