@@ -260,27 +260,44 @@ async def test_an_owner_whose_row_was_removed_is_registered_again_by_its_next_wr
         assert (await other.claim_resumable_runs()).resumed == []
 
 
-async def test_writes_leave_a_running_lease_to_the_renewal_timer(db_path: Path) -> None:
+async def test_writes_leave_a_running_lease_to_the_renewal_timer(where: str | Path) -> None:
     # The DB renews its lease every third of it; a write finding more than
-    # half of it left does not write it again (SQLite), one finding less
-    # (renewals that fail or come late) renews it.
-    def lease(set_to: str | None = None) -> str:
-        with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
-            if set_to is not None:
-                conn.execute("UPDATE owners SET lease_until = ?", (set_to,))
-            (until,) = conn.execute("SELECT lease_until FROM owners").fetchone()
-            return str(until)
-
-    async with DB.open(db_path, lease=3600) as db:
-        before = lease()
+    # half of it left does not write it again, one finding less (renewals
+    # that fail or come late) renews it.
+    async with DB.open(where, lease=3600) as db:
+        before = await _lease(where)
         run = await db.create_run(new_run(status="running"))
         await db.complete_run(run.id, RunStatus.FAILED, "flaky")
         await db.update_run_status(run.id, RunStatus.PENDING)  # made active again: held
-        assert lease() == before
+        assert await _lease(where) == before
         soon = datetime.now(UTC) + timedelta(minutes=20)  # less than half of the hour left
-        lease(_text(soon))
+        await _lease(where, soon)
         await db.create_run(new_run())
-        assert lease() > _text(soon + timedelta(minutes=30))
+        assert await _lease(where) > soon + timedelta(minutes=30)
+        await _lease(where, soon)
+        await db.complete_run(run.id, RunStatus.FAILED, "flaky")
+        await db.update_run_status(run.id, RunStatus.PENDING)  # a reopen renews it too
+        assert await _lease(where) > soon + timedelta(minutes=30)
+
+
+async def _lease(where: str | Path, set_to: datetime | None = None) -> datetime:
+    """The one owner's lease, set to ``set_to`` first if given."""
+    if isinstance(where, str):
+        import asyncpg
+
+        conn = await asyncpg.connect(where)
+        try:
+            if set_to is not None:
+                await conn.execute("UPDATE owners SET lease_until = $1", set_to)
+            until: datetime = await conn.fetchval("SELECT lease_until FROM owners")
+            return until
+        finally:
+            await conn.close()
+    with contextlib.closing(sqlite3.connect(where)) as conn, conn:
+        if set_to is not None:
+            conn.execute("UPDATE owners SET lease_until = ?", (_text(set_to),))
+        (text,) = conn.execute("SELECT lease_until FROM owners").fetchone()
+        return datetime.fromisoformat(text)
 
 
 def _text(moment: datetime) -> str:

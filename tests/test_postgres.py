@@ -86,6 +86,19 @@ async def test_read_only_refuses_writes_and_reads_what_a_daemon_wrote(postgres_u
         assert type(raised.value).__name__ == "ReadOnlyError"
 
 
+async def test_a_uniqueness_rule_another_tool_added_fails_a_create_with_its_own_error(
+    postgres_url: str,
+) -> None:
+    # A create inserts ON CONFLICT DO NOTHING and looks up what it met; a rule
+    # it knows nothing of is reported as PostgreSQL words it, nothing stored.
+    async with DB.open(postgres_url) as db:
+        await _execute(postgres_url, "CREATE UNIQUE INDEX one_per_folder ON runs (tasks_dir)")
+        kept = await db.create_run(new_run(tasks_dir="tasks/a"))
+        with pytest.raises(DatabaseError, match="one_per_folder"):
+            await db.create_run(new_run(tasks_dir="tasks/a"))
+        assert [run.id for run in await db.list_runs()] == [kept.id]
+
+
 async def test_a_server_that_cannot_be_reached_is_a_database_error_without_the_password() -> None:
     url = "postgresql://daemon:hunter2@127.0.0.1:1/registry"
     with pytest.raises(DatabaseError) as raised:

@@ -42,11 +42,23 @@ _ATTEMPTS, _NEXT, _NAME, _LIVENESS, _OWNER_ID = 12, 13, 14, slice(15, 19), 19
 
 async def ensure(conn: asyncpg.Connection, *, owner: Owner) -> None:
     """Register ``owner``, or renew its lease to the server's now + lease."""
-    process = owner.process
-    await conn.execute(
+    await conn.execute(_register(1), *_registration(owner))
+
+
+def _register(first: int) -> str:
+    """Register an owner or renew its lease; its parameters numbered from ``$first``."""
+    id_, name, host, machine, pid, started, lease = (f"${first + i}" for i in range(7))
+    return (
         "INSERT INTO owners (id, name, host, machine, pid, started, lease_until)"
-        " VALUES ($1, $2, $3, $4, $5, $6, now() + make_interval(secs => $7))"
-        " ON CONFLICT (id) DO UPDATE SET lease_until = excluded.lease_until",
+        f" VALUES ({id_}, {name}, {host}, {machine}, {pid}, {started},"
+        f" now() + make_interval(secs => {lease}))"
+        " ON CONFLICT (id) DO UPDATE SET lease_until = excluded.lease_until"
+    )
+
+
+def _registration(owner: Owner) -> tuple[Any, ...]:
+    process = owner.process
+    return (
         owner.id,
         owner.name,
         process.host,
@@ -57,10 +69,27 @@ async def ensure(conn: asyncpg.Connection, *, owner: Owner) -> None:
     )
 
 
+def _hold(first: int) -> str:
+    """Register an owner that is to hold a run it writes now (as ``hold`` on SQLite).
+
+    A claimer that found the owner dead removed its row: it is registered
+    again. Its lease is renewed only if less than half of it is left: the DB
+    renews it every third, so a healthy owner's row is not written again by
+    each create.
+    """
+    lease = f"make_interval(secs => ${first + 6})"
+    return f"{_register(first)} WHERE owners.lease_until < now() + {lease} / 2"
+
+
+_HOLD = f"WITH held AS ({_hold(14)})"
+"""``_hold`` before a run's insert (``runs.create``), in the same statement."""
+
+
 async def create_run(conn: asyncpg.Connection, *, run: Run, owner: Owner) -> Run:
-    """Insert ``run``, held by ``owner`` from the start."""
-    await ensure(conn, owner=owner)
-    return await runs.create(conn, run=run, owner_id=owner.id)
+    """Insert ``run``, held by ``owner`` from the start: one statement."""
+    return await runs.create(
+        conn, run=run, owner_id=owner.id, before=_HOLD, before_args=_registration(owner)
+    )
 
 
 async def update_run_status(
@@ -75,7 +104,7 @@ async def update_run_status(
     """``runs.update_status``; a finished run made active again is held by ``owner``."""
 
     async def hold(conn: asyncpg.Connection) -> str:
-        await ensure(conn, owner=owner)
+        await conn.execute(_hold(1), *_registration(owner))
         return owner.id
 
     return await runs.update_status(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -67,8 +67,20 @@ def from_row(row: Any) -> Run:
         raise damage.damaged("runs", _NAMES, row, _CHECKS) from exc
 
 
-async def create(conn: asyncpg.Connection, *, run: Run, owner_id: str | None) -> Run:
-    """Insert ``run``, held by ``owner_id``; return it as stored (with its timestamps)."""
+async def create(
+    conn: asyncpg.Connection,
+    *,
+    run: Run,
+    owner_id: str | None,
+    before: str = "",
+    before_args: Sequence[Any] = (),
+) -> Run:
+    """Insert ``run``, held by ``owner_id``; return it as stored (with its timestamps).
+
+    ``before`` is a ``WITH`` clause run in the same statement, its parameters
+    (``before_args``) numbered from ``$14``: the owner's lease, without a round
+    trip of its own.
+    """
     started_at, completed_at = timestamps.on_create(
         run.started_at,
         run.completed_at,
@@ -77,30 +89,37 @@ async def create(conn: asyncpg.Connection, *, run: Run, owner_id: str | None) ->
     )
     if (started_at, completed_at) != (run.started_at, run.completed_at):
         run = replace(run, started_at=started_at, completed_at=completed_at)
-    try:
-        async with conn.transaction():  # a savepoint: the conflict can be looked up after it
-            await conn.execute(
-                f"INSERT INTO runs ({COLUMNS}, owner_id)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-                run.id,
-                run.feature_branch,
-                run.repo_path,
-                run.target_branch,
-                run.tasks_dir,
-                run.parallelism,
-                run.status.value,
-                run.daemon_version,
-                run.started_at,
-                run.completed_at,
-                run.error,
-                run.config_json,
-                owner_id,
-            )
-    except asyncpg.UniqueViolationError:
-        conflict = await _holder(conn, run, inserting=True)
-        if conflict is None:
-            raise
-        raise conflict from None
+    values = (
+        run.id,
+        run.feature_branch,
+        run.repo_path,
+        run.target_branch,
+        run.tasks_dir,
+        run.parallelism,
+        run.status.value,
+        run.daemon_version,
+        run.started_at,
+        run.completed_at,
+        run.error,
+        run.config_json,
+        owner_id,
+    )
+    insert = (
+        f"INSERT INTO runs ({COLUMNS}, owner_id)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+    )
+    # DO NOTHING rather than a savepoint to catch the violation in: the
+    # transaction stays usable to look the conflict up, two round trips fewer.
+    if await conn.fetchval(
+        f"{before} {insert} ON CONFLICT DO NOTHING RETURNING true", *values, *before_args
+    ):
+        return run
+    conflict = await _holder(conn, run, inserting=True)
+    if conflict is not None:
+        raise conflict
+    # The row it met is gone already, or a rule we do not know was broken: the
+    # plain insert stores the run or raises that rule's own error.
+    await conn.execute(f"{before} {insert}", *values, *before_args)
     return run
 
 
