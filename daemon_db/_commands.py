@@ -50,8 +50,8 @@ PRUNE_STEPS: Final = 20
 """A prune on a terminal goes in this many parts, so that its bar moves."""
 
 CHECKS_DONE: Final = (
-    "integrity, foreign keys, schema version, one active run per branch and repo,"
-    " gap-free event sequences"
+    "integrity, foreign keys, schema version and objects, one active run per branch"
+    " and repo, gap-free event sequences"
 )
 
 

@@ -294,8 +294,9 @@ class DB(Operations):
         """Check the database, from one snapshot.
 
         Checks SQLite's integrity and foreign keys, the application id and schema
-        version, at most one active run per branch and repo, event sequences
-        gap-free from 1, stored values, and the counts ``stats()`` reports.
+        version, the schema's tables, indexes and triggers, at most one active
+        run per branch and repo, event sequences gap-free from 1, stored values,
+        and the counts ``stats()`` reports.
         Reads the whole file.
 
         Args:

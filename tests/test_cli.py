@@ -333,14 +333,15 @@ def test_check_reports_what_is_wrong_and_where(
     assert f"sequences: run {filled[1].id} has 5 events up to sequence 6" in out
     assert "one active run: 2 active runs on 'feature/b'" in out
     assert "foreign key: units" in out
+    assert "schema: index runs_one_active is missing" in out
     code, out, _ = cli(capsys, "check", "--db", str(db_path), "--json")
     assert code == 1
     report = json.loads(out)
     assert report["ok"] is False
-    assert len(report["problems"]) == 3
+    assert len(report["problems"]) == 4
     code, out, _ = cli(capsys, "check", "--db", str(db_path), "--csv")
     assert code == 1
-    assert len(list(csv.DictReader(io.StringIO(out)))) == 3
+    assert len(list(csv.DictReader(io.StringIO(out)))) == 4
 
 
 # Streaming: a page at a time, each written before the next is read

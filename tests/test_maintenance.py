@@ -179,6 +179,40 @@ async def test_check_quick_runs_every_check_of_the_store(file_db: DB, db_path: P
         await file_db.check(quick=1)  # type: ignore[arg-type]
 
 
+async def test_check_reports_a_sequence_that_is_not_a_whole_number(
+    file_db: DB, db_path: Path
+) -> None:
+    # 1, 2.5, 3 has three events up to 3, starting at 1: only its type shows the gap.
+    run = await file_db.create_run(new_run())
+    for _ in range(3):
+        await file_db.append_event(run.id, "tick")
+    with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
+        (event_id,) = conn.execute("SELECT id FROM events WHERE sequence = 2").fetchone()
+        conn.execute("UPDATE events SET sequence = 2.5 WHERE sequence = 2")
+    for quick in (False, True):
+        assert await file_db.check(quick=quick) == [
+            f"damaged value: events row {event_id}: sequence=2.5 is not what daemon_db writes"
+        ]
+
+
+async def test_check_reports_what_another_tool_dropped_from_the_schema(
+    file_db: DB, db_path: Path
+) -> None:
+    await file_db.create_run(new_run())
+    with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
+        conn.execute("DROP TRIGGER units_counted_in")  # counts would drift from the next write
+        conn.execute("DROP INDEX runs_one_active")  # two active runs of a branch would be let in
+    assert await file_db.check(quick=True) == [
+        "schema: index runs_one_active is missing",
+        "schema: trigger units_counted_in is missing",
+    ]
+    with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
+        conn.execute("DROP TABLE counts")
+    problems = await file_db.check()
+    assert "schema: table counts is missing" in problems
+    assert problems[-1] == "the store's own checks need every table: not run"
+
+
 @pytest.mark.parametrize(
     ("query", "index"),
     [
