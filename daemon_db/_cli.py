@@ -49,6 +49,8 @@ def _main(argv: Sequence[str] | None) -> int:
         return exc.code if isinstance(exc.code, int) else 0
     if args.needs_db and not args.db:
         return _error("no database: pass --db PATH or set DAEMON_DB", status=2)
+    if sys.stdout is None:  # started with it closed (>&-): every command writes there
+        return _error("standard output is closed", status=1)
     try:
         status: int = asyncio.run(args.run(args))
         sys.stdout.flush()
@@ -63,8 +65,10 @@ def _main(argv: Sequence[str] | None) -> int:
 
 
 def _error(message: str, *, status: int) -> int:
-    sys.stdout.flush()
-    sys.stderr.write(f"daemon-db: error: {terminal.safe(message)}\n")
+    if sys.stdout is not None:
+        sys.stdout.flush()
+    if sys.stderr is not None:
+        sys.stderr.write(f"daemon-db: error: {terminal.safe(message)}\n")
     return status
 
 

@@ -22,6 +22,7 @@ from . import _terminal as terminal
 from . import _timestamps as timestamps
 from ._db import DB
 from ._errors import DamagedRecordError, SchemaVersionError, StatusConflictError, show
+from ._owner import Held
 from ._postgres import url
 from ._records import EventRecord, Run, RunStatus, Stats, UnitRecord, UnitStatus
 
@@ -87,7 +88,8 @@ async def _owned(db: DB, found: AsyncIterator[Run]) -> AsyncIterator[dict[str, o
     """Runs as rows with who holds each: one more read a page of runs.
 
     A page here is a page of ``iter_runs``, so that each is written before the
-    next is read.
+    next is read; its rows are made one at a time, so that a row that cannot
+    be shown stops the listing after the rows before it.
     """
     page: list[Run] = []
     try:
@@ -95,31 +97,35 @@ async def _owned(db: DB, found: AsyncIterator[Run]) -> AsyncIterator[dict[str, o
             async for run in found:
                 page.append(run)
                 if len(page) == operations.ITER_PAGE_SIZE:
-                    for row in await _with_owners(db, page):
+                    for row in _rows(page, await _holders(db, page)):
                         yield row
                     page = []
     except DamagedRecordError:
-        for row in await _with_owners(db, page):  # the runs before the damaged one
+        for row in _rows(page, await _holders(db, page)):  # the runs before the damaged one
             yield row
         raise
-    for row in await _with_owners(db, page):
+    for row in _rows(page, await _holders(db, page)):
         yield row
 
 
+async def _holders(db: DB, page: list[Run]) -> dict[str, Held]:
+    return await db._owners_of([run.id for run in page]) if page else {}
+
+
+def _rows(page: list[Run], held: dict[str, Held]) -> Iterator[dict[str, object]]:
+    for run in page:
+        if run.id in held:  # else deleted meanwhile
+            holder = held[run.id]
+            yield {
+                **output.record_row(run),
+                "owner": holder.owner,
+                "owner_alive": holder.alive,
+                "attempts": holder.attempts,
+            }
+
+
 async def _with_owners(db: DB, page: list[Run]) -> list[dict[str, object]]:
-    if not page:
-        return []
-    held = await db._owners_of([run.id for run in page])
-    return [
-        {
-            **output.record_row(run),
-            "owner": held[run.id].owner,
-            "owner_alive": held[run.id].alive,
-            "attempts": held[run.id].attempts,
-        }
-        for run in page
-        if run.id in held  # deleted meanwhile
-    ]
+    return list(_rows(page, await _holders(db, page)))
 
 
 async def _write(
@@ -138,7 +144,16 @@ async def _write(
     last: T | None = None
     try:
         async with _closing(rows):
-            async for item in rows:
+            iterator = aiter(rows)
+            while True:
+                try:
+                    item = await anext(iterator)
+                except StopAsyncIteration:
+                    break
+                except DamagedRecordError:
+                    if limit is not None and listed.count >= limit:
+                        return last  # the row that says more follow is damaged: more follow
+                    raise
                 if limit is not None and listed.count >= limit:
                     return last
                 listed.add(as_row(item))

@@ -68,6 +68,10 @@ class Operations(abc.ABC):
     @abc.abstractmethod
     async def _write(self, work: Work[T]) -> T: ...
 
+    @abc.abstractmethod
+    def _check_open(self) -> None:
+        """Raise what the next call would if none can be made now (a closed DB, an ended block)."""
+
     # Runs
 
     async def create_run(self, run: Run) -> Run:
@@ -806,6 +810,8 @@ class Operations(abc.ABC):
                 most = 1
                 continue
             for row in batch:
+                # The rest of a page read before close() is not handed out after it.
+                self._check_open()
                 yield row
             if len(batch) < size:
                 return
@@ -826,12 +832,22 @@ class Operations(abc.ABC):
 
         Each page asks for one row more than it keeps: that row says whether
         another page is needed, so a listing never ends on an empty round trip.
+        Should that row be damaged, the page is read again without it: a row
+        past ``limit`` must not fail the listing.
         """
         rows: list[R] = []
         after = start
         while limit is None or len(rows) < limit:
             size = PAGE_SIZE if limit is None else min(PAGE_SIZE, limit - len(rows))
-            batch = await self._read(page(after, size + 1))
+            try:
+                batch = await self._read(page(after, size + 1))
+            except DamagedRecordError:
+                batch = await self._read(page(after, size))
+                rows.extend(batch)
+                if len(batch) < size:
+                    break
+                after = key(batch[-1])
+                continue
             if len(batch) <= size:
                 rows.extend(batch)
                 break

@@ -26,6 +26,7 @@ from typing import Any, Final, TextIO
 
 from . import _terminal as terminal
 from . import _timestamps as timestamps
+from ._errors import DaemonDBError, show
 from ._records import EventRecord, Run, UnitRecord
 
 __all__ = [
@@ -83,8 +84,23 @@ _COMPACT: Final = (",", ":")
 
 
 def record_row(record: Any) -> dict[str, Any]:
-    """A record's fields as a row, values as they are."""
-    return {field.name: getattr(record, field.name) for field in dataclasses.fields(record)}
+    """A record's fields as a row, values as they are.
+
+    Raises DaemonDBError for a value another tool wrote as a blob, which the
+    library hands over as it is (checking every column's type would cost each
+    row about a tenth more), but no form of the command line can show as text.
+    """
+    row = {field.name: getattr(record, field.name) for field in dataclasses.fields(record)}
+    for name, value in row.items():
+        if type(value) is bytes:
+            where = f"{_TABLES.get(type(record), 'a')} row {show(getattr(record, 'id', None))}"
+            raise DaemonDBError(
+                f"damaged {where}: {name}={show(value)} is a blob another tool wrote, not text"
+            )
+    return row
+
+
+_TABLES: Final[dict[type, str]] = {Run: "runs", UnitRecord: "units", EventRecord: "events"}
 
 
 def _plain(value: object) -> object:

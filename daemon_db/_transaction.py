@@ -78,6 +78,9 @@ class Transaction(Operations):
         """Why SQLite rolled the transaction back by itself, or None if it has not."""
         return self._block.lost
 
+    def _check_open(self) -> None:
+        self._check_usable()
+
     def _check_usable(self) -> None:
         if self._ended:
             raise DaemonDBError("this transaction block has ended")

@@ -62,6 +62,18 @@ def daemon_db_command(*args: str, **env: str) -> subprocess.CompletedProcess[str
     )
 
 
+def test_a_closed_standard_output_is_one_line_on_standard_error(db_path: Path) -> None:
+    done = subprocess.run(
+        ["sh", "-c", 'exec "$0" -m daemon_db runs --json --db "$1" >&-', sys.executable, db_path],
+        capture_output=True,
+        text=True,
+        env=environment(),
+        timeout=60,
+        check=False,
+    )
+    assert (done.returncode, done.stderr) == (1, "daemon-db: error: standard output is closed\n")
+
+
 def assert_one_line_error(done: subprocess.CompletedProcess[str], status: int, *named: str) -> str:
     """The command failed with ``status`` and said so in one line naming each of ``named``."""
     assert done.returncode == status, done.stderr

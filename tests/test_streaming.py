@@ -88,10 +88,8 @@ async def test_the_next_step_after_close_raises(db_path: Any) -> None:
     runs = db.iter_runs()
     first = await anext(runs)
     assert isinstance(first, Run)
-    for _ in range(2):  # the rest of the first page
-        await anext(runs)
     await db.close()
-    with pytest.raises(ClosedError):
+    with pytest.raises(ClosedError):  # the rest of the page is read, but not handed out
         await anext(runs)
 
 

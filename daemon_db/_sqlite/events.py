@@ -25,12 +25,15 @@ _load = loader(EventRecord)
 
 def _from_row(row: tuple[Any, ...]) -> EventRecord:
     try:
+        if type(row[2]) is not int:  # 2.5 or '3' would pass as a sequence
+            raise TypeError
         return _load(row[0], row[1], row[2], row[3], row[4], row[5], timestamps.from_text(row[6]))
     except (ValueError, TypeError):
-        raise rows.damaged("events", _NAMES, row, {6: rows.timestamp}) from None
+        raise rows.damaged("events", _NAMES, row, _CHECKS) from None
 
 
 _NAMES = tuple(name.strip() for name in _COLUMNS.split(","))
+_CHECKS: dict[int, rows.Check] = {2: rows.positive_int, 6: rows.timestamp}
 
 
 def append(

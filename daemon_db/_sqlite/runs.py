@@ -60,8 +60,8 @@ def from_row(row: Sequence[Any]) -> Run:
             row[5],
             _STATUSES[row[6]],
             row[7],
-            started_at and timestamps.from_text(started_at),
-            completed_at and timestamps.from_text(completed_at),
+            None if started_at is None else timestamps.from_text(started_at),
+            None if completed_at is None else timestamps.from_text(completed_at),
             row[10],
             row[11],
         )

@@ -30,8 +30,8 @@ def from_row(row: Sequence[Any]) -> UnitRecord:
             _STATUSES[row[3]],
             row[4],
             row[5],
-            started_at and timestamps.from_text(started_at),
-            completed_at and timestamps.from_text(completed_at),
+            None if started_at is None else timestamps.from_text(started_at),
+            None if completed_at is None else timestamps.from_text(completed_at),
             row[8],
         )
     except (KeyError, ValueError, TypeError):

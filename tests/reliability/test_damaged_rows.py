@@ -19,6 +19,7 @@ from tests.helpers import new_run, new_unit, report
 # (table, column, value another tool wrote, what the error says)
 DAMAGE = [
     ("runs", "started_at", "yesterday", "not a timestamp"),
+    ("runs", "started_at", "", "not a timestamp"),  # falsy: once taken for "not started"
     ("runs", "completed_at", "2024-01-01 10:00", "time zone"),  # naive: its moment is unknown
     ("runs", "status", "paused", "not a run status"),
     ("runs", "parallelism", "four", "integer"),
@@ -93,6 +94,78 @@ async def test_a_damaged_event_is_named_when_read(db_path: Path) -> None:
             await db.list_events(run.id)
         assert (raised.value.table, raised.value.record_id) == ("events", event.id)
         assert any("created_at" in p for p in await db.check())
+
+
+async def test_an_event_sequence_that_is_not_a_whole_number_is_named_when_read(
+    db_path: Path,
+) -> None:
+    async with DB.open(db_path) as db:
+        run = await db.create_run(new_run())
+        events = [await db.append_event(run.id, "e") for _ in range(3)]
+    for value in (2.5, "two"):  # (text "2" would be stored as the integer)
+        _edit(db_path, "UPDATE events SET sequence = ? WHERE id = ?", value, events[1].id)
+        async with DB.open(db_path) as db:
+            with pytest.raises(DamagedRecordError) as raised:
+                await db.list_events(run.id)
+            error = raised.value
+            assert (error.table, error.record_id, error.column) == (
+                "events",
+                events[1].id,
+                "sequence",
+            )
+            assert any("sequence" in p for p in await db.check())
+
+
+async def _cli(db_path: Path, *command: str) -> subprocess.CompletedProcess[str]:
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "daemon_db", *command, "--db", str(db_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+async def test_a_damaged_row_past_the_limit_fails_no_listing(db_path: Path) -> None:
+    # A listing reads one row more than its limit to say whether more follow:
+    # that row is not shown, so its damage is not the listing's.
+    async with DB.open(db_path) as db:
+        runs = [await db.create_run(new_run()) for _ in range(4)]
+        events = [await db.append_event(runs[0].id, "e") for _ in range(4)]
+    _edit(db_path, "UPDATE runs SET started_at = 'yesterday' WHERE id = ?", runs[3].id)
+    _edit(db_path, "UPDATE events SET created_at = 'noon' WHERE id = ?", events[3].id)
+    async with DB.open(db_path) as db:
+        assert await db.list_runs(limit=3) == runs[:3]
+        assert [run async for run in db.iter_runs(limit=3)] == runs[:3]
+        assert await db.list_runs(limit=1, after=runs[1].id) == runs[2:3]
+        with pytest.raises(DamagedRecordError):
+            await db.list_runs(limit=4)
+    for command, shown in [
+        (["runs", "--limit", "3"], 3),
+        (["events", runs[0].id, "--limit", "3"], 3),
+    ]:
+        result = await _cli(db_path, *command, "--nl")
+        assert result.returncode == 0
+        assert result.stderr.startswith(f"daemon-db: more {command[0]} follow")
+        assert len(result.stdout.splitlines()) == shown
+    result = await _cli(db_path, "runs", "--limit", "4", "--nl")
+    assert result.returncode == 1
+    assert runs[3].id in result.stderr
+
+
+async def test_a_blob_another_tool_wrote_is_one_error_line_in_every_form(db_path: Path) -> None:
+    async with DB.open(db_path) as db:
+        runs = [await db.create_run(new_run()) for _ in range(3)]
+    _edit(db_path, "UPDATE runs SET error = ? WHERE id = ?", b"ABC", runs[1].id)
+    for form in ("--json", "--nl", "--csv", None):
+        result = await _cli(db_path, "runs", *([form] if form else []))
+        assert result.returncode == 1, form
+        assert result.stderr.startswith("daemon-db: error: damaged runs row"), result.stderr
+        assert "error=b'ABC' is a blob" in result.stderr
+        assert len(result.stderr.splitlines()) == 1  # no traceback
+        assert runs[0].id in result.stdout  # what came before it is shown
+    result = await _cli(db_path, "runs", "--json")
+    assert [run["id"] for run in json.loads(result.stdout)] == [runs[0].id]
 
 
 async def test_iterating_yields_every_row_before_a_damaged_one_then_names_it(
