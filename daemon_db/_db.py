@@ -264,7 +264,10 @@ class DB(Operations):
                 or ``dry_run`` is not a bool.
             ReadOnlyError: The DB was opened read-only (and ``dry_run`` is False).
             ClosedError: The DB is closed.
-            DatabaseError: SQLite failed.
+            DatabaseError: SQLite failed, or a run's row is damaged
+                (``DamagedRecordError``). The batches before the failing one
+                are committed: unlike other calls, a prune that raises may have
+                deleted runs; a dry run lists those left.
         """
         moment = check.timestamp("completed_before", completed_before)
         if moment is None:
@@ -331,7 +334,9 @@ class DB(Operations):
         when the daemon is quiet. Reads go on meanwhile.
 
         Returns:
-            The bytes the file shrank by.
+            The bytes the file shrank by: 0 while a reader of an older snapshot
+            (a ``check``, a ``backup``, another process) still uses the old
+            pages; the file then shrinks once the DB is idle.
 
         Raises:
             DaemonDBError: Called inside a transaction block.

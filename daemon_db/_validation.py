@@ -128,7 +128,11 @@ def timestamp(field: str, value: object) -> datetime | None:
         return None
     if not isinstance(value, datetime):
         raise InvalidRecordError(field, value, f"must be a datetime, not {type(value).__name__}")
-    if value.tzinfo is None or value.utcoffset() is None:
+    try:
+        offset = value.utcoffset()
+    except (ValueError, TypeError) as exc:  # a tzinfo of one's own, whose offset is no offset
+        raise InvalidRecordError(field, value, f"has a time zone that fails ({exc})") from None
+    if value.tzinfo is None or offset is None:
         raise InvalidRecordError(field, value, "must be timezone-aware (naive datetimes refused)")
     if value.tzinfo is UTC:
         return value

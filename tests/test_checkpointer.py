@@ -212,7 +212,7 @@ async def test_a_prune_alone_runs_the_restart_itself(
         # Where the checkpointer is once the WAL passed RESTART_BYTES and it caught up.
         cp.behind = True
         cp._restart_wanted = True
-        await eventually(lambda: not cp._checkpointing.locked())  # a pass begun before ends
+        await eventually(lambda: not cp.checkpointing.locked())  # a pass begun before ends
         restarts = cp.checkpoints["RESTART"]
         removed = await prune_all(db)
         assert len(removed) == 2

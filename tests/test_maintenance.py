@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
+import sys
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -298,6 +300,41 @@ async def test_vacuum_gives_pruned_space_back(file_db: DB, db_path: Path) -> Non
     async with file_db.transaction():
         with pytest.raises(DaemonDBError):
             await file_db.vacuum()
+
+
+async def test_vacuum_beside_a_reader_holds_no_write_up(db_path: Path) -> None:
+    # A reader of an older snapshot (check, backup, another process) keeps the
+    # old pages: VACUUM's checkpoint cannot finish. It used to wait for the
+    # reader as long as the busy timeout (here an hour: a hang), holding every
+    # write up, and then reported a shrink that had not happened.
+    async with DB.open(db_path, busy_timeout=3600) as db:
+        for _ in range(20):
+            run = await db.create_run(new_run(status="completed", completed_at=OLD))
+            for _ in range(50):
+                await db.append_event(run.id, "tick", payload={"text": "x" * 200})
+        await db.prune_runs(datetime.now(UTC))
+        # Another process: one of ours would share this process's file locks.
+        reader = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            "import sqlite3, sys; c = sqlite3.connect(sys.argv[1], isolation_level=None);"
+            " c.execute('BEGIN'); c.execute('SELECT count(*) FROM events').fetchone();"
+            " print('reading', flush=True); sys.stdin.read()",
+            str(db_path),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert reader.stdin is not None
+        assert reader.stdout is not None
+        assert await reader.stdout.readline() == b"reading\n"
+        size = db_path.stat().st_size
+        freed, _ = await asyncio.wait_for(asyncio.gather(db.vacuum(), db.create_run(new_run())), 60)
+        assert freed == 0  # the reader still uses the old pages
+        reader.stdin.close()
+        await reader.wait()
+        await db.vacuum()  # the reader gone, the file gives the space back
+        assert db_path.stat().st_size < size - 20 * 50 * 200
+        assert await db.check() == []
 
 
 async def test_check_lets_several_active_runs_without_a_branch_share_a_repo(db: DB) -> None:

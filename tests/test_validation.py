@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,23 @@ from tests.helpers import dump, new_run, new_unit
 HUGE = "x" * (1 << 20)
 HUGE_OBJECT = '{"k": "' + HUGE + '"}'
 NAIVE = datetime(2026, 1, 1, 12, 0)
+
+
+class _BrokenZone(tzinfo):
+    """A time zone of one's own whose offset is no offset."""
+
+    def __init__(self, offset: object) -> None:
+        self.offset = offset
+
+    def utcoffset(self, dt: datetime | None) -> Any:
+        return self.offset
+
+    def __repr__(self) -> str:
+        return "broken"
+
+
+BEYOND_A_DAY = datetime(2026, 1, 1, 12, 0, tzinfo=_BrokenZone(timedelta(days=2)))
+NOT_A_DELTA = datetime(2026, 1, 1, 12, 0, tzinfo=_BrokenZone(5))
 circular: list[object] = []
 circular.append(circular)
 
@@ -40,6 +57,8 @@ BAD_RUNS: list[tuple[str, object, dict[str, Any]]] = [
     ("Run.status", "RUNNING", {"status": "RUNNING"}),
     ("Run.status", 1, {"status": 1}),
     ("Run.started_at", NAIVE, {"started_at": NAIVE}),
+    ("Run.started_at", BEYOND_A_DAY, {"started_at": BEYOND_A_DAY}),
+    ("Run.completed_at", NOT_A_DELTA, {"completed_at": NOT_A_DELTA}),
     ("Run.completed_at", "2026-01-01", {"completed_at": "2026-01-01"}),
     ("Run.config_json", "[1, 2]", {"config_json": "[1, 2]"}),
     ("Run.config_json", "not json", {"config_json": "not json"}),

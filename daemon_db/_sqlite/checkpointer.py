@@ -113,7 +113,9 @@ class Checkpointer:
         self._restart_after: int | None = None  # _bulk_done when asked for (None: regardless)
         self._bulk = 0  # bulk batches under way (see bulk_batch), counted on the event loop
         self._bulk_done = 0  # ...and ended
-        self._checkpointing = threading.Lock()  # held by whichever thread is checkpointing
+        self.checkpointing = threading.Lock()
+        """Held by whichever thread is checkpointing: SQLite runs one checkpoint at a
+        time and fails the others at once (a ``vacuum`` takes it for its own)."""
         self._batches = 0
         self._last_done = time.monotonic()  # when a checkpoint last finished
         self._wal = schema.wal_path(path)
@@ -172,7 +174,7 @@ class Checkpointer:
             and time.monotonic() - self._last_done > STALLED_SECONDS
             and self._wal_bytes() > WAL_LIMIT_BYTES
         ):
-            with self._checkpointing:  # wait for the checkpointer's turn to end
+            with self.checkpointing:  # wait for the checkpointer's turn to end
                 self._restart_wanted = False
                 self._on_writer(conn, "TRUNCATE", wait=None)
         # SQLite runs one checkpoint at a time and fails the others at once,
@@ -188,12 +190,12 @@ class Checkpointer:
                 return
         if self.reading_ahead.acquire(blocking=False):
             try:
-                if self._checkpointing.acquire(blocking=False):
+                if self.checkpointing.acquire(blocking=False):
                     try:
                         self._restart_wanted = False
                         self._on_writer(conn, "RESTART", wait=RESTART_WAIT_SECONDS)
                     finally:
-                        self._checkpointing.release()
+                        self.checkpointing.release()
             finally:
                 self.reading_ahead.release()
 
@@ -325,7 +327,7 @@ class Checkpointer:
         # not in SQLite's busy handler, whose sleeps grow to tens of milliseconds.
         gate = self.gate if mode != "PASSIVE" else contextlib.nullcontext()
         try:
-            with gate, self._checkpointing:
+            with gate, self.checkpointing:
                 conn.execute(f"PRAGMA busy_timeout = {wait_ms}")
                 busy, frames, _ = conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
         except sqlite3.Error:  # locked by another checkpoint, or the file went away

@@ -233,14 +233,18 @@ class SQLiteDB(DB):
         self._check_open()
         if self._writer is None:
             raise ReadOnlyError(self._path)
+        work: Work[int] = partial(maintenance.vacuum, path=self._path)
+        checkpointer = self._checkpointer
+        if checkpointer is not None:  # its checkpoint waits for a pass of ours to end
+            work = partial(_holding, checkpointer.checkpointing, work)
         # VACUUM cannot run inside a transaction: take the writer between batches.
         connection = await self._writer.reserve()
         try:
-            return await settle(
-                bridge.submit(connection, partial(maintenance.vacuum, path=self._path))
-            )
+            return await settle(bridge.submit(connection, work))
         finally:
             self._writer.release()
+            if checkpointer is not None:  # a reader kept the file from shrinking: once idle
+                checkpointer.committed()
 
     async def backup(
         self,

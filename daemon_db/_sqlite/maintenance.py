@@ -19,6 +19,7 @@ from typing import Any
 from .._errors import DatabaseError, show, translate
 from .._records import ACTIVE_RUN_STATUSES, FINISHED_RUN_STATUSES, Run, RunStatus, Stats, UnitStatus
 from . import runs
+from .checkpointer import RESTART_WAIT_SECONDS
 from .schema import APPLICATION_ID, MEMORY, SCHEMA_VERSION, migrate, wal_path
 from .work import snapshot
 
@@ -329,23 +330,39 @@ _PRUNE_LOOKAHEAD = 64
 
 
 def vacuum(conn: sqlite3.Connection, *, path: str) -> int:
-    """Rewrite the file without its free pages; return the bytes it shrank by."""
-    page_size, before = _pages(conn)
+    """Rewrite the file without its free pages; return the bytes it shrank by (0 if not yet).
+
+    In WAL mode the new file is written through the WAL; a TRUNCATE
+    checkpoint then moves it into the database and empties the WAL. That
+    checkpoint waits for readers of older snapshots holding every write up, so
+    it waits ``RESTART_WAIT_SECONDS`` at most, as the checkpointer's do, not
+    the writer's busy timeout (5 s by default, every write held up behind a
+    ``check`` or a ``backup``). A reader still there keeps the old pages in use:
+    the file shrinks at the checkpointer's next TRUNCATE, once it is gone.
+    """
+    before = _file_bytes(conn, path)
     try:
         conn.execute("VACUUM")
-        # In WAL mode the new file is written through the WAL: move it into
-        # the database now, and empty the WAL, rather than leave it that large.
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        (timeout,) = conn.execute("PRAGMA busy_timeout").fetchone()
+        conn.execute(f"PRAGMA busy_timeout = {round(RESTART_WAIT_SECONDS * 1000)}")
+        try:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {timeout}")
     except sqlite3.Error as exc:
         raise translate(exc, path) from None
-    _, after = _pages(conn)
-    return (before - after) * page_size
+    return max(0, before - _file_bytes(conn, path))
 
 
-def _pages(conn: sqlite3.Connection) -> tuple[int, int]:
+def _file_bytes(conn: sqlite3.Connection, path: str) -> int:
+    """The database file's size: what the system would get back."""
+    if path != MEMORY:
+        with contextlib.suppress(OSError):
+            return os.path.getsize(path)
     (page_size,) = conn.execute("PRAGMA page_size").fetchone()
     (count,) = conn.execute("PRAGMA page_count").fetchone()
-    return page_size, count
+    size: int = page_size * count
+    return size
 
 
 def backup(
