@@ -191,13 +191,7 @@ async def test_iterating_yields_every_row_before_a_damaged_one_then_names_it(
         (["events", runs[0].id], [str(e.sequence) for e in events[:6]], events[6].id),
         (["runs"], [run.id for run in runs[:3]], runs[3].id),
     ]:
-        result = await asyncio.to_thread(
-            subprocess.run,
-            [sys.executable, "-m", "daemon_db", *command, "--nl", "--db", str(db_path)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        result = await _cli(db_path, *command, "--nl")
         assert result.returncode != 0
         shown = [line for line in result.stdout.splitlines() if line]
         key = "sequence" if command[0] == "events" else "id"
@@ -233,13 +227,7 @@ async def test_check_finds_every_kind_of_damaged_value_and_the_command_line_exit
     async with DB.open(db_path, readonly=True) as db:
         problems = await db.check()
     assert any("owners row 'o1': lease_until='never'" in p for p in problems), problems
-    result = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "daemon_db", "check", "--db", str(db_path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = await _cli(db_path, "check")
     assert result.returncode == 1
     assert "damaged value" in result.stdout
     report(
