@@ -19,7 +19,20 @@ def now() -> datetime:
 
 def to_text(moment: datetime) -> str:
     """Encode an aware UTC datetime (validation has normalised it) for storage."""
-    return moment.isoformat(timespec="microseconds")[:-6] + "Z"
+    # The same text as isoformat(timespec="microseconds") with a Z for its
+    # +00:00, in half the time: a listing's JSON writes two a row.
+    return _FORM % (
+        moment.year,
+        moment.month,
+        moment.day,
+        moment.hour,
+        moment.minute,
+        moment.second,
+        moment.microsecond,
+    )
+
+
+_FORM = "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ"
 
 
 _parse = datetime.fromisoformat

@@ -6,6 +6,8 @@ import threading
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from daemon_db import (
     EventRecord,
@@ -19,6 +21,7 @@ from daemon_db import (
     new_run_id,
 )
 from daemon_db._ids import new_run_id as ids_new_run_id
+from daemon_db._timestamps import from_text, to_text
 from tests.helpers import new_run
 
 
@@ -93,6 +96,17 @@ def test_timestamps_are_kept_in_utc() -> None:
     assert run.started_at is not None
     assert run.started_at.tzinfo is UTC
     assert run.started_at.hour == 14
+
+
+@given(st.datetimes(timezones=st.just(UTC)), st.datetimes(timezones=st.just(UTC)))
+def test_stored_timestamps_are_fixed_width_utc_text_in_time_order(
+    one: datetime, other: datetime
+) -> None:
+    text = to_text(one)
+    assert text == one.isoformat(timespec="microseconds").replace("+00:00", "Z")
+    assert len(text) == 27
+    assert from_text(text) == one
+    assert (text < to_text(other)) == (one < other)
 
 
 def test_status_strings_become_members() -> None:
