@@ -29,7 +29,16 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from daemon_db import DB, EventRecord, ResumableRun, Run, RunStatus, UnitRecord, UnitStatus
+from daemon_db import (
+    DB,
+    EventRecord,
+    ResumableRun,
+    Run,
+    RunStatus,
+    StatusConflictError,
+    UnitRecord,
+    UnitStatus,
+)
 
 STARTED = time.monotonic()
 ACKS: list[TextIO] = []  # --acks FILE: one line per event the store acknowledged
@@ -82,7 +91,11 @@ async def work_run(db: DB, run: Run, units: list[UnitRecord], pace: float) -> No
 
     todo = [unit for unit in units if unit.status is not UnitStatus.COMPLETED]
     await asyncio.gather(*(in_slot(unit) for unit in todo))
-    await db.complete_run(run.id, RunStatus.COMPLETED)
+    try:
+        await db.complete_run(run.id, RunStatus.COMPLETED)
+    except StatusConflictError as exc:  # an operator finished it meanwhile: theirs stands
+        say(f"run {run.id[-6:]} on {run.feature_branch}: already {exc.current}, left as it is")
+        return
     say(f"run {run.id[-6:]} on {run.feature_branch}: completed")
     # --8<-- [end:work_run]
 

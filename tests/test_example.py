@@ -6,11 +6,18 @@ store gives that run up.
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from daemon_db import DB, RunStatus
+from tests.helpers import new_run
+
 DEMO = Path(__file__).parent.parent / "examples" / "demo.py"
+DAEMON = DEMO.with_name("daemon.py")
 
 
 def test_the_demo_kills_the_daemon_and_it_resumes_losing_nothing(tmp_path: Path) -> None:
@@ -31,3 +38,21 @@ def test_the_demo_kills_the_daemon_and_it_resumes_losing_nothing(tmp_path: Path)
     checks = [line for line in out.splitlines() if line.startswith(("ok ", "FAIL"))]
     assert len(checks) == 5
     assert all(line.startswith("ok ") for line in checks), checks
+
+
+async def test_the_example_daemon_leaves_a_run_an_operator_finished_meanwhile(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = importlib.util.spec_from_file_location("example_daemon", DAEMON)
+    assert spec is not None
+    assert spec.loader is not None
+    daemon = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(daemon)
+    async with DB.open(tmp_path / "state.db") as db:
+        run = await db.create_run(new_run(status="running"))
+        await db.complete_run(run.id, RunStatus.CANCELLED)  # `daemon-db cancel`, as it works
+        await daemon.work_run(db, run, [], pace=0.0)
+        stored = await db.get_run(run.id)
+    assert stored is not None
+    assert stored.status is RunStatus.CANCELLED
+    assert "already cancelled, left as it is" in capsys.readouterr().out
