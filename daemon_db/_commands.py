@@ -142,6 +142,7 @@ async def _write(
     listing), else None. ``live`` sends each row on at once, for a follower.
     """
     last: T | None = None
+    whole = False
     try:
         async with _closing(rows):
             iterator = aiter(rows)
@@ -152,16 +153,22 @@ async def _write(
                     break
                 except DamagedRecordError:
                     if limit is not None and listed.count >= limit:
+                        whole = True
                         return last  # the row that says more follow is damaged: more follow
                     raise
                 if limit is not None and listed.count >= limit:
+                    whole = True
                     return last
                 listed.add(as_row(item))
                 last = item
                 if live:
                     listed.flush()
+        whole = True
     finally:
-        listed.close()
+        if whole:
+            listed.close()
+        else:
+            listed.cut()
     return None
 
 

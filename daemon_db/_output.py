@@ -183,6 +183,14 @@ class Listing(abc.ABC):
     def close(self) -> None:
         """End the listing."""
 
+    def cut(self) -> None:
+        """End a listing an error stopped: the rows before it stand, the error says why.
+
+        The data forms end as when whole (a JSON array of the rows before), so
+        that they stay readable; the command's exit status says it was cut.
+        """
+        self.close()
+
 
 class JsonArray(Listing):
     """A JSON array, opened at the first row and closed at the end: ``[]`` when empty.
@@ -335,6 +343,9 @@ class Table(Listing):
         self.flush()
         if not self._started:
             self.out.write("(none)\n")
+
+    def cut(self) -> None:
+        self.flush()  # no "(none)": an error came before any row, not the end
 
 
 def listing(

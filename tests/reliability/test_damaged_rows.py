@@ -364,3 +364,16 @@ async def test_a_dead_owner_whose_id_is_a_blob_stops_no_claim(db_path: Path) -> 
         assert conn.execute("SELECT count(*) FROM owners WHERE typeof(id) = 'blob'").fetchone() == (
             0,
         )
+
+
+async def test_a_table_stopped_by_its_first_row_does_not_say_none(db_path: Path) -> None:
+    async with DB.open(db_path) as db:
+        runs = [await db.create_run(new_run()) for _ in range(2)]
+    _edit(db_path, "UPDATE runs SET started_at = 'yesterday' WHERE id = ?", runs[0].id)
+    result = await _cli(db_path, "runs")
+    assert result.returncode == 1
+    assert runs[0].id in result.stderr
+    assert "(none)" not in result.stdout  # the store is not empty: a row stopped the listing
+    healthy = await _cli(db_path, "runs", "--after", runs[0].id)
+    assert healthy.returncode == 0
+    assert runs[1].id in healthy.stdout
