@@ -123,6 +123,17 @@ def _run_id(text: str) -> str:
     return text
 
 
+def _given(what: str) -> Callable[[str], str]:
+    """An argument type refusing empty or blank text: a mistake on the command line (exit 2)."""
+
+    def text(value: str) -> str:
+        if not value.strip():
+            raise argparse.ArgumentTypeError(f"{what} cannot be empty")
+        return value
+
+    return text
+
+
 # The parser
 
 
@@ -146,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub = commands_.add_parser(name, help=text, description=text)
         _add_global_options(sub, top=False)
         if forms:
-            _add_forms(sub)
+            _add_forms(sub, report=name in _REPORTS)
         sub.set_defaults(run=run)
         return sub
 
@@ -157,8 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
         choices=[status.value for status in RunStatus],
         help="only runs in this status (repeat for several)",
     )
-    sub.add_argument("--branch", help="only runs of this feature branch")
-    sub.add_argument("--repo", help="only runs of this repository path")
+    sub.add_argument("--branch", type=_given("a branch"), help="only runs of this feature branch")
+    sub.add_argument(
+        "--repo", type=_given("a repository path"), help="only runs of this repository path"
+    )
     _add_limit(sub, "runs")
     sub.add_argument("--after", metavar="ID", type=_run_id, help="the runs after this one (paging)")
     sub.add_argument("--newest-first", action="store_true", help="newest run first")
@@ -180,11 +193,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_argument(
         "--type",
+        type=_given("an event type"),
         action="append",
         metavar="TYPE",
         help="only events of this type (repeat for several)",
     )
-    sub.add_argument("--unit", metavar="UNIT_ID", help="only events of this unit")
+    sub.add_argument(
+        "--unit", type=_given("a unit id"), metavar="UNIT_ID", help="only events of this unit"
+    )
     live = sub.add_mutually_exclusive_group()
     live.add_argument(
         "--follow", action="store_true", help="keep printing new events until the run finishes"
@@ -211,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command(
         "backup", commands.backup, "a consistent copy, safe while the daemon writes", forms=False
     )
-    sub.add_argument("destination", metavar="DEST", help="the file to write")
+    sub.add_argument("destination", type=_given("DEST"), metavar="DEST", help="the file to write")
     sub.add_argument("--force", action="store_true", help="overwrite DEST if it exists")
 
     sub = command("prune", commands.prune, "delete finished runs completed before a cutoff")
@@ -244,7 +260,13 @@ def build_parser() -> argparse.ArgumentParser:
         forms=False,
     )
     _add_run_id(sub)
-    sub.add_argument("--reason", required=True, metavar="TEXT", help="why: stored as its error")
+    sub.add_argument(
+        "--reason",
+        type=_given("a reason"),
+        required=True,
+        metavar="TEXT",
+        help="why: stored as its error",
+    )
     sub = command(
         "cancel",
         commands.cancel,
@@ -282,14 +304,26 @@ def _add_global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
     )
 
 
-def _add_forms(parser: argparse.ArgumentParser) -> None:
+_REPORTS: Final = frozenset({"show", "stats", "check"})
+"""Commands that print one report rather than a listing of rows."""
+
+
+def _add_forms(parser: argparse.ArgumentParser, *, report: bool) -> None:
     forms = parser.add_mutually_exclusive_group()
     forms.set_defaults(form="table")
     forms.add_argument(
-        "--json", dest="form", action="store_const", const="json", help="JSON (an array)"
+        "--json",
+        dest="form",
+        action="store_const",
+        const="json",
+        help="JSON (an object)" if report else "JSON (an array)",
     )
     forms.add_argument(
-        "--nl", dest="form", action="store_const", const="nl", help="JSON, an object per line"
+        "--nl",
+        dest="form",
+        action="store_const",
+        const="nl",
+        help="JSON, the object on one line" if report else "JSON, an object per line",
     )
     forms.add_argument("--csv", dest="form", action="store_const", const="csv", help="CSV")
 

@@ -593,6 +593,32 @@ def test_main_returns_the_status_of_help_and_of_usage_errors(
     assert err.count("\n") == 1
 
 
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["runs", "--branch", ""], "a branch"),
+        (["runs", "--repo", " "], "a repository path"),
+        (["events", "RUN", "--type", ""], "an event type"),
+        (["events", "RUN", "--unit", ""], "a unit id"),
+        (["backup", ""], "DEST"),
+        (["fail", "RUN", "--reason", ""], "a reason"),
+    ],
+)
+def test_blank_text_on_the_command_line_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str],
+    db_path: Path,
+    filled: list[Run],
+    args: list[str],
+    named: str,
+) -> None:
+    before = dump(db_path)
+    code, out, err = cli(capsys, *args, "--db", str(db_path))
+    assert code == 2
+    assert f"{named} cannot be empty" in err
+    assert out == ""
+    assert dump(db_path) == before
+
+
 # Stored text is data: it never reaches the terminal raw
 
 
