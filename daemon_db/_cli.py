@@ -236,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_duration,
         required=True,
         metavar="DURATION",
-        help="completed longer ago than this: 30d, 12h, 90m, 1w2d (at most 100 years)",
+        help="completed longer ago than this: 30d, 12h, 90m, 1w2d (at most 36500d)",
     )
     sub.add_argument("--dry-run", action="store_true", help="only list what would be removed")
     sub.add_argument(

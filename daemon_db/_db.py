@@ -147,7 +147,7 @@ class DB(Operations):
             # Below a second the renewals (every third of it) would keep a core
             # busy and still lose the lease; past a year its expiry overflows.
             raise InvalidRecordError(
-                "lease", lease, f"must be from {MIN_LEASE:g} to {MAX_LEASE:g} seconds (a year)"
+                "lease", lease, f"must be from {MIN_LEASE:g} to {MAX_LEASE:,.0f} seconds (a year)"
             )
         me = Owner(new_run_id(), name, process, float(lease))
         if url.is_url(location):

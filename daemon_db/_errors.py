@@ -286,6 +286,7 @@ _EXPLAINED = {
     "SQLITE_READONLY_DIRECTORY": (
         "the folder cannot be written, and SQLite must create the -wal and -shm files there"
     ),
+    "SQLITE_NOTADB": "not a daemon_db database: not an SQLite file",
 }
 
 

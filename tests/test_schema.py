@@ -120,7 +120,7 @@ async def test_a_file_that_is_not_sqlite_is_refused_untouched(tmp_path: Path) ->
     path.write_bytes(b"these are not the pages you are looking for\n" * 100)
     before = path.read_bytes()
     for readonly in (False, True):
-        with pytest.raises(DatabaseError) as raised:
+        with pytest.raises(DatabaseError, match="not a daemon_db database") as raised:
             await DB.open(path, readonly=readonly)
         assert str(path) in str(raised.value)
     assert path.read_bytes() == before

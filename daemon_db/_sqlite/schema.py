@@ -215,7 +215,7 @@ def _check_writable(conn: sqlite3.Connection, path: str) -> None:
         if exc.sqlite_errorname == "SQLITE_READONLY":
             reason = (
                 "the file, or its -wal or -shm file, cannot be written"
-                " (open it with readonly=True to read it)"
+                " (it can still be opened read-only: readonly=True, or any inspecting command)"
             )
             raise DatabaseError(path, reason) from None
         raise translate(exc, path) from None
