@@ -510,6 +510,8 @@ def _must_be_a_file(path: str) -> None:
 
 
 def _must_not_exist(path: str) -> None:
+    if os.path.isdir(path):  # --force would not help: say what would
+        raise CommandError(f"{path} is a folder: give the path of the file to write")
     if os.path.exists(path):
         raise CommandError(f"{path} exists (pass --force to overwrite it)")
 

@@ -942,6 +942,13 @@ def test_backup_refuses_to_overwrite_unless_forced(
     assert copy.read_text() == "precious"
     assert cli(capsys, "backup", str(copy), "--db", str(db_path), "--force")[0] == 0
     assert dump(copy) == dump(db_path)
+    folder = tmp_path / "backups"
+    folder.mkdir()
+    for force in ([], ["--force"]):  # never "pass --force" for what --force refuses
+        code, _, err = cli(capsys, "backup", str(folder), "--db", str(db_path), *force)
+        assert code == 1
+        assert "is a folder: give the path of the file to write" in err
+    assert list(folder.iterdir()) == []
 
 
 async def _history(path: Path, finished: int = 0) -> dict[str, Run]:
