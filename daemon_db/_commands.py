@@ -140,36 +140,44 @@ async def _write(
 
     Returns the last row written if more rows followed it (``limit`` cut the
     listing), else None. ``live`` sends each row on at once, for a follower.
+    A listing an error (or Ctrl-C) stops is ``cut`` rather than closed.
     """
-    last: T | None = None
-    whole = False
     try:
-        async with _closing(rows):
-            iterator = aiter(rows)
-            while True:
-                try:
-                    item = await anext(iterator)
-                except StopAsyncIteration:
-                    break
-                except DamagedRecordError:
-                    if limit is not None and listed.count >= limit:
-                        whole = True
-                        return last  # the row that says more follow is damaged: more follow
-                    raise
+        more = await _copy(rows, listed, limit=limit, as_row=as_row, live=live)
+    except BaseException:
+        listed.cut()
+        raise
+    listed.close()
+    return more
+
+
+async def _copy(
+    rows: AsyncIterator[T],
+    listed: output.Listing,
+    *,
+    limit: int | None,
+    as_row: Callable[[T], output.Row],
+    live: bool,
+) -> T | None:
+    """``_write``'s rows into ``listed``: the last row written if more followed it."""
+    last: T | None = None
+    async with _closing(rows):
+        iterator = aiter(rows)
+        while True:
+            try:
+                item = await anext(iterator)
+            except StopAsyncIteration:
+                return None
+            except DamagedRecordError:
                 if limit is not None and listed.count >= limit:
-                    whole = True
-                    return last
-                listed.add(as_row(item))
-                last = item
-                if live:
-                    listed.flush()
-        whole = True
-    finally:
-        if whole:
-            listed.close()
-        else:
-            listed.cut()
-    return None
+                    return last  # the row that says more follow is damaged: more follow
+                raise
+            if limit is not None and listed.count >= limit:
+                return last
+            listed.add(as_row(item))
+            last = item
+            if live:
+                listed.flush()
 
 
 async def show_run(args: argparse.Namespace) -> int:
