@@ -24,7 +24,15 @@ from ._db import DB
 from ._errors import DamagedRecordError, SchemaVersionError, StatusConflictError, show
 from ._owner import Held
 from ._postgres import url
-from ._records import EventRecord, Run, RunStatus, Stats, UnitRecord, UnitStatus
+from ._records import (
+    ACTIVE_RUN_STATUSES,
+    EventRecord,
+    Run,
+    RunStatus,
+    Stats,
+    UnitRecord,
+    UnitStatus,
+)
 
 __all__ = [
     "CommandError",
@@ -253,6 +261,7 @@ async def events(args: argparse.Namespace) -> int:
     async with _open(args) as db:
         run_id = await _run_id(db, args.run_id, "RUN_ID")
         if args.follow:
+            await _say_if_nobody_runs(db, run_id)
             found = db.follow_events(run_id, args.since)
             listed = _listing(args, output.EVENT_FIELDS, [], stream=True)
         else:
@@ -266,6 +275,21 @@ async def events(args: argparse.Namespace) -> int:
     if last is not None:
         _note(f"more events follow: add --since {last.sequence} to see them")
     return 0
+
+
+async def _say_if_nobody_runs(db: DB, run_id: str) -> None:
+    """Before following an active run that no live daemon holds, say why nothing may come."""
+    try:
+        run = await db.get_run(run_id)
+    except DamagedRecordError:
+        return  # the follow reads only its status and events: let it go on as before
+    if run is None or run.status not in ACTIVE_RUN_STATUSES:
+        return
+    held = (await db._owners_of([run_id])).get(run_id)
+    if held is None or held.alive:
+        return
+    who = "no daemon holds it" if held.owner is None else f"its holder {held.owner} is not running"
+    _note(f"run {run_id} is {run.status.value}, but {who}: following until one resumes and ends it")
 
 
 async def _chosen_events(

@@ -14,6 +14,7 @@ import json
 import os
 import pty
 import re
+import select
 import signal
 import sqlite3
 import subprocess
@@ -803,7 +804,7 @@ def test_ctrl_c_exits_130_quietly(db_path: Path, filled: list[Run]) -> None:
     assert follower.wait(timeout=30) == 130  # its few lines fit in the pipe meanwhile
     out = follower.stdout.read()
     err = follower.stderr.read()
-    assert err == ""
+    assert err == _nobody_runs(filled[1])  # and no traceback
     assert len(json.loads("[\n" + out)) == 6  # what it printed is whole JSON
     follower.stdout.close()
     follower.stderr.close()
@@ -897,9 +898,45 @@ async def test_follow_says_so_when_its_run_is_deleted_underneath(
     async with asyncio.timeout(30):
         _, err = await follower.communicate()
     assert follower.returncode == 1
-    assert err.decode().splitlines() == [
-        f"daemon-db: error: run {running.id} was deleted (or pruned) while followed"
-    ]
+    assert err.decode() == (
+        _nobody_runs(running)
+        + f"daemon-db: error: run {running.id} was deleted (or pruned) while followed\n"
+    )
+
+
+def _nobody_runs(run: Run) -> str:
+    """What following says of an active run nobody holds (``filled``'s closed and let go)."""
+    return (
+        f"daemon-db: run {run.id} is {run.status.value}, but no daemon holds it:"
+        " following until one resumes and ends it\n"
+    )
+
+
+async def test_follow_says_nothing_of_a_run_that_a_live_daemon_holds(db_path: Path) -> None:
+    async with DB.open(db_path) as db:
+        run = await db.create_run(new_run(status="running"))
+        await db.append_event(run.id, "started")
+        follower = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "daemon_db",
+            "events",
+            run.id,
+            "--follow",
+            "--nl",
+            "--db",
+            str(db_path),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        assert follower.stdout is not None
+        assert json.loads(await follower.stdout.readline())["event_type"] == "started"
+        await db.complete_run(run.id, RunStatus.COMPLETED)
+        async with asyncio.timeout(30):
+            out, err = await follower.communicate()
+    assert follower.returncode == 0
+    assert json.loads(out)["event_type"] == "run_completed"
+    assert err == b""
 
 
 async def test_backup_while_a_writer_is_busy_is_a_consistent_copy(
@@ -1100,6 +1137,25 @@ def test_runs_show_and_resumable_say_who_holds_each_run(
     _, out, _ = cli(capsys, "resumable", "--db", str(db_path), "--nl")
     assert json.loads(out)["owner"] == "daemon-a"
     assert json.loads(out)["owner_alive"] is False
+    # Following it says at once why its events may never come.
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "daemon_db", "events", run.id, "--follow", "--db", str(db_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environment(),
+    )
+    assert follower.stderr is not None
+    try:
+        assert select.select([follower.stderr], [], [], 30)[0], "no note"
+        assert follower.stderr.readline() == (
+            f"daemon-db: run {run.id} is running, but its holder daemon-a is not running:"
+            " following until one resumes and ends it\n"
+        )
+    finally:
+        follower.kill()
+        follower.wait()
+        follower.stderr.close()
 
 
 async def _nothing(**_: object) -> None:
