@@ -274,7 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
         forms=False,
     )
     _add_run_id(sub)
-    sub.add_argument("--reason", metavar="TEXT", help="why: stored as its error")
+    sub.add_argument(
+        "--reason", type=_given("a reason"), metavar="TEXT", help="why: stored as its error"
+    )
 
     sub = command(
         "completion",

@@ -603,6 +603,7 @@ def test_main_returns_the_status_of_help_and_of_usage_errors(
         (["events", "RUN", "--unit", ""], "a unit id"),
         (["backup", ""], "DEST"),
         (["fail", "RUN", "--reason", ""], "a reason"),
+        (["cancel", "RUN", "--reason", "  "], "a reason"),
     ],
 )
 def test_blank_text_on_the_command_line_is_a_usage_error(
