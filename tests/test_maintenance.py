@@ -215,6 +215,22 @@ async def test_check_reports_what_another_tool_dropped_from_the_schema(
     assert problems[-1] == "the store's own checks need every table: not run"
 
 
+async def test_check_reports_what_another_tool_made_again_otherwise(
+    file_db: DB, db_path: Path
+) -> None:
+    await file_db.create_run(new_run())
+    with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
+        # Same names, but two active runs of a branch are let in, and counts drift.
+        conn.execute("DROP INDEX runs_one_active")
+        conn.execute("CREATE INDEX runs_one_active ON runs (feature_branch, repo_path)")
+        conn.execute("DROP TRIGGER units_counted_in")
+        conn.execute("CREATE TRIGGER units_counted_in AFTER INSERT ON units BEGIN SELECT 1; END")
+    assert await file_db.check(quick=True) == [
+        "schema: index runs_one_active is not as daemon_db makes it (another tool changed it)",
+        "schema: trigger units_counted_in is not as daemon_db makes it (another tool changed it)",
+    ]
+
+
 @pytest.mark.parametrize(
     ("query", "index"),
     [

@@ -70,6 +70,7 @@ async def test_a_version_1_file_migrates_with_its_data_intact(tmp_path: Path) ->
         assert [r.run.id for r in await db.resumable_runs()] == [run.id]
         # The rules of the new version hold on the old data.
         assert await db.get_run_by_branch("feature/a", "/srv/app") == run
+        assert await db.check() == []  # its schema is this version's, object by object
     async with DB.open(fresh):
         pass
     assert _header(old) == _header(fresh) == (APPLICATION_ID, SCHEMA_VERSION)

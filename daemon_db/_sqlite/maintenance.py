@@ -13,7 +13,7 @@ import sqlite3
 import stat
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from .._errors import DatabaseError, show, translate
@@ -80,11 +80,19 @@ def check(conn: sqlite3.Connection, *, quick: bool = False) -> list[str]:
                 f" {APPLICATION_ID:#x}, version {SCHEMA_VERSION}"
             )
         # Another version's objects differ by design: its version is the problem.
-        missing = (
-            _schema_objects() - set(conn.execute(_OBJECTS)) if version == SCHEMA_VERSION else set()
-        )
-        problems += [f"schema: {kind} {name} is missing" for kind, name in sorted(missing)]
-        if any(kind == "table" for kind, _ in missing):
+        missing: list[str] = []
+        if version == SCHEMA_VERSION:
+            found = dict(_objects(conn))
+            for (kind, name), sql in sorted(_schema_objects().items()):
+                if (kind, name) not in found:
+                    missing.append(kind)
+                    problems.append(f"schema: {kind} {name} is missing")
+                elif found[kind, name] != sql:
+                    problems.append(
+                        f"schema: {kind} {name} is not as daemon_db makes it (another tool"
+                        " changed it)"
+                    )
+        if "table" in missing:
             problems.append("the store's own checks need every table: not run")
             return problems
         # As the index has it: a run without a branch is nobody's rival.
@@ -107,19 +115,27 @@ def check(conn: sqlite3.Connection, *, quick: bool = False) -> list[str]:
     return problems
 
 
-_OBJECTS = "SELECT type, name FROM sqlite_master WHERE name NOT LIKE 'sqlite%'"
+def _objects(conn: sqlite3.Connection) -> Iterator[tuple[tuple[str, str], str | None]]:
+    """The file's tables, indexes and triggers, each with its SQL, spaced as one line."""
+    for kind, name, sql in conn.execute(
+        "SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite%'"
+    ):
+        yield (kind, name), (" ".join(sql.split()) if isinstance(sql, str) else sql)
 
 
 @functools.cache
-def _schema_objects() -> frozenset[tuple[str, str]]:
+def _schema_objects() -> dict[tuple[str, str], str | None]:
     """The tables, indexes and triggers of this version's schema, as a fresh file has them.
 
-    Another tool may drop one: without its trigger a count drifts from the
-    next write on, without its index a rule is no longer enforced.
+    Another tool may drop one, or make it again otherwise under the same name:
+    without its trigger a count drifts from the next write on, without its
+    unique index a rule is no longer enforced. The SQL is compared spaced as
+    one line: SQLite keeps each object's text as its statement had it, and a
+    file migrated from an older version ran the same statements as a new one.
     """
     with contextlib.closing(sqlite3.connect(MEMORY, isolation_level=None)) as conn:
         migrate(conn, MEMORY, 0)
-        return frozenset(conn.execute(_OBJECTS))
+        return dict(_objects(conn))
 
 
 def _wrong_counts(conn: sqlite3.Connection) -> list[str]:
