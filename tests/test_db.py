@@ -79,6 +79,22 @@ async def test_open_accepts_a_path_like_and_a_str(db_path: Path) -> None:
         assert inspector.readonly
 
 
+@pytest.mark.parametrize("name", ["file:state.db", "file:?mode=memory", "a b#c?d%20.db"])
+async def test_a_name_is_a_file_name_never_a_uri(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    # This SQLite reads a name starting with "file:" as a URI unless told not
+    # to: "file:state.db" opened state.db, another file, readable by all.
+    monkeypatch.chdir(tmp_path)
+    async with DB.open(name) as db:
+        run = await db.create_run(new_run())
+    async with DB.open(name, readonly=True) as inspector:
+        assert await inspector.get_run(run.id) == run
+    # (and the empty -wal and -shm the inspector left, as readers do)
+    assert {path.name for path in tmp_path.iterdir()} - {f"{name}-wal", f"{name}-shm"} == {name}
+    assert (tmp_path / name).stat().st_mode & 0o077 == 0
+
+
 @pytest.mark.parametrize("name", [*READS, *WRITES, "transaction", "follow_events"])
 async def test_every_call_after_close_raises_closed_error(db_path: Path, name: str) -> None:
     run_id = await _populated(db_path)

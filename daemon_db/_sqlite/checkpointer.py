@@ -231,8 +231,9 @@ class Checkpointer:
     def _run(self) -> None:
         try:
             # mode=rw: the writer made the file; never create one here.
-            uri = Path(self._path).resolve().as_uri() + "?mode=rw"
-            conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=0)
+            conn = sqlite3.connect(
+                schema.uri(self._path, "rw"), uri=True, isolation_level=None, timeout=0
+            )
         except sqlite3.Error:
             return  # the writer opened this file: nothing to do here but not checkpoint
         try:

@@ -25,6 +25,7 @@ __all__ = [
     "migrate",
     "open_reader",
     "open_writer",
+    "uri",
 ]
 
 APPLICATION_ID: Final = 0x646D6462
@@ -43,12 +44,27 @@ def wal_path(path: str) -> str:
     return f"{os.path.realpath(path)}-wal"
 
 
+def uri(path: str, mode: str) -> str:
+    """``path`` as the URI SQLite opens it by, in ``mode`` (``ro``, ``rw``, ``rwc``).
+
+    Always a URI, never the name as given: this SQLite reads a name that starts
+    with ``file:`` as a URI even when not asked to, so ``file:state.db`` would
+    open ``state.db``, another file. The absolute path of a URI is only a path.
+    """
+    return f"{Path(path).resolve().as_uri()}?mode={mode}"
+
+
 def open_writer(path: str, *, busy_timeout: float, synchronous: str) -> sqlite3.Connection:
     """Open ``path`` for writing, creating it (owner-only) and migrating it as needed."""
     if path != MEMORY:
         _create_private_file(path)
     try:
-        conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
+        conn = sqlite3.connect(
+            path if path == MEMORY else uri(path, "rw"),
+            uri=True,
+            timeout=busy_timeout,
+            isolation_level=None,
+        )
     except sqlite3.Error as exc:
         raise translate(exc, path) from None
     try:
@@ -73,10 +89,11 @@ def open_reader(path: str, *, busy_timeout: float) -> sqlite3.Connection:
         raise DatabaseError(path, "an in-memory database cannot be opened read-only")
     if not os.path.isfile(path):
         raise DatabaseError(path, "no such database file")
-    # mode=ro makes SQLite itself refuse every write on this connection.
-    uri = Path(path).resolve().as_uri() + "?mode=ro"
     try:
-        conn = sqlite3.connect(uri, uri=True, timeout=busy_timeout, isolation_level=None)
+        # mode=ro makes SQLite itself refuse every write on this connection.
+        conn = sqlite3.connect(
+            uri(path, "ro"), uri=True, timeout=busy_timeout, isolation_level=None
+        )
     except sqlite3.Error as exc:
         raise translate(exc, path) from None
     try:
