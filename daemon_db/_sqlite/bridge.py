@@ -21,13 +21,21 @@ from typing import TypeVar
 
 import aiosqlite
 
+from .._cancellation import settle, wait_out
+
 __all__ = ["connect", "run_detached", "submit"]
 
 T = TypeVar("T")
 
 
 async def connect(open_connection: Callable[[], sqlite3.Connection]) -> aiosqlite.Connection:
-    """Start a connection thread and open the sqlite3 connection on it."""
+    """Start a connection thread and open the sqlite3 connection on it.
+
+    Cancelled meanwhile, it waits for the thread to finish opening, closes
+    what was opened and stops the thread, then raises CancelledError: aiosqlite
+    alone leaves the connection open, and its thread reporting to a loop that
+    may have closed.
+    """
     failures: list[BaseException] = []
 
     def attempt() -> sqlite3.Connection | None:
@@ -41,16 +49,32 @@ async def connect(open_connection: Callable[[], sqlite3.Connection]) -> aiosqlit
     # aiosqlite's worker is not a daemon thread, so a DB that is never closed
     # would hang interpreter exit; SQLite's journal makes dying mid-write safe.
     connection._thread.daemon = True
-    await connection
+    try:
+        await settle(asyncio.ensure_future(_opened(connection)))
+    except asyncio.CancelledError:
+        await wait_out(asyncio.ensure_future(_shut(connection, opened=not failures)))
+        raise
     if failures:
         # When its connector raises, aiosqlite stops the thread without waiting,
         # and the thread may then report to a loop that has closed. Failing here
         # instead lets us wait for the thread to stop.
-        stopped = connection.stop()
-        if stopped is not None:
-            await stopped
+        await _shut(connection, opened=False)
         raise failures[0]
     return connection
+
+
+async def _opened(connection: aiosqlite.Connection) -> None:
+    await connection
+
+
+async def _shut(connection: aiosqlite.Connection, *, opened: bool) -> None:
+    """Close the connection if it opened, and wait for its thread to stop."""
+    if opened:
+        await connection.close()
+        return
+    stopped = connection.stop()
+    if stopped is not None:
+        await stopped
 
 
 def submit(
