@@ -27,6 +27,7 @@ from ._postgres import url
 from ._records import (
     ACTIVE_RUN_STATUSES,
     EventRecord,
+    ResumableRun,
     Run,
     RunStatus,
     Stats,
@@ -309,30 +310,31 @@ async def resumable(args: argparse.Namespace) -> int:
     """What a daemon starting now would resume."""
     async with _open(args) as db:
         found = await db.resumable_runs()
-    rows = []
-    for item in found:
-        completed = sum(unit.status is UnitStatus.COMPLETED for unit in item.units)
-        running = [unit.unit_id for unit in item.units if unit.status is UnitStatus.RUNNING]
-        run = item.run
-        rows.append(
-            {
-                "id": run.id,
-                "status": run.status,
-                "feature_branch": run.feature_branch,
-                "repo_path": run.repo_path,
-                "started_at": run.started_at,
-                "units": len(item.units),
-                "units_completed": completed,
-                "units_running": running,
-                "next_sequence": item.next_sequence,
-                "owner": item.owner,
-                "owner_alive": item.owner_alive,
-                "attempts": item.attempt,
-            }
-        )
     listed = _listing(args, output.RESUMABLE_FIELDS, output.resumable_table())
-    await _write(_aiter(rows), listed, as_row=dict)
+    await _write(_aiter(map(_resumable_row, found)), listed, as_row=dict)
     return 0
+
+
+def _resumable_row(item: ResumableRun) -> dict[str, object]:
+    # Made as written, so that a blob another tool wrote stops the listing at its row.
+    run = output.record_row(item.run)
+    units = [output.record_row(unit) for unit in item.units]
+    return {
+        "id": run["id"],
+        "status": run["status"],
+        "feature_branch": run["feature_branch"],
+        "repo_path": run["repo_path"],
+        "started_at": run["started_at"],
+        "units": len(units),
+        "units_completed": sum(unit["status"] is UnitStatus.COMPLETED for unit in units),
+        "units_running": [
+            unit["unit_id"] for unit in units if unit["status"] is UnitStatus.RUNNING
+        ],
+        "next_sequence": item.next_sequence,
+        "owner": item.owner,
+        "owner_alive": item.owner_alive,
+        "attempts": item.attempt,
+    }
 
 
 async def stats(args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import sqlite3
 import subprocess
@@ -157,15 +158,17 @@ async def test_a_blob_another_tool_wrote_is_one_error_line_in_every_form(db_path
     async with DB.open(db_path) as db:
         runs = [await db.create_run(new_run()) for _ in range(3)]
     _edit(db_path, "UPDATE runs SET error = ? WHERE id = ?", b"ABC", runs[1].id)
-    for form in ("--json", "--nl", "--csv", None):
-        result = await _cli(db_path, "runs", *([form] if form else []))
-        assert result.returncode == 1, form
+    for command, form in itertools.product(
+        ("runs", "resumable"), ("--json", "--nl", "--csv", None)
+    ):
+        result = await _cli(db_path, command, *([form] if form else []))
+        assert result.returncode == 1, (command, form)
         assert result.stderr.startswith("daemon-db: error: damaged runs row"), result.stderr
         assert "error=b'ABC' is a blob" in result.stderr
         assert len(result.stderr.splitlines()) == 1  # no traceback
         assert runs[0].id in result.stdout  # what came before it is shown
-    result = await _cli(db_path, "runs", "--json")
-    assert [run["id"] for run in json.loads(result.stdout)] == [runs[0].id]
+        if form == "--json":
+            assert [run["id"] for run in json.loads(result.stdout)] == [runs[0].id]
 
 
 async def test_iterating_yields_every_row_before_a_damaged_one_then_names_it(
