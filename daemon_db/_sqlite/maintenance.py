@@ -260,11 +260,13 @@ def _damaged_values(conn: sqlite3.Connection) -> list[str]:
     return problems
 
 
-_PRUNABLE = f"SELECT {runs.COLUMNS}, (SELECT COALESCE(MAX(sequence), 0) FROM events" + (
-    # Named, not left to the planner: without ANALYZE figures it may pick
-    # runs_by_status and sort every finished run, batch after batch. A partial
-    # index serves only a query whose WHERE repeats the index's own, as here.
-    " WHERE run_id = runs.id) FROM runs INDEXED BY runs_finished_by_completion"
+_PRUNABLE = f"SELECT {runs.COLUMNS}, CAST((SELECT COALESCE(MAX(sequence), 0) FROM events" + (
+    # The highest sequence only sizes a batch: cast, it is a whole number
+    # whatever another tool wrote there (text sorts above every number).
+    # The index is named, not left to the planner: without ANALYZE figures it
+    # may pick runs_by_status and sort every finished run, batch after batch.
+    # A partial index serves only a query whose WHERE repeats its own, as here.
+    " WHERE run_id = runs.id) AS INTEGER) FROM runs INDEXED BY runs_finished_by_completion"
     " WHERE status IN ('cancelled', 'completed', 'failed') AND completed_at < ?"
 )
 

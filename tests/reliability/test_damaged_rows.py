@@ -10,6 +10,7 @@ import json
 import sqlite3
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -115,6 +116,22 @@ async def test_an_event_sequence_that_is_not_a_whole_number_is_named_when_read(
                 "sequence",
             )
             assert any("sequence" in p for p in await db.check())
+
+
+@pytest.mark.parametrize("value", [2.5, "two", b"\x02"])
+async def test_a_prune_removes_a_run_whose_sequences_another_tool_broke(
+    db_path: Path, value: object
+) -> None:
+    # The highest sequence sizes a prune's batch: text made it raise TypeError.
+    async with DB.open(db_path) as db:
+        run = await db.create_run(new_run())
+        events = [await db.append_event(run.id, "e") for _ in range(3)]
+        await db.complete_run(run.id, RunStatus.COMPLETED)
+    _edit(db_path, "UPDATE events SET sequence = ? WHERE id = ?", value, events[1].id)
+    async with DB.open(db_path) as db:
+        assert [r.id for r in await db.prune_runs(datetime.now(UTC), dry_run=True)] == [run.id]
+        assert [r.id for r in await db.prune_runs(datetime.now(UTC))] == [run.id]
+        assert await db.check() == []
 
 
 async def _cli(db_path: Path, *command: str) -> subprocess.CompletedProcess[str]:
