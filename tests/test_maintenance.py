@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import sqlite3
 import sys
 import threading
@@ -25,6 +26,8 @@ from daemon_db import (
     UnitRecord,
     UnitStatus,
 )
+from daemon_db import _timestamps as timestamps
+from daemon_db._sqlite import maintenance
 from tests.helpers import dump, new_run
 
 OLD = datetime.now(UTC) - timedelta(days=10)
@@ -195,6 +198,33 @@ async def test_check_reports_a_sequence_that_is_not_a_whole_number(
         assert await file_db.check(quick=quick) == [
             f"damaged value: events row {event_id}: sequence=2.5 is not what daemon_db writes"
         ]
+
+
+def test_check_finds_every_timestamp_that_cannot_be_read_back() -> None:
+    # Of the stored form but no moment: 2024-02-30, month 13, hour 24, year 0.
+    # check() said all was well while every read of such a row failed.
+    rule = maintenance._timestamp("v")
+    found = []
+    with contextlib.closing(sqlite3.connect(":memory:")) as conn:
+        for year, month, day, hour in itertools.product(
+            ("0000", "0001", "1900", "2000", "2023", "2024", "2100", "9999"),
+            range(20),
+            range(40),
+            (0, 9, 19, 23, 24, 29),
+        ):
+            text = f"{year}-{month:02d}-{day:02d}T{hour:02d}:59:59.999999Z"
+            (damaged,) = conn.execute(f"SELECT {rule} FROM (SELECT ? AS v)", (text,)).fetchone()
+            found.append((text, bool(damaged), not _reads_back(text)))
+    assert [(text, said) for text, said, unreadable in found if said != unreadable] == []
+    assert sum(unreadable for _, _, unreadable in found) > len(found) / 2  # both kinds, many
+
+
+def _reads_back(text: str) -> bool:
+    try:
+        timestamps.from_text(text)
+    except ValueError:
+        return False
+    return True
 
 
 async def test_check_reports_what_another_tool_dropped_from_the_schema(

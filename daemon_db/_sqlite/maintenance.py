@@ -14,7 +14,7 @@ import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, Final
 
 from .._errors import DatabaseError, show, translate
 from .._records import ACTIVE_RUN_STATUSES, FINISHED_RUN_STATUSES, Run, RunStatus, Stats, UnitStatus
@@ -154,9 +154,38 @@ def _wrong_counts(conn: sqlite3.Connection) -> list[str]:
     ]
 
 
-_TIMESTAMP_FORM = "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9]." + (
-    "[0-9]" * 6 + "Z"
+_DIGIT = "[0-9]"
+_TIMESTAMP_FORM = (
+    f"{_DIGIT * 4}-[01]{_DIGIT}-[0-3]{_DIGIT}T[012]{_DIGIT}:[0-5]{_DIGIT}:[0-5]{_DIGIT}"
+    f".{_DIGIT * 6}Z"
 )
+
+
+def _no_moment(column: str) -> str:
+    """Text of the timestamp's form that names no moment: reading it back fails.
+
+    The form already bounds minutes and seconds; this finds year 0, month 00
+    or 13 to 19, day 00 or past its month's end (February 29 of a year that
+    is not a leap year), hour 24 to 29. The day's end is worked out only for
+    days past 28, about a tenth of rows: 0.3 to 0.4 µs a timestamp on the
+    development machine, against 1 µs for every row.
+    """
+    year, month, day = (f"substr({column}, {start}, {length})" for start, length in _PARTS)
+    leap = f"{year} % 4 = 0 AND ({year} % 100 <> 0 OR {year} % 400 = 0)"
+    last = (
+        f"CASE {month} WHEN '02' THEN CASE WHEN {leap} THEN '29' ELSE '28' END"
+        " WHEN '04' THEN '30' WHEN '06' THEN '30' WHEN '09' THEN '30' WHEN '11' THEN '30'"
+        " ELSE '31' END"
+    )
+    return (
+        f"{column} < '0001' OR {month} NOT BETWEEN '01' AND '12'"
+        f" OR {column} GLOB '???????????2[4-9]*'"
+        f" OR {day} NOT BETWEEN '01' AND '28' AND ({day} = '00' OR {day} > {last})"
+    )
+
+
+_PARTS: Final = ((1, 4), (6, 2), (9, 2))
+"""Where a stored timestamp's year, month and day are: (start, length), from 1."""
 
 
 def _text(column: str, *, optional: bool = False, name: bool = False) -> str:
@@ -165,7 +194,10 @@ def _text(column: str, *, optional: bool = False, name: bool = False) -> str:
 
 
 def _timestamp(column: str, *, optional: bool = True) -> str:
-    bad = f"typeof({column}) <> 'text' OR {column} NOT GLOB '{_TIMESTAMP_FORM}'"
+    bad = (
+        f"typeof({column}) <> 'text' OR {column} NOT GLOB '{_TIMESTAMP_FORM}'"
+        f" OR {_no_moment(column)}"
+    )
     return f"{column} IS NOT NULL AND ({bad})" if optional else f"{column} IS NULL OR {bad}"
 
 
