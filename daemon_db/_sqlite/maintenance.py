@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import re
 import sqlite3
 import stat
 import tempfile
@@ -17,10 +18,11 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final
 
 from .._errors import DatabaseError, show, translate
+from .._process import is_running, this_process
 from .._records import ACTIVE_RUN_STATUSES, FINISHED_RUN_STATUSES, Run, RunStatus, Stats, UnitStatus
 from . import runs
 from .checkpointer import RESTART_WAIT_SECONDS
-from .schema import APPLICATION_ID, MEMORY, SCHEMA_VERSION, migrate, wal_path
+from .schema import APPLICATION_ID, MEMORY, SCHEMA_VERSION, migrate, uri, wal_path
 from .work import snapshot
 
 __all__ = [
@@ -429,8 +431,11 @@ def backup(
     busy daemon would be forever; within a read transaction it copies one
     consistent snapshot, and the daemon's writes go on meanwhile (WAL).
     """
-    target = sqlite3.connect(destination)
+    target = sqlite3.connect(uri(destination, "rw"), uri=True)
     try:
+        # No journal: a copy that fails is deleted whole, and a journal was left
+        # behind on a disk that filled up.
+        target.execute("PRAGMA journal_mode = OFF")
         with snapshot(conn):
             conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()  # start the snapshot
             total = 0
@@ -458,18 +463,70 @@ def backup_to(
     """Back up into a temporary file beside ``destination``, then rename it into place."""
     _check_destination(source, destination, overwrite=overwrite)
     folder = os.path.dirname(os.path.abspath(destination))
+    _remove_abandoned(folder)
+    me = this_process()
     try:
-        fd, partial_copy = tempfile.mkstemp(prefix=".backup-", suffix=".db", dir=folder)
+        fd, partial_copy = tempfile.mkstemp(
+            prefix=f".backup-{me.host}-{me.pid}-{me.started or 0}-", suffix=".db", dir=folder
+        )
     except OSError as exc:
         raise DatabaseError(destination, f"cannot write the copy: {exc.strerror}") from None
     os.close(fd)  # mkstemp made it owner-only, as the database itself
     try:
         pages = backup(conn, destination=partial_copy, progress=progress)
+        # On disk before it takes the name, and the name on disk before success.
+        _sync(partial_copy)
         os.replace(partial_copy, destination)
-    except BaseException:
-        os.unlink(partial_copy)
+        if os.name == "posix":  # elsewhere a folder cannot be opened to sync it
+            _sync(folder)
+    except BaseException as exc:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(partial_copy)
+        if isinstance(exc, sqlite3.Error) and _writing(exc):
+            raise translate(exc, destination) from None
+        if isinstance(exc, OSError):
+            raise DatabaseError(destination, f"cannot write the copy: {exc.strerror}") from None
         raise
     return pages
+
+
+_PARTIAL = re.compile(r"\.backup-(.*)-([0-9]+)-([0-9]+)-[a-z0-9_]{8}\.db\Z")
+"""A partial copy's name: who makes it (host, pid, start time), and mkstemp's part."""
+
+
+def _remove_abandoned(folder: str) -> None:
+    """Remove the partial copies that backups killed mid-copy left in ``folder``.
+
+    A copy is made under a hidden name and renamed when whole; killed before
+    that, a backup left its partial copy, as large as the copy had got, for
+    good. Only copies by processes of this host that no longer run go: a
+    live backup's, even in a folder other hosts share, is left alone.
+    """
+    me = this_process()
+    with contextlib.suppress(OSError):
+        for name in os.listdir(folder):
+            found = _PARTIAL.match(name)
+            if found is None or found[1] != me.host or int(found[2]) == me.pid:
+                continue
+            if not is_running(int(found[2]), None if found[3] == "0" else found[3]):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(folder, name))
+
+
+def _sync(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _writing(exc: sqlite3.Error) -> bool:
+    """Whether an error of a backup came from writing the copy (the source is only read)."""
+    name = getattr(exc, "sqlite_errorname", "")
+    if name.startswith("SQLITE_IOERR"):
+        return name not in ("SQLITE_IOERR_READ", "SQLITE_IOERR_SHORT_READ")
+    return name in ("SQLITE_FULL", "SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM")
 
 
 _COMPANIONS = ("-wal", "-shm", "-journal")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon_db import DB, DatabaseError
+from daemon_db import DB, DatabaseError, _process
 from tests.helpers import dump, new_run, report
 
 # What these check is the SQLite engine's own (its file, writer, thread or
@@ -121,3 +121,66 @@ async def test_backup_beside_a_writing_process_is_refused_on_the_command_line(
 async def _append(db: DB, run_id: str, count: int) -> None:
     for n in range(count):
         await db.append_event(run_id, "tick", payload=n)
+
+
+_FILLING = """
+import asyncio, resource, signal, sys
+from daemon_db import DB, DatabaseError
+# Writes past this size fail, as on a full disk (the file being copied is only read).
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (256 * 1024, 256 * 1024))
+async def main(source, destination):
+    async with DB.open(source, readonly=True) as db:
+        try:
+            await db.backup(destination)
+        except DatabaseError as exc:
+            print(exc.path)
+asyncio.run(main(*sys.argv[1:]))
+"""
+
+
+async def test_a_copy_that_cannot_be_written_names_its_destination_and_leaves_nothing(
+    tmp_path: Path,
+) -> None:
+    # A full disk under the copy blamed the database being copied, and left a
+    # -journal beside the destination.
+    path, folder = tmp_path / "state.db", tmp_path / "copies"
+    folder.mkdir()
+    async with DB.open(path) as db:
+        run = await db.create_run(new_run())
+        async with db.transaction() as tx:
+            for n in range(1000):
+                await tx.append_event(run.id, "tick", payload={"n": n, "pad": "x" * 900})
+    before = dump(path)
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", _FILLING, str(path), str(folder / "copy.db")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout == f"{folder / 'copy.db'}\n"
+    assert list(folder.iterdir()) == []
+    assert dump(path) == before
+
+
+async def test_a_backup_removes_the_partial_copies_of_backups_killed_mid_copy(
+    tmp_path: Path,
+) -> None:
+    # Killed before its rename, a backup left its hidden partial copy for good.
+    path = tmp_path / "state.db"
+    async with DB.open(path) as db:
+        await db.create_run(new_run())
+        me = _process.this_process()
+        child = await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")
+        await child.wait()
+        parent = os.getppid()
+        dead = tmp_path / f".backup-{me.host}-{child.pid}-12345-abcdefgh.db"
+        alive = tmp_path / f".backup-{me.host}-{parent}-{_process._started(parent)}-abcdefgh.db"
+        elsewhere = tmp_path / f".backup-another-host-{child.pid}-12345-abcdefgh.db"
+        for partial in (dead, alive, elsewhere):
+            partial.write_bytes(b"half a copy")
+        await db.backup(tmp_path / "copy.db")
+    left = {p.name for p in tmp_path.iterdir() if p.name.startswith(".backup-")}
+    assert left == {alive.name, elsewhere.name}
