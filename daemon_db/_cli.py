@@ -28,7 +28,7 @@ __all__ = ["build_parser", "main"]
 Command = Callable[[argparse.Namespace], Awaitable[int]]
 
 LARGEST_INTEGER: Final = 2**63 - 1  # SQLite's
-DURATION: Final = re.compile(r"(\d+)([wdhms])")
+DURATION: Final = re.compile(r"([0-9]+)([wdhms])")
 DURATION_UNITS: Final = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
 LONGEST_DURATION: Final = timedelta(days=36500)
 SHELLS: Final = ("bash", "zsh", "tcsh", "fish")
@@ -86,6 +86,8 @@ class _Parser(argparse.ArgumentParser):
 def _whole_number(minimum: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
+            if not text.isascii():  # int() reads any script's digits: 5 only as typed here
+                raise ValueError(text)
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{show(text)} is not a whole number") from None

@@ -463,6 +463,8 @@ def test_an_ambiguous_or_unknown_run_id(db_path: Path) -> None:
         ),
         (["prune", "--older-than", "1000000d"], 2, ["--older-than", "at most 36500d"]),
         (["prune", "--older-than", "soon"], 2, ["--older-than", "not a duration"]),
+        (["prune", "--older-than", "\u0661d"], 2, ["--older-than", "not a duration"]),
+        (["events", "X", "--since", "\u0661"], 2, ["--since", "not a whole number"]),
         (["events", "X", "--since", "-5"], 2, ["--since", "'-5'"]),
         (["events", "X", "--since", "99999999999999999999"], 2, ["--since", "too large"]),
         (["runs", "--limit", "99999999999999999999"], 2, ["--limit", "too large"]),
