@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 from datetime import datetime
@@ -232,9 +231,7 @@ class EventRecord:
         if self.unit_id is not None:
             check.text("EventRecord.unit_id", self.unit_id)
         if self.payload_json is not None:
-            check.text(
-                "EventRecord.payload_json", self.payload_json, max_chars=check.MAX_JSON_BYTES
-            )
+            check.payload_json("EventRecord.payload_json", self.payload_json)
         created_at = check.timestamp("EventRecord.created_at", self.created_at)
         if created_at is None:
             raise InvalidRecordError("EventRecord.created_at", None, "is required")
@@ -246,8 +243,15 @@ class EventRecord:
 
         Returns:
             The decoded JSON value (a new object at each access).
+
+        Raises:
+            InvalidRecordError: ``payload_json`` is not JSON: another tool wrote
+                it into the file (reads do not decode every payload; ``check()``
+                finds them).
         """
-        return None if self.payload_json is None else json.loads(self.payload_json)
+        if self.payload_json is None:
+            return None
+        return check.decoded("EventRecord.payload_json", self.payload_json)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -20,6 +20,7 @@ __all__ = [
     "MAX_NAME_CHARS",
     "config_json",
     "count",
+    "decoded",
     "member",
     "members",
     "name",
@@ -27,6 +28,7 @@ __all__ = [
     "optional_name",
     "optional_text",
     "payload",
+    "payload_json",
     "text",
     "timestamp",
 ]
@@ -144,17 +146,33 @@ def timestamp(field: str, value: object) -> datetime | None:
 
 def config_json(field: str, value: object) -> str:
     """The text of a JSON object, at most 1 MiB, without NaN or infinity."""
+    if not isinstance(_json_text(field, value), dict):
+        raise InvalidRecordError(field, value, "must be the text of a JSON object")
+    assert isinstance(value, str)
+    return value
+
+
+def payload_json(field: str, value: object) -> str:
+    """The text of any JSON value, at most 1 MiB, without NaN or infinity."""
+    _json_text(field, value)
+    assert isinstance(value, str)
+    return value
+
+
+def decoded(field: str, value: str) -> Any:
+    """JSON text decoded; InvalidRecordError naming ``field`` if it is not JSON."""
+    try:
+        return _DECODER.decode(value)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidRecordError(field, value, f"is not valid JSON ({exc})") from None
+
+
+def _json_text(field: str, value: object) -> Any:
     if not isinstance(value, str):
         raise InvalidRecordError(field, value, f"must be a str, not {type(value).__name__}")
     _check_encodable(field, value)
     _check_size(field, value)
-    try:
-        decoded = _DECODER.decode(value)
-    except (ValueError, RecursionError) as exc:
-        raise InvalidRecordError(field, value, f"is not valid JSON ({exc})") from None
-    if not isinstance(decoded, dict):
-        raise InvalidRecordError(field, value, "must be the text of a JSON object")
-    return value
+    return decoded(field, value)
 
 
 def payload(value: Any, *, field: str = "payload") -> str | None:

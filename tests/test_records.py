@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -21,6 +22,7 @@ from daemon_db import (
     new_run_id,
 )
 from daemon_db._ids import new_run_id as ids_new_run_id
+from daemon_db._records import unchecked_replace
 from daemon_db._timestamps import from_text, to_text
 from tests.helpers import new_run
 
@@ -125,6 +127,28 @@ def test_event_payload_is_decoded() -> None:
         created_at=datetime.now(UTC),
     )
     assert event.payload == {"a": [1, 2]}
+
+
+@pytest.mark.parametrize("text", ["not json", '{"a":NaN}', "[1,", ""])
+def test_an_event_s_payload_json_must_be_json(text: str) -> None:
+    # Accepted, it made .payload raise json's own error, or hand back a NaN.
+    fields: dict[str, Any] = {
+        "id": 1,
+        "run_id": "r",
+        "sequence": 1,
+        "event_type": "t",
+        "unit_id": None,
+        "created_at": datetime.now(UTC),
+    }
+    with pytest.raises(InvalidRecordError) as raised:
+        EventRecord(**fields, payload_json=text)
+    assert (raised.value.field, raised.value.value) == ("EventRecord.payload_json", text)
+    # One read from a file another tool wrote is not checked when read (that
+    # would decode every payload of a listing): .payload names it instead.
+    damaged = unchecked_replace(EventRecord(**fields, payload_json="1"), payload_json=text)
+    with pytest.raises(InvalidRecordError) as raised:
+        _ = damaged.payload
+    assert raised.value.field == "EventRecord.payload_json"
 
 
 def test_error_messages_shorten_huge_values() -> None:
