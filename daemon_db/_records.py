@@ -279,6 +279,22 @@ class ResumableRun:
     owner: str | None = None
     owner_alive: bool = False
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.run, Run):
+            raise InvalidRecordError("ResumableRun.run", self.run, "must be a Run")
+        if not isinstance(self.units, list):
+            raise InvalidRecordError("ResumableRun.units", self.units, "must be a list")
+        for unit in self.units:
+            if not isinstance(unit, UnitRecord) or unit.run_id != self.run.id:
+                raise InvalidRecordError(
+                    "ResumableRun.units", unit, f"must be a UnitRecord of run {self.run.id}"
+                )
+        check.count("ResumableRun.next_sequence", self.next_sequence, minimum=1)
+        check.count("ResumableRun.attempt", self.attempt, minimum=0)
+        check.optional_name("ResumableRun.owner", self.owner)
+        if not isinstance(self.owner_alive, bool):
+            raise InvalidRecordError("ResumableRun.owner_alive", self.owner_alive, "must be a bool")
+
 
 class ResumableRuns(list[ResumableRun]):
     """The runs ``resumable_runs()`` found healthy, with the damaged ones apart.

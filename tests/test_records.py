@@ -151,6 +151,27 @@ def test_an_event_s_payload_json_must_be_json(text: str) -> None:
     assert raised.value.field == "EventRecord.payload_json"
 
 
+def test_a_resumable_run_checks_itself() -> None:
+    run = new_run()
+    unit = UnitRecord(run_id=run.id, unit_id="u1")
+    assert ResumableRun(run=run, units=[unit], next_sequence=1).units == [unit]
+    other = UnitRecord(run_id=new_run().id, unit_id="u1")
+    for fields, field in [
+        ({"run": "x", "units": [], "next_sequence": 1}, "run"),
+        ({"run": run, "units": None, "next_sequence": 1}, "units"),
+        ({"run": run, "units": ["u1"], "next_sequence": 1}, "units"),
+        ({"run": run, "units": [other], "next_sequence": 1}, "units"),  # another run's
+        ({"run": run, "units": [], "next_sequence": 0}, "next_sequence"),
+        ({"run": run, "units": [], "next_sequence": True}, "next_sequence"),
+        ({"run": run, "units": [], "next_sequence": 1, "attempt": -1}, "attempt"),
+        ({"run": run, "units": [], "next_sequence": 1, "owner": " "}, "owner"),
+        ({"run": run, "units": [], "next_sequence": 1, "owner_alive": 1}, "owner_alive"),
+    ]:
+        with pytest.raises(InvalidRecordError) as raised:
+            ResumableRun(**fields)
+        assert raised.value.field == f"ResumableRun.{field}"
+
+
 def test_error_messages_shorten_huge_values() -> None:
     with pytest.raises(InvalidRecordError) as raised:
         new_run(feature_branch="x" * 10_000)

@@ -24,7 +24,7 @@ from .. import _timestamps as timestamps
 from .._errors import RunNotFoundError
 from .._owner import Held, Owner, asked_once, process_alive
 from .._process import Process, this_process
-from .._records import ResumableRun, Run, RunStatus
+from .._records import ResumableRun, Run, RunStatus, loader
 from . import damage, events, runs, units
 
 __all__ = ["claim", "create_run", "ensure", "ownership", "release", "release_run", "resumable"]
@@ -296,14 +296,8 @@ def _assemble(
         except damage.DamagedRow as exc:
             damaged.append(exc)
             continue
-        found.append(
-            ResumableRun(
-                run=run,
-                units=its_units,
-                next_sequence=row[_NEXT],
-                attempt=row[_ATTEMPTS],
-                owner=name,
-                owner_alive=is_alive,
-            )
-        )
+        found.append(_resumable(run, its_units, row[_NEXT], row[_ATTEMPTS], name, is_alive))
     return found, damaged
+
+
+_resumable = loader(ResumableRun)  # read back: checked on the way in, or above
