@@ -148,6 +148,18 @@ class Run:
         _normalise(self, "status", check.member("Run.status", self.status, RunStatus))
         _normalise(self, "started_at", check.timestamp("Run.started_at", self.started_at))
         _normalise(self, "completed_at", check.timestamp("Run.completed_at", self.completed_at))
+        _unfinished_has_no_end("Run", self.status, self.completed_at, FINISHED_RUN_STATUSES)
+
+
+def _unfinished_has_no_end(
+    kind: str, status: object, completed_at: object, finished: frozenset[Any]
+) -> None:
+    # The store clears completed_at when a record leaves the finished statuses;
+    # created with one, an active record kept it, a finish that never was.
+    if completed_at is not None and status not in finished:
+        raise InvalidRecordError(
+            f"{kind}.completed_at", completed_at, f"must be None while the status is {status}"
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -196,6 +208,7 @@ class UnitRecord:
         _normalise(
             self, "completed_at", check.timestamp("UnitRecord.completed_at", self.completed_at)
         )
+        _unfinished_has_no_end("UnitRecord", self.status, self.completed_at, FINISHED_UNIT_STATUSES)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -151,6 +151,21 @@ def test_an_event_s_payload_json_must_be_json(text: str) -> None:
     assert raised.value.field == "EventRecord.payload_json"
 
 
+def test_only_a_finished_record_has_completed_at() -> None:
+    # Created pending or running with one, a run kept it: a finish that never was.
+    moment = datetime.now(UTC)
+    for status in ("pending", "running"):
+        with pytest.raises(InvalidRecordError) as raised:
+            new_run(status=status, completed_at=moment)
+        assert (raised.value.field, raised.value.value) == ("Run.completed_at", moment)
+    for unit_status in ("pending", "ready", "blocked", "running"):
+        with pytest.raises(InvalidRecordError) as raised:
+            UnitRecord(run_id="r", unit_id="u", status=unit_status, completed_at=moment)  # type: ignore[arg-type]
+        assert raised.value.field == "UnitRecord.completed_at"
+    assert new_run(status="failed", completed_at=moment).completed_at == moment
+    assert UnitRecord(run_id="r", unit_id="u", status="cancelled", completed_at=moment)  # type: ignore[arg-type]
+
+
 def test_a_resumable_run_checks_itself() -> None:
     run = new_run()
     unit = UnitRecord(run_id=run.id, unit_id="u1")
