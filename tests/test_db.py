@@ -95,6 +95,15 @@ async def test_a_name_is_a_file_name_never_a_uri(
     assert (tmp_path / name).stat().st_mode & 0o077 == 0
 
 
+async def test_a_link_to_a_file_yet_to_be_made_makes_it_owner_only(tmp_path: Path) -> None:
+    link, real = tmp_path / "state.db", tmp_path / "real" / "state.db"
+    link.symlink_to(real)
+    async with DB.open(link) as db:
+        await db.create_run(new_run())
+    assert link.is_symlink()
+    assert real.stat().st_mode & 0o777 == 0o600
+
+
 @pytest.mark.parametrize("name", [*READS, *WRITES, "transaction", "follow_events"])
 async def test_every_call_after_close_raises_closed_error(db_path: Path, name: str) -> None:
     run_id = await _populated(db_path)

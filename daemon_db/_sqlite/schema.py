@@ -150,12 +150,14 @@ def _apply(conn: sqlite3.Connection, path: str, migration: Migration) -> None:
 
 def _create_private_file(path: str) -> None:
     # Created here rather than by SQLite so that it is owner-only from the first
-    # byte; SQLite gives the -wal and -shm files the same permissions.
+    # byte; SQLite gives the -wal and -shm files the same permissions. Through
+    # a symbolic link to a file yet to be made, the file it names is made.
     try:
-        parent = os.path.dirname(path)
+        real = os.path.realpath(path)
+        parent = os.path.dirname(real)
         if parent:
             os.makedirs(parent, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(real, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         return
     except OSError as exc:
