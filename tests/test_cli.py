@@ -881,19 +881,7 @@ async def test_follow_says_so_when_its_run_is_deleted_underneath(
     db_path: Path, filled: list[Run]
 ) -> None:
     running = filled[1]
-    follower = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "daemon_db",
-        "events",
-        running.id,
-        "--follow",
-        "--nl",
-        "--db",
-        str(db_path),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    follower = await _follow(db_path, running.id)
     assert follower.stdout is not None
     await follower.stdout.readline()  # it follows
     async with DB.open(db_path) as db:
@@ -904,6 +892,16 @@ async def test_follow_says_so_when_its_run_is_deleted_underneath(
     assert err.decode() == (
         _nobody_runs(running)
         + f"daemon-db: error: run {running.id} was deleted (or pruned) while followed\n"
+    )
+
+
+async def _follow(db_path: Path, run_id: str) -> asyncio.subprocess.Process:
+    """``daemon-db events RUN_ID --follow --nl``, its stdout and stderr piped."""
+    return await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "daemon_db", "events", run_id, "--follow", "--nl"),
+        *("--db", str(db_path)),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
 
 
@@ -919,19 +917,7 @@ async def test_follow_says_nothing_of_a_run_that_a_live_daemon_holds(db_path: Pa
     async with DB.open(db_path) as db:
         run = await db.create_run(new_run(status="running"))
         await db.append_event(run.id, "started")
-        follower = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "daemon_db",
-            "events",
-            run.id,
-            "--follow",
-            "--nl",
-            "--db",
-            str(db_path),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
+        follower = await _follow(db_path, run.id)
         assert follower.stdout is not None
         assert json.loads(await follower.stdout.readline())["event_type"] == "started"
         await db.complete_run(run.id, RunStatus.COMPLETED)
