@@ -395,6 +395,8 @@ class DB(Operations):
         it back and propagates. Tasks started before the block never see its
         uncommitted writes; their writes wait until it ends, and on a file
         database their reads do not wait and see the last committed state.
+        On a read-only DB the block reads the database as it was when the block
+        began, and its writes raise ReadOnlyError.
 
         If SQLite rolls the whole transaction back by itself (a full disk, an I/O
         error), every later call in the block raises DatabaseError, and so does
@@ -409,7 +411,7 @@ class DB(Operations):
         Raises:
             DaemonDBError: On entering, if this task is already in a block (blocks
                 do not nest).
-            ReadOnlyError: On entering, if the DB was opened read-only.
+            ReadOnlyError: A write inside the block, if the DB was opened read-only.
             ClosedError: On entering, if the DB is closed.
             DatabaseError: SQLite failed to begin or commit the transaction, or
                 rolled it back by itself: nothing in the block was committed.

@@ -70,6 +70,15 @@ def db_location(request: pytest.FixtureRequest, db_path: Path) -> str | Path:
     return db_path if request.param == "file" else ":memory:"
 
 
+@pytest.fixture(params=["file", "postgres"])
+def where(request: pytest.FixtureRequest, db_path: Path) -> str | Path:
+    """A store several DBs share: a file, or a fresh PostgreSQL database."""
+    if request.param == "postgres":
+        url: str = request.getfixturevalue("postgres_url")
+        return url
+    return db_path
+
+
 @pytest.fixture
 async def db(db_location: str | Path) -> AsyncIterator[DB]:
     """An open database: on a file (writer + reader connections), ``":memory:"`` or PostgreSQL."""

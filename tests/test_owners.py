@@ -26,15 +26,6 @@ from daemon_db import (
 from tests.helpers import V1_ROWS, make_version_1, new_run, new_unit
 
 
-@pytest.fixture(params=["file", "postgres"])
-def where(request: pytest.FixtureRequest, db_path: Path) -> str | Path:
-    """A store several DBs share: a file, or a fresh PostgreSQL database."""
-    if request.param == "postgres":
-        url: str = request.getfixturevalue("postgres_url")
-        return url
-    return db_path
-
-
 async def _expire(where: str | Path, db: DB) -> None:
     """Make ``db``'s lease run out, as a hung loop's would (its process still runs)."""
     if isinstance(where, str):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -183,11 +184,58 @@ async def test_cancelling_the_task_inside_a_block_rolls_it_back(db: DB) -> None:
     assert (await db.append_event(run.id, "after")).sequence == 2
 
 
-async def test_transaction_on_a_read_only_db(file_db: DB, db_path: Path) -> None:
-    async with DB.open(db_path, readonly=True) as inspector:
-        with pytest.raises(ReadOnlyError):
-            async with inspector.transaction():
-                pass
+async def test_a_read_only_db_s_block_reads_one_snapshot_and_refuses_writes(
+    where: str | Path,
+) -> None:
+    # It raised ReadOnlyError on entering: an inspector could not read a run,
+    # its units and its events as they stood together.
+    async with DB.open(where) as daemon, DB.open(where, readonly=True) as inspector:
+        run = await daemon.create_run(new_run(status="running"))
+        await daemon.append_event(run.id, "first")
+        asked = asyncio.Event()
+        other = asyncio.create_task(_events_when(asked, inspector, run.id))  # outside the block
+        async with inspector.transaction() as tx:
+            await daemon.append_event(run.id, "meanwhile")
+            assert len(await tx.list_events(run.id)) == 1  # as when the block began
+            assert len(await inspector.list_events(run.id)) == 1  # the task's calls join it
+            asked.set()
+            assert await other == 2  # another task's do not, nor wait for it
+            for write in (
+                lambda: tx.append_event(run.id, "refused"),
+                lambda: inspector.update_run_status(run.id, RunStatus.FAILED),
+                lambda: inspector.prune_runs(datetime.now(UTC)),
+            ):
+                with pytest.raises(ReadOnlyError):
+                    await write()
+            assert await tx.get_next_sequence(run.id) == 2  # the block goes on
+        assert len(await inspector.list_events(run.id)) == 2
+        closing = asyncio.create_task(_close_during_a_block(inspector))
+        assert await closing == ["in the block", "closed"]
+
+
+async def _events_when(asked: asyncio.Event, db: DB, run_id: str) -> int:
+    await asked.wait()
+    return len(await db.list_events(run_id))
+
+
+async def _close_during_a_block(db: DB) -> list[str]:
+    """close() waits for a read-only DB's block under way, as for a writer's."""
+    said: list[str] = []
+    inside = asyncio.Event()
+
+    async def block() -> None:
+        async with db.transaction() as tx:
+            inside.set()
+            await asyncio.sleep(0.05)
+            await tx.list_runs()
+            said.append("in the block")
+
+    task = asyncio.create_task(block())
+    await inside.wait()
+    await db.close()
+    said.append("closed")
+    await task
+    return said
 
 
 # complete_run

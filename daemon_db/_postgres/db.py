@@ -287,14 +287,15 @@ class PostgresDB(DB):
 class PostgresTransaction(Transaction):
     """The Transaction of a PostgreSQL block: one pooled connection, a savepoint a call."""
 
-    __slots__ = ("_lock",)
+    __slots__ = ("_lock", "_readonly")
 
     _queries = queries.QUERIES
 
-    def __init__(self, connection: Any, path: str, owner: Owner) -> None:
+    def __init__(self, connection: Any, path: str, owner: Owner, *, readonly: bool) -> None:
         self.connection = connection
         self._path = path
         self._owner = owner
+        self._readonly = readonly
         self._block = Block()  # the base class's holder of why a block was lost
         self._ended = False
         # Tasks started inside the block share its connection, which runs one
@@ -305,6 +306,9 @@ class PostgresTransaction(Transaction):
         return await self._call(work_)
 
     async def _write(self, work_: Work[T]) -> T:
+        if self._readonly:
+            self._check_usable()
+            raise ReadOnlyError(self._path)
         return await self._call(work_)
 
     async def _call(self, work_: Work[T]) -> T:
@@ -355,14 +359,19 @@ class _PostgresTransactionBlock(_TransactionBlock):
         if db._joined() is not None:
             raise DaemonDBError("transaction blocks do not nest: this task is already in one")
         db._check_open()
-        if db._is_readonly:
-            raise ReadOnlyError(db._path)
 
         async def begin() -> tuple[Any, Any]:
             conn = await db._pool.acquire()
             try:
-                started = conn.transaction()
+                # A read-only DB's block reads one snapshot, as its calls do.
+                started = (
+                    conn.transaction(isolation="repeatable_read", readonly=True)
+                    if db._is_readonly
+                    else conn.transaction()
+                )
                 await started.start()
+                if db._is_readonly:  # the snapshot is taken now, as on SQLite, not at a first read
+                    await conn.execute("SELECT 1")
             except BaseException:
                 await db._pool.release(conn)
                 raise
@@ -371,7 +380,9 @@ class _PostgresTransactionBlock(_TransactionBlock):
         self._conn, self._started = await settle(
             asyncio.ensure_future(_translated(begin, db._path))
         )
-        tx = self._tx = PostgresTransaction(self._conn, db._path, db._owner)
+        tx = self._tx = PostgresTransaction(
+            self._conn, db._path, db._owner, readonly=db._is_readonly
+        )
         self._token = db._block.set(tx)
         # A block must end even if its task never leaves it: otherwise its
         # connection is never given back, and close() would wait for it.

@@ -23,7 +23,7 @@ import aiosqlite
 from .. import _engine as engine
 from .. import _timestamps as timestamps
 from .. import _validation as check
-from .._cancellation import settle
+from .._cancellation import settle, wait_out
 from .._db import DB, _location
 from .._errors import DaemonDBError, InvalidRecordError, ReadOnlyError
 from .._operations import PAGE_SIZE
@@ -71,9 +71,13 @@ class SQLiteDB(DB):
         writer: aiosqlite.Connection | None,
         reader: aiosqlite.Connection | None,
         owner: Owner,
+        busy_timeout: float = 5.0,
     ) -> None:
         """Use ``DB.open()``; this only assembles connections it has opened."""
         super().__init__(path, owner)
+        self._busy_timeout = busy_timeout
+        self._snapshots: set[asyncio.Future[None]] = set()
+        """The transaction blocks of a read-only DB under way: each ends its future."""
         # Checkpoints run beside the writer, never inside its commits.
         self._checkpointer = (
             Checkpointer(path) if writer is not None and path != schema.MEMORY else None
@@ -116,7 +120,7 @@ class SQLiteDB(DB):
             if writer is not None:
                 await writer.close()
             raise
-        db = cls(path, writer, reader, owner)
+        db = cls(path, writer, reader, owner, busy_timeout)
         if db._writer is not None:
             try:
                 await db._writer.submit(partial(owners.ensure, owner=owner))
@@ -133,6 +137,8 @@ class SQLiteDB(DB):
     # Opening and closing
 
     async def _disconnect(self, *, crashed: bool) -> None:
+        for block in list(self._snapshots):  # a read-only DB's blocks under way
+            await wait_out(block)
         try:
             if self._writer is not None:
                 await self._writer.drain()

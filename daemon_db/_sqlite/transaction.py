@@ -1,4 +1,7 @@
-"""A SQLite transaction block: the writer's connection, reserved until the block ends."""
+"""A SQLite transaction block: the writer's connection, reserved until the block ends.
+
+On a read-only DB, a connection of the block's own, reading one snapshot.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +14,13 @@ from typing import TYPE_CHECKING, TypeVar
 import aiosqlite
 
 from .. import _engine as engine
-from .._cancellation import settle
+from .._cancellation import settle, wait_out
 from .._errors import DaemonDBError, DatabaseError, ReadOnlyError
 from .._owner import Owner
 from .._transaction import Transaction, _TransactionBlock
-from . import bridge, orphans, queries, work
+from . import bridge, orphans, queries, schema, work
 from .work import Work
+from .writer import Writer
 
 if TYPE_CHECKING:
     from .db import SQLiteDB
@@ -27,17 +31,20 @@ T = TypeVar("T")
 
 
 class SQLiteTransaction(Transaction):
-    """The Transaction of a SQLite block: its calls run on the reserved writer connection."""
+    """The Transaction of a SQLite block: its calls run on the connection held for it."""
 
-    __slots__ = ()
+    __slots__ = ("_readonly",)
 
     _queries = queries.QUERIES
     _block: work.Block
 
-    def __init__(self, connection: aiosqlite.Connection, path: str, owner: Owner) -> None:
+    def __init__(
+        self, connection: aiosqlite.Connection, path: str, owner: Owner, *, readonly: bool
+    ) -> None:
         self.connection = connection
         self._path = path
         self._owner = owner
+        self._readonly = readonly
         self._block = work.Block()
         self._ended = False
 
@@ -56,6 +63,8 @@ class SQLiteTransaction(Transaction):
 
     async def _sqlite_write(self, work_: Work[T]) -> T:
         self._check_usable()
+        if self._readonly:
+            raise ReadOnlyError(self._path)
         return await settle(
             bridge.submit(
                 self.connection,
@@ -69,36 +78,28 @@ class SQLiteTransaction(Transaction):
 
 
 class SQLiteTransactionBlock(_TransactionBlock):
-    """``DB.transaction()`` of a SQLite DB: the writer reserved for the block."""
+    """``DB.transaction()`` of a SQLite DB: the writer reserved for the block.
 
-    __slots__ = ()
+    A read-only DB has no writer: its block reads one snapshot through a
+    connection of its own, opened for the block. The DB's reader is shared by
+    every task, whose reads must neither wait for the block nor see its snapshot.
+    """
+
+    __slots__ = ("_done",)
 
     _db: SQLiteDB
+    _done: asyncio.Future[None]  # a read-only DB's block: set when it has ended
 
     async def __aenter__(self) -> Transaction:
         db = self._db
         if db._joined() is not None:
             raise DaemonDBError("transaction blocks do not nest: this task is already in one")
         db._check_open()
-        writer = db._writer
-        if writer is None:
-            raise ReadOnlyError(db._path)
         owner = asyncio.current_task()
         assert owner is not None, "a transaction block runs in a task"
-        connection = await writer.reserve()
-        try:
-            begin = writer.gated(partial(work.begin, path=db._path))
-            await settle(bridge.submit(connection, begin))
-        except BaseException:
-            # Cancelled once BEGIN had run: the transaction is open, end it.
-            try:
-                await settle(
-                    bridge.submit(connection, partial(work.end, path=db._path, commit=False))
-                )
-            finally:
-                writer.release()
-            raise
-        tx = self._tx = SQLiteTransaction(connection, db._path, db._owner)
+        writer = db._writer
+        connection = await (self._reading() if writer is None else self._writing(writer))
+        tx = self._tx = SQLiteTransaction(connection, db._path, db._owner, readonly=writer is None)
         self._token = db._block.set(tx)
         # A block must end even if its task never leaves it (the task returned,
         # or its loop was closed): otherwise SQLite's write lock stays held.
@@ -106,6 +107,36 @@ class SQLiteTransactionBlock(_TransactionBlock):
         owner.add_done_callback(self._abandoned)
         self._unwatch = orphans.watch(asyncio.get_running_loop(), self._abandon)
         return tx
+
+    async def _writing(self, writer: Writer) -> aiosqlite.Connection:
+        """The writer's connection, reserved, in a write transaction."""
+        path = self._db._path
+        connection = await writer.reserve()
+        try:
+            await settle(bridge.submit(connection, writer.gated(partial(work.begin, path=path))))
+        except BaseException:
+            # Cancelled once BEGIN had run: the transaction is open, end it.
+            try:
+                await settle(bridge.submit(connection, partial(work.end, path=path, commit=False)))
+            finally:
+                writer.release()
+            raise
+        return connection
+
+    async def _reading(self) -> aiosqlite.Connection:
+        """A connection of the block's own, in a read transaction on one snapshot."""
+        db = self._db
+        connection = await bridge.connect(
+            partial(schema.open_reader, db._path, busy_timeout=db._busy_timeout)
+        )
+        try:
+            await settle(bridge.submit(connection, partial(work.begin_reading, path=db._path)))
+        except BaseException:
+            await wait_out(asyncio.ensure_future(connection.close()))
+            raise
+        self._done = asyncio.get_running_loop().create_future()
+        db._snapshots.add(self._done)  # close() waits for the block to end
+        return connection
 
     async def __aexit__(
         self,
@@ -115,7 +146,6 @@ class SQLiteTransactionBlock(_TransactionBlock):
     ) -> None:
         db, tx, writer = self._db, self._tx, self._db._writer
         assert tx is not None
-        assert writer is not None
         if exc_type is GeneratorExit:  # the task was destroyed: nothing can be awaited now
             self._abandon()
             return
@@ -130,24 +160,38 @@ class SQLiteTransactionBlock(_TransactionBlock):
         finally:
             with contextlib.suppress(ValueError):  # left in another context than entered
                 db._block.reset(self._token)
-            writer.release()
-            db._notify()
+            if writer is None:
+                await wait_out(asyncio.ensure_future(tx.connection.close()))
+                self._ended_reading()
+            else:
+                writer.release()
+                db._notify()
         if lost is not None and (exc_type is None or issubclass(exc_type, Exception)):
             raise tx.lost_error()
 
     def _abandon(self) -> None:
-        """Roll back a block nobody will leave, and give the writer back.
+        """Roll back a block nobody will leave, and give its connection back.
 
         Called on the loop when the block's task ends inside it, or from the
         watcher thread when the loop has closed: the rollback is queued on the
         connection's thread either way, and runs whatever the loop's state.
         """
         tx, writer = self._tx, self._db._writer
-        if tx is None or tx.ended or writer is None:
+        if tx is None or tx.ended:
             return
         self._stop_watching()
         tx.end()
         bridge.run_detached(tx.connection, partial(work.end, path=self._db._path, commit=False))
+        if writer is None:
+            tx.connection.stop()  # closes the block's own connection, and its thread ends
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
+                self._ended_reading()
+            return
         with contextlib.suppress(RuntimeError):  # the loop is gone: nothing waits for the writer
             writer.release()
             self._db._notify()
+
+    def _ended_reading(self) -> None:
+        self._db._snapshots.discard(self._done)
+        if not self._done.done():
+            self._done.set_result(None)

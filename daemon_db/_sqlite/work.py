@@ -21,6 +21,7 @@ __all__ = [
     "Failure",
     "Work",
     "begin",
+    "begin_reading",
     "end",
     "in_block",
     "in_savepoint",
@@ -176,6 +177,15 @@ def begin(conn: sqlite3.Connection, path: str) -> None:
     """Open a write transaction, taking the write lock now rather than on first write."""
     try:
         conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.Error as exc:
+        raise translate(exc, path) from None
+
+
+def begin_reading(conn: sqlite3.Connection, path: str) -> None:
+    """Open a read transaction on the database as it is now (SQLite's own starts at a read)."""
+    try:
+        conn.execute("BEGIN")
+        conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
     except sqlite3.Error as exc:
         raise translate(exc, path) from None
 

@@ -81,6 +81,23 @@ async def test_a_block_whose_task_ends_inside_it_is_rolled_back(db: DB) -> None:
     assert [e.event_type for e in await db.list_events(run.id)] == ["next", "block"]
 
 
+async def test_a_read_only_block_whose_task_ends_inside_it_is_let_go(where: str | Path) -> None:
+    async with DB.open(where) as daemon:
+        run = await daemon.create_run(new_run())
+    inspector = await DB.open(where, readonly=True)
+
+    async def abandon() -> None:
+        tx = await inspector.transaction().__aenter__()
+        await tx.get_run(run.id)
+
+    with pytest.warns(ResourceWarning, match="never left"):
+        await _ended(asyncio.create_task(abandon()))
+    async with asyncio.timeout(10):  # close() waits for blocks under way: not for this one
+        async with inspector.transaction() as tx:
+            assert await tx.get_run(run.id) == run
+        await inspector.close()
+
+
 async def _ended(task: asyncio.Task[None]) -> None:
     """Wait for a task, then for the callbacks its end runs."""
     await task
