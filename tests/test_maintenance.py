@@ -255,9 +255,17 @@ async def test_check_reports_what_another_tool_made_again_otherwise(
         conn.execute("CREATE INDEX runs_one_active ON runs (feature_branch, repo_path)")
         conn.execute("DROP TRIGGER units_counted_in")
         conn.execute("CREATE TRIGGER units_counted_in AFTER INSERT ON units BEGIN SELECT 1; END")
+        # Its own index and table change no write; its trigger may.
+        conn.execute("CREATE INDEX mine ON events (event_type)")
+        conn.execute("CREATE TABLE notes (text TEXT)")
+        conn.execute(
+            "CREATE TRIGGER no_failures BEFORE UPDATE ON runs WHEN new.status = 'failed'"
+            " BEGIN SELECT RAISE(ABORT, 'no'); END"
+        )
     assert await file_db.check(quick=True) == [
         "schema: index runs_one_active is not as daemon_db makes it (another tool changed it)",
         "schema: trigger units_counted_in is not as daemon_db makes it (another tool changed it)",
+        "schema: trigger no_failures is not daemon_db's (another tool added it)",
     ]
 
 

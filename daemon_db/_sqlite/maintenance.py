@@ -94,6 +94,12 @@ def check(conn: sqlite3.Connection, *, quick: bool = False) -> list[str]:
                         f"schema: {kind} {name} is not as daemon_db makes it (another tool"
                         " changed it)"
                     )
+            # Another tool's tables and indexes change no write of ours; a trigger may.
+            problems += [
+                f"schema: trigger {name} is not daemon_db's (another tool added it)"
+                for kind, name in sorted(found.keys() - _schema_objects().keys())
+                if kind == "trigger"
+            ]
         if "table" in missing:
             problems.append("the store's own checks need every table: not run")
             return problems
