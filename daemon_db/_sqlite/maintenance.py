@@ -15,10 +15,10 @@ import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Final
+from typing import Any
 
 from .._errors import DatabaseError, show, translate
-from .._process import is_running, this_process
+from .._process import Process, is_running, this_process
 from .._records import ACTIVE_RUN_STATUSES, FINISHED_RUN_STATUSES, Run, RunStatus, Stats, UnitStatus
 from . import runs
 from .checkpointer import RESTART_WAIT_SECONDS
@@ -174,11 +174,10 @@ def _no_moment(column: str) -> str:
 
     The form already bounds minutes and seconds; this finds year 0, month 00
     or 13 to 19, day 00 or past its month's end (February 29 of a year that
-    is not a leap year), hour 24 to 29. The day's end is worked out only for
-    days past 28, about a tenth of rows: 0.3 to 0.4 µs a timestamp on the
-    development machine, against 1 µs for every row.
+    is not a leap year), hour 24 to 29. The month's end is worked out only for
+    days past the 28th, about a tenth of rows (the specs give what it costs).
     """
-    year, month, day = (f"substr({column}, {start}, {length})" for start, length in _PARTS)
+    year, month, day = (f"substr({column}, {at}, {n})" for at, n in ((1, 4), (6, 2), (9, 2)))
     leap = f"{year} % 4 = 0 AND ({year} % 100 <> 0 OR {year} % 400 = 0)"
     last = (
         f"CASE {month} WHEN '02' THEN CASE WHEN {leap} THEN '29' ELSE '28' END"
@@ -190,10 +189,6 @@ def _no_moment(column: str) -> str:
         f" OR {column} GLOB '???????????2[4-9]*'"
         f" OR {day} NOT BETWEEN '01' AND '28' AND ({day} = '00' OR {day} > {last})"
     )
-
-
-_PARTS: Final = ((1, 4), (6, 2), (9, 2))
-"""Where a stored timestamp's year, month and day are: (start, length), from 1."""
 
 
 def _text(column: str, *, optional: bool = False, name: bool = False) -> str:
@@ -469,8 +464,8 @@ def backup_to(
     """Back up into a temporary file beside ``destination``, then rename it into place."""
     _check_destination(source, destination, overwrite=overwrite)
     folder = os.path.dirname(os.path.abspath(destination))
-    _remove_abandoned(folder)
     me = this_process()
+    _remove_abandoned(folder, me)
     try:
         fd, partial_copy = tempfile.mkstemp(
             prefix=f".backup-{me.host}-{me.pid}-{me.started or 0}-", suffix=".db", dir=folder
@@ -500,7 +495,7 @@ _PARTIAL = re.compile(r"\.backup-(.*)-([0-9]+)-([0-9]+)-[a-z0-9_]{8}\.db\Z")
 """A partial copy's name: who makes it (host, pid, start time), and mkstemp's part."""
 
 
-def _remove_abandoned(folder: str) -> None:
+def _remove_abandoned(folder: str, me: Process) -> None:
     """Remove the partial copies that backups killed mid-copy left in ``folder``.
 
     A copy is made under a hidden name and renamed when whole; killed before
@@ -508,7 +503,6 @@ def _remove_abandoned(folder: str) -> None:
     good. Only copies by processes of this host that no longer run go: a
     live backup's, even in a folder other hosts share, is left alone.
     """
-    me = this_process()
     with contextlib.suppress(OSError):
         for name in os.listdir(folder):
             found = _PARTIAL.match(name)
