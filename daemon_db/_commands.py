@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from datetime import datetime
 from typing import Final, TypeVar
 
-from . import _operations as operations
 from . import _output as output
 from . import _terminal as terminal
 from . import _timestamps as timestamps
@@ -76,7 +75,7 @@ async def runs(args: argparse.Namespace) -> int:
     """List runs, a page at a time; with ``--limit``, a hint names the next ``--after``."""
     async with _open(args) as db:
         after = None if args.after is None else await _run_id(db, args.after, "--after")
-        found = db.iter_runs(
+        found = db._iter_owned_runs(
             status=args.status,
             feature_branch=args.branch,
             repo_path=args.repo,
@@ -87,54 +86,27 @@ async def runs(args: argparse.Namespace) -> int:
         )
         fields = (*output.RUN_FIELDS, *output.OWNERSHIP_FIELDS)
         listed = _listing(args, fields, output.run_table(timestamps.now()))
-        last = await _write(_owned(db, found), listed, limit=args.limit, as_row=dict)
+        last = await _write(found, listed, limit=args.limit, as_row=_owned_row)
     if last is not None:
-        _note(f"more runs follow: add --after {last['id']} to see them")
+        _note(f"more runs follow: add --after {last[0].id} to see them")
     return 0
 
 
-async def _owned(db: DB, found: AsyncIterator[Run]) -> AsyncIterator[dict[str, object]]:
-    """Runs as rows with who holds each: one more read a page of runs.
-
-    A page here is a page of ``iter_runs``, so that each is written before the
-    next is read; its rows are made one at a time, so that a row that cannot
-    be shown stops the listing after the rows before it.
-    """
-    page: list[Run] = []
-    try:
-        async with _closing(found):
-            async for run in found:
-                page.append(run)
-                if len(page) == operations.ITER_PAGE_SIZE:
-                    for row in _rows(page, await _holders(db, page)):
-                        yield row
-                    page = []
-    except DamagedRecordError:
-        for row in _rows(page, await _holders(db, page)):  # the runs before the damaged one
-            yield row
-        raise
-    for row in _rows(page, await _holders(db, page)):
-        yield row
-
-
-async def _holders(db: DB, page: list[Run]) -> dict[str, Held]:
-    return await db._owners_of([run.id for run in page]) if page else {}
-
-
-def _rows(page: list[Run], held: dict[str, Held]) -> Iterator[dict[str, object]]:
-    for run in page:
-        if run.id in held:  # else deleted meanwhile
-            holder = held[run.id]
-            yield {
-                **output.record_row(run),
-                "owner": holder.owner,
-                "owner_alive": holder.alive,
-                "attempts": holder.attempts,
-            }
+def _owned_row(owned: tuple[Run, Held]) -> dict[str, object]:
+    """A run as a row, with who holds it."""
+    run, holder = owned
+    return {
+        **output.record_row(run),
+        "owner": holder.owner,
+        "owner_alive": holder.alive,
+        "attempts": holder.attempts,
+    }
 
 
 async def _with_owners(db: DB, page: list[Run]) -> list[dict[str, object]]:
-    return list(_rows(page, await _holders(db, page)))
+    """These runs as rows with who holds each; a run deleted meanwhile is left out."""
+    held = await db._owners_of([run.id for run in page]) if page else {}
+    return [_owned_row((run, held[run.id])) for run in page if run.id in held]
 
 
 async def _write(

@@ -15,6 +15,7 @@ from functools import partial
 from types import ModuleType
 from typing import Any, Generic, TypeVar
 
+from ._owner import Held
 from ._records import EventRecord, ResumableRun, Run, RunStatus, UnitRecord, UnitStatus
 
 __all__ = ["Queries", "Work"]
@@ -97,6 +98,28 @@ class Queries:
         return Work(
             partial(
                 self._runs.list_page,
+                statuses=statuses,
+                feature_branch=feature_branch,
+                repo_path=repo_path,
+                newest_first=newest_first,
+                after=after,
+                limit=limit,
+            )
+        )
+
+    def owned_runs_page(
+        self,
+        *,
+        statuses: Collection[RunStatus] | None,
+        feature_branch: str | None,
+        repo_path: str | None,
+        newest_first: bool,
+        after: str | None,
+        limit: int,
+    ) -> Work[list[tuple[Run, Held]]]:
+        return Work(
+            partial(
+                self._owners.owned_page,
                 statuses=statuses,
                 feature_branch=feature_branch,
                 repo_path=repo_path,

@@ -18,6 +18,7 @@ from . import _validation as check
 from ._cancellation import wait_out
 from ._engine import Queries, Work
 from ._errors import DamagedRecordError, InvalidRecordError
+from ._owner import Held
 from ._records import (
     ACTIVE_RUN_STATUSES,
     FINISHED_RUN_STATUSES,
@@ -732,9 +733,54 @@ class Operations(abc.ABC):
                 wrote it); every run before it has been yielded.
             DatabaseError: SQLite failed.
         """
+        return self._runs_stream(
+            self._queries.list_runs_page,
+            key=_run_id,
+            status=status,
+            feature_branch=feature_branch,
+            repo_path=repo_path,
+            limit=limit,
+            after=after,
+            newest_first=newest_first,
+        )
+
+    def _iter_owned_runs(
+        self,
+        *,
+        status: RunStatus | str | Iterable[RunStatus | str] | None = None,
+        feature_branch: str | None = None,
+        repo_path: str | None = None,
+        limit: int | None = None,
+        after: str | None = None,
+        newest_first: bool = False,
+    ) -> AsyncIterator[tuple[Run, Held]]:
+        """``iter_runs``, each run with who holds it (one statement a page): for the CLI."""
+        return self._runs_stream(
+            self._queries.owned_runs_page,
+            key=_owned_run_id,
+            status=status,
+            feature_branch=feature_branch,
+            repo_path=repo_path,
+            limit=limit,
+            after=after,
+            newest_first=newest_first,
+        )
+
+    def _runs_stream(
+        self,
+        page: Callable[..., Work[list[R]]],
+        *,
+        key: Callable[[R], str],
+        status: RunStatus | str | Iterable[RunStatus | str] | None,
+        feature_branch: str | None,
+        repo_path: str | None,
+        limit: int | None,
+        after: str | None,
+        newest_first: bool,
+    ) -> AsyncIterator[R]:
         statuses = _statuses(status)
         query = partial(
-            self._queries.list_runs_page,
+            page,
             statuses=statuses,
             feature_branch=check.optional_name("feature_branch", feature_branch),
             repo_path=check.optional_name("repo_path", repo_path),
@@ -748,7 +794,7 @@ class Operations(abc.ABC):
         return self._stream(
             lambda last, size: query(after=last, limit=size),
             start=after,
-            key=lambda run: run.id,
+            key=key,
             limit=limit,
         )
 
@@ -873,6 +919,14 @@ def _statuses(status: object) -> frozenset[RunStatus] | None:
     if not isinstance(status, Iterable):
         raise InvalidRecordError("status", status, "must be a status or several")
     return frozenset(check.member("status", each, RunStatus) for each in status)
+
+
+def _run_id(run: Run) -> str:
+    return run.id
+
+
+def _owned_run_id(owned: tuple[Run, Held]) -> str:
+    return owned[0].id
 
 
 def _flag(field: str, value: object) -> bool:

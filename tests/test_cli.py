@@ -30,7 +30,7 @@ import daemon_db
 from daemon_db import DB, EventRecord, Run, RunStatus, UnitRecord
 from daemon_db._cli import main
 from daemon_db._sqlite import events as event_queries
-from daemon_db._sqlite import runs as run_queries
+from daemon_db._sqlite import owners as owner_queries
 from daemon_db._sqlite.schema import SCHEMA_VERSION
 from daemon_db._terminal import width
 from tests.helpers import dump, make_version_1, new_run
@@ -367,13 +367,13 @@ def test_runs_stream_a_page_at_a_time(
 ) -> None:
     monkeypatch.setattr(daemon_db._operations, "ITER_PAGE_SIZE", 2)
     log: list[str] = []
-    list_page = run_queries.list_page
+    owned_page = owner_queries.owned_page
 
     def page(conn: sqlite3.Connection, **kwargs: Any) -> Any:
         log.append(f"page of {kwargs['limit']}")  # on the database's thread
-        return list_page(conn, **kwargs)
+        return owned_page(conn, **kwargs)
 
-    monkeypatch.setattr(run_queries, "list_page", page)
+    monkeypatch.setattr(owner_queries, "owned_page", page)
     monkeypatch.setattr(sys, "stdout", LoggedOutput(log))
     assert main(["runs", "--db", str(db_path), "--json"]) == 0
     out = sys.stdout.getvalue()  # type: ignore[attr-defined]

@@ -533,3 +533,31 @@ async def test_runs_made_by_an_earlier_schema_are_claimed_after_migration(tmp_pa
         done = await db.create_run(new_run(feature_branch=None, parallelism=None))
         assert await db.get_run(done.id) == done
         assert await db.check() == []
+
+
+async def test_the_command_line_s_runs_come_with_their_holders_in_one_read(
+    where: str | Path,
+) -> None:
+    async with DB.open(where, owner="daemon-a") as db:
+        held = await db.create_run(new_run(status="running"))
+        done = await db.create_run(new_run(status="completed"))
+        async with DB.open(where, owner="hung") as other:
+            lost = await other.create_run(new_run(status="pending"))
+            await _expire(where, other)
+            for filters in (
+                {},
+                {"newest_first": True},
+                {"status": ["running", "pending"]},
+                {"after": held.id, "limit": 1},
+                {"status": []},
+            ):
+                owned = [pair async for pair in db._iter_owned_runs(**filters)]  # type: ignore[arg-type]
+                assert [run for run, _ in owned] == [run async for run in db.iter_runs(**filters)]  # type: ignore[arg-type]
+                holders = await db._owners_of([run.id for run, _ in owned])
+                assert {run.id: holder for run, holder in owned} == holders
+            found = {run.id: holder for run, holder in [p async for p in db._iter_owned_runs()]}
+            assert found == {
+                held.id: _owner.Held("daemon-a", True, 0),
+                done.id: _owner.Held("daemon-a", True, 0),
+                lost.id: _owner.Held("hung", False, 0),
+            }

@@ -27,7 +27,16 @@ from .._process import Process, this_process
 from .._records import ResumableRun, Run, RunStatus, loader
 from . import damage, events, runs, units
 
-__all__ = ["claim", "create_run", "ensure", "ownership", "release", "release_run", "resumable"]
+__all__ = [
+    "claim",
+    "create_run",
+    "ensure",
+    "owned_page",
+    "ownership",
+    "release",
+    "release_run",
+    "resumable",
+]
 
 _OWNER = "owners.name, owners.machine, owners.pid, owners.started, owners.lease_until >= now()"
 _RESUMABLE = (
@@ -165,6 +174,36 @@ async def ownership(conn: asyncpg.Connection, *, run_ids: Sequence[str]) -> dict
         row[0]: Held(row[2], row[2] is not None and is_alive(row[7], tuple(row)[3:7]), row[1])
         for row in found
     }
+
+
+async def owned_page(
+    conn: asyncpg.Connection,
+    *,
+    statuses: Collection[RunStatus] | None,
+    feature_branch: str | None,
+    repo_path: str | None,
+    after: str | None,
+    newest_first: bool,
+    limit: int,
+) -> list[tuple[Run, Held]]:
+    """A page of ``runs.list_page``, each run with who holds it (one statement)."""
+    sql, params = runs.page_query(
+        f"{runs.QUALIFIED_COLUMNS}, runs.attempts, {_OWNER}, runs.owner_id"
+        " FROM runs LEFT JOIN owners ON owners.id = runs.owner_id",
+        statuses=statuses,
+        feature_branch=feature_branch,
+        repo_path=repo_path,
+        after=after,
+        newest_first=newest_first,
+        limit=limit,
+    )
+    is_alive = asked_once(partial(_alive, here=this_process()))
+    page: list[tuple[Run, Held]] = []
+    for row in await conn.fetch(sql, *params):
+        attempts, name, *liveness, owner_id = tuple(row)[12:]
+        held = Held(name, name is not None and is_alive(owner_id, liveness), attempts)
+        page.append((runs.from_row(row), held))
+    return page
 
 
 async def resumable(

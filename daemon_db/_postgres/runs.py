@@ -16,6 +16,7 @@ from .damage import aware
 
 __all__ = [
     "COLUMNS",
+    "QUALIFIED_COLUMNS",
     "complete",
     "create",
     "delete",
@@ -24,6 +25,7 @@ __all__ = [
     "get",
     "get_by_branch",
     "list_page",
+    "page_query",
     "update_status",
 ]
 
@@ -31,6 +33,8 @@ COLUMNS = (
     "id, feature_branch, repo_path, target_branch, tasks_dir, parallelism, status,"
     " daemon_version, started_at, completed_at, error, config_json"
 )
+QUALIFIED_COLUMNS = ", ".join(f"runs.{name.strip()}" for name in COLUMNS.split(","))
+"""The columns of a Run, for a query that joins another table."""
 _ACTIVE = "status IN ('pending', 'running')"
 _load = loader(Run)
 _STATUSES = {status.value: status for status in RunStatus}
@@ -244,6 +248,29 @@ async def list_page(
     limit: int,
 ) -> list[Run]:
     """Up to ``limit`` runs matching the filters, after the run id ``after``, by id."""
+    sql, params = page_query(
+        f"{COLUMNS} FROM runs",
+        statuses=statuses,
+        feature_branch=feature_branch,
+        repo_path=repo_path,
+        after=after,
+        newest_first=newest_first,
+        limit=limit,
+    )
+    return [from_row(row) for row in await conn.fetch(sql, *params)]
+
+
+def page_query(
+    selected: str,
+    *,
+    statuses: Collection[RunStatus] | None,
+    feature_branch: str | None,
+    repo_path: str | None,
+    after: str | None,
+    newest_first: bool,
+    limit: int,
+) -> tuple[str, list[object]]:
+    """A page of runs' SQL and parameters: ``SELECT {selected}`` (which names ``runs``) filtered."""
     conditions: list[str] = []
     params: list[object] = []
 
@@ -252,22 +279,19 @@ async def list_page(
         return f"${len(params)}"
 
     if statuses is not None:
-        conditions.append(f"status = ANY({param([s.value for s in statuses])}::text[])")
+        conditions.append(f"runs.status = ANY({param([s.value for s in statuses])}::text[])")
     if feature_branch is not None:
-        conditions.append(f"feature_branch = {param(feature_branch)}")
+        conditions.append(f"runs.feature_branch = {param(feature_branch)}")
     if repo_path is not None:
-        conditions.append(f"repo_path = {param(repo_path)}")
+        conditions.append(f"runs.repo_path = {param(repo_path)}")
     if after is not None:
         # COLLATE "C": ids compare byte by byte, as SQLite's do, whatever the database's collation.
         op = "<" if newest_first else ">"
-        conditions.append(f'id COLLATE "C" {op} {param(after)}')
+        conditions.append(f'runs.id COLLATE "C" {op} {param(after)}')
     where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
     order = "DESC" if newest_first else "ASC"
-    found = await conn.fetch(
-        f'SELECT {COLUMNS} FROM runs {where} ORDER BY id COLLATE "C" {order} LIMIT {param(limit)}',
-        *params,
-    )
-    return [from_row(row) for row in found]
+    sql = f'SELECT {selected} {where} ORDER BY runs.id COLLATE "C" {order} LIMIT {param(limit)}'
+    return sql, params
 
 
 async def find_ids(conn: asyncpg.Connection, *, typed: str, limit: int) -> tuple[list[str], int]:

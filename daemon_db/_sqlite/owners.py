@@ -42,6 +42,7 @@ __all__ = [
     "ensure",
     "expire",
     "hold",
+    "owned_page",
     "ownership",
     "release",
     "release_run",
@@ -173,6 +174,39 @@ def ownership(conn: sqlite3.Connection, *, run_ids: Sequence[str]) -> dict[str, 
         run_id: Held(name, name is not None and is_alive(owner_id, liveness), attempts)
         for run_id, attempts, name, owner_id, *liveness in found
     }
+
+
+def owned_page(
+    conn: sqlite3.Connection,
+    *,
+    statuses: Collection[RunStatus] | None,
+    feature_branch: str | None,
+    repo_path: str | None,
+    after: str | None,
+    newest_first: bool,
+    limit: int,
+) -> list[tuple[Run, Held]]:
+    """A page of ``runs.list_page``, each run with who holds it (one statement)."""
+    sql, params = runs.page_query(
+        f"{runs.QUALIFIED_COLUMNS}, runs.attempts, owners.name, owners.machine, owners.pid,"
+        " owners.started, owners.lease_until, runs.owner_id"
+        " FROM runs LEFT JOIN owners ON owners.id = runs.owner_id",
+        statuses=statuses,
+        feature_branch=feature_branch,
+        repo_path=repo_path,
+        after=after,
+        newest_first=newest_first,
+        limit=limit,
+    )
+    found = conn.execute(sql, params).fetchall()
+    now = timestamps.to_text(timestamps.now())
+    is_alive = asked_once(partial(alive, now=now, here=this_process()))
+    page: list[tuple[Run, Held]] = []
+    for row in found:
+        attempts, name, *liveness, owner_id = row[12:]
+        held = Held(name, name is not None and is_alive(owner_id, liveness), attempts)
+        page.append((runs.from_row(row[:12]), held))
+    return page
 
 
 def alive(owner_id: str, row: Sequence[Any], *, now: str, here: Process) -> bool:

@@ -31,6 +31,7 @@ __all__ = [
     "get_by_branch",
     "list_page",
     "not_found",
+    "page_query",
     "update_status",
 ]
 
@@ -238,26 +239,46 @@ def list_page(
     limit: int,
 ) -> list[Run]:
     """Up to ``limit`` runs matching the filters, after the run id ``after``, by id."""
+    sql, params = page_query(
+        f"{QUALIFIED_COLUMNS} FROM runs",
+        statuses=statuses,
+        feature_branch=feature_branch,
+        repo_path=repo_path,
+        after=after,
+        newest_first=newest_first,
+        limit=limit,
+    )
+    return [from_row(row) for row in conn.execute(sql, params).fetchall()]
+
+
+def page_query(
+    selected: str,
+    *,
+    statuses: Collection[RunStatus] | None,
+    feature_branch: str | None,
+    repo_path: str | None,
+    after: str | None,
+    newest_first: bool,
+    limit: int,
+) -> tuple[str, list[object]]:
+    """A page of runs' SQL and parameters: ``SELECT {selected}`` (which names ``runs``) filtered."""
     conditions: list[str] = []
     params: list[object] = []
     if statuses is not None:
-        conditions.append(f"status IN ({', '.join('?' * len(statuses))})")
+        conditions.append(f"runs.status IN ({', '.join('?' * len(statuses))})")
         params.extend(status.value for status in statuses)
     if feature_branch is not None:
-        conditions.append("feature_branch = ?")
+        conditions.append("runs.feature_branch = ?")
         params.append(feature_branch)
     if repo_path is not None:
-        conditions.append("repo_path = ?")
+        conditions.append("runs.repo_path = ?")
         params.append(repo_path)
     if after is not None:
-        conditions.append("id < ?" if newest_first else "id > ?")
+        conditions.append("runs.id < ?" if newest_first else "runs.id > ?")
         params.append(after)
     where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
     order = "DESC" if newest_first else "ASC"
-    found = conn.execute(
-        f"SELECT {_COLUMNS} FROM runs {where} ORDER BY id {order} LIMIT ?", (*params, limit)
-    ).fetchall()
-    return [from_row(row) for row in found]
+    return f"SELECT {selected} {where} ORDER BY runs.id {order} LIMIT ?", [*params, limit]
 
 
 def find_ids(conn: sqlite3.Connection, *, typed: str, limit: int) -> tuple[list[str], int]:
