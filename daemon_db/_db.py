@@ -18,7 +18,7 @@ import warnings
 from collections.abc import AsyncIterator, Callable, Coroutine, Generator
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, Self
 
 from . import _process
 from . import _validation as check
@@ -170,6 +170,25 @@ class DB(Operations):
         state = "closed" if self._closing is not None else "open"
         mode = ", readonly" if self.readonly else ""
         return f"<DB {self._path!r} {state}{mode}>"
+
+    async def __aenter__(self) -> Self:
+        """``async with db:`` (or ``async with await DB.open(path) as db:``): closed on exit.
+
+        Raises:
+            ClosedError: The DB is closed.
+        """
+        self._check_open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        # An exception leaving the block is a crash of the daemon; a cancellation,
+        # KeyboardInterrupt or SystemExit is how a daemon is stopped.
+        await self._close(crashed=isinstance(exc, Exception))
 
     async def close(self) -> None:
         """Close the database after the writes and transactions already under way.
@@ -543,9 +562,7 @@ class _Opening(Coroutine[Any, Any, "DB"]):
         traceback: TracebackType | None,
     ) -> None:
         assert self._db is not None
-        # An exception leaving the block is a crash of the daemon; a cancellation,
-        # KeyboardInterrupt or SystemExit is how a daemon is stopped.
-        await self._db._close(crashed=isinstance(exc, Exception))
+        await self._db.__aexit__(exc_type, exc, traceback)
 
 
 async def _open_postgres(location: str, readonly: bool, owner: Owner) -> DB:

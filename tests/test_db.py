@@ -72,6 +72,20 @@ async def test_open_is_awaitable_and_an_async_context_manager(db_path: Path) -> 
         await again.get_run(run.id)
 
 
+async def test_an_opened_db_is_an_async_context_manager_too(db_path: Path) -> None:
+    async with await DB.open(db_path) as db:  # as aiosqlite's and asyncpg's objects are
+        run = await db.create_run(new_run())
+    with pytest.raises(ClosedError):
+        await db.get_run(run.id)
+    db = await DB.open(db_path, readonly=True)
+    async with db as same:
+        assert same is db
+        assert await db.get_run(run.id) == run
+    with pytest.raises(ClosedError):  # not a second life
+        async with db:
+            pass
+
+
 async def test_open_accepts_a_path_like_and_a_str(db_path: Path) -> None:
     async with DB.open(str(db_path)) as db:
         assert not db.readonly
