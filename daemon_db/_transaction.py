@@ -62,9 +62,9 @@ class Transaction(Operations):
             rolled the block's transaction back by itself.
     """
 
-    __slots__ = ("_block", "_ended", "_owner", "_path", "connection")
+    __slots__ = ("_block", "_connection", "_ended", "_owner", "_path")
 
-    connection: Any  # the engine's connection, held for the block
+    _connection: Any  # the engine's connection, held for the block
     _block: _Lost
     _ended: bool
 
@@ -85,13 +85,13 @@ class Transaction(Operations):
         if self._ended:
             raise DaemonDBError("this transaction block has ended")
         if self._block.lost is not None:
-            raise self.lost_error()
+            raise self._lost_error()
 
     @abc.abstractmethod
-    def lost_error(self) -> DatabaseError:
+    def _lost_error(self) -> DatabaseError:
         """The error for a block whose transaction SQLite rolled back."""
 
-    def end(self) -> None:
+    def _end(self) -> None:
         """Mark the block ended: later calls through this object raise DaemonDBError."""
         self._ended = True
 

@@ -20,6 +20,7 @@ from daemon_db import (
     UnitStatus,
     new_run_id,
 )
+from daemon_db._operations import Operations
 from tests.helpers import dump, new_run, new_unit, outside_blocks
 
 
@@ -350,3 +351,12 @@ async def test_resumable_runs_reads_one_consistent_snapshot(db: DB) -> None:
     assert await check(writer) > 0
     await writer
     assert [r.next_sequence for r in await db.resumable_runs()] == [101, 101, 101]
+
+
+async def test_a_block_shows_only_the_operations_and_its_state(db: DB) -> None:
+    # The engine's connection and the block's own bookkeeping are not for callers:
+    # a statement on that connection would bypass every check and error mapping.
+    async with db.transaction() as tx:
+        public = {name for name in dir(tx) if not name.startswith("_")}
+    operations = {name for name in dir(Operations) if not name.startswith("_")}
+    assert public == operations | {"ended", "lost"}

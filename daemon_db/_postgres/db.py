@@ -292,7 +292,7 @@ class PostgresTransaction(Transaction):
     _queries = queries.QUERIES
 
     def __init__(self, connection: Any, path: str, owner: Owner, *, readonly: bool) -> None:
-        self.connection = connection
+        self._connection = connection
         self._path = path
         self._owner = owner
         self._readonly = readonly
@@ -317,7 +317,7 @@ class PostgresTransaction(Transaction):
         async def in_savepoint() -> Any:
             async with self._lock:
                 self._check_usable()
-                connection: Any = self.connection  # an asyncpg connection here
+                connection: Any = self._connection  # an asyncpg connection here
 
                 async def attempt() -> Any:
                     async with connection.transaction():
@@ -332,14 +332,14 @@ class PostgresTransaction(Transaction):
         except damage.DamagedRow as exc:
             raise exc.error(self._path) from None
         except (asyncpg.PostgresError, UnicodeError, OverflowError, *CONNECTION_ERRORS) as exc:
-            if not session_lost(self.connection, exc):
+            if not session_lost(self._connection, exc):
                 raise translate(exc, self._path) from None
             self._block.lost = f"the connection was lost ({translate(exc, self._path).reason})"
-            discard(self.connection)
-            raise self.lost_error() from None
+            discard(self._connection)
+            raise self._lost_error() from None
         return result
 
-    def lost_error(self) -> DatabaseError:
+    def _lost_error(self) -> DatabaseError:
         """The error for a block whose transaction ended without us."""
         return DatabaseError(
             self._path,
@@ -406,7 +406,7 @@ class _PostgresTransactionBlock(_TransactionBlock):
             self._abandon()
             return
         self._stop_watching()
-        tx.end()
+        tx._end()
         if tx.lost is None and closed(self._conn):
             tx._block.lost = "the connection was lost"
         lost = tx.lost
@@ -439,7 +439,7 @@ class _PostgresTransactionBlock(_TransactionBlock):
                 db._block.reset(self._token)
             db._notify()
         if lost is not None and (exc_type is None or issubclass(exc_type, Exception)):
-            raise tx.lost_error()
+            raise tx._lost_error()
 
     def _abandon(self) -> None:
         """Roll back a block nobody will leave, and give its connection back."""
@@ -448,7 +448,7 @@ class _PostgresTransactionBlock(_TransactionBlock):
         if tx is None or tx.ended:
             return
         self._stop_watching()
-        tx.end()
+        tx._end()
 
         async def end() -> None:
             try:

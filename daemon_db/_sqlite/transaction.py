@@ -41,7 +41,7 @@ class SQLiteTransaction(Transaction):
     def __init__(
         self, connection: aiosqlite.Connection, path: str, owner: Owner, *, readonly: bool
     ) -> None:
-        self.connection = connection
+        self._connection = connection
         self._path = path
         self._owner = owner
         self._readonly = readonly
@@ -57,7 +57,7 @@ class SQLiteTransaction(Transaction):
     async def _sqlite_read(self, work_: Work[T]) -> T:
         self._check_usable()
         return await bridge.submit(
-            self.connection,
+            self._connection,
             partial(work.in_block, work=work_, path=self._path, block=self._block, write=False),
         )
 
@@ -67,12 +67,12 @@ class SQLiteTransaction(Transaction):
             raise ReadOnlyError(self._path)
         return await settle(
             bridge.submit(
-                self.connection,
+                self._connection,
                 partial(work.in_block, work=work_, path=self._path, block=self._block, write=True),
             )
         )
 
-    def lost_error(self) -> DatabaseError:
+    def _lost_error(self) -> DatabaseError:
         """The error for a block whose transaction SQLite rolled back."""
         return DatabaseError(self._path, work.nothing_committed(self._block.lost or ""))
 
@@ -150,24 +150,24 @@ class SQLiteTransactionBlock(_TransactionBlock):
             self._abandon()
             return
         self._stop_watching()
-        tx.end()  # from here, calls by tasks started inside the block go outside it
+        tx._end()  # from here, calls by tasks started inside the block go outside it
         lost = tx.lost
         try:
             commit = exc_type is None and lost is None
             await settle(
-                bridge.submit(tx.connection, partial(work.end, path=db._path, commit=commit))
+                bridge.submit(tx._connection, partial(work.end, path=db._path, commit=commit))
             )
         finally:
             with contextlib.suppress(ValueError):  # left in another context than entered
                 db._block.reset(self._token)
             if writer is None:
-                await wait_out(asyncio.ensure_future(tx.connection.close()))
+                await wait_out(asyncio.ensure_future(tx._connection.close()))
                 self._ended_reading()
             else:
                 writer.release()
                 db._notify()
         if lost is not None and (exc_type is None or issubclass(exc_type, Exception)):
-            raise tx.lost_error()
+            raise tx._lost_error()
 
     def _abandon(self) -> None:
         """Roll back a block nobody will leave, and give its connection back.
@@ -180,10 +180,10 @@ class SQLiteTransactionBlock(_TransactionBlock):
         if tx is None or tx.ended:
             return
         self._stop_watching()
-        tx.end()
-        bridge.run_detached(tx.connection, partial(work.end, path=self._db._path, commit=False))
+        tx._end()
+        bridge.run_detached(tx._connection, partial(work.end, path=self._db._path, commit=False))
         if writer is None:
-            tx.connection.stop()  # closes the block's own connection, and its thread ends
+            tx._connection.stop()  # closes the block's own connection, and its thread ends
             with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
                 self._ended_reading()
             return

@@ -84,7 +84,7 @@ async def test_a_block_whose_session_is_terminated_raises_and_commits_nothing(
             async with db.transaction() as tx:
                 await tx.append_event(run.id, "first")
                 await tx.update_run_status(run.id, RunStatus.FAILED)
-                connection = tx.connection  # type: ignore[attr-defined]
+                connection = tx._connection  # type: ignore[attr-defined]
                 await _terminate(admin, connection.get_server_pid())
                 if noticed:
                     await asyncio.sleep(0.3)  # the event loop sees the socket close
@@ -112,7 +112,7 @@ async def test_a_block_whose_session_ends_before_it_commits_raises_on_leaving(
         with pytest.raises(DatabaseError) as left:
             async with db.transaction() as tx:
                 await tx.append_event(run.id, "written")
-                await _terminate(admin, tx.connection.get_server_pid())  # type: ignore[attr-defined]
+                await _terminate(admin, tx._connection.get_server_pid())  # type: ignore[attr-defined]
                 if noticed:
                     await asyncio.sleep(0.3)
         _not_asyncpg(left.value)
@@ -134,7 +134,7 @@ async def test_leaving_a_dead_block_with_an_error_also_says_nothing_was_committe
         with pytest.raises(DatabaseError, match=NOTHING) as left:
             async with db.transaction() as tx:
                 await tx.append_event(run.id, "written")
-                await _terminate(admin, tx.connection.get_server_pid())  # type: ignore[attr-defined]
+                await _terminate(admin, tx._connection.get_server_pid())  # type: ignore[attr-defined]
                 try:
                     await tx.append_event(run.id, "lost")
                 except DatabaseError:
@@ -154,7 +154,7 @@ async def test_cancelling_a_block_whose_session_died_still_raises_cancelled_erro
         async def work() -> None:
             async with db.transaction() as tx:
                 await tx.append_event(run.id, "written")
-                await _terminate(admin, tx.connection.get_server_pid())  # type: ignore[attr-defined]
+                await _terminate(admin, tx._connection.get_server_pid())  # type: ignore[attr-defined]
                 with pytest.raises(DatabaseError):
                     await tx.append_event(run.id, "lost")
                 dead.set()
