@@ -46,7 +46,8 @@ class DB(Operations):
     """An open daemon_db store. Open one with ``DB.open(path)``.
 
     Every method is safe to call from many tasks at once. A DB belongs to the
-    event loop it was opened on. After ``close()``, every call raises ClosedError.
+    event loop it was opened on: a call from another raises DaemonDBError.
+    After ``close()``, every call raises ClosedError.
     Besides the methods below, a DB has the run, unit and event operations
     (``create_run``, ``append_event``, ``resumable_runs`` and the others).
     """
@@ -64,6 +65,7 @@ class DB(Operations):
         )
         self._closing: asyncio.Task[None] | None = None
         self._change: asyncio.Future[None] | None = None
+        self._loop = asyncio.get_running_loop()
 
     @classmethod
     def open(
@@ -201,6 +203,7 @@ class DB(Operations):
         await self._close(crashed=False)
 
     async def _close(self, *, crashed: bool) -> None:
+        self._check_loop()
         if self._joined() is not None:
             raise DaemonDBError("close() inside a transaction block would wait for itself")
         if self._closing is None:
@@ -524,6 +527,17 @@ class DB(Operations):
     def _check_open(self) -> None:
         if self._closing is not None:
             raise ClosedError(self._path)
+        self._check_loop()
+
+    def _check_loop(self) -> None:
+        # On another loop, the lease renewal (a task of the first loop) stops with
+        # that loop, and another daemon would take this one's runs as it works.
+        loop = asyncio._get_running_loop()
+        if loop is not self._loop and loop is not None:
+            raise DaemonDBError(
+                f"{self._path} was opened on another event loop: a DB belongs to the loop"
+                " it was opened on (open one on each loop)"
+            )
 
 
 class _Opening(Coroutine[Any, Any, "DB"]):

@@ -86,6 +86,26 @@ async def test_an_opened_db_is_an_async_context_manager_too(db_path: Path) -> No
             pass
 
 
+async def test_a_db_refuses_calls_from_another_event_loop(where: str | Path) -> None:
+    async with DB.open(where) as db:
+        run = await db.create_run(new_run(status="running"))
+
+        async def elsewhere() -> None:
+            # Its lease would stop with its own loop, and another daemon take its runs.
+            with pytest.raises(DaemonDBError, match="opened on another event loop"):
+                await db.get_run(run.id)
+            with pytest.raises(DaemonDBError, match="opened on another event loop"):
+                await db.append_event(run.id, "tick")
+            with pytest.raises(DaemonDBError, match="opened on another event loop"):
+                [item async for item in db.iter_runs()]
+            with pytest.raises(DaemonDBError, match="opened on another event loop"):
+                await db.close()
+
+        await asyncio.to_thread(asyncio.run, elsewhere())
+        assert await db.get_run(run.id) == run  # on its own loop, as before
+        assert await db.get_next_sequence(run.id) == 1
+
+
 async def test_open_accepts_a_path_like_and_a_str(db_path: Path) -> None:
     async with DB.open(str(db_path)) as db:
         assert not db.readonly
