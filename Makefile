@@ -24,7 +24,7 @@ lint: $(READY)
 	$(BIN)/ruff format --check .
 
 typecheck: $(READY)
-	$(BIN)/mypy --strict daemon_db
+	$(BIN)/mypy --strict daemon_db examples tests/typed_usage.py
 
 # The PostgreSQL half of the suite runs on a throwaway server of its own
 # (tests/postgres_server.py): initdb into a temporary folder, stopped at the end.

@@ -144,10 +144,10 @@ class Operations(abc.ABC):
     async def update_run_status(
         self,
         run_id: str,
-        status: RunStatus,
+        status: RunStatus | str,
         error: str | None = None,
         *,
-        expected: RunStatus | Iterable[RunStatus] | None = None,
+        expected: RunStatus | str | Iterable[RunStatus | str] | None = None,
     ) -> Run:
         """Set a run's status and error; with ``expected``, only from those statuses.
 
@@ -187,7 +187,7 @@ class Operations(abc.ABC):
             )
         )
 
-    async def list_runs_by_status(self, status: RunStatus) -> list[Run]:
+    async def list_runs_by_status(self, status: RunStatus | str) -> list[Run]:
         """List the runs with one status.
 
         Args:
@@ -329,10 +329,10 @@ class Operations(abc.ABC):
     async def update_unit_status(
         self,
         unit_record_id: str,
-        status: UnitStatus,
+        status: UnitStatus | str,
         error: str | None = None,
         *,
-        expected: UnitStatus | Iterable[UnitStatus] | None = None,
+        expected: UnitStatus | str | Iterable[UnitStatus | str] | None = None,
     ) -> UnitRecord:
         """Set a unit's status and error; with ``expected``, only from those statuses.
 
@@ -418,7 +418,7 @@ class Operations(abc.ABC):
         """
         return await self._units(run_id, None)
 
-    async def list_units_by_status(self, run_id: str, status: UnitStatus) -> list[UnitRecord]:
+    async def list_units_by_status(self, run_id: str, status: UnitStatus | str) -> list[UnitRecord]:
         """List the units of a run that have one status.
 
         Args:
@@ -551,7 +551,9 @@ class Operations(abc.ABC):
 
     # Atomic work and resumption
 
-    async def complete_run(self, run_id: str, status: RunStatus, error: str | None = None) -> Run:
+    async def complete_run(
+        self, run_id: str, status: RunStatus | str, error: str | None = None
+    ) -> Run:
         """Finish a run and append its ``run_completed`` event, in one transaction.
 
         The event's payload is ``{"status": status, "error": error}``. A run that is

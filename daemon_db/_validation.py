@@ -117,6 +117,10 @@ def member(field: str, value: object, kind: type[E]) -> E:
     """A member of the enum ``kind``, given as the member or as its value."""
     if isinstance(value, kind):
         return value
+    if isinstance(value, enum.Enum):  # RunStatus.RUNNING for a unit: its value fits, the intent not
+        raise InvalidRecordError(
+            field, value, f"must be a {kind.__name__}, not a {type(value).__name__}"
+        )
     try:
         return kind(value)
     except ValueError:

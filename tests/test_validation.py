@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from daemon_db import DB, EventRecord, InvalidRecordError, UnitRecord
+from daemon_db import DB, EventRecord, InvalidRecordError, RunStatus, UnitRecord, UnitStatus
 from tests.helpers import dump, new_run, new_unit
 
 HUGE = "x" * (1 << 20)
@@ -162,6 +162,18 @@ BAD_CALLS: dict[str, tuple[str, Bad]] = {
     "update_unit_status unknown status": (
         "status",
         lambda db, r: db.update_unit_status(f"{r}_u", "done"),  # type: ignore[arg-type]
+    ),
+    "update_unit_status a run's status": (
+        "status",  # its value fits a unit, but it says the caller mixed up the two
+        lambda db, r: db.update_unit_status(f"{r}_u", RunStatus.RUNNING),  # type: ignore[arg-type]
+    ),
+    "update_run_status a unit's status": (
+        "status",
+        lambda db, r: db.update_run_status(r, UnitStatus.COMPLETED),  # type: ignore[arg-type]
+    ),
+    "list_units_by_status a run's status": (
+        "status",
+        lambda db, r: db.list_units_by_status(r, RunStatus.PENDING),  # type: ignore[arg-type]
     ),
     "update_unit_branch blank branch": (
         "branch",
