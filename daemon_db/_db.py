@@ -565,6 +565,15 @@ class _Opening(Coroutine[Any, Any, "DB"]):
     def __await__(self) -> Generator[Any, None, DB]:
         return self._connecting.__await__()
 
+    def __getattr__(self, name: str) -> Any:
+        # Only for names it lacks: a DB's method called on what was never awaited.
+        if hasattr(DB, name):
+            raise AttributeError(
+                f"DB.open() returns a coroutine, not a DB (it has no {name!r}): write"
+                " 'db = await DB.open(...)' or 'async with DB.open(...) as db'"
+            )
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     async def __aenter__(self) -> DB:
         self._db = await self
         return self._db

@@ -106,6 +106,16 @@ async def test_a_db_refuses_calls_from_another_event_loop(where: str | Path) -> 
         assert await db.get_next_sequence(run.id) == 1
 
 
+async def test_a_db_used_without_await_says_what_is_missing(db_path: Path) -> None:
+    opening = DB.open(db_path)
+    with pytest.raises(AttributeError, match=r"'db = await DB.open\(...\)'"):
+        opening.create_run  # type: ignore[attr-defined]  # noqa: B018
+    with pytest.raises(AttributeError, match="has no attribute 'nothing'"):
+        opening.nothing  # type: ignore[attr-defined]  # noqa: B018
+    async with opening as db:  # and it still opens
+        assert await db.list_runs() == []
+
+
 async def test_open_accepts_a_path_like_and_a_str(db_path: Path) -> None:
     async with DB.open(str(db_path)) as db:
         assert not db.readonly
