@@ -111,14 +111,22 @@ class RunExistsError(DaemonDBError):
         existing_run_id: The id of the run in the way.
     """
 
-    def __init__(self, feature_branch: str | None, repo_path: str, existing_run_id: str) -> None:
+    def __init__(
+        self,
+        feature_branch: str | None,
+        repo_path: str,
+        existing_run_id: str,
+        *,
+        same_id: bool = False,
+    ) -> None:
         self.feature_branch = feature_branch
         self.repo_path = repo_path
         self.existing_run_id = existing_run_id
-        super().__init__(
-            f"run {existing_run_id!r} already exists for branch {feature_branch!r} "
-            f"in repo {repo_path!r}"
-        )
+        if same_id:
+            what = f"a run with id {existing_run_id!r} already exists"
+        else:
+            what = f"run {existing_run_id!r} is already active"
+        super().__init__(f"{what} (branch {feature_branch!r} in repo {repo_path!r})")
 
 
 class RunNotFoundError(DaemonDBError, LookupError):

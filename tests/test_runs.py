@@ -39,7 +39,9 @@ async def test_run_create_duplicate(db: DB) -> None:
     assert raised.value.existing_run_id == first.id
     assert raised.value.feature_branch == "feature/x"
     assert raised.value.repo_path == "/srv/a"
-    assert first.id in str(raised.value)
+    assert str(raised.value) == (
+        f"run {first.id!r} is already active (branch 'feature/x' in repo '/srv/a')"
+    )
     assert await db.list_runs() == [first]
 
 
@@ -167,6 +169,9 @@ async def test_run_with_the_same_id_is_refused(db: DB) -> None:
     assert raised.value.existing_run_id == first.id
     assert raised.value.feature_branch == "feature/a"
     assert raised.value.repo_path == "/srv/a"
+    assert str(raised.value) == (
+        f"a run with id {first.id!r} already exists (branch 'feature/a' in repo '/srv/a')"
+    )
     assert await db.list_runs() == [first]
 
 

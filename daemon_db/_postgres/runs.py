@@ -322,7 +322,7 @@ async def _holder(conn: asyncpg.Connection, run: Run, *, inserting: bool) -> Run
             "SELECT feature_branch, repo_path FROM runs WHERE id = $1", run.id
         )
         if row is not None:
-            return RunExistsError(row[0], row[1], run.id)
+            return RunExistsError(row[0], row[1], run.id, same_id=True)
     if run.feature_branch is None:
         return None
     holder = await conn.fetchval(

@@ -317,7 +317,7 @@ def _holder(conn: sqlite3.Connection, run: Run, *, inserting: bool) -> RunExists
             "SELECT feature_branch, repo_path FROM runs WHERE id = ?", (run.id,)
         ).fetchone()
         if row is not None:
-            return RunExistsError(row[0], row[1], run.id)
+            return RunExistsError(row[0], row[1], run.id, same_id=True)
     if run.feature_branch is None:  # the one-active-run rule is for runs on a branch
         return None
     row = conn.execute(
