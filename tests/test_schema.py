@@ -167,6 +167,14 @@ async def test_read_only_open_of_a_missing_file_creates_nothing(tmp_path: Path) 
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("readonly", [False, True])
+async def test_a_folder_is_refused_by_name(tmp_path: Path, readonly: bool) -> None:
+    with pytest.raises(DatabaseError, match="is a folder, not a database file") as raised:
+        await DB.open(tmp_path, readonly=readonly)
+    assert raised.value.path == str(tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
 async def test_read_only_open_of_memory_is_refused() -> None:
     with pytest.raises(DatabaseError):
         await DB.open(":memory:", readonly=True)

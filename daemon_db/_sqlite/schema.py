@@ -57,6 +57,7 @@ def uri(path: str, mode: str) -> str:
 def open_writer(path: str, *, busy_timeout: float, synchronous: str) -> sqlite3.Connection:
     """Open ``path`` for writing, creating it (owner-only) and migrating it as needed."""
     if path != MEMORY:
+        _refuse_folder(path)
         _create_private_file(path)
     try:
         conn = sqlite3.connect(
@@ -87,6 +88,7 @@ def open_reader(path: str, *, busy_timeout: float) -> sqlite3.Connection:
     """Open an existing file read-only; it must be at this release's schema version."""
     if path == MEMORY:
         raise DatabaseError(path, "an in-memory database cannot be opened read-only")
+    _refuse_folder(path)
     if not os.path.isfile(path):
         raise DatabaseError(path, "no such database file")
     try:
@@ -146,6 +148,12 @@ def _apply(conn: sqlite3.Connection, path: str, migration: Migration) -> None:
             reason = f"migration {migration.version} ({migration.name}) failed: {exc}"
             raise DatabaseError(path, reason) from None
         raise
+
+
+def _refuse_folder(path: str) -> None:
+    # SQLite would say only SQLITE_CANTOPEN, "unable to open database file".
+    if os.path.isdir(path):
+        raise DatabaseError(path, "is a folder, not a database file")
 
 
 def _create_private_file(path: str) -> None:
