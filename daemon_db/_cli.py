@@ -43,8 +43,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
+    parser = build_parser()
+    if not (sys.argv[1:] if argv is None else argv):  # no command: say which there are
+        parser.print_help(sys.stderr)
+        return 2
     try:
-        args = build_parser().parse_args(argv)
+        args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a usage error already reported
         return exc.code if isinstance(exc.code, int) else 0
     if args.needs_db and not args.db:
@@ -106,7 +110,8 @@ def _duration(text: str) -> timedelta:
     parts = DURATION.findall(text)
     if not parts or "".join(n + unit for n, unit in parts) != text:
         raise argparse.ArgumentTypeError(
-            f"{show(text)} is not a duration such as 30d, 12h, 90m or 1w2d"
+            f"{show(text)} is not a duration: whole numbers each with a unit, w, d, h, m or s"
+            " (weeks to seconds), such as 30d, 12h, 90m or 1w2d"
         )
     try:
         seconds = sum(int(n) * DURATION_UNITS[unit] for n, unit in parts)
@@ -222,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     command(
         "migrate",
         commands.migrate,
-        "apply pending schema migrations (inspectors never do)",
+        "writes: apply pending schema migrations (inspectors never do)",
         forms=False,
     )
 
@@ -232,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("destination", type=_given("DEST"), metavar="DEST", help="the file to write")
     sub.add_argument("--force", action="store_true", help="overwrite DEST if it exists")
 
-    sub = command("prune", commands.prune, "delete finished runs completed before a cutoff")
+    sub = command("prune", commands.prune, "writes: delete finished runs completed before a cutoff")
     sub.add_argument(
         "--older-than",
         type=_duration,

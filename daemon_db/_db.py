@@ -593,7 +593,10 @@ async def _open_postgres(location: str, readonly: bool, owner: Owner) -> DB:
     try:
         from ._postgres.db import PostgresDB
     except ImportError as exc:
-        reason = f"PostgreSQL needs asyncpg: pip install 'daemon_db[postgres]' ({exc})"
+        reason = (
+            "PostgreSQL needs asyncpg, the postgres extra: pip install '.[postgres]'"
+            f" from a checkout ({exc})"
+        )
         raise DatabaseError(url.shown_url(location), reason) from None
     return await PostgresDB._open_url(location, readonly, owner)
 

@@ -462,7 +462,11 @@ def test_an_ambiguous_or_unknown_run_id(db_path: Path) -> None:
             ["--older-than", "'99999999999d'", "too long"],
         ),
         (["prune", "--older-than", "1000000d"], 2, ["--older-than", "at most 36500d"]),
-        (["prune", "--older-than", "soon"], 2, ["--older-than", "not a duration"]),
+        (
+            ["prune", "--older-than", "soon"],
+            2,
+            ["--older-than", "not a duration", "w, d, h, m or s"],
+        ),
         (["prune", "--older-than", "\u0661d"], 2, ["--older-than", "not a duration"]),
         (["events", "X", "--since", "\u0661"], 2, ["--since", "not a whole number"]),
         (["events", "X", "--since", "-5"], 2, ["--since", "'-5'"]),
@@ -480,7 +484,6 @@ def test_an_ambiguous_or_unknown_run_id(db_path: Path) -> None:
         (["show"], 2, ["RUN_ID"]),
         (["show", " "], 2, ["RUN_ID", "empty"]),
         (["nonsense"], 2, ["'nonsense'", "choose from"]),
-        ([], 2, ["COMMAND"]),
     ],
 )
 def test_a_mistake_is_one_line_and_a_non_zero_exit(
@@ -489,6 +492,14 @@ def test_a_mistake_is_one_line_and_a_non_zero_exit(
     done = daemon_db_command(*args, DAEMON_DB=str(db_path))
     assert_one_line_error(done, status, *named)
     assert "Traceback" not in done.stderr
+
+
+def test_no_command_prints_the_commands(db_path: Path) -> None:
+    done = daemon_db_command(DAEMON_DB=str(db_path))
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr.startswith("usage: daemon-db")
+    for command in ("runs", "resumable", "prune"):
+        assert re.search(rf"^ +{command}\b", done.stderr, re.MULTILINE)
 
 
 def test_json_carries_payload_and_config_as_data(db_path: Path, filled: list[Run]) -> None:
