@@ -109,6 +109,23 @@ async def test_backup_of_a_file_and_of_memory(db: DB, tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".backup")] == []
 
 
+async def test_a_backup_is_one_file_that_stays_one_when_read(file_db: DB, tmp_path: Path) -> None:
+    # Backup, check the backup, back up onto it again: a nightly job's habit.
+    run = await file_db.create_run(new_run())
+    (tmp_path / "backups").mkdir()
+    copy = tmp_path / "backups" / "copy.db"
+    await file_db.backup(copy)
+    for _ in range(2):
+        async with DB.open(copy, readonly=True) as restored:
+            assert await restored.check() == []
+            assert await restored.list_runs() == [run]
+        assert [p.name for p in copy.parent.iterdir()] == ["copy.db"]
+        await file_db.backup(copy, overwrite=True)
+    async with DB.open(copy) as writer:  # written to, it is a WAL database again
+        await writer.append_event(run.id, "restored")
+        assert (copy.parent / "copy.db-wal").exists()
+
+
 @pytest.mark.sqlite_only
 @pytest.mark.parametrize("flag", ["no", "false", 1])
 async def test_overwrite_is_a_bool_not_anything_truthy(

@@ -448,6 +448,11 @@ def backup(
                     progress(pages - remaining, pages)
 
             conn.backup(target, pages=pages_per_step, progress=step, sleep=0)
+        # The copy took the source's WAL mode with its pages; a reader of a WAL
+        # file (a check of the backup) leaves -wal and -shm beside it, and the
+        # next backup onto it refused them. A copy is one file; DB.open puts a
+        # file it writes to back in WAL mode.
+        target.execute("PRAGMA journal_mode = DELETE")
         return total
     finally:
         target.close()
