@@ -203,7 +203,8 @@ class DB(Operations):
         await self._close(crashed=False)
 
     async def _close(self, *, crashed: bool) -> None:
-        self._check_loop()
+        if not self._loop.is_closed():  # else (asyncio.run(DB.open(p))) only another can
+            self._check_loop()
         if self._joined() is not None:
             raise DaemonDBError("close() inside a transaction block would wait for itself")
         if self._closing is None:
