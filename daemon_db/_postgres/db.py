@@ -23,7 +23,7 @@ from typing import Any, Final, TypeVar
 import asyncpg
 
 from .. import _validation as check
-from .._cancellation import settle
+from .._cancellation import settle, wait_out
 from .._db import DB
 from .._engine import Work
 from .._errors import (
@@ -69,6 +69,101 @@ async def _translated(call: Callable[[], Any], url: str) -> Any:
         raise translate(exc, url) from None
 
 
+async def _commit(started: Any, conn: Any, url: str, what: str) -> None:
+    """Commit ``started``; a session lost on the way makes the outcome unknown, and says so."""
+    try:
+        await started.commit()
+    except (asyncpg.PostgresError, *CONNECTION_ERRORS) as exc:
+        if not session_lost(conn, exc):
+            raise
+        discard(conn)
+        raise DatabaseError(
+            url,
+            f"the connection was lost during COMMIT: whether PostgreSQL committed {what}"
+            " is unknown",
+        ) from None
+
+
+async def _rolled_back(started: Any) -> None:
+    """Roll ``started`` back; a lost session rolled it back already (and is not reused)."""
+    with contextlib.suppress(*CONNECTION_ERRORS, asyncpg.PostgresError):
+        await started.rollback()
+
+
+async def _begun(db: PostgresDB) -> tuple[Any, Any]:
+    """A pooled connection in a block's transaction, begun: ``(connection, transaction)``.
+
+    Waiting for a pooled connection can be cancelled; BEGIN, once sent, is
+    waited for, and if the caller was cancelled meanwhile, the transaction is
+    ended and the connection given back before CancelledError is raised.
+    """
+    conn = await _translated(partial(_acquired, db), db._path)
+    # A read-only DB's block reads one snapshot, as its calls do.
+    started = (
+        conn.transaction(isolation="repeatable_read", readonly=True)
+        if db._is_readonly
+        else conn.transaction()
+    )
+
+    async def begin() -> None:
+        await started.start()
+        if db._is_readonly:  # the snapshot is taken now, as on SQLite, not at a first read
+            await conn.execute("SELECT 1")
+
+    try:
+        await settle(asyncio.ensure_future(_translated(begin, db._path)))
+    except BaseException:
+        await wait_out(asyncio.ensure_future(_given_back(db, conn, started)))
+        raise
+    return conn, started
+
+
+async def _acquired(db: PostgresDB) -> Any:
+    """A pooled connection; a caller cancelled while waiting for one raises at once.
+
+    asyncpg itself is not interrupted: cancelled while it connects, it leaves
+    an error no one retrieves. A connection that comes for a caller who is
+    gone goes back to the pool.
+    """
+    acquiring = asyncio.ensure_future(db._pool.acquire())
+    try:
+        return await asyncio.shield(acquiring)
+    except asyncio.CancelledError:
+        acquiring.add_done_callback(db._unneeded)
+        raise
+
+
+class _UnderWay:
+    """A count of calls under way, which ``close()`` waits to see end."""
+
+    __slots__ = ("_count", "_none")
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._none = asyncio.Event()
+        self._none.set()
+
+    def __enter__(self) -> None:
+        self._count += 1
+        self._none.clear()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._count -= 1
+        if self._count == 0:
+            self._none.set()
+
+    async def finished(self) -> None:
+        await self._none.wait()
+
+
+async def _given_back(db: PostgresDB, conn: Any, started: Any) -> None:
+    """End a block's transaction (if it began) without committing, and release its connection."""
+    try:
+        await _rolled_back(started)
+    finally:
+        await db._pool.release(conn)
+
+
 class PostgresDB(DB):
     """The DB ``DB.open()`` returns for a ``postgresql://`` URL (a DB in every respect)."""
 
@@ -82,6 +177,8 @@ class PostgresDB(DB):
         self._is_readonly = readonly
         self._listener: Any = None
         self._listening = asyncio.Lock()
+        self._calls = _UnderWay()
+        self._releasing: set[asyncio.Future[None]] = set()
 
     @classmethod
     async def _open_url(cls, url: str, readonly: bool, owner: Owner) -> DB:
@@ -146,31 +243,58 @@ class PostgresDB(DB):
         """
 
         async def attempt(conn: Any) -> Any:
-            if write:
-                async with conn.transaction():
+            if not write:
+                async with conn.transaction(isolation="repeatable_read", readonly=True):
                     return await call(conn)
-            async with conn.transaction(isolation="repeatable_read", readonly=True):
-                return await call(conn)
+            started = conn.transaction()
+            await started.start()
+            try:
+                result = await call(conn)
+            except BaseException:
+                await _rolled_back(started)
+                raise
+            await _commit(started, conn, self._path, "this write")
+            return result
 
-        async def transaction() -> Any:
-            async with self._pool.acquire() as conn:
+        async def transaction(conn: Any) -> Any:
+            try:
+                return await damage.readable(conn, partial(attempt, conn))
+            except (asyncpg.PostgresError, *CONNECTION_ERRORS) as exc:
+                if session_lost(conn, exc):
+                    discard(conn)  # asyncpg's state may be broken: never reuse it
+                raise
+
+        async def run() -> Any:
+            # Waiting for a pooled connection can be cancelled; a write, once it
+            # has one, runs to its end. close() waits for both.
+            with self._calls:
+                conn = await _acquired(self)
                 try:
-                    return await damage.readable(conn, partial(attempt, conn))
-                except (asyncpg.PostgresError, *CONNECTION_ERRORS) as exc:
-                    if session_lost(conn, exc):
-                        discard(conn)  # asyncpg's state may be broken: never reuse it
-                    raise
+                    if not write:
+                        return await transaction(conn)
+                    try:
+                        return await settle(asyncio.ensure_future(transaction(conn)))
+                    finally:
+                        self._notify()  # followers look at once, without waiting for NOTIFY
+                finally:
+                    await self._pool.release(conn)
 
-        if not write:
-            return await _translated(transaction, self._path)
-        try:
-            return await settle(asyncio.ensure_future(_translated(transaction, self._path)))
-        finally:
-            self._notify()  # this DB's followers look at once, without waiting for NOTIFY
+        return await _translated(run, self._path)
+
+    def _unneeded(self, acquiring: asyncio.Future[Any]) -> None:
+        """Give back a connection acquired for a caller who was cancelled meanwhile."""
+        if acquiring.cancelled() or acquiring.exception() is not None:
+            return
+        release = asyncio.ensure_future(self._pool.release(acquiring.result()))
+        self._releasing.add(release)  # a reference, until it is done
+        release.add_done_callback(self._releasing.discard)
 
     # Opening and closing
 
     async def _disconnect(self, *, crashed: bool) -> None:
+        # Calls that began before close() (waiting for a pooled connection, or
+        # for BEGIN) finish first; the pool's close then waits for held ones.
+        await self._calls.finished()
         try:
             if not self._is_readonly:
                 await self._release(crashed=crashed)
@@ -360,26 +484,8 @@ class _PostgresTransactionBlock(_TransactionBlock):
             raise DaemonDBError("transaction blocks do not nest: this task is already in one")
         db._check_open()
 
-        async def begin() -> tuple[Any, Any]:
-            conn = await db._pool.acquire()
-            try:
-                # A read-only DB's block reads one snapshot, as its calls do.
-                started = (
-                    conn.transaction(isolation="repeatable_read", readonly=True)
-                    if db._is_readonly
-                    else conn.transaction()
-                )
-                await started.start()
-                if db._is_readonly:  # the snapshot is taken now, as on SQLite, not at a first read
-                    await conn.execute("SELECT 1")
-            except BaseException:
-                await db._pool.release(conn)
-                raise
-            return conn, started
-
-        self._conn, self._started = await settle(
-            asyncio.ensure_future(_translated(begin, db._path))
-        )
+        with db._calls:  # close() waits for a block that has begun to enter
+            self._conn, self._started = await _begun(db)
         tx = self._tx = PostgresTransaction(
             self._conn, db._path, db._owner, readonly=db._is_readonly
         )
@@ -413,22 +519,11 @@ class _PostgresTransactionBlock(_TransactionBlock):
         commit = exc_type is None and lost is None
 
         async def end() -> None:
+            if not commit:
+                await _given_back(db, self._conn, self._started)
+                return
             try:
-                if commit:
-                    try:
-                        await self._started.commit()
-                    except (asyncpg.PostgresError, *CONNECTION_ERRORS) as exc:
-                        if not session_lost(self._conn, exc):
-                            raise
-                        discard(self._conn)
-                        raise DatabaseError(
-                            db._path,
-                            "the connection was lost during COMMIT: whether PostgreSQL"
-                            " committed this transaction block is unknown",
-                        ) from None
-                else:
-                    with contextlib.suppress(*CONNECTION_ERRORS, asyncpg.PostgresError):
-                        await self._started.rollback()
+                await _commit(self._started, self._conn, db._path, "this transaction block")
             finally:
                 await db._pool.release(self._conn)
 
@@ -450,15 +545,10 @@ class _PostgresTransactionBlock(_TransactionBlock):
         self._stop_watching()
         tx._end()
 
-        async def end() -> None:
-            try:
-                with contextlib.suppress(*CONNECTION_ERRORS, asyncpg.PostgresError):
-                    await self._started.rollback()
-            finally:
-                await db._pool.release(self._conn)
-
         with contextlib.suppress(RuntimeError):  # the loop is gone: so is the pool
-            self._ending = asyncio.get_running_loop().create_task(end())
+            self._ending = asyncio.get_running_loop().create_task(
+                _given_back(db, self._conn, self._started)
+            )
             db._notify()
 
 

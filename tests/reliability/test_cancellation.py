@@ -95,3 +95,43 @@ async def test_cancelled_calls_happen_completely_or_not_at_all(db_path: Path) ->
         f"cancellation fuzzing: {ROUNDS * CALLS:,} calls, {cancelled:,} cancelled at random"
         " points (inside transaction blocks and complete_run too); store consistent, 0 lost"
     )
+
+
+async def test_blocks_cancelled_as_they_begin_leave_nothing_open(where: str | Path) -> None:
+    # On PostgreSQL each took a pooled connection with it, idle in transaction:
+    # after ten (the pool's size) every call waited for ever, close() too.
+    async with DB.open(where) as db:
+        run = await db.create_run(new_run(status="running"))
+
+        async def block() -> None:
+            async with db.transaction() as tx:
+                await tx.append_event(run.id, "in a block")
+
+        for _ in range(15):
+            task = asyncio.create_task(block())
+            await asyncio.sleep(0)  # it is beginning
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        appended = await asyncio.wait_for(db.append_event(run.id, "after"), 30)
+        assert [e.sequence for e in await db.list_events(run.id)] == list(
+            range(1, appended.sequence + 1)
+        )
+        await asyncio.wait_for(db.close(), 30)
+
+
+async def test_close_of_a_read_only_db_waits_for_the_calls_under_way(where: str | Path) -> None:
+    async with DB.open(where) as db:
+        run = await db.create_run(new_run(status="running"))
+    reader = await DB.open(where, readonly=True)
+
+    async def block() -> int:
+        async with reader.transaction() as tx:
+            return await tx.get_next_sequence(run.id)
+
+    calls = [asyncio.create_task(reader.get_run(run.id)) for _ in range(15)]
+    blocks = [asyncio.create_task(block()) for _ in range(15)]
+    await asyncio.sleep(0)  # all of them under way
+    await reader.close()
+    assert await asyncio.gather(*calls) == [run] * 15  # on PostgreSQL: 'pool is closing'
+    assert await asyncio.gather(*blocks) == [1] * 15

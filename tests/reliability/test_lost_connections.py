@@ -12,7 +12,9 @@ pool must hand out working connections again at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -292,3 +294,65 @@ async def test_a_follower_whose_listening_session_is_terminated_listens_again(
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+
+
+class _CutAfterCommit:
+    """A TCP proxy in front of the server that, once armed, forwards the next
+    COMMIT and then cuts the session: the server commits, the client never hears."""
+
+    def __init__(self, url: str) -> None:
+        self._target = urlsplit(url)
+        self.armed = False
+        self._writers: list[asyncio.StreamWriter] = []
+        self._forwarding: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> str:
+        self._server = await asyncio.start_server(self._forward, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        return urlunsplit(self._target._replace(netloc=f"postgres@127.0.0.1:{port}"))
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._server.close()
+        for writer in self._writers:
+            writer.transport.abort()
+        await asyncio.gather(*self._forwarding, return_exceptions=True)
+        await self._server.wait_closed()
+
+    async def _forward(self, client_in: asyncio.StreamReader, client: asyncio.StreamWriter) -> None:
+        assert self._target.port is not None
+        task = asyncio.current_task()
+        assert task is not None
+        self._forwarding.add(task)
+        server_in, server = await asyncio.open_connection("127.0.0.1", self._target.port)
+        self._writers += [client, server]
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError):
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+                    if sink is server and self.armed and b"COMMIT" in data:
+                        self.armed = False
+                        client.transport.abort()  # the reply never comes
+                        await asyncio.sleep(0.3)  # while the server runs the COMMIT
+                        server.transport.abort()
+            sink.close()
+
+        await asyncio.gather(pipe(client_in, server), pipe(server_in, client))
+
+
+async def test_a_write_whose_commit_reply_is_lost_says_its_outcome_is_unknown(
+    postgres_url: str,
+) -> None:
+    # It committed: an error reading "connection closed" sent the caller to retry
+    # it, and a daemon logged a second unit_completed, or met its own run as a
+    # RunExistsError. A block's COMMIT said so already; a lone write now does too.
+    proxy = _CutAfterCommit(postgres_url)
+    async with proxy as proxied, DB.open(proxied) as db:
+        run = await db.create_run(new_run(status="running"))
+        proxy.armed = True
+        with pytest.raises(DatabaseError, match="committed this write is unknown") as raised:
+            await db.append_event(run.id, "unit_completed")
+        _not_asyncpg(raised.value)
+        assert [e.event_type for e in await db.list_events(run.id)] == ["unit_completed"]
+        await _works(db, run)
