@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import random
+import string
 from pathlib import Path
 
 import asyncpg
 import pytest
 
-from daemon_db import DB, DatabaseError, SchemaVersionError
+from daemon_db import DB, DatabaseError, InvalidRecordError, SchemaVersionError
 from daemon_db._postgres import schema
 from daemon_db._postgres.url import shown_url
-from tests.helpers import new_run
+from tests.helpers import new_run, new_unit
 
 
 async def _tables(url: str) -> list[str]:
@@ -121,3 +123,26 @@ def test_urls_are_shown_without_their_password() -> None:
     )
     assert shown_url("postgres://u@h/d") == "postgres://u@h/d"
     assert shown_url("postgresql://u:p@[::1]:5/d") == "postgresql://u@[::1]:5/d"
+
+
+async def test_a_name_too_long_for_an_index_entry_is_bad_input_naming_it(
+    postgres_url: str,
+) -> None:
+    # Within the store's 4,096 characters, yet over the 2,704 bytes a btree entry
+    # holds: it was a raw server message from DatabaseError, several lines long.
+    noise = "".join(random.Random(7).choices(string.ascii_letters + string.digits, k=3000))
+    async with DB.open(postgres_url) as db:
+        for field, run in [
+            ("Run.feature_branch", new_run(feature_branch=noise)),
+            ("Run.repo_path", new_run(repo_path=f"/{noise}")),
+            ("Run.id", new_run(id=noise)),
+        ]:
+            with pytest.raises(InvalidRecordError, match="2,704 bytes") as raised:
+                await db.create_run(run)
+            assert raised.value.field == field
+        run = await db.create_run(new_run())
+        with pytest.raises(InvalidRecordError) as raised:
+            await db.create_unit(new_unit(run, noise))
+        assert raised.value.field in ("UnitRecord.id", "UnitRecord.unit_id")
+        assert await db.list_runs() == [run]
+        assert await db.list_units_by_run(run.id) == []

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import contextlib
+import re
+from collections.abc import Mapping
 from typing import Any
 
 import asyncpg
 
-from .._errors import DatabaseError
+from .._errors import DatabaseError, InvalidRecordError
 
-__all__ = ["CONNECTION_ERRORS", "closed", "discard", "session_lost", "translate"]
+__all__ = [
+    "CONNECTION_ERRORS",
+    "closed",
+    "discard",
+    "session_lost",
+    "too_long_for_an_index",
+    "translate",
+]
 
 # What a lost or refused connection raises, besides asyncpg's own errors. When
 # the server ends a session while asyncpg is between two messages, asyncpg's
@@ -68,3 +77,41 @@ def discard(connection: Any) -> None:
     """
     with contextlib.suppress(asyncpg.InterfaceError):
         connection.terminate()
+
+
+def too_long_for_an_index(
+    exc: asyncpg.ProgramLimitExceededError, values: Mapping[str, str | None]
+) -> InvalidRecordError:
+    """The error for a value too long for a btree index entry (``values``: field to value).
+
+    PostgreSQL refuses an index entry over 2,704 bytes (a third of a page), so
+    a name within the store's 4,096 characters can still be refused, as an
+    index of the value shows. The field named is the longest value, in bytes,
+    of the index the server names (of all of them if it names none known).
+    """
+    found = re.search(r'index "([^"]+)"', str(exc))
+    columns = _INDEXED.get(found.group(1) if found else "", ())
+    named = {name: value for name, value in values.items() if name.split(".")[-1] in columns}
+    field, value = max((named or values).items(), key=lambda item: len(_utf8(item[1])))
+    index = f"index {found.group(1)}" if found else "an index"
+    return InvalidRecordError(
+        field,
+        value,
+        f"is too long for PostgreSQL's {index}: an entry holds at most 2,704 bytes"
+        f" (this value alone has {len(_utf8(value)):,})",
+    )
+
+
+def _utf8(value: str | None) -> bytes:
+    return (value or "").encode("utf-8", "surrogatepass")
+
+
+# The text columns of each index a new run or unit goes into (see schema.py).
+_INDEXED: dict[str, tuple[str, ...]] = {
+    "runs_pkey": ("id",),
+    "runs_one_active": ("feature_branch", "repo_path"),
+    "runs_by_branch": ("feature_branch", "repo_path", "id"),
+    "runs_by_repo": ("repo_path", "id"),
+    "units_pkey": ("id",),
+    "units_run_id_unit_id_key": ("run_id", "unit_id"),
+}

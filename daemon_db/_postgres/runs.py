@@ -13,6 +13,7 @@ from .._errors import RunExistsError, RunNotFoundError, StatusConflictError
 from .._records import ACTIVE_RUN_STATUSES, FINISHED_RUN_STATUSES, Run, RunStatus, loader
 from . import damage, events
 from .damage import aware
+from .errors import too_long_for_an_index
 
 __all__ = [
     "COLUMNS",
@@ -114,9 +115,14 @@ async def create(
     )
     # DO NOTHING rather than a savepoint to catch the violation in: the
     # transaction stays usable to look the conflict up, two round trips fewer.
-    if await conn.fetchval(
-        f"{before} {insert} ON CONFLICT DO NOTHING RETURNING true", *values, *before_args
-    ):
+    try:
+        inserted = await conn.fetchval(
+            f"{before} {insert} ON CONFLICT DO NOTHING RETURNING true", *values, *before_args
+        )
+    except asyncpg.ProgramLimitExceededError as exc:
+        names = {"Run.id": run.id, "Run.feature_branch": run.feature_branch}
+        raise too_long_for_an_index(exc, {**names, "Run.repo_path": run.repo_path}) from None
+    if inserted:
         return run
     conflict = await _holder(conn, run, inserting=True)
     if conflict is not None:

@@ -13,6 +13,7 @@ from .._errors import RunNotFoundError, StatusConflictError, UnitExistsError, Un
 from .._records import FINISHED_UNIT_STATUSES, UnitRecord, UnitStatus, loader
 from . import damage
 from .damage import aware
+from .errors import too_long_for_an_index
 
 __all__ = ["COLUMNS", "create", "from_row", "get", "list_page", "update_branch", "update_status"]
 
@@ -71,6 +72,9 @@ async def create(conn: asyncpg.Connection, *, unit: UnitRecord) -> UnitRecord:
             )
     except asyncpg.ForeignKeyViolationError:
         raise RunNotFoundError(unit.run_id) from None
+    except asyncpg.ProgramLimitExceededError as exc:
+        names = {"UnitRecord.id": unit.id, "UnitRecord.unit_id": unit.unit_id}
+        raise too_long_for_an_index(exc, names) from None
     except asyncpg.UniqueViolationError:
         existing = await conn.fetchrow(
             "SELECT id, run_id, unit_id FROM units WHERE id = $1 OR (run_id = $2 AND unit_id = $3)",
