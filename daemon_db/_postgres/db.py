@@ -58,6 +58,9 @@ PRUNE_BATCH_RUNS: Final = 500
 _FINISHED = "status IN ('cancelled', 'completed', 'failed')"
 
 
+_POSTGRES_ERRORS = (asyncpg.PostgresError, *CONNECTION_ERRORS)
+
+
 async def _translated(call: Callable[[], Any], url: str) -> Any:
     try:
         return await call()
@@ -95,27 +98,40 @@ async def _begun(db: PostgresDB) -> tuple[Any, Any]:
 
     Waiting for a pooled connection can be cancelled; BEGIN, once sent, is
     waited for, and if the caller was cancelled meanwhile, the transaction is
-    ended and the connection given back before CancelledError is raised.
+    ended and the connection given back before CancelledError is raised. A
+    session the server ended while idle in the pool did nothing: the block
+    begins on the next connection, as a lone call does (see ``_run``).
     """
-    conn = await _translated(partial(_acquired, db), db._path)
-    # A read-only DB's block reads one snapshot, as its calls do.
-    started = (
-        conn.transaction(isolation="repeatable_read", readonly=True)
-        if db._is_readonly
-        else conn.transaction()
-    )
+    for tries_left in range(POOL_SIZE, -1, -1):
+        conn = await _translated(partial(_acquired, db), db._path)
+        started = None
+        try:
+            # A read-only DB's block reads one snapshot, as its calls do. (The
+            # proxy of a session found ended refuses even to make one.)
+            started = (
+                conn.transaction(isolation="repeatable_read", readonly=True)
+                if db._is_readonly
+                else conn.transaction()
+            )
+            await settle(asyncio.ensure_future(_begin(conn, started, snapshot=db._is_readonly)))
+        except BaseException as exc:
+            lost = isinstance(exc, _POSTGRES_ERRORS) and session_lost(conn, exc)
+            if lost:
+                discard(conn)
+            await wait_out(asyncio.ensure_future(_given_back(db, conn, started)))
+            if lost and tries_left:
+                continue
+            if isinstance(exc, (*_POSTGRES_ERRORS, UnicodeError, OverflowError)):
+                raise translate(exc, db._path) from None
+            raise
+        return conn, started
+    raise AssertionError("unreachable: the last try returns or raises")
 
-    async def begin() -> None:
-        await started.start()
-        if db._is_readonly:  # the snapshot is taken now, as on SQLite, not at a first read
-            await conn.execute("SELECT 1")
 
-    try:
-        await settle(asyncio.ensure_future(_translated(begin, db._path)))
-    except BaseException:
-        await wait_out(asyncio.ensure_future(_given_back(db, conn, started)))
-        raise
-    return conn, started
+async def _begin(conn: Any, started: Any, *, snapshot: bool) -> None:
+    await started.start()
+    if snapshot:  # the snapshot is taken now, as on SQLite, not at a first read
+        await conn.execute("SELECT 1")
 
 
 async def _acquired(db: PostgresDB) -> Any:
@@ -131,6 +147,14 @@ async def _acquired(db: PostgresDB) -> Any:
     except asyncio.CancelledError:
         acquiring.add_done_callback(db._unneeded)
         raise
+
+
+class _SessionLost(Exception):
+    """A read's session was gone (``error`` says how): it may be read again."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(error)
+        self.error = error
 
 
 class _UnderWay:
@@ -159,7 +183,8 @@ class _UnderWay:
 async def _given_back(db: PostgresDB, conn: Any, started: Any) -> None:
     """End a block's transaction (if it began) without committing, and release its connection."""
     try:
-        await _rolled_back(started)
+        if started is not None:
+            await _rolled_back(started)
     finally:
         await db._pool.release(conn)
 
@@ -246,8 +271,14 @@ class PostgresDB(DB):
             if not write:
                 async with conn.transaction(isolation="repeatable_read", readonly=True):
                     return await call(conn)
-            started = conn.transaction()
-            await started.start()
+            try:
+                started = conn.transaction()
+                await started.start()
+            except (asyncpg.PostgresError, *CONNECTION_ERRORS) as exc:
+                if not session_lost(conn, exc):
+                    raise
+                discard(conn)
+                raise _SessionLost(exc) from None  # before BEGIN: nothing was done
             try:
                 result = await call(conn)
             except BaseException:
@@ -260,9 +291,12 @@ class PostgresDB(DB):
             try:
                 return await damage.readable(conn, partial(attempt, conn))
             except (asyncpg.PostgresError, *CONNECTION_ERRORS) as exc:
-                if session_lost(conn, exc):
-                    discard(conn)  # asyncpg's state may be broken: never reuse it
-                raise
+                if not session_lost(conn, exc):
+                    raise
+                discard(conn)  # asyncpg's state may be broken: never reuse it
+                if write:
+                    raise
+                raise _SessionLost(exc) from None
 
         async def run() -> Any:
             # Waiting for a pooled connection can be cancelled; a write, once it
@@ -279,7 +313,19 @@ class PostgresDB(DB):
                 finally:
                     await self._pool.release(conn)
 
-        return await _translated(run, self._path)
+        # Sessions the server ended while they sat idle in the pool (a restart,
+        # pg_terminate_backend) fail the call that takes them, each in turn. A
+        # read changes nothing, and a write that failed before its BEGIN did
+        # nothing, so either goes on to the next connection, a new one at the
+        # latest once the pool's dead ones are spent. A write that began may
+        # have committed: it raises.
+        for _ in range(POOL_SIZE):
+            with contextlib.suppress(_SessionLost):
+                return await _translated(run, self._path)
+        try:
+            return await _translated(run, self._path)
+        except _SessionLost as lost:
+            raise translate(lost.error, self._path) from None
 
     def _unneeded(self, acquiring: asyncio.Future[Any]) -> None:
         """Give back a connection acquired for a caller who was cancelled meanwhile."""

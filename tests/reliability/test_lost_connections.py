@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
+import time
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit, urlunsplit
 
@@ -20,6 +22,7 @@ import asyncpg
 import pytest
 
 from daemon_db import DB, DatabaseError, Run, RunStatus
+from tests import postgres_server
 from tests.helpers import new_run, report
 
 NOTHING = "nothing done in this transaction block is committed"
@@ -356,3 +359,40 @@ async def test_a_write_whose_commit_reply_is_lost_says_its_outcome_is_unknown(
         _not_asyncpg(raised.value)
         assert [e.event_type for e in await db.list_events(run.id)] == ["unit_completed"]
         await _works(db, run)
+
+
+async def test_sessions_the_server_ended_while_idle_fail_no_call(
+    postgres: postgres_server.Server, postgres_url: str
+) -> None:
+    async with DB.open(postgres_url) as db:
+        run = await db.create_run(new_run(status="running"))
+        for _ in range(3):
+            await asyncio.gather(*(db.get_run(run.id) for _ in range(10)))  # sessions in the pool
+            # A restart, as asyncio has not yet seen it: the loop does not run meanwhile.
+            subprocess.run(  # noqa: ASYNC221 - blocking on purpose, as said above
+                [
+                    str(postgres.bindir / "psql"),
+                    postgres_url,
+                    "-c",
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                ],
+                check=True,
+                capture_output=True,
+            )
+            time.sleep(0.2)  # noqa: ASYNC251 - the sessions end, unseen by the loop
+            # Reads, and writes and blocks that had not begun, go on to live sessions.
+            found = await asyncio.gather(
+                db.get_run(run.id),
+                db.list_events(run.id),
+                db.resumable_runs(),
+                db.append_event(run.id, "after the restart"),
+                _append_in_a_block(db, run),
+            )
+            assert found[0] == run
+        assert len(await db.list_events(run.id)) == 6
+
+
+async def _append_in_a_block(db: DB, run: Run) -> None:
+    async with db.transaction() as tx:
+        await tx.append_event(run.id, "in a block")
