@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import re
 import sys
@@ -43,6 +44,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
+    # asyncpg's pool logs a traceback each time it fails to reconnect; with no
+    # logging set up, Python prints them on stderr. The command's own one-line
+    # error says what failed.
+    logging.getLogger("asyncpg").addHandler(logging.NullHandler())
+    logging.getLogger("asyncpg").propagate = False
     parser = build_parser()
     if not (sys.argv[1:] if argv is None else argv):  # no command: say which there are
         parser.print_help(sys.stderr)

@@ -494,6 +494,35 @@ def test_a_mistake_is_one_line_and_a_non_zero_exit(
     assert "Traceback" not in done.stderr
 
 
+def test_asyncpg_s_reconnect_tracebacks_stay_off_the_terminal(
+    db_path: Path, filled: list[Run]
+) -> None:
+    # asyncpg's pool logs one, with its traceback, each time it fails to
+    # reconnect: a follower across a server restart printed pages of them.
+    script = """
+import logging, sys
+from daemon_db import _cli, _commands
+real = _commands.stats
+async def stats(args):
+    try:
+        raise ConnectionRefusedError(111, "Connect call failed")
+    except OSError:
+        logging.getLogger("asyncpg.pool").warning("Failed to restore the pool", exc_info=True)
+    return await real(args)
+_commands.stats = stats
+sys.exit(_cli.main(["stats", "--db", sys.argv[1]]))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(db_path)],
+        capture_output=True,
+        text=True,
+        env=environment(),
+        check=False,
+    )
+    assert (done.returncode, done.stderr) == (0, "")
+    assert "runs" in done.stdout
+
+
 def test_no_command_prints_the_commands(db_path: Path) -> None:
     done = daemon_db_command(DAEMON_DB=str(db_path))
     assert (done.returncode, done.stdout) == (2, "")
