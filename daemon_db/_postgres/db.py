@@ -68,7 +68,7 @@ async def _translated(call: Callable[[], Any], url: str) -> Any:
         raise
     except damage.DamagedRow as exc:
         raise exc.error(url) from None
-    except (asyncpg.PostgresError, UnicodeError, OverflowError, *CONNECTION_ERRORS) as exc:
+    except (*_POSTGRES_ERRORS, UnicodeError, OverflowError) as exc:
         raise translate(exc, url) from None
 
 
@@ -150,7 +150,7 @@ async def _acquired(db: PostgresDB) -> Any:
 
 
 class _SessionLost(Exception):
-    """A read's session was gone (``error`` says how): it may be read again."""
+    """A call found its session gone before it did anything (``error`` says how): try again."""
 
     def __init__(self, error: BaseException) -> None:
         super().__init__(error)
