@@ -52,6 +52,9 @@ class DB(Operations):
     (``create_run``, ``append_event``, ``resumable_runs`` and the others).
     """
 
+    _connections_die_with_the_loop = False
+    """Whether the engine's connections belong to the loop (asyncpg's), not to threads."""
+
     def __init__(self, path: str, owner: Owner) -> None:
         """Use ``DB.open()``; an engine's DB calls this once its connections are open."""
         self._path = path
@@ -205,6 +208,12 @@ class DB(Operations):
     async def _close(self, *, crashed: bool) -> None:
         if not self._loop.is_closed():  # else (asyncio.run(DB.open(p))) only another can
             self._check_loop()
+        elif self._connections_die_with_the_loop:
+            raise DaemonDBError(
+                f"{self._path} was opened on an event loop that has closed, and its"
+                " connections closed with it: nothing is left to close (the runs it holds"
+                " are taken by a claim once this process ends or its lease runs out)"
+            )
         if self._joined() is not None:
             raise DaemonDBError("close() inside a transaction block would wait for itself")
         if self._closing is None:

@@ -186,13 +186,22 @@ async def _given_back(db: PostgresDB, conn: Any, started: Any) -> None:
         if started is not None:
             await _rolled_back(started)
     finally:
-        await db._pool.release(conn)
+        await db._give_back(conn)
+
+
+async def _released(pool: Any, conn: Any) -> None:
+    # asyncpg resets a connection it takes back; if the session died meanwhile,
+    # it drops the connection and raises. The call's work was done by then
+    # (committed, rolled back or read): that error is not the call's.
+    with contextlib.suppress(*_POSTGRES_ERRORS):
+        await pool.release(conn)
 
 
 class PostgresDB(DB):
     """The DB ``DB.open()`` returns for a ``postgresql://`` URL (a DB in every respect)."""
 
     _queries = queries.QUERIES
+    _connections_die_with_the_loop = True
 
     def __init__(self, url: str, pool: Any, owner: Owner, readonly: bool) -> None:
         """Use ``DB.open()``; this only assembles the pool it has opened."""
@@ -311,7 +320,7 @@ class PostgresDB(DB):
                     finally:
                         self._notify()  # followers look at once, without waiting for NOTIFY
                 finally:
-                    await self._pool.release(conn)
+                    await self._give_back(conn)
 
         # Sessions the server ended while they sat idle in the pool (a restart,
         # pg_terminate_backend) fail the call that takes them, each in turn. A
@@ -329,11 +338,18 @@ class PostgresDB(DB):
 
     def _unneeded(self, acquiring: asyncio.Future[Any]) -> None:
         """Give back a connection acquired for a caller who was cancelled meanwhile."""
-        if acquiring.cancelled() or acquiring.exception() is not None:
-            return
-        release = asyncio.ensure_future(self._pool.release(acquiring.result()))
+        if not acquiring.cancelled() and acquiring.exception() is None:
+            self._releasing_of(acquiring.result())
+
+    async def _give_back(self, conn: Any) -> None:
+        """Give ``conn`` back to the pool, to the end even if the caller is cancelled."""
+        await asyncio.shield(self._releasing_of(conn))
+
+    def _releasing_of(self, conn: Any) -> asyncio.Future[None]:
+        release = asyncio.ensure_future(_released(self._pool, conn))
         self._releasing.add(release)  # a reference, until it is done
         release.add_done_callback(self._releasing.discard)
+        return release
 
     # Opening and closing
 
@@ -571,7 +587,7 @@ class _PostgresTransactionBlock(_TransactionBlock):
             try:
                 await _commit(self._started, self._conn, db._path, "this transaction block")
             finally:
-                await db._pool.release(self._conn)
+                await db._give_back(self._conn)
 
         try:
             await settle(asyncio.ensure_future(_translated(end, db._path)))

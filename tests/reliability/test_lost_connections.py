@@ -299,13 +299,14 @@ async def test_a_follower_whose_listening_session_is_terminated_listens_again(
             await asyncio.gather(task, return_exceptions=True)
 
 
-class _CutAfterCommit:
-    """A TCP proxy in front of the server that, once armed, forwards the next
-    COMMIT and then cuts the session: the server commits, the client never hears."""
+class _CutAfter:
+    """A TCP proxy in front of the server that, once armed with a statement,
+    forwards it and then cuts the session: the server runs it, the client never
+    hears (armed with COMMIT, the server commits)."""
 
     def __init__(self, url: str) -> None:
         self._target = urlsplit(url)
-        self.armed = False
+        self.armed = b""
         self._writers: list[asyncio.StreamWriter] = []
         self._forwarding: set[asyncio.Task[None]] = set()
 
@@ -334,8 +335,8 @@ class _CutAfterCommit:
                 while data := await source.read(65536):
                     sink.write(data)
                     await sink.drain()
-                    if sink is server and self.armed and b"COMMIT" in data:
-                        self.armed = False
+                    if sink is server and self.armed and self.armed in data:
+                        self.armed = b""
                         client.transport.abort()  # the reply never comes
                         await asyncio.sleep(0.3)  # while the server runs the COMMIT
                         server.transport.abort()
@@ -350,10 +351,10 @@ async def test_a_write_whose_commit_reply_is_lost_says_its_outcome_is_unknown(
     # It committed: an error reading "connection closed" sent the caller to retry
     # it, and a daemon logged a second unit_completed, or met its own run as a
     # RunExistsError. A block's COMMIT said so already; a lone write now does too.
-    proxy = _CutAfterCommit(postgres_url)
+    proxy = _CutAfter(postgres_url)
     async with proxy as proxied, DB.open(proxied) as db:
         run = await db.create_run(new_run(status="running"))
-        proxy.armed = True
+        proxy.armed = b"COMMIT"
         with pytest.raises(DatabaseError, match="committed this write is unknown") as raised:
             await db.append_event(run.id, "unit_completed")
         _not_asyncpg(raised.value)
@@ -396,3 +397,23 @@ async def test_sessions_the_server_ended_while_idle_fail_no_call(
 async def _append_in_a_block(db: DB, run: Run) -> None:
     async with db.transaction() as tx:
         await tx.append_event(run.id, "in a block")
+
+
+async def test_a_call_done_before_its_connection_died_returns_its_result(
+    postgres_url: str,
+) -> None:
+    # The session dies as the pool resets the connection handed back: the write
+    # had committed and the read had read, yet each raised "connection was closed".
+    proxy = _CutAfter(postgres_url)
+    async with proxy as proxied, DB.open(proxied) as db:
+        run = await db.create_run(new_run(status="running"))
+        proxy.armed = b"RESET ALL"
+        event = await db.append_event(run.id, "committed")
+        proxy.armed = b"RESET ALL"
+        assert await db.get_run(run.id) == run
+        proxy.armed = b"RESET ALL"
+        async with db.transaction() as tx:
+            await tx.append_event(run.id, "in a block")
+        assert [e.event_type for e in await db.list_events(run.id)] == ["committed", "in a block"]
+        assert event.sequence == 1
+        await _works(db, run)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon_db import DB
+from daemon_db import DB, DaemonDBError
 from daemon_db._sqlite import schema
 from tests.helpers import new_run, report
 
@@ -19,6 +19,19 @@ def test_asyncio_run_takes_db_open(db_path: Path) -> None:
     db = asyncio.run(DB.open(db_path))
     assert isinstance(db, DB)
     asyncio.run(db.close())
+
+
+@pytest.mark.filterwarnings(
+    "ignore::ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning"
+)
+def test_a_postgresql_db_whose_loop_closed_says_so_when_closed(postgres_url: str) -> None:
+    # asyncpg's connections belong to the loop that made them: asyncio.run ended
+    # them with it. close() on another loop raised a raw RuntimeError.
+    db = asyncio.run(DB.open(postgres_url))
+    with pytest.raises(DaemonDBError, match="opened on an event loop that has closed"):
+        asyncio.run(db.close())
+    del db
+    gc.collect()  # its sockets' and its own never-closed warnings, here rather than later
 
 
 async def test_create_task_and_gather_take_db_open(db_path: Path) -> None:
