@@ -200,7 +200,7 @@ async def p50(call: Callable[[], Awaitable[Any]], times: int) -> float:
 
 
 async def start_up(db: DB, path: Path, times: int) -> tuple[float, float]:
-    """p50 milliseconds of ``resumable_runs()``, and of its two statements' rows alone.
+    """p50 milliseconds of ``resumable_runs()``, and of its statements' rows alone.
 
     In turns: the second is sqlite3 fetching the same rows as tuples in one
     snapshot, on a connection of its own, with no records built: the floor

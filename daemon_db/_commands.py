@@ -279,12 +279,15 @@ async def _chosen_events(
 
 
 async def resumable(args: argparse.Namespace) -> int:
-    """What a daemon starting now would resume."""
+    """What a daemon starting now would resume; exit status 1 if a run's rows are damaged."""
     async with _open(args) as db:
         found = await db.resumable_runs()
     listed = _listing(args, output.RESUMABLE_FIELDS, output.resumable_table())
     await _write(_aiter(map(_resumable_row, found)), listed, as_row=dict)
-    return 0
+    # A daemon would leave these runs where they are: say so, apart from the listing.
+    for error in found.damaged:
+        _note(f"left out: {error}")
+    return 1 if found.damaged else 0
 
 
 def _resumable_row(item: ResumableRun) -> dict[str, object]:

@@ -602,12 +602,13 @@ class Operations(abc.ABC):
         daemon calls ``claim_resumable_runs()`` instead. A run whose stored values
         break the store's rules (another tool edited them) is left out, so that
         one bad row hides nothing else, and its DamagedRecordError is in the
-        result's ``damaged`` list.
+        result's ``damaged`` list; so is every run whose status is none of the
+        five, which may have been active.
 
         Returns:
             Every pending or running run, ordered by id, with its units (ordered by
             ``unit_id``), its next event sequence and its ownership; ``.damaged``
-            lists the runs that could not be read.
+            lists the runs that could not be read or whose status is unknown.
 
         Raises:
             ClosedError: The DB is closed.
@@ -634,7 +635,7 @@ class Operations(abc.ABC):
         Returns:
             ``.resumed``: the runs taken, with their units, next sequence and
             ``attempt``; ``.abandoned``: the runs given up; ``.damaged``: runs that
-            could not be read (left as they are).
+            could not be read or whose status is unknown (left as they are).
 
         Raises:
             InvalidRecordError: ``max_attempts`` is not None or an int >= 0.

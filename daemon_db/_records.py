@@ -318,7 +318,8 @@ class ResumableRuns(list[ResumableRun]):
     error is in ``damaged``.
 
     Attributes:
-        damaged: A DamagedRecordError for each active run that could not be read.
+        damaged: A DamagedRecordError for each active run that could not be
+            read, and for each run whose status is none of the five.
     """
 
     __slots__ = ("damaged",)
@@ -338,8 +339,8 @@ class ClaimedRuns:
         resumed: The runs this DB now holds, to resume, ordered by id.
         abandoned: The runs whose takeover would have exceeded ``max_attempts``:
             finished ``failed``, with a ``run_abandoned`` event.
-        damaged: A DamagedRecordError for each run that could not be read (not
-            taken: see ``DB.check()``).
+        damaged: A DamagedRecordError for each run that could not be read, or
+            whose status is none of the five (not taken: see ``DB.check()``).
     """
 
     resumed: list[ResumableRun]

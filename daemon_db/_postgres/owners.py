@@ -16,6 +16,7 @@ import json
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
 from functools import partial
+from itertools import pairwise
 from typing import Any
 
 import asyncpg
@@ -206,10 +207,47 @@ async def owned_page(
     return page
 
 
+def _unknown_statuses() -> str:
+    """The runs whose status is none of the five (a tool dropped the check): index ranges.
+
+    Another tool's ``'RUNNING'`` may mean a run that is active; start-up
+    reports such a run rather than lose sight of it. ``NOT IN`` would read
+    every run; the ranges between the five values are a few seeks on
+    ``runs_by_status``. (Every collation orders the five lowercase words
+    alike.)
+    """
+    known = sorted(status.value for status in RunStatus)
+    between = [
+        f"status < '{known[0]}'",
+        *(f"(status > '{low}' AND status < '{high}')" for low, high in pairwise(known)),
+        f"status > '{known[-1]}'",
+        "status IS NULL",
+    ]
+    return f"SELECT {runs.COLUMNS} FROM runs WHERE {' OR '.join(between)}"
+
+
+_UNKNOWN_STATUSES = _unknown_statuses()
+
+
+def _damage_of(run_rows: Sequence[Any]) -> list[damage.DamagedRow]:
+    """What is wrong with each of these runs' rows (each of a status none of the five)."""
+    damaged: list[damage.DamagedRow] = []
+    for row in run_rows:
+        try:
+            runs.from_row(row)
+        except damage.DamagedRow as exc:
+            damaged.append(exc)
+    return damaged
+
+
 async def resumable(
     conn: asyncpg.Connection,
 ) -> tuple[list[ResumableRun], list[damage.DamagedRow]]:
-    """Every active run with its units, next sequence, owner and attempts: two statements."""
+    """Every active run with its units, next sequence, owner and attempts: three statements.
+
+    Also returns the rows that could not be read: a run or unit another tool
+    broke, and every run whose status is none of the five.
+    """
     here = this_process()
     run_rows = await conn.fetch(
         f"{_RESUMABLE} WHERE runs.status IN ('pending', 'running') ORDER BY runs.id COLLATE \"C\""
@@ -226,7 +264,8 @@ async def resumable(
         held = row[_OWNER_ID] is not None
         return row[_NAME], held and is_alive(row[_OWNER_ID], tuple(row)[_LIVENESS])
 
-    return _assemble(run_rows, unit_rows, ownership)
+    found, damaged = _assemble(run_rows, unit_rows, ownership)
+    return found, damaged + _damage_of(await conn.fetch(_UNKNOWN_STATUSES))
 
 
 async def claim(
@@ -270,14 +309,15 @@ async def claim(
         [row[0] for row in taken],
     )
     resumed, unreadable = _assemble(taken, unit_rows, lambda row: (owner.name, True))
+    unreadable += _damage_of(await conn.fetch(_UNKNOWN_STATUSES))
     # Only the runs read whole are taken: one whose units are damaged stays where it is.
-    for item in resumed:
-        await conn.execute(
-            "UPDATE runs SET owner_id = $1, attempts = $2 WHERE id = $3",
-            owner.id,
-            item.attempt,
-            item.run.id,
-        )
+    await conn.execute(
+        "UPDATE runs SET owner_id = $1, attempts = taken.attempt"
+        " FROM unnest($2::text[], $3::integer[]) AS taken (id, attempt) WHERE runs.id = taken.id",
+        owner.id,
+        [item.run.id for item in resumed],
+        [item.attempt for item in resumed],
+    )
     # An owner found dead is forgotten; one still holding a run another claimer
     # locked keeps its row until that claimer is done (its runs point to it).
     await conn.execute(

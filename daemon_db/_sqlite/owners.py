@@ -21,7 +21,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import replace
 from datetime import timedelta
 from functools import partial
-from itertools import groupby
+from itertools import groupby, pairwise
 from operator import itemgetter
 from typing import Any
 
@@ -233,20 +233,45 @@ _RUN, _ATTEMPTS, _NEXT, _NAME, _LIVENESS, _OWNER_ID = (
 )
 
 
+def _unknown_statuses() -> str:
+    """The runs whose status is none of the five: six range seeks on ``runs_by_status``.
+
+    Another tool's ``'RUNNING'`` may mean a run that is active; start-up
+    reports such a run rather than lose sight of it. The ranges lie between
+    the five values (numbers sort before text, blobs after it); SQLite scans
+    the whole index for ``NOT IN``, or for an ``OR`` of the ranges.
+    """
+    known = sorted(status.value for status in RunStatus)
+    between = [
+        f"status < '{known[0]}'",
+        *(f"status > '{low}' AND status < '{high}'" for low, high in pairwise(known)),
+        f"status > '{known[-1]}'",
+    ]
+    return " UNION ALL ".join(f"SELECT {runs.COLUMNS} FROM runs WHERE {where}" for where in between)
+
+
+_UNKNOWN_STATUSES = _unknown_statuses()
+
 START_UP = (
     f"{_RESUMABLE} WHERE runs.status IN ({_ACTIVE})",
     f"SELECT {units.COLUMNS} FROM units"
     f" WHERE run_id IN (SELECT id FROM runs WHERE status IN ({_ACTIVE}))"
     " ORDER BY run_id, unit_id",
+    _UNKNOWN_STATUSES,
 )
-"""``resumable``'s two statements: the active runs (in no order), and their units."""
+"""``resumable``'s statements: the active runs (in no order), their units, and
+the runs of a status none of the five (which may be active)."""
 
 
 def resumable(conn: sqlite3.Connection) -> tuple[list[ResumableRun], list[rows.DamagedRow]]:
-    """Every active run with its units, next sequence, owner and attempts: two statements."""
+    """Every active run with its units, next sequence, owner and attempts: three statements.
+
+    Also returns the rows that could not be read: a run or unit another tool
+    broke, and every run whose status is none of the five.
+    """
     here = this_process()
     with snapshot(conn):
-        run_rows, unit_rows = (conn.execute(sql).fetchall() for sql in START_UP)
+        run_rows, unit_rows, unknown = (conn.execute(sql).fetchall() for sql in START_UP)
     now = timestamps.to_text(timestamps.now())
     is_alive = asked_once(partial(alive, now=now, here=here))
 
@@ -263,7 +288,18 @@ def resumable(conn: sqlite3.Connection) -> tuple[list[ResumableRun], list[rows.D
         held = owner_id is not None and is_alive(owner_id, row[_LIVENESS])
         heads.append((run, row[_NEXT], attempts, row[_NAME], held))
     found, unreadable = _with_units(heads, unit_rows)
-    return found, damaged + unreadable
+    return found, damaged + unreadable + _damage_of(unknown)
+
+
+def _damage_of(run_rows: Sequence[Sequence[Any]]) -> list[rows.DamagedRow]:
+    """What is wrong with each of these runs' rows (each of a status none of the five)."""
+    damaged: list[rows.DamagedRow] = []
+    for row in run_rows:
+        try:
+            runs.from_row(row)
+        except rows.DamagedRow as exc:
+            damaged.append(exc)
+    return damaged
 
 
 def _by_id(row: Sequence[Any]) -> str:
@@ -331,6 +367,7 @@ def claim(
         (json.dumps([head[0].id for head in taken]),),
     ).fetchall()
     resumed, unreadable = _with_units(taken, unit_rows)
+    unreadable += _damage_of(conn.execute(_UNKNOWN_STATUSES).fetchall())
     # Only the runs read whole are taken: one whose units are damaged stays where it is.
     # One statement for every run taken; each SET reads the row as it was, so
     # a run taken from a dead owner (owner_id still set) counts an attempt.

@@ -65,12 +65,12 @@ async def test_a_damaged_value_gets_a_typed_error_naming_table_row_and_column(
         for part in (table, record_id, column, repr(value), says):
             assert part in str(error)
 
-        # Start-up resumes every healthy run and reports the damaged one apart. (A run
-        # whose status is none of the five is not active as far as the file says.)
+        # Start-up resumes every healthy run and reports the damaged one apart.
         found = await db.resumable_runs()
         assert [item.run.id for item in found] == [healthy.id]
-        expected = [] if column == "status" and table == "runs" else [(table, record_id, column)]
-        assert [(e.table, e.record_id, e.column) for e in found.damaged] == expected
+        assert [(e.table, e.record_id, e.column) for e in found.damaged] == [
+            (table, record_id, column)
+        ]
         problems = await db.check()
         assert any(table in p and record_id in p and column in p for p in problems), problems
 
@@ -275,6 +275,46 @@ async def test_a_claim_leaves_a_run_whose_units_are_damaged_where_it_is(db_path:
             [resumed] = (await second.claim_resumable_runs()).resumed
             assert resumed.run.id == run.id
             assert resumed.owner == "second"
+
+
+# Before, between and after the five statuses as SQLite orders them (the column
+# stores a number as text; a blob sorts after all text).
+STRANGE_STATUSES = ["", "0", "RUNNING", "cancelled ", "completes", "go", "paused", "z", b"x"]
+
+
+async def test_start_up_reports_every_run_whose_status_is_none_of_the_five(
+    db_path: Path,
+) -> None:
+    async with DB.open(db_path) as db:
+        strange = [await db.create_run(new_run(status="running")) for _ in STRANGE_STATUSES]
+        healthy = await db.create_run(new_run(status="running"))
+        for status in RunStatus:
+            if status not in (RunStatus.PENDING, RunStatus.RUNNING):
+                await db.create_run(new_run(status=status))
+    edits = list(zip(strange, STRANGE_STATUSES, strict=True))
+    for run, status in edits:
+        _edit(db_path, "UPDATE runs SET status = ? WHERE id = ?", status, run.id)
+    expected = sorted((run.id, "status", status) for run, status in edits)
+
+    async with DB.open(db_path, owner="next") as db:
+        found = await db.resumable_runs()
+        assert [item.run.id for item in found] == [healthy.id]
+        assert sorted((e.record_id, e.column, e.value) for e in found.damaged) == expected
+        claimed = await db.claim_resumable_runs()
+        assert [item.run.id for item in claimed.resumed] == [healthy.id]
+        assert sorted((e.record_id, e.column, e.value) for e in claimed.damaged) == expected
+        with contextlib.closing(sqlite3.connect(db_path)) as conn:  # left where they are
+            held = conn.execute("SELECT id FROM runs WHERE owner_id IS NOT NULL").fetchall()
+        assert held == [(healthy.id,)]
+
+    # The command line lists the healthy run, and names each run left out apart.
+    result = await _cli(db_path, "resumable", "--json")
+    assert result.returncode == 1
+    assert [item["id"] for item in json.loads(result.stdout)] == [healthy.id]
+    left_out = result.stderr.splitlines()
+    assert len(left_out) == len(strange)
+    for run in strange:
+        assert sum(run.id in line and "status" in line for line in left_out) == 1, left_out
 
 
 @pytest.mark.parametrize("value", ["two", 1.5], ids=["text", "real"])

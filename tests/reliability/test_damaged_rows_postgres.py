@@ -260,8 +260,9 @@ async def test_a_value_the_store_cannot_read_is_a_typed_error_naming_table_row_a
         # Start-up resumes every healthy run and reports the damaged one apart.
         found = await db.resumable_runs()
         assert [item.run.id for item in found] == [healthy.id]
-        expected = [] if (table, column) == ("runs", "status") else [(table, record_id, column)]
-        assert [(e.table, e.record_id, e.column) for e in found.damaged] == expected
+        assert [(e.table, e.record_id, e.column) for e in found.damaged] == [
+            (table, record_id, column)
+        ]
         problems = await db.check()
         assert any(table in p and record_id in p and column in p for p in problems), problems
 
@@ -294,6 +295,49 @@ async def test_a_claim_takes_the_healthy_runs_and_lists_the_damaged_apart(
         assert [(e.table, e.record_id, e.column) for e in claimed.damaged] == [
             ("runs", damaged.id, "started_at")
         ]
+
+
+# Before, between and after the five statuses, and none at all.
+STRANGE_STATUSES = ["", "RUNNING", "cancelled ", "completes", "go", "paused", "z", None]
+
+
+async def test_start_up_reports_every_run_whose_status_is_none_of_the_five(
+    postgres_url: str,
+) -> None:
+    async with DB.open(postgres_url, owner="dead") as db:
+        strange = [await db.create_run(new_run(status="running")) for _ in STRANGE_STATUSES]
+        healthy = await db.create_run(new_run(status="running"))
+        for status in RunStatus:
+            if status not in (RunStatus.PENDING, RunStatus.RUNNING):
+                await db.create_run(new_run(status=status))
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        await conn.execute("ALTER TABLE runs DROP CONSTRAINT runs_status_check")
+        await conn.execute("ALTER TABLE runs ALTER COLUMN status DROP NOT NULL")
+        edits = list(zip(strange, STRANGE_STATUSES, strict=True))
+        await conn.executemany(
+            "UPDATE runs SET status = $1 WHERE id = $2", [(status, run.id) for run, status in edits]
+        )
+    finally:
+        await conn.close()
+    expected = sorted(((run.id, "status", status) for run, status in edits), key=str)
+
+    async with DB.open(postgres_url, owner="next") as db:
+        found = await db.resumable_runs()
+        assert [item.run.id for item in found] == [healthy.id]
+        damaged = [(e.record_id, e.column, e.value) for e in found.damaged]
+        assert sorted(damaged, key=str) == expected
+        claimed = await db.claim_resumable_runs()
+        assert [item.run.id for item in claimed.resumed] == [healthy.id]
+        damaged = [(e.record_id, e.column, e.value) for e in claimed.damaged]
+        assert sorted(damaged, key=str) == expected
+        held = await asyncpg.connect(postgres_url)
+        try:  # left where they are
+            assert await held.fetch("SELECT id FROM runs WHERE owner_id IS NOT NULL") == [
+                (healthy.id,)
+            ]
+        finally:
+            await held.close()
 
 
 async def test_an_event_the_store_cannot_read_is_named(postgres_url: str) -> None:
