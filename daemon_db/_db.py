@@ -223,9 +223,11 @@ class DB(Operations):
     async def _shut_down(self, *, crashed: bool) -> None:
         self._notify()  # followers wake up and find the DB closed
         # Not done unless its loop cancelled it on the way out (asyncio.run does).
-        if self._renewing is not None and not self._renewing.done():
-            self._renewing.cancel()
-            await asyncio.wait([self._renewing])
+        # A loop closed without cancelling its tasks will never run it again.
+        renewing = self._renewing
+        if renewing is not None and not renewing.done() and not self._loop.is_closed():
+            renewing.cancel()
+            await asyncio.wait([renewing])
         await self._disconnect(crashed=crashed)
 
     @abc.abstractmethod

@@ -88,4 +88,10 @@ def follow_page(
         row = conn.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
         if row is None:
             return None, []
-        return RunStatus(row[0]), list_page(conn, run_id=run_id, after=after, limit=limit)
+        status = _RUN_STATUSES.get(row[0]) if type(row[0]) is str else None
+        if status is None:  # another tool's value: named, as a read of the run names it
+            raise rows.DamagedRow("runs", run_id, "status", row[0], "is not a run status")
+        return status, list_page(conn, run_id=run_id, after=after, limit=limit)
+
+
+_RUN_STATUSES = {status.value: status for status in RunStatus}

@@ -79,6 +79,13 @@ async def test_a_damaged_value_gets_a_typed_error_naming_table_row_and_column(
                 await db.update_run_status(run.id, RunStatus.FAILED)
             with pytest.raises(DamagedRecordError):
                 await db.list_runs()
+            if column == "status":  # a follower reads the status alone
+                with pytest.raises(DamagedRecordError, match=f"{record_id}.*status"):
+                    await anext(aiter(db.follow_events(run.id)))
+                followed = await _cli(db_path, "events", run.id, "--follow")
+                assert followed.returncode == 1
+                assert followed.stderr.count("\n") == 1, followed.stderr
+                assert "damaged runs row" in followed.stderr
         else:
             with pytest.raises(DamagedRecordError):
                 await db.update_unit_status(unit.id, UnitStatus.FAILED)

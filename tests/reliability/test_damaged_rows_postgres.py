@@ -271,6 +271,9 @@ async def test_a_value_the_store_cannot_read_is_a_typed_error_naming_table_row_a
                 await db.update_run_status(run.id, RunStatus.FAILED)
             with pytest.raises(DamagedRecordError):
                 await db.list_runs()
+            if column == "status":  # a follower reads the status alone
+                with pytest.raises(DamagedRecordError, match=f"{record_id}.*status"):
+                    await anext(aiter(db.follow_events(run.id)))
         else:
             with pytest.raises(DamagedRecordError):
                 await db.update_unit_status(unit.id, UnitStatus.FAILED)

@@ -21,6 +21,23 @@ def test_asyncio_run_takes_db_open(db_path: Path) -> None:
     asyncio.run(db.close())
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_db_whose_loop_closed_without_cancelling_its_tasks_closes_from_another(
+    db_path: Path,
+) -> None:
+    # The lease renewal, a task of the dead loop, could not be cancelled there:
+    # close() raised RuntimeError, every time, and the threads kept the file open.
+    before = set(threading.enumerate())
+    loop = asyncio.new_event_loop()
+    db = loop.run_until_complete(DB.open(db_path))
+    started = set(threading.enumerate()) - before
+    loop.close()
+    asyncio.run(db.close())
+    assert [t.name for t in started if t.is_alive() and "orphans" not in t.name] == []
+    with pytest.raises(DaemonDBError, match="closed"):
+        asyncio.run(db.get_run("r"))
+
+
 @pytest.mark.filterwarnings(
     "ignore::ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning"
 )
