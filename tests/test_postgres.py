@@ -61,14 +61,22 @@ async def test_another_applications_database_is_refused_untouched(postgres_url: 
     assert await _tables(postgres_url) == ["orders"]
 
 
-async def test_a_newer_schema_is_refused_untouched(postgres_url: str) -> None:
+# Newer, or set by another tool to what no release writes.
+@pytest.mark.parametrize(
+    ("version", "says"),
+    [(schema.SCHEMA_VERSION + 1, "newer release"), (0, "no release"), (-1, "no release")],
+)
+async def test_a_newer_schema_is_refused_untouched(
+    postgres_url: str, version: int, says: str
+) -> None:
     async with DB.open(postgres_url):
         pass
-    await _execute(postgres_url, "UPDATE daemon_db_meta SET version = version + 1")
+    await _execute(postgres_url, f"UPDATE daemon_db_meta SET version = {version}")
     before = await _tables(postgres_url)
-    with pytest.raises(SchemaVersionError) as raised:
-        await DB.open(postgres_url)
-    assert raised.value.found == schema.SCHEMA_VERSION + 1
+    for readonly in (False, True):
+        with pytest.raises(SchemaVersionError, match=says) as raised:
+            await DB.open(postgres_url, readonly=readonly)
+        assert raised.value.found == version
     assert await _tables(postgres_url) == before
 
 

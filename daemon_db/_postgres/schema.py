@@ -110,6 +110,8 @@ def _refuse(url: str, application: str | None, version: int, tables: bool) -> No
         raise SchemaVersionError(
             url, version, SCHEMA_VERSION, "written by a newer release of daemon_db"
         )
+    if application is not None and version < 1:  # another tool's: MIGRATIONS[-1] would run
+        raise SchemaVersionError(url, version, SCHEMA_VERSION, "which no release writes")
 
 
 async def verify(conn: asyncpg.Connection, url: str) -> None:

@@ -199,6 +199,8 @@ def _inspect(conn: sqlite3.Connection, path: str) -> int:
     if application_id == APPLICATION_ID:
         if version > SCHEMA_VERSION:
             raise _too_new(path, version)
+        if version < 1:  # migrations would start from its end, or the beginning
+            raise SchemaVersionError(path, version, SCHEMA_VERSION, "which no release writes")
         return version
     if application_id == 0 and version == 0 and empty:
         return 0
