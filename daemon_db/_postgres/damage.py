@@ -23,7 +23,16 @@ import asyncpg
 from .._errors import DaemonDBError, DamagedRow
 from .errors import CONNECTION_ERRORS
 
-__all__ = ["DamagedRow", "Unreadable", "aware", "damaged", "member", "readable", "timestamp"]
+__all__ = [
+    "DamagedRow",
+    "Unreadable",
+    "aware",
+    "damaged",
+    "member",
+    "optional_positive_int",
+    "readable",
+    "timestamp",
+]
 
 T = TypeVar("T")
 
@@ -90,6 +99,11 @@ Check = Callable[[Any], None]
 def timestamp(value: object) -> None:
     if isinstance(value, Unreadable):
         raise ValueError("is not a timestamp Python can hold (years 1 to 9999)")
+
+
+def optional_positive_int(value: object) -> None:
+    if isinstance(value, int) and value < 1:  # an integer column: an int or None
+        raise ValueError("is not an integer >= 1")
 
 
 def member(values: Mapping[str, object], kind: str) -> Check:

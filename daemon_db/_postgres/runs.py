@@ -41,6 +41,7 @@ _load = loader(Run)
 _STATUSES = {status.value: status for status in RunStatus}
 _NAMES = COLUMNS.replace(" ", "").split(",")
 _CHECKS = {
+    5: damage.optional_positive_int,
     6: damage.member(_STATUSES, "a run status"),
     8: damage.timestamp,
     9: damage.timestamp,
@@ -54,6 +55,8 @@ def from_row(row: Any) -> Run:
     (see damage.py) raises DamagedRow.
     """
     try:
+        if row[5] is not None and row[5] < 1:  # a tool dropped the check: no Run holds it
+            raise KeyError
         return _load(
             row[0],
             row[1],

@@ -58,14 +58,26 @@ def append(
 def next_sequence(conn: sqlite3.Connection, *, run_id: str) -> int:
     """The sequence the run's next event will get; RunNotFoundError if there is no run."""
     row = conn.execute(
-        "SELECT (SELECT COALESCE(MAX(sequence), 0) + 1 FROM events WHERE run_id = runs.id)"
-        " FROM runs WHERE id = ?",
+        "SELECT (SELECT MAX(sequence) FROM events WHERE run_id = runs.id) FROM runs WHERE id = ?",
         (run_id,),
     ).fetchone()
     if row is None:
         raise RunNotFoundError(run_id)
-    sequence: int = row[0]
-    return sequence
+    last = row[0]
+    if last is None:
+        return 1
+    if type(last) is int and 0 < last < _LARGEST:
+        return last + 1
+    # Another tool's value: SQLite's + 1 made the largest integer a float, and text
+    # sorts after every number (its + 1 is 1, taken already).
+    (event_id,) = conn.execute(
+        "SELECT id FROM events WHERE run_id = ? AND sequence = ?", (run_id, last)
+    ).fetchone()
+    reason = "leaves no next sequence" if last == _LARGEST else "is not an integer >= 1"
+    raise rows.DamagedRow("events", event_id, "sequence", last, reason)
+
+
+_LARGEST = 2**63 - 1
 
 
 def list_page(

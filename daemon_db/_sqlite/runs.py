@@ -49,8 +49,8 @@ _STATUSES = {status.value: status for status in RunStatus}
 
 def from_row(row: Sequence[Any]) -> Run:
     try:
-        started_at, completed_at = row[8], row[9]
-        if type(row[5]) is not int and row[5] is not None:
+        started_at, completed_at, parallelism = row[8], row[9], row[5]
+        if parallelism is not None and (type(parallelism) is not int or parallelism < 1):
             raise TypeError
         return _load(
             row[0],

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from daemon_db import DB, DamagedRecordError, DatabaseError, RunStatus, UnitStatus
-from tests.helpers import new_run, new_unit, report
+from tests.helpers import dump, new_run, new_unit, report
 
 # (table, column, value another tool wrote, what the error says)
 DAMAGE = [
@@ -25,6 +25,7 @@ DAMAGE = [
     ("runs", "completed_at", "2024-01-01 10:00", "time zone"),  # naive: its moment is unknown
     ("runs", "status", "paused", "not a run status"),
     ("runs", "parallelism", "four", "integer"),
+    ("runs", "parallelism", -1, "integer >= 1"),  # an int no Run holds
     ("units", "started_at", "soon", "not a timestamp"),
     ("units", "status", "stuck", "not a unit status"),
 ]
@@ -39,7 +40,7 @@ def _edit(path: Path, sql: str, *params: object) -> None:
 
 @pytest.mark.parametrize(("table", "column", "value", "says"), DAMAGE)
 async def test_a_damaged_value_gets_a_typed_error_naming_table_row_and_column(
-    db_path: Path, table: str, column: str, value: str, says: str
+    db_path: Path, table: str, column: str, value: object, says: str
 ) -> None:
     async with DB.open(db_path) as db:
         run = await db.create_run(new_run(status="running"))
@@ -123,6 +124,35 @@ async def test_an_event_sequence_that_is_not_a_whole_number_is_named_when_read(
                 "sequence",
             )
             assert any("sequence" in p for p in await db.check())
+
+
+@pytest.mark.parametrize("value", [2**63 - 1, 2.5, "two", b"\x02"])
+async def test_an_append_after_a_sequence_another_tool_broke_stores_nothing(
+    db_path: Path, value: object
+) -> None:
+    # SQLite's MAX(sequence) + 1 made the largest integer a float, stored and
+    # acknowledged; text sorts after numbers, and its + 1 was a taken 1.
+    async with DB.open(db_path) as db:
+        run = await db.create_run(new_run())
+        events = [await db.append_event(run.id, "e") for _ in range(3)]
+    _edit(db_path, "UPDATE events SET sequence = ? WHERE id = ?", value, events[2].id)
+    before = dump(db_path)
+    async with DB.open(db_path) as db:
+        for in_a_block in (False, True):
+            with pytest.raises(DamagedRecordError) as raised:
+                if in_a_block:
+                    async with db.transaction() as tx:
+                        await tx.append_event(run.id, "next")
+                else:
+                    await db.append_event(run.id, "next")
+            error = raised.value
+            assert (error.table, error.record_id, error.column, error.value) == (
+                "events",
+                events[2].id,
+                "sequence",
+                value,
+            )
+    assert dump(db_path) == before
 
 
 @pytest.mark.parametrize("value", [2.5, "two", b"\x02"])

@@ -206,6 +206,14 @@ UNREADABLE = [
         "stuck",
         "not a unit status",
     ),
+    (
+        "runs",
+        "parallelism",
+        ["ALTER TABLE runs DROP CONSTRAINT runs_parallelism_check"],
+        "0",
+        0,
+        "integer >= 1",
+    ),
 ]
 
 
