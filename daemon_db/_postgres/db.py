@@ -23,7 +23,7 @@ from typing import Any, Final, TypeVar
 import asyncpg
 
 from .. import _validation as check
-from .._cancellation import settle, wait_out
+from .._cancellation import settle
 from .._db import DB
 from .._engine import Work
 from .._errors import (
@@ -118,7 +118,9 @@ async def _begun(db: PostgresDB) -> tuple[Any, Any]:
             lost = isinstance(exc, _POSTGRES_ERRORS) and session_lost(conn, exc)
             if lost:
                 discard(conn)
-            await wait_out(asyncio.ensure_future(_given_back(db, conn, started)))
+            # Cancelled while giving the connection back: the block must not go
+            # on to the next one (settle raises CancelledError once it is back).
+            await settle(asyncio.ensure_future(_given_back(db, conn, started)))
             if lost and tries_left:
                 continue
             if isinstance(exc, (*_POSTGRES_ERRORS, UnicodeError, OverflowError)):
@@ -150,7 +152,7 @@ async def _acquired(db: PostgresDB) -> Any:
 
 
 class _SessionLost(Exception):
-    """A call found its session gone before it did anything (``error`` says how): try again."""
+    """A call found its session gone before any COMMIT (``error`` says how): try again."""
 
     def __init__(self, error: BaseException) -> None:
         super().__init__(error)
@@ -189,6 +191,24 @@ async def _given_back(db: PostgresDB, conn: Any, started: Any) -> None:
         await db._give_back(conn)
 
 
+_closing_pools: set[asyncio.Future[None]] = set()
+"""Pools made for openers who were cancelled meanwhile, as they close."""
+
+
+def _unneeded_pool(creating: asyncio.Future[Any]) -> None:
+    """Close the pool made for an opener who was cancelled meanwhile (or see its error)."""
+    if creating.cancelled() or creating.exception() is not None:
+        return
+    closing = asyncio.ensure_future(_closed_quietly(creating.result()))
+    _closing_pools.add(closing)
+    closing.add_done_callback(_closing_pools.discard)
+
+
+async def _closed_quietly(pool: Any) -> None:
+    with contextlib.suppress(*_POSTGRES_ERRORS):
+        await pool.close()
+
+
 async def _released(pool: Any, conn: Any) -> None:
     # asyncpg resets a connection it takes back; if the session died meanwhile,
     # it drops the connection and raises. The call's work was done by then
@@ -220,10 +240,16 @@ class PostgresDB(DB):
         settings = {"application_name": "daemon_db", "timezone": "UTC"}
         if readonly:
             settings["default_transaction_read_only"] = "on"
+        creating = asyncio.ensure_future(
+            asyncpg.create_pool(url, min_size=1, max_size=POOL_SIZE, server_settings=settings)
+        )
         try:
-            pool = await asyncpg.create_pool(
-                url, min_size=1, max_size=POOL_SIZE, server_settings=settings
-            )
+            # asyncpg cancelled mid-connect leaves an error no one retrieves: an
+            # opener cancelled meanwhile (a timeout) leaves it to finish, then close.
+            pool = await asyncio.shield(creating)
+        except asyncio.CancelledError:
+            creating.add_done_callback(_unneeded_pool)
+            raise
         except DaemonDBError:
             raise
         except (asyncpg.PostgresError, ValueError, *CONNECTION_ERRORS) as exc:
@@ -280,14 +306,8 @@ class PostgresDB(DB):
             if not write:
                 async with conn.transaction(isolation="repeatable_read", readonly=True):
                     return await call(conn)
-            try:
-                started = conn.transaction()
-                await started.start()
-            except (asyncpg.PostgresError, *CONNECTION_ERRORS) as exc:
-                if not session_lost(conn, exc):
-                    raise
-                discard(conn)
-                raise _SessionLost(exc) from None  # before BEGIN: nothing was done
+            started = conn.transaction()
+            await started.start()
             try:
                 result = await call(conn)
             except BaseException:
@@ -299,42 +319,67 @@ class PostgresDB(DB):
         async def transaction(conn: Any) -> Any:
             try:
                 return await damage.readable(conn, partial(attempt, conn))
-            except (asyncpg.PostgresError, *CONNECTION_ERRORS) as exc:
+            except _POSTGRES_ERRORS as exc:
+                if isinstance(exc.__context__, asyncio.CancelledError):
+                    # Cancelled, and the transaction's end failed as it unwound
+                    # (the session went meanwhile): the cancellation is the news.
+                    if session_lost(conn, exc):
+                        discard(conn)
+                    raise exc.__context__ from None
                 if not session_lost(conn, exc):
                     raise
                 discard(conn)  # asyncpg's state may be broken: never reuse it
-                if write:
-                    raise
+                # The session ended before any COMMIT was sent (a COMMIT lost on
+                # the way says so itself: _commit), so PostgreSQL rolled back
+                # whatever it had done: the call can run again, on another one.
                 raise _SessionLost(exc) from None
 
-        async def run() -> Any:
-            # Waiting for a pooled connection can be cancelled; a write, once it
-            # has one, runs to its end. close() waits for both.
-            with self._calls:
-                conn = await _acquired(self)
-                try:
-                    if not write:
-                        return await transaction(conn)
-                    try:
-                        return await settle(asyncio.ensure_future(transaction(conn)))
-                    finally:
-                        self._notify()  # followers look at once, without waiting for NOTIFY
-                finally:
-                    await self._give_back(conn)
+        async def run(conn: Any) -> Any:
+            if not write:
+                return await transaction(conn)
+            try:
+                return await settle(asyncio.ensure_future(transaction(conn)))
+            finally:
+                self._notify()  # followers look at once, without waiting for NOTIFY
 
-        # Sessions the server ended while they sat idle in the pool (a restart,
-        # pg_terminate_backend) fail the call that takes them, each in turn. A
-        # read changes nothing, and a write that failed before its BEGIN did
-        # nothing, so either goes on to the next connection, a new one at the
-        # latest once the pool's dead ones are spent. A write that began may
-        # have committed: it raises.
-        for _ in range(POOL_SIZE):
-            with contextlib.suppress(_SessionLost):
-                return await _translated(run, self._path)
+        return await self._on_a_session(run)
+
+    async def _on_a_session(self, call: Callable[[Any], Any]) -> Any:
+        """``call(connection)`` on a pooled connection, given back after; counted for close().
+
+        Sessions the server ended while they sat idle in the pool (a restart,
+        pg_terminate_backend) fail the call that takes them, each in turn: a
+        call that raises ``_SessionLost`` (nothing it did survives) goes on to
+        the next connection, a new one at the latest once the pool's dead ones
+        are spent. Waiting for a connection can be cancelled. close() waits
+        for the call, retries included.
+        """
+        with self._calls:
+            for tries_left in range(POOL_SIZE, -1, -1):
+                try:
+                    return await _translated(partial(self._on_a_connection, call), self._path)
+                except _SessionLost as lost:
+                    if not tries_left:
+                        reason = translate(lost.error, self._path).reason
+                        raise DatabaseError(
+                            self._path,
+                            f"the session ended before the call was done, on {POOL_SIZE + 1}"
+                            f" connections in turn (the last: {reason}); nothing it did"
+                            " was committed",
+                        ) from None
+        raise AssertionError("unreachable: the last try returns or raises")
+
+    async def _on_a_connection(self, call: Callable[[Any], Any]) -> Any:
         try:
-            return await _translated(run, self._path)
-        except _SessionLost as lost:
-            raise translate(lost.error, self._path) from None
+            conn = await _acquired(self)
+        except CONNECTION_ERRORS as exc:  # no session to be had: the server is down, say
+            raise DatabaseError(
+                self._path, f"cannot connect: {translate(exc, self._path).reason}"
+            ) from None
+        try:
+            return await call(conn)
+        finally:
+            await self._give_back(conn)
 
     def _unneeded(self, acquiring: asyncio.Future[Any]) -> None:
         """Give back a connection acquired for a caller who was cancelled meanwhile."""
@@ -400,14 +445,19 @@ class PostgresDB(DB):
         if self._is_readonly:
             raise ReadOnlyError(self._path)
 
-        async def vacuum() -> int:
-            async with self._pool.acquire() as conn:
+        async def vacuum(conn: Any) -> int:
+            try:
                 before = await conn.fetchval("SELECT pg_database_size(current_database())")
                 await conn.execute("VACUUM")  # outside a transaction, as VACUUM must be
                 after = await conn.fetchval("SELECT pg_database_size(current_database())")
-                return max(0, int(before) - int(after))
+            except _POSTGRES_ERRORS as exc:
+                if not session_lost(conn, exc):
+                    raise
+                discard(conn)
+                raise _SessionLost(exc) from None  # VACUUM changes no row: run it again
+            return max(0, int(before) - int(after))
 
-        result: int = await _translated(vacuum, self._path)
+        result: int = await self._on_a_session(vacuum)
         return result
 
     async def backup(
