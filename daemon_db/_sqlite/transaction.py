@@ -161,8 +161,10 @@ class SQLiteTransactionBlock(_TransactionBlock):
             with contextlib.suppress(ValueError):  # left in another context than entered
                 db._block.reset(self._token)
             if writer is None:
-                await wait_out(asyncio.ensure_future(tx._connection.close()))
-                self._ended_reading()
+                try:  # a cancellation meanwhile is raised once the connection is closed
+                    await settle(asyncio.ensure_future(tx._connection.close()))
+                finally:
+                    self._ended_reading()
             else:
                 writer.release()
                 db._notify()

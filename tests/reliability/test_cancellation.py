@@ -135,3 +135,39 @@ async def test_close_of_a_read_only_db_waits_for_the_calls_under_way(where: str 
     await reader.close()
     assert await asyncio.gather(*calls) == [run] * 15  # on PostgreSQL: 'pool is closing'
     assert await asyncio.gather(*blocks) == [1] * 15
+
+
+async def test_a_call_whose_cancel_was_accepted_always_ends_cancelled(where: str | Path) -> None:
+    # Cancelled at each moment of its way, a call either had finished (cancel()
+    # returns False) or raises CancelledError: never does it go on as if not
+    # cancelled (a read-only block's exit swallowed a cancellation arriving
+    # while it closed its connection, and its task ran on past the block).
+    async with DB.open(where) as db:
+        run = await db.create_run(new_run(status="running"))
+    async with DB.open(where) as db, DB.open(where, readonly=True) as reader:
+        went_on: list[str] = []
+
+        async def in_a_block(of: DB, name: str) -> None:
+            async with of.transaction() as tx:
+                await tx.get_run(run.id)
+            went_on.append(name)
+
+        calls = {
+            "get_run": lambda: db.get_run(run.id),
+            "append_event": lambda: db.append_event(run.id, "tick"),
+            "resumable_runs": lambda: reader.resumable_runs(),
+            "block": lambda: in_a_block(db, "block"),
+            "read-only block": lambda: in_a_block(reader, "read-only block"),
+        }
+        for name, call in calls.items():
+            for step in range(200):  # 0 to 6 ms, past the end of each call
+                task = asyncio.ensure_future(call())
+                await asyncio.sleep(step * 0.00003)
+                went_on.clear()
+                if task.cancel():
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+                    assert task.cancelled(), f"{name}, cancelled at step {step}, went on"
+                    assert went_on == [], (name, step)
+                else:
+                    await task
