@@ -149,6 +149,9 @@ async def _acquired(db: PostgresDB) -> Any:
     except asyncio.CancelledError:
         acquiring.add_done_callback(db._unneeded)
         raise
+    except _POSTGRES_ERRORS as exc:  # no session to be had: the server is down, say
+        reason = translate(exc, db._path).reason
+        raise DatabaseError(db._path, f"cannot connect: {reason}") from None
 
 
 class _SessionLost(Exception):
@@ -370,12 +373,7 @@ class PostgresDB(DB):
         raise AssertionError("unreachable: the last try returns or raises")
 
     async def _on_a_connection(self, call: Callable[[Any], Any]) -> Any:
-        try:
-            conn = await _acquired(self)
-        except CONNECTION_ERRORS as exc:  # no session to be had: the server is down, say
-            raise DatabaseError(
-                self._path, f"cannot connect: {translate(exc, self._path).reason}"
-            ) from None
+        conn = await _acquired(self)
         try:
             return await call(conn)
         finally:

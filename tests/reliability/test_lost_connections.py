@@ -535,3 +535,33 @@ async def test_an_open_cancelled_as_it_connects_leaves_no_error_unread(postgres_
     finally:
         loop.set_exception_handler(None)
     assert unread == []
+
+
+async def test_a_call_that_cannot_have_a_session_says_it_cannot_connect(
+    postgres_url: str, admin: asyncpg.Connection
+) -> None:
+    name = await admin.fetchval("SELECT current_database()")
+    # A database cannot refuse connections from its own sessions' ALTER DATABASE.
+    elsewhere = await asyncpg.connect(postgres_url.rsplit("/", 1)[0] + "/postgres")
+    async with DB.open(postgres_url) as db:
+        run = await db.create_run(new_run(status="running"))
+        await elsewhere.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        try:
+            pids = await admin.fetch(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = 'daemon_db'"
+            )
+            for (pid,) in pids:
+                await _terminate(admin, pid)
+            for call in (
+                db.get_run(run.id),
+                db.append_event(run.id, "e"),
+                _append_in_a_block(db, run),
+            ):
+                with pytest.raises(
+                    DatabaseError, match=r"cannot connect: .*not currently accepting"
+                ):
+                    await call
+        finally:
+            await elsewhere.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+            await elsewhere.close()
+        await _works(db, run)
