@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import reprlib
 import sqlite3
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any
 
 __all__ = [
@@ -319,3 +319,14 @@ class DamagedRow(Exception):
         return DamagedRecordError(
             path, self.table, self.record_id, self.column, self.value, self.reason
         )
+
+
+def damage_in(rows: Iterable[Any], read: Callable[[Any], object]) -> list[DamagedRow]:
+    """What ``read`` finds wrong with each of ``rows`` (the rows it reads are left out)."""
+    found: list[DamagedRow] = []
+    for row in rows:
+        try:
+            read(row)
+        except DamagedRow as exc:
+            found.append(exc)
+    return found

@@ -22,7 +22,7 @@ from typing import Any
 import asyncpg
 
 from .. import _timestamps as timestamps
-from .._errors import RunNotFoundError
+from .._errors import RunNotFoundError, damage_in
 from .._owner import Held, Owner, asked_once, process_alive
 from .._process import Process, this_process
 from .._records import ResumableRun, Run, RunStatus, loader
@@ -229,17 +229,6 @@ def _unknown_statuses() -> str:
 _UNKNOWN_STATUSES = _unknown_statuses()
 
 
-def _damage_of(run_rows: Sequence[Any]) -> list[damage.DamagedRow]:
-    """What is wrong with each of these runs' rows (each of a status none of the five)."""
-    damaged: list[damage.DamagedRow] = []
-    for row in run_rows:
-        try:
-            runs.from_row(row)
-        except damage.DamagedRow as exc:
-            damaged.append(exc)
-    return damaged
-
-
 async def resumable(
     conn: asyncpg.Connection,
 ) -> tuple[list[ResumableRun], list[damage.DamagedRow]]:
@@ -265,7 +254,7 @@ async def resumable(
         return row[_NAME], held and is_alive(row[_OWNER_ID], tuple(row)[_LIVENESS])
 
     found, damaged = _assemble(run_rows, unit_rows, ownership)
-    return found, damaged + _damage_of(await conn.fetch(_UNKNOWN_STATUSES))
+    return found, damaged + damage_in(await conn.fetch(_UNKNOWN_STATUSES), runs.from_row)
 
 
 async def claim(
@@ -309,7 +298,7 @@ async def claim(
         [row[0] for row in taken],
     )
     resumed, unreadable = _assemble(taken, unit_rows, lambda row: (owner.name, True))
-    unreadable += _damage_of(await conn.fetch(_UNKNOWN_STATUSES))
+    unreadable += damage_in(await conn.fetch(_UNKNOWN_STATUSES), runs.from_row)
     # Only the runs read whole are taken: one whose units are damaged stays where it is.
     await conn.execute(
         "UPDATE runs SET owner_id = $1, attempts = taken.attempt"

@@ -26,6 +26,7 @@ from operator import itemgetter
 from typing import Any
 
 from .. import _timestamps as timestamps
+from .._errors import damage_in
 from .._owner import Held, Owner, asked_once, process_alive
 from .._process import Process, this_process
 from .._records import ACTIVE_RUN_STATUSES, ResumableRun, Run, RunStatus, loader
@@ -288,18 +289,7 @@ def resumable(conn: sqlite3.Connection) -> tuple[list[ResumableRun], list[rows.D
         held = owner_id is not None and is_alive(owner_id, row[_LIVENESS])
         heads.append((run, row[_NEXT], attempts, row[_NAME], held))
     found, unreadable = _with_units(heads, unit_rows)
-    return found, damaged + unreadable + _damage_of(unknown)
-
-
-def _damage_of(run_rows: Sequence[Sequence[Any]]) -> list[rows.DamagedRow]:
-    """What is wrong with each of these runs' rows (each of a status none of the five)."""
-    damaged: list[rows.DamagedRow] = []
-    for row in run_rows:
-        try:
-            runs.from_row(row)
-        except rows.DamagedRow as exc:
-            damaged.append(exc)
-    return damaged
+    return found, damaged + unreadable + damage_in(unknown, runs.from_row)
 
 
 def _by_id(row: Sequence[Any]) -> str:
@@ -367,7 +357,7 @@ def claim(
         (json.dumps([head[0].id for head in taken]),),
     ).fetchall()
     resumed, unreadable = _with_units(taken, unit_rows)
-    unreadable += _damage_of(conn.execute(_UNKNOWN_STATUSES).fetchall())
+    unreadable += damage_in(conn.execute(_UNKNOWN_STATUSES).fetchall(), runs.from_row)
     # Only the runs read whole are taken: one whose units are damaged stays where it is.
     # One statement for every run taken; each SET reads the row as it was, so
     # a run taken from a dead owner (owner_id still set) counts an attempt.
