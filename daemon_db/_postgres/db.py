@@ -60,6 +60,17 @@ _FINISHED = "status IN ('cancelled', 'completed', 'failed')"
 
 _POSTGRES_ERRORS = (asyncpg.PostgresError, *CONNECTION_ERRORS)
 
+_SESSION_SETTINGS = {
+    "application_name": "daemon_db",
+    "timezone": "UTC",
+    # A session whose client the network lost (a NAT or firewall dropping it)
+    # holds its transaction's locks until the server notices: with the system's
+    # TCP keepalive, after two hours. These make it two minutes, for ours only.
+    "tcp_keepalives_idle": "60",
+    "tcp_keepalives_interval": "10",
+    "tcp_keepalives_count": "6",
+}
+
 
 async def _translated(call: Callable[[], Any], url: str) -> Any:
     try:
@@ -73,18 +84,46 @@ async def _translated(call: Callable[[], Any], url: str) -> Any:
 
 
 async def _commit(started: Any, conn: Any, url: str, what: str) -> None:
-    """Commit ``started``; a session lost on the way makes the outcome unknown, and says so."""
+    """Commit ``started``; a session lost on the way makes the outcome unknown, and says so.
+
+    Unless asyncpg refused to send the COMMIT at all (it found the connection
+    closed, or its protocol broken): then the session's end rolled it back.
+    """
     try:
         await started.commit()
-    except (asyncpg.PostgresError, *CONNECTION_ERRORS) as exc:
+    except _POSTGRES_ERRORS as exc:
         if not session_lost(conn, exc):
             raise
         discard(conn)
+        if _never_sent(exc):
+            raise _not_committed(url, exc, what) from None
         raise DatabaseError(
             url,
             f"the connection was lost during COMMIT: whether PostgreSQL committed {what}"
             " is unknown",
         ) from None
+
+
+def _never_sent(exc: BaseException) -> bool:
+    """Whether a COMMIT that raised ``exc`` can have done nothing.
+
+    asyncpg raises InterfaceError (the connection found closed) and
+    InternalClientError (its protocol broken) before sending anything; and the
+    server ends a session idle in a transaction (25P03) only while no COMMIT
+    has come. Anything else may have reached the server and committed.
+    """
+    if isinstance(exc, asyncpg.InterfaceError | asyncpg.InternalClientError):
+        return True
+    return getattr(exc, "sqlstate", None) == "25P03"
+
+
+def _not_committed(url: str, exc: BaseException, what: str) -> DatabaseError:
+    """The error of a call whose session ended before its COMMIT was sent."""
+    return DatabaseError(
+        url,
+        f"the connection was lost before COMMIT ({translate(exc, url).reason}); PostgreSQL"
+        f" rolled the whole transaction back: nothing done in {what} is committed",
+    )
 
 
 async def _rolled_back(started: Any) -> None:
@@ -155,7 +194,7 @@ async def _acquired(db: PostgresDB) -> Any:
 
 
 class _SessionLost(Exception):
-    """A call found its session gone before any COMMIT (``error`` says how): try again."""
+    """A call found its session gone before it did anything (``error`` says how): try again."""
 
     def __init__(self, error: BaseException) -> None:
         super().__init__(error)
@@ -240,11 +279,16 @@ class PostgresDB(DB):
     @classmethod
     async def _open_url(cls, url: str, readonly: bool, owner: Owner) -> DB:
         shown = shown_url(url)
-        settings = {"application_name": "daemon_db", "timezone": "UTC"}
+        settings = dict(_SESSION_SETTINGS)
         if readonly:
             settings["default_transaction_read_only"] = "on"
         creating = asyncio.ensure_future(
-            asyncpg.create_pool(url, min_size=1, max_size=POOL_SIZE, server_settings=settings)
+            # One connection at once (DB.open uses it), but no floor kept: asyncpg
+            # restores a floor in a task of its own, which close() cancelled
+            # mid-connect, leaving an error no one retrieved.
+            asyncpg.create_pool(
+                url, init_size=1, min_size=0, max_size=POOL_SIZE, server_settings=settings
+            )
         )
         try:
             # asyncpg cancelled mid-connect leaves an error no one retrieves: an
@@ -309,8 +353,14 @@ class PostgresDB(DB):
             if not write:
                 async with conn.transaction(isolation="repeatable_read", readonly=True):
                     return await call(conn)
-            started = conn.transaction()
-            await started.start()
+            try:
+                started = conn.transaction()
+                await started.start()
+            except _POSTGRES_ERRORS as exc:
+                if not session_lost(conn, exc):
+                    raise
+                discard(conn)
+                raise _SessionLost(exc) from None  # before BEGIN: nothing was done
             try:
                 result = await call(conn)
             except BaseException:
@@ -332,9 +382,11 @@ class PostgresDB(DB):
                 if not session_lost(conn, exc):
                     raise
                 discard(conn)  # asyncpg's state may be broken: never reuse it
-                # The session ended before any COMMIT was sent (a COMMIT lost on
-                # the way says so itself: _commit), so PostgreSQL rolled back
-                # whatever it had done: the call can run again, on another one.
+                if write:
+                    # Begun, so not run again here: were the session cut by the
+                    # network alone, the server would hold its locks until it
+                    # noticed, and the second try wait for the first, uncancelled.
+                    raise _not_committed(self._path, exc, "this write") from None
                 raise _SessionLost(exc) from None
 
         async def run(conn: Any) -> Any:
@@ -405,9 +457,11 @@ class PostgresDB(DB):
                 await self._release(crashed=crashed)
         finally:
             try:
-                if self._listener is not None:
+                async with self._listening:  # a follower's connect under way ends first
+                    listener, self._listener = self._listener, None
+                if listener is not None:
                     with contextlib.suppress(*CONNECTION_ERRORS, asyncpg.PostgresError):
-                        await self._listener.close()
+                        await listener.close()
             finally:
                 with contextlib.suppress(*CONNECTION_ERRORS, asyncpg.PostgresError):
                     await self._pool.close()
@@ -487,16 +541,23 @@ class PostgresDB(DB):
     async def _listen(self) -> None:
         """LISTEN for appends, on a connection of this DB's own (once)."""
         async with self._listening:
-            if self._listener is not None:
-                return
+            if self._listener is not None or self._closing is not None:
+                return  # listening, or closed: the follower's next read says so
 
             async def connect() -> Any:
-                conn = await asyncpg.connect(self._url)
+                conn = await asyncpg.connect(self._url, server_settings=_SESSION_SETTINGS)
                 await conn.add_listener(events.CHANNEL, self._notified)
                 conn.add_termination_listener(self._listener_lost)
                 return conn
 
-            self._listener = await _translated(connect, self._path)
+            # asyncpg cancelled mid-connect leaves an error no one retrieves: a
+            # follower cancelled meanwhile waits for the connect, which is kept.
+            connecting = asyncio.ensure_future(_translated(connect, self._path))
+            try:
+                await settle(connecting)
+            finally:
+                if not connecting.cancelled() and connecting.exception() is None:
+                    self._listener = connecting.result()
 
     def _notified(self, connection: Any, pid: int, channel: str, payload: str) -> None:
         self._notify()

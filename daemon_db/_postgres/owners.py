@@ -122,8 +122,23 @@ async def update_run_status(
     )
 
 
+LEASE_END_WAIT_MS = 5000
+"""How long ending a lease at close() waits for a row another session has locked.
+
+A session the network cut on our side may live on at the server, holding its
+locks, until the server notices (TCP keepalive: hours by default). Past this
+wait close() gives up: the lease then runs out by itself, and a claim takes
+the runs (a crash's takeover counts an attempt; see ``_db.DB._release``).
+"""
+
+
+async def _waiting_at_most(conn: asyncpg.Connection, milliseconds: int) -> None:
+    await conn.execute(f"SET LOCAL lock_timeout = {int(milliseconds)}")
+
+
 async def expire(conn: asyncpg.Connection, *, owner: Owner) -> None:
     """End ``owner``'s lease now, keeping its runs: it crashed, and a takeover counts."""
+    await _waiting_at_most(conn, LEASE_END_WAIT_MS)
     await conn.execute("UPDATE owners SET lease_until = '-infinity' WHERE id = $1", owner.id)
 
 
@@ -138,6 +153,7 @@ async def release_runs(conn: asyncpg.Connection, *, run_ids: Sequence[str], owne
 
 async def release(conn: asyncpg.Connection, *, owner: Owner) -> None:
     """Hand back every run ``owner`` holds, unfinished, and forget it (a clean close)."""
+    await _waiting_at_most(conn, LEASE_END_WAIT_MS)
     await conn.execute("DELETE FROM owners WHERE id = $1", owner.id)
 
 

@@ -24,11 +24,13 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from daemon_db import DB, DatabaseError, Run, RunStatus
+from daemon_db import DB, DaemonDBError, DatabaseError, Run, RunStatus
+from daemon_db._postgres import events, owners
 from tests import postgres_server
 from tests.helpers import new_run, report
 
 NOTHING = "nothing done in this transaction block is committed"
+NOTHING_IN_A_WRITE = "nothing done in this write is committed"
 
 
 @pytest.fixture
@@ -198,12 +200,13 @@ async def test_an_idle_in_transaction_timeout_ends_the_block_and_says_so(
         await _works(db, run)
 
 
-async def test_a_lone_write_whose_session_is_terminated_runs_again_on_another(
+async def test_a_lone_write_whose_session_is_terminated_raises_and_a_retry_works(
     postgres_url: str, admin: asyncpg.Connection
 ) -> None:
-    # The session ended before COMMIT was sent: PostgreSQL rolled the write back,
-    # so it runs again on another session, as a read does (it raised asyncpg's
-    # "connection was closed in the middle of operation").
+    # Begun, it is not run again by itself: were the session cut by the network
+    # alone, the server would hold its locks until it noticed, and a second try
+    # would wait behind the first. It says nothing was committed (it raised
+    # asyncpg's "connection was closed in the middle of operation").
     async with DB.open(postgres_url) as db:
         run = await db.create_run(new_run(status="running"))
         await db.append_event(run.id, "before")
@@ -212,19 +215,43 @@ async def test_a_lone_write_whose_session_is_terminated_runs_again_on_another(
             async with locker.transaction():
                 # Hold the run's row, so the write waits where it can be seen and ended.
                 await locker.execute("SELECT 1 FROM runs WHERE id = $1 FOR UPDATE", run.id)
-                write = asyncio.create_task(db.append_event(run.id, "ended, then again"))
-                first = await _waiting_pid(admin)
-                await _terminate(admin, first)
-                assert await _waiting_pid(admin) != first  # waiting again, on another session
+                write = asyncio.create_task(db.append_event(run.id, "lost"))
+                await _terminate(admin, await _waiting_pid(admin))
+                with pytest.raises(DatabaseError, match=NOTHING_IN_A_WRITE) as raised:
+                    await write
         finally:
             await locker.close()
-        again = await write
-        assert again.sequence == 2
-        events = await db.list_events(run.id)
-        assert [(e.sequence, e.event_type) for e in events] == [
-            (1, "before"),
-            (2, "ended, then again"),
-        ]
+        _not_asyncpg(raised.value)
+        assert [e.event_type for e in await db.list_events(run.id)] == ["before"]
+        retried = await db.append_event(run.id, "retried")
+        assert retried.sequence == 2
+        await _works(db, run)
+
+
+async def test_a_write_whose_commit_was_never_sent_says_nothing_was_committed(
+    postgres_url: str, admin: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The server ended the session between the write's last statement and its
+    # COMMIT (an idle-in-transaction timeout, the loop busy meanwhile): asyncpg
+    # would not even send the COMMIT, yet the outcome was called unknown.
+    name = await admin.fetchval("SELECT current_database()")
+    await admin.execute(f'ALTER DATABASE "{name}" SET idle_in_transaction_session_timeout = 30')
+    announce = events.announce
+    stalls = [0.0, 0.1]  # the second append's loop is busy, as in a long GC pause
+
+    async def busy_after(conn: asyncpg.Connection, run_id: str) -> None:
+        await announce(conn, run_id)
+        time.sleep(stalls.pop(0) if stalls else 0)  # noqa: ASYNC251 - the loop stalls on purpose
+        for _ in range(10):  # it then reads what the server sent meanwhile
+            await asyncio.sleep(0)
+
+    monkeypatch.setattr(events, "announce", busy_after)
+    async with DB.open(postgres_url) as db:
+        run = await db.create_run(new_run(status="running"))
+        await db.append_event(run.id, "kept")
+        with pytest.raises(DatabaseError, match=f"before COMMIT.*{NOTHING_IN_A_WRITE}"):
+            await db.append_event(run.id, "never sent")
+        assert [e.event_type for e in await db.list_events(run.id)] == ["kept"]
         await _works(db, run)
 
 
@@ -274,8 +301,8 @@ async def test_every_session_of_the_pool_terminated_at_once_is_replaced(
                 _not_asyncpg(outcome)
         await _works(db, run)
     report(
-        "lost sessions (PostgreSQL): blocks whose sessions the server ended raise"
-        " DatabaseError saying nothing was committed, lone calls run again on another"
+        "lost sessions (PostgreSQL): blocks and lone writes whose sessions the server ended"
+        " raise DatabaseError saying nothing was committed, reads run again on another"
         " session; nothing unstored was acknowledged; the pool recovers at once"
     )
 
@@ -565,3 +592,47 @@ async def test_a_call_that_cannot_have_a_session_says_it_cannot_connect(
             await elsewhere.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
             await elsewhere.close()
         await _works(db, run)
+
+
+async def test_close_while_a_follower_begins_to_listen_leaves_no_session(
+    postgres_url: str, admin: asyncpg.Connection
+) -> None:
+    # close() closed only a listener already made: one connecting meanwhile
+    # outlived the DB, its LISTEN session open.
+    db = await DB.open(postgres_url)
+    run = await db.create_run(new_run(status="running"))
+
+    async def follow() -> None:
+        async for _ in db.follow_events(run.id):
+            pass
+
+    follower = asyncio.ensure_future(follow())
+    while not db._listening.locked():  # past its first page, connecting to LISTEN
+        await asyncio.sleep(0)
+    await db.close()
+    with contextlib.suppress(DaemonDBError):
+        await follower
+    sessions = await admin.fetch(
+        "SELECT pid FROM pg_stat_activity"
+        " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    )
+    assert sessions == []
+
+
+async def test_close_waits_a_bounded_time_for_a_row_another_session_locked(
+    postgres_url: str, admin: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A session the network cut on our side may hold its locks at the server for
+    # hours; close() handing the runs back waited for it. Past the wait, the
+    # lease runs out by itself and a claim takes the runs.
+    monkeypatch.setattr(owners, "LEASE_END_WAIT_MS", 200)
+    db = await DB.open(postgres_url, owner="stuck")
+    run = await db.create_run(new_run(status="running"))
+    async with admin.transaction():
+        await admin.execute("SELECT 1 FROM runs WHERE id = $1 FOR UPDATE", run.id)
+        await asyncio.wait_for(db.close(), 10)
+    held = await admin.fetchval(
+        "SELECT owners.name FROM runs JOIN owners ON owners.id = runs.owner_id WHERE runs.id = $1",
+        run.id,
+    )
+    assert held == "stuck"  # not handed back: the next claim takes it once the lease is over
