@@ -36,6 +36,8 @@ from typing import Any, cast
 
 from daemon_db import DB
 from daemon_db import _timestamps as timestamps
+from daemon_db._owner import Owner
+from daemon_db._process import this_process
 from daemon_db._sqlite import maintenance, owners
 
 from . import bulk
@@ -219,6 +221,29 @@ async def start_up(db: DB, path: Path, times: int) -> tuple[float, float]:
             conn.execute("COMMIT")
             rows.append(time.perf_counter() - start)
     return statistics.median(calls) * 1e3, statistics.median(rows) * 1e3
+
+
+def statements(path: Path) -> tuple[int, int]:
+    """How many statements ``resumable_runs()`` and a claim send (not counting their
+    transactions' own, or the statements triggers run), traced on a connection
+    of this benchmark's own; the claim is rolled back."""
+    sent: list[str] = []
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        conn.set_trace_callback(sent.append)
+        owners.resumable(conn)
+        read = _counted(sent)
+        sent.clear()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            owners.claim(conn, owner=Owner("bench", "bench", this_process(), 30.0), max_attempts=3)
+        finally:
+            conn.execute("ROLLBACK")
+        return read, _counted(sent)
+
+
+def _counted(sent: list[str]) -> int:
+    ends = {"BEGIN", "BEGIN IMMEDIATE", "COMMIT", "ROLLBACK"}
+    return sum(1 for sql in sent if not sql.startswith("--") and sql.strip() not in ends)
 
 
 class _Undo(Exception):
@@ -614,6 +639,7 @@ async def measure(folder: Path, runs: int, appends_count: int, full_check: bool)
         results["resumable_ms"], results["resumable_rows_ms"] = await start_up(db, big.path, 20)
         results["resumable_runs"] = len(await db.resumable_runs())
         results["claim_ms"], results["claimed_runs"] = await claims(db, 5)
+        results["resumable_statements"], results["claim_statements"] = statements(big.path)
         results["stats_ms"] = await p50(db.stats, 5)
         results["repo_page_ms"] = await p50(
             partial(db.list_runs, repo_path=big.repo, limit=1000), 20
@@ -756,7 +782,8 @@ def table(r: dict[str, Any]) -> str:
         _row(
             f"resumable_runs(), {r['resumable_runs']:,} active runs (p50)",
             BEFORE["resumable"],
-            f"{r['resumable_ms']:.1f} ms (2 statements; their rows alone in sqlite3,"
+            f"{r['resumable_ms']:.1f} ms ({r['resumable_statements']} statements; their rows"
+            " alone in sqlite3,"
             f" no records: {r['resumable_rows_ms']:.1f} ms)",
             "<= 40 ms",
             r["resumable_ms"] <= 40,
@@ -764,7 +791,7 @@ def table(r: dict[str, Any]) -> str:
         _row(
             f"claim_resumable_runs(), {r['claimed_runs']:,} runs of a killed daemon (p50)",
             "-",
-            f"{r['claim_ms']:.1f} ms (6 statements)",
+            f"{r['claim_ms']:.1f} ms ({r['claim_statements']} statements)",
             "<= 40 ms",
             r["claim_ms"] <= 40,
         ),
