@@ -121,8 +121,8 @@ def _not_committed(url: str, exc: BaseException, what: str) -> DatabaseError:
     """The error of a call whose session ended before its COMMIT was sent."""
     return DatabaseError(
         url,
-        f"the connection was lost before COMMIT ({translate(exc, url).reason}); PostgreSQL"
-        f" rolled the whole transaction back: nothing done in {what} is committed",
+        f"the connection was lost before COMMIT ({translate(exc, url).reason}); its"
+        f" transaction can never commit: nothing done in {what} is committed",
     )
 
 
