@@ -87,7 +87,7 @@ async def _commit(started: Any, conn: Any, url: str, what: str) -> None:
     """Commit ``started``; a session lost on the way makes the outcome unknown, and says so.
 
     Unless asyncpg refused to send the COMMIT at all (it found the connection
-    closed, or its protocol broken): then the session's end rolled it back.
+    closed, or its protocol broken): then the transaction can never commit.
     """
     try:
         await started.commit()
@@ -128,7 +128,7 @@ def _not_committed(url: str, exc: BaseException, what: str) -> DatabaseError:
 
 async def _rolled_back(started: Any) -> None:
     """Roll ``started`` back; a lost session rolled it back already (and is not reused)."""
-    with contextlib.suppress(*CONNECTION_ERRORS, asyncpg.PostgresError):
+    with contextlib.suppress(*_POSTGRES_ERRORS):
         await started.rollback()
 
 
@@ -142,7 +142,7 @@ async def _begun(db: PostgresDB) -> tuple[Any, Any]:
     begins on the next connection, as a lone call does (see ``_run``).
     """
     for tries_left in range(POOL_SIZE, -1, -1):
-        conn = await _translated(partial(_acquired, db), db._path)
+        conn = await _acquired(db)  # its errors are daemon_db's already
         started = None
         try:
             # A read-only DB's block reads one snapshot, as its calls do. (The
@@ -460,10 +460,10 @@ class PostgresDB(DB):
                 async with self._listening:  # a follower's connect under way ends first
                     listener, self._listener = self._listener, None
                 if listener is not None:
-                    with contextlib.suppress(*CONNECTION_ERRORS, asyncpg.PostgresError):
+                    with contextlib.suppress(*_POSTGRES_ERRORS):
                         await listener.close()
             finally:
-                with contextlib.suppress(*CONNECTION_ERRORS, asyncpg.PostgresError):
+                with contextlib.suppress(*_POSTGRES_ERRORS):
                     await self._pool.close()
 
     async def _renew_lease(self) -> None:

@@ -406,18 +406,7 @@ async def test_sessions_the_server_ended_while_idle_fail_no_call(
         for _ in range(3):
             await asyncio.gather(*(db.get_run(run.id) for _ in range(10)))  # sessions in the pool
             # A restart, as asyncio has not yet seen it: the loop does not run meanwhile.
-            subprocess.run(  # noqa: ASYNC221 - blocking on purpose, as said above
-                [
-                    str(postgres.bindir / "psql"),
-                    postgres_url,
-                    "-c",
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                    " WHERE datname = current_database() AND pid <> pg_backend_pid()",
-                ],
-                check=True,
-                capture_output=True,
-            )
-            time.sleep(0.2)  # noqa: ASYNC251 - the sessions end, unseen by the loop
+            _end_idle_sessions_unseen(postgres, postgres_url)
             # Reads, and writes and blocks that had not begun, go on to live sessions.
             found = await asyncio.gather(
                 db.get_run(run.id),
