@@ -13,7 +13,7 @@ import pytest
 
 from daemon_db import DB, DatabaseError, RunStatus, SchemaVersionError, UnitRecord
 from daemon_db._sqlite import bridge
-from daemon_db._sqlite.schema import APPLICATION_ID, SCHEMA_VERSION
+from daemon_db._sqlite.schema import APPLICATION_ID, SCHEMA_VERSION, migrate
 from tests.helpers import V1_ROWS, dump, make_version_1, new_run
 
 # What these check is the SQLite engine's own (its file, writer, thread or
@@ -269,3 +269,86 @@ def test_os_level_open_flags_do_not_leak(db_path: Path) -> None:
 async def _open_and_close(path: Path) -> None:
     async with DB.open(path):
         pass
+
+
+def _as_made(name: str) -> str:
+    """The statement a migration makes the schema object ``name`` with."""
+    with contextlib.closing(sqlite3.connect(":memory:", isolation_level=None)) as conn:
+        migrate(conn, ":memory:", 0)
+        (sql,) = conn.execute("SELECT sql FROM sqlite_master WHERE name = ?", (name,)).fetchone()
+    return f"{sql};"
+
+
+# Another tool's edit to the schema that would lose or let in writes: each is
+# refused at a read-write open, rather than found by check() days later.
+@pytest.mark.parametrize(
+    ("edit", "says", "undo"),
+    [
+        (  # an append would return a sequence it never stored
+            "CREATE TRIGGER quiet BEFORE INSERT ON events BEGIN SELECT RAISE(IGNORE); END",
+            "schema: trigger quiet is not daemon_db's (another tool added it)",
+            "DROP TRIGGER quiet",
+        ),
+        (  # two active runs of one branch would be let in
+            "DROP INDEX runs_one_active",
+            "schema: index runs_one_active is missing",
+            _as_made("runs_one_active"),
+        ),
+        (
+            "DROP INDEX runs_one_active;"
+            " CREATE INDEX runs_one_active ON runs (feature_branch, repo_path)",
+            "schema: index runs_one_active is not as daemon_db makes it (another tool changed it)",
+            f"DROP INDEX runs_one_active; {_as_made('runs_one_active')}",
+        ),
+        (  # stats() would drift from the next append on
+            "DROP TRIGGER events_counted_in",
+            "schema: trigger events_counted_in is missing",
+            _as_made("events_counted_in"),
+        ),
+    ],
+    ids=["trigger added", "index dropped", "index made otherwise", "trigger dropped"],
+)
+async def test_a_schema_another_tool_changed_is_refused_for_writing(
+    db_path: Path, edit: str, says: str, undo: str
+) -> None:
+    async with DB.open(db_path) as db:
+        run = await db.create_run(new_run())
+        await db.append_event(run.id, "started")
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        conn.executescript(edit)
+    before = dump(db_path)
+    with pytest.raises(DatabaseError, match="another tool changed daemon_db's schema") as raised:
+        await DB.open(db_path)
+    assert says in raised.value.reason
+    assert raised.value.path == str(db_path)
+    assert dump(db_path) == before
+    # Still readable, and check() names the same change.
+    async with DB.open(db_path, readonly=True) as db:
+        assert await db.list_events(run.id) != []
+        assert says in await db.check(quick=True)
+    # Undone, with daemon_db's own SQL for what was dropped, it opens for writing.
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        conn.executescript(undo)
+    async with DB.open(db_path) as db:
+        await db.append_event(run.id, "resumed")
+        assert len(await db.list_events(run.id)) == 2
+        assert await db.check(quick=True) == []
+
+
+async def test_another_tools_own_tables_indexes_and_triggers_are_left_alone(
+    db_path: Path,
+) -> None:
+    async with DB.open(db_path) as db:
+        run = await db.create_run(new_run())
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        conn.executescript(
+            "CREATE TABLE notes (run_id TEXT, text TEXT);"
+            " CREATE INDEX notes_by_run ON notes (run_id);"
+            " CREATE INDEX mine ON events (event_type);"
+            " CREATE TRIGGER notes_stamped AFTER INSERT ON notes"
+            " BEGIN UPDATE notes SET text = upper(new.text) WHERE rowid = new.rowid; END"
+        )
+    async with DB.open(db_path) as db:
+        await db.append_event(run.id, "started")
+        assert [event.event_type for event in await db.list_events(run.id)] == ["started"]
+        assert await db.check(quick=True) == []

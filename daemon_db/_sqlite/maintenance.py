@@ -7,14 +7,13 @@ in runs.py, units.py and events.py.
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import re
 import sqlite3
 import stat
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from .._errors import DatabaseError, show, translate
@@ -22,7 +21,7 @@ from .._process import Process, is_running, this_process
 from .._records import ACTIVE_RUN_STATUSES, FINISHED_RUN_STATUSES, Run, RunStatus, Stats, UnitStatus
 from . import runs
 from .checkpointer import RESTART_WAIT_SECONDS
-from .schema import APPLICATION_ID, MEMORY, SCHEMA_VERSION, migrate, uri, wal_path
+from .schema import APPLICATION_ID, MEMORY, SCHEMA_VERSION, objects, schema_problems, uri, wal_path
 from .work import snapshot
 
 __all__ = [
@@ -82,25 +81,11 @@ def check(conn: sqlite3.Connection, *, quick: bool = False) -> list[str]:
                 f" {APPLICATION_ID:#x}, version {SCHEMA_VERSION}"
             )
         # Another version's objects differ by design: its version is the problem.
-        missing: list[str] = []
+        changed: list[str] = []
         if version == SCHEMA_VERSION:
-            found = dict(_objects(conn))
-            for (kind, name), sql in sorted(_schema_objects().items()):
-                if (kind, name) not in found:
-                    missing.append(kind)
-                    problems.append(f"schema: {kind} {name} is missing")
-                elif found[kind, name] != sql:
-                    problems.append(
-                        f"schema: {kind} {name} is not as daemon_db makes it (another tool"
-                        " changed it)"
-                    )
-            # Another tool's tables and indexes change no write of ours; a trigger may.
-            problems += [
-                f"schema: trigger {name} is not daemon_db's (another tool added it)"
-                for kind, name in sorted(found.keys() - _schema_objects().keys())
-                if kind == "trigger"
-            ]
-        if "table" in missing:
+            changed = schema_problems(objects(conn))
+            problems += changed
+        if any(line.startswith("schema: table") and line.endswith("missing") for line in changed):
             problems.append("the store's own checks need every table: not run")
             return problems
         # As the index has it: a run without a branch is nobody's rival.
@@ -121,29 +106,6 @@ def check(conn: sqlite3.Connection, *, quick: bool = False) -> list[str]:
         problems += _damaged_values(conn)
         problems += _wrong_counts(conn)
     return problems
-
-
-def _objects(conn: sqlite3.Connection) -> Iterator[tuple[tuple[str, str], str | None]]:
-    """The file's tables, indexes and triggers, each with its SQL, spaced as one line."""
-    for kind, name, sql in conn.execute(
-        "SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite%'"
-    ):
-        yield (kind, name), (" ".join(sql.split()) if isinstance(sql, str) else sql)
-
-
-@functools.cache
-def _schema_objects() -> dict[tuple[str, str], str | None]:
-    """The tables, indexes and triggers of this version's schema, as a fresh file has them.
-
-    Another tool may drop one, or make it again otherwise under the same name:
-    without its trigger a count drifts from the next write on, without its
-    unique index a rule is no longer enforced. The SQL is compared spaced as
-    one line: SQLite keeps each object's text as its statement had it, and a
-    file migrated from an older version ran the same statements as a new one.
-    """
-    with contextlib.closing(sqlite3.connect(MEMORY, isolation_level=None)) as conn:
-        migrate(conn, MEMORY, 0)
-        return dict(_objects(conn))
 
 
 def _wrong_counts(conn: sqlite3.Connection) -> list[str]:

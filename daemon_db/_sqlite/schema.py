@@ -7,11 +7,13 @@ is written to it until it is known to be a daemon_db database (or empty).
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import sqlite3
 import time
 from pathlib import Path
-from typing import Final
+from typing import Final, NamedTuple
 
 from .._errors import DatabaseError, SchemaVersionError, translate
 from .migrations import MIGRATIONS, Migration
@@ -23,8 +25,10 @@ __all__ = [
     "SCHEMA_VERSION",
     "SYNCHRONOUS_MODES",
     "migrate",
+    "objects",
     "open_reader",
     "open_writer",
+    "schema_problems",
     "uri",
 ]
 
@@ -78,6 +82,8 @@ def open_writer(path: str, *, busy_timeout: float, synchronous: str) -> sqlite3.
             conn.execute("PRAGMA wal_autocheckpoint = 0")
         migrate(conn, path, version)
         _check_writable(conn, path)
+        if path != MEMORY:
+            _refuse_changed_schema(conn, path)
     except BaseException:
         conn.close()
         raise
@@ -248,6 +254,85 @@ def _check_writable(conn: sqlite3.Connection, path: str) -> None:
             )
             raise DatabaseError(path, reason) from None
         raise translate(exc, path) from None
+
+
+class SchemaObject(NamedTuple):
+    """A table, index or trigger as ``sqlite_master`` has it."""
+
+    table: str
+    """The table it is, or is on."""
+    sql: str | None
+    """Its SQL, spaced as one line (``None`` for SQLite's own indexes)."""
+
+
+def objects(conn: sqlite3.Connection) -> dict[tuple[str, str], SchemaObject]:
+    """The file's tables, indexes and triggers by ``(kind, name)``, from one read."""
+    return {
+        (kind, name): SchemaObject(table, " ".join(sql.split()) if isinstance(sql, str) else sql)
+        for kind, name, table, sql in conn.execute(
+            "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite%'"
+        )
+    }
+
+
+@functools.cache
+def _made() -> dict[tuple[str, str], SchemaObject]:
+    """The tables, indexes and triggers of this version's schema, as a new file has them.
+
+    The SQL is compared spaced as one line: SQLite keeps an index's or a
+    trigger's text as its statement had it, and a file migrated from an older
+    version ran the same statements as a new one.
+    """
+    with contextlib.closing(sqlite3.connect(MEMORY, isolation_level=None)) as conn:
+        migrate(conn, MEMORY, 0)
+        return objects(conn)
+
+
+def schema_problems(
+    found: dict[tuple[str, str], SchemaObject], *, tables_as_made: bool = True
+) -> list[str]:
+    """What another tool changed in daemon_db's schema, one line each.
+
+    Without its trigger a count drifts from the next write on; without its
+    unique index a rule is no longer enforced; a trigger of another tool's on
+    one of daemon_db's tables may stop or change any write (``RAISE(IGNORE)``
+    drops an event its append acknowledges). Another tool's own tables and
+    indexes, and triggers on its own tables, change no write of ours.
+
+    ``tables_as_made=False`` compares tables by name only: a table that a
+    migration rebuilt and renamed keeps the text SQLite rewrote it to, which
+    another SQLite release may write otherwise.
+    """
+    made = _made()
+    problems: list[str] = []
+    for (kind, name), ours in sorted(made.items()):
+        there = found.get((kind, name))
+        if there is None:
+            problems.append(f"schema: {kind} {name} is missing")
+        elif there.sql != ours.sql and (tables_as_made or kind != "table"):
+            problems.append(
+                f"schema: {kind} {name} is not as daemon_db makes it (another tool changed it)"
+            )
+    tables = {name for kind, name in made if kind == "table"}
+    problems += [
+        f"schema: trigger {name} is not daemon_db's (another tool added it)"
+        for (kind, name), there in sorted(found.items())
+        if kind == "trigger" and (kind, name) not in made and there.table in tables
+    ]
+    return problems
+
+
+def _refuse_changed_schema(conn: sqlite3.Connection, path: str) -> None:
+    # check() reports these too, but a daemon would write for days before
+    # anyone ran it; an append a foreign trigger drops is acknowledged and lost.
+    problems = schema_problems(objects(conn), tables_as_made=False)
+    if problems:
+        reason = (
+            "another tool changed daemon_db's schema, so writes could be lost or a rule go"
+            f" unenforced: {'; '.join(problems)}. Undo the change (`daemon-db check` lists"
+            " each one); the file can still be opened read-only"
+        )
+        raise DatabaseError(path, reason)
 
 
 def _user_version(conn: sqlite3.Connection) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import stat
 from pathlib import Path
@@ -68,17 +69,17 @@ async def test_the_files_are_owner_only(db_path: Path) -> None:
 @pytest.mark.parametrize("trusted", [False, True])
 async def test_a_tampered_schema_cannot_call_functions(db_path: Path, trusted: bool) -> None:
     # Someone with write access adds a trigger calling a function the process
-    # happens to have registered. With trusted_schema=OFF (daemon_db's setting)
-    # SQLite refuses to run it; the control case shows the trigger would fire.
-    async with DB.open(db_path) as db:
-        run = await db.create_run(new_run())
-    with sqlite3.connect(db_path) as conn:
-        conn.execute(
-            "CREATE TRIGGER tampered AFTER INSERT ON events BEGIN SELECT exfiltrate(NEW.id); END"
-        )
-    conn.close()
+    # happens to have registered, once the daemon has the file open (a file
+    # so changed is refused at open). With trusted_schema=OFF (daemon_db's
+    # setting) SQLite refuses to run it; the control case shows it would fire.
     called: list[object] = []
     async with DB.open(db_path) as db:
+        run = await db.create_run(new_run())
+        with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
+            conn.execute(
+                "CREATE TRIGGER tampered AFTER INSERT ON events"
+                " BEGIN SELECT exfiltrate(NEW.id); END"
+            )
         assert db._writer is not None
 
         def register(conn: sqlite3.Connection) -> None:
