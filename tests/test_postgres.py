@@ -131,6 +131,21 @@ def test_urls_are_shown_without_their_password() -> None:
     )
     assert shown_url("postgres://u@h/d") == "postgres://u@h/d"
     assert shown_url("postgresql://u:p@[::1]:5/d") == "postgresql://u@[::1]:5/d"
+    # libpq's form with the password as a parameter, as asyncpg reads it.
+    assert (
+        shown_url("postgresql://u@h/d?sslmode=require&password=hunter2&PassWord=x")
+        == "postgresql://u@h/d?sslmode=require"
+    )
+    assert shown_url("postgresql://u@h/d?sslpassword=key%20pw&x=1") == "postgresql://u@h/d?x=1"
+    assert shown_url("postgresql://u@h/d?passwords=1") == "postgresql://u@h/d?passwords=1"
+
+
+async def test_an_error_never_shows_a_password_given_as_a_parameter() -> None:
+    url = "postgresql://nobody@127.0.0.1:1/nothing?password=hunter2"
+    with pytest.raises(DatabaseError, match="cannot connect") as raised:
+        await DB.open(url)
+    assert "hunter2" not in str(raised.value)
+    assert raised.value.path == "postgresql://nobody@127.0.0.1:1/nothing"
 
 
 async def test_a_name_too_long_for_an_index_entry_is_bad_input_naming_it(
