@@ -181,15 +181,18 @@ async def test_close_waits_for_writes_under_way(db_path: Path) -> None:
         assert len(await again.list_events(run.id)) == 200
 
 
-async def test_close_waits_for_a_transaction_under_way(db_path: Path) -> None:
-    db = await DB.open(db_path)
+async def test_close_waits_for_a_transaction_under_way(where: str | Path) -> None:
+    db = await DB.open(where)
     run = await db.create_run(new_run())
     inside = asyncio.Event()
 
     async def block() -> None:
         async with db.transaction() as tx:
+            # The block holds the run's row (on PostgreSQL, its lock): ending
+            # the lease at close() must not wait on it, nor deadlock with it.
+            await tx.append_event(run.id, "in the block")
             inside.set()
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.2)
             await tx.append_event(run.id, "still in the block")  # closing has begun
             await db.append_event(run.id, "joined")
 
@@ -198,11 +201,15 @@ async def test_close_waits_for_a_transaction_under_way(db_path: Path) -> None:
     await db.close()
     assert task.done()
     assert task.exception() is None
-    async with DB.open(db_path) as again:
+    async with DB.open(where) as again:
         assert [e.event_type for e in await again.list_events(run.id)] == [
+            "in the block",
             "still in the block",
             "joined",
         ]
+        # And the lease ended as at any clean close: the run is free, no attempt counted.
+        claimed = await again.claim_resumable_runs()
+        assert [(item.run.id, item.attempt) for item in claimed.resumed] == [(run.id, 0)]
 
 
 async def test_close_inside_a_transaction_block_is_refused(db: DB) -> None:

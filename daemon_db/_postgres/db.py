@@ -211,14 +211,20 @@ class _UnderWay:
         self._none = asyncio.Event()
         self._none.set()
 
-    def __enter__(self) -> None:
+    def begin(self) -> None:
         self._count += 1
         self._none.clear()
 
-    def __exit__(self, *exc_info: object) -> None:
+    def end(self) -> None:
         self._count -= 1
         if self._count == 0:
             self._none.set()
+
+    def __enter__(self) -> None:
+        self.begin()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.end()
 
     async def finished(self) -> None:
         await self._none.wait()
@@ -646,7 +652,11 @@ class PostgresTransaction(Transaction):
 class _PostgresTransactionBlock(_TransactionBlock):
     """``DB.transaction()`` of a PostgreSQL DB: a pooled connection held for the block."""
 
-    __slots__ = ("_conn", "_ending", "_started")
+    __slots__ = ("_conn", "_counted", "_ending", "_started")
+
+    def __init__(self, db: DB) -> None:
+        super().__init__(db)
+        self._counted = False
 
     async def __aenter__(self) -> Transaction:
         db = self._db
@@ -655,8 +665,16 @@ class _PostgresTransactionBlock(_TransactionBlock):
             raise DaemonDBError("transaction blocks do not nest: this task is already in one")
         db._check_open()
 
-        with db._calls:  # close() waits for a block that has begun to enter
+        # close() waits for a block from its first step to its end: ending the
+        # lease meanwhile would wait on the block's row locks, and deadlock
+        # with its next write.
+        db._calls.begin()
+        self._counted = True
+        try:
             self._conn, self._started = await _begun(db)
+        except BaseException:
+            self._uncount()
+            raise
         tx = self._tx = PostgresTransaction(
             self._conn, db._path, db._owner, readonly=db._is_readonly
         )
@@ -703,6 +721,7 @@ class _PostgresTransactionBlock(_TransactionBlock):
         finally:
             with contextlib.suppress(ValueError):
                 db._block.reset(self._token)
+            self._uncount()
             db._notify()
         if lost is not None and (exc_type is None or issubclass(exc_type, Exception)):
             raise tx._lost_error()
@@ -716,11 +735,23 @@ class _PostgresTransactionBlock(_TransactionBlock):
         self._stop_watching()
         tx._end()
 
-        with contextlib.suppress(RuntimeError):  # the loop is gone: so is the pool
+        try:
             self._ending = asyncio.get_running_loop().create_task(
                 _given_back(db, self._conn, self._started)
             )
+        except RuntimeError:  # the loop is gone: so is the pool
+            self._uncount()
+        else:
+            self._ending.add_done_callback(lambda _: self._uncount())
             db._notify()
+
+    def _uncount(self) -> None:
+        """The block has ended, or will never end: close() need not wait for it."""
+        if self._counted:
+            self._counted = False
+            db = self._db
+            assert isinstance(db, PostgresDB)
+            db._calls.end()
 
 
 def _nothing() -> None:
