@@ -104,10 +104,12 @@ class DB(Operations):
             path: A file path, or ``":memory:"`` for a database that lives as long
                 as the DB object, or a ``postgresql://`` (or ``postgres://``) URL:
                 a PostgreSQL database, through an asyncpg pool (the ``postgres``
-                extra); then ``busy_timeout`` and ``synchronous`` do not apply.
+                extra); then ``synchronous`` does not apply.
             readonly: Never write: every write raises ReadOnlyError. The file must
                 exist at this release's schema version.
-            busy_timeout: Seconds to wait for another process's write lock.
+            busy_timeout: Seconds to wait for another process's write lock; on
+                PostgreSQL, for any lock another session holds (its
+                ``lock_timeout``, unless the URL sets one).
             synchronous: SQLite's ``synchronous`` setting: ``"OFF"``, ``"NORMAL"``,
                 ``"FULL"`` or ``"EXTRA"``.
             owner: The owner's name, as ``resumable_runs()`` and ``daemon-db`` show
@@ -157,7 +159,7 @@ class DB(Operations):
             )
         me = Owner(new_run_id(), name, process, float(lease))
         if url.is_url(location):
-            return _Opening(_open_postgres(location, readonly, me))
+            return _Opening(_open_postgres(location, readonly, float(busy_timeout), me))
         from ._sqlite.db import SQLiteDB  # not above: it is a subclass of DB
 
         return _Opening(SQLiteDB._connect(location, readonly, float(busy_timeout), str(mode), me))
@@ -601,7 +603,7 @@ class _Opening(Coroutine[Any, Any, "DB"]):
         await self._db.__aexit__(exc_type, exc, traceback)
 
 
-async def _open_postgres(location: str, readonly: bool, owner: Owner) -> DB:
+async def _open_postgres(location: str, readonly: bool, busy_timeout: float, owner: Owner) -> DB:
     """Open the PostgreSQL engine, imported only now: asyncpg is an optional extra."""
     try:
         from ._postgres.db import PostgresDB
@@ -611,7 +613,7 @@ async def _open_postgres(location: str, readonly: bool, owner: Owner) -> DB:
             f" from a checkout ({exc})"
         )
         raise DatabaseError(url.shown_url(location), reason) from None
-    return await PostgresDB._open_url(location, readonly, owner)
+    return await PostgresDB._open_url(location, readonly, busy_timeout, owner)
 
 
 def _location(path: object) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from daemon_db import DB, DatabaseError, InvalidRecordError, SchemaVersionError
+from daemon_db import DB, DatabaseError, InvalidRecordError, RunStatus, SchemaVersionError
 from daemon_db._postgres import schema
 from daemon_db._postgres.url import shown_url
 from tests.helpers import new_run, new_unit
@@ -169,3 +169,53 @@ async def test_a_name_too_long_for_an_index_entry_is_bad_input_naming_it(
         assert raised.value.field in ("UnitRecord.id", "UnitRecord.unit_id")
         assert await db.list_runs() == [run]
         assert await db.list_units_by_run(run.id) == []
+
+
+async def test_a_write_waits_for_another_sessions_lock_at_most_busy_timeout(
+    postgres_url: str,
+) -> None:
+    # Another host's session holds the run's row and does nothing more (idle in
+    # its transaction): without a bound, the write, and a caller's timeout or
+    # cancellation with it, would wait for as long as that session lives.
+    async with DB.open(postgres_url, busy_timeout=0.3) as db:
+        run = await db.create_run(new_run(status="pending"))
+        # The server ends the holder after 20 s: were the wait unbounded, the
+        # writes would then go through, and the test fail rather than hang.
+        other = await asyncpg.connect(
+            postgres_url, server_settings={"idle_in_transaction_session_timeout": "20s"}
+        )
+        try:
+            holding = other.transaction()
+            await holding.start()
+            await other.execute("SELECT 1 FROM runs WHERE id = $1 FOR UPDATE", run.id)
+            for write in (
+                lambda: db.update_run_status(run.id, RunStatus.RUNNING),
+                lambda: db.append_event(run.id, "tick"),
+            ):
+                with pytest.raises(DatabaseError, match="longer than busy_timeout") as raised:
+                    await write()
+                assert "nothing of it committed" in str(raised.value)
+            with pytest.raises(DatabaseError, match="longer than busy_timeout"):
+                async with db.transaction() as tx:
+                    await tx.append_event(run.id, "in a block")
+            await holding.rollback()
+        finally:
+            await other.close()
+        stored = await db.get_run(run.id)
+        assert stored is not None
+        assert stored.status is RunStatus.PENDING
+        assert await db.list_events(run.id) == []
+        await db.append_event(run.id, "free again")
+
+
+@pytest.mark.parametrize(
+    ("busy_timeout", "query", "setting"),
+    [(5.0, "", "5s"), (0, "", "1ms"), (0.25, "", "250ms"), (5.0, "?lock_timeout=1234", "1234ms")],
+)
+async def test_busy_timeout_is_the_sessions_lock_timeout_unless_the_url_sets_one(
+    postgres_url: str, busy_timeout: float, query: str, setting: str
+) -> None:
+    async with DB.open(postgres_url + query, busy_timeout=busy_timeout) as db:
+        assert db._pool is not None  # type: ignore[attr-defined]
+        async with db._pool.acquire() as conn:  # type: ignore[attr-defined]
+            assert await conn.fetchval("SHOW lock_timeout") == setting

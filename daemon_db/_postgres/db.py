@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import urllib.parse
 from collections.abc import Callable
 from datetime import datetime
 from functools import partial
@@ -70,6 +71,20 @@ _SESSION_SETTINGS = {
     "tcp_keepalives_interval": "10",
     "tcp_keepalives_count": "6",
 }
+
+
+def _parameters(url: str) -> set[str]:
+    """The names of the URL's query parameters (which asyncpg sends as settings)."""
+    with contextlib.suppress(ValueError):
+        return {
+            name.lower() for name, _ in urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query)
+        }
+    return set()
+
+
+def _milliseconds(seconds: float) -> int:
+    """``seconds`` as a ``lock_timeout``: 0 there means no limit, and the most is 2**31 - 1."""
+    return min(max(1, round(seconds * 1000)), 2**31 - 1)
 
 
 async def _translated(call: Callable[[], Any], url: str) -> Any:
@@ -283,9 +298,14 @@ class PostgresDB(DB):
         self._releasing: set[asyncio.Future[None]] = set()
 
     @classmethod
-    async def _open_url(cls, url: str, readonly: bool, owner: Owner) -> DB:
+    async def _open_url(cls, url: str, readonly: bool, busy_timeout: float, owner: Owner) -> DB:
         shown = shown_url(url)
         settings = dict(_SESSION_SETTINGS)
+        # Else a write waits for another session's lock for as long as that
+        # session lives (one idle in a transaction, for good), and a cancelled
+        # or timed-out caller with it: SQLite's busy_timeout bounds the same wait.
+        if "lock_timeout" not in _parameters(url):
+            settings["lock_timeout"] = str(_milliseconds(busy_timeout))
         if readonly:
             settings["default_transaction_read_only"] = "on"
         creating = asyncio.ensure_future(

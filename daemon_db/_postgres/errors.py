@@ -45,6 +45,13 @@ _SESSION_ENDED = frozenset(
 
 def translate(exc: BaseException, url: str) -> DatabaseError:
     """Turn a raw asyncpg, PostgreSQL or socket error into the DatabaseError a caller sees."""
+    if isinstance(exc, asyncpg.LockNotAvailableError):
+        return DatabaseError(
+            url,
+            "another session held a lock this needed for longer than busy_timeout (PostgreSQL's"
+            " lock_timeout): its transaction is rolled back, nothing of it committed"
+            " (LockNotAvailableError, SQLSTATE 55P03)",
+        )
     if isinstance(exc, asyncpg.PostgresError):
         code: Any = getattr(exc, "sqlstate", None)
         message = str(exc).strip() or type(exc).__name__

@@ -132,6 +132,9 @@ async def migrate(conn: asyncpg.Connection, url: str) -> None:
         return
     while True:
         async with conn.transaction():
+            # A daemon migrating meanwhile may take longer than busy_timeout:
+            # wait for it, as before any lock_timeout was set.
+            await conn.execute("SET LOCAL lock_timeout = 0")
             await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
             # Read again under the lock: another daemon may have migrated meanwhile.
             application, version, tables = await _found(conn)
