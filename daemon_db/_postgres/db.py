@@ -639,6 +639,11 @@ class PostgresTransaction(Transaction):
             async with self._lock:
                 self._check_usable()
                 connection: Any = self._connection  # an asyncpg connection here
+                if closed(connection):
+                    # asyncpg would say the connection was "released back to
+                    # the pool", as if the caller had misused it.
+                    self._block.lost = _ENDED_WHILE_IDLE
+                    raise self._lost_error()
 
                 async def attempt() -> Any:
                     async with connection.transaction():
@@ -664,7 +669,7 @@ class PostgresTransaction(Transaction):
         """The error for a block whose transaction ended without us."""
         return DatabaseError(
             self._path,
-            f"{self._block.lost}; PostgreSQL rolled the whole transaction back:"
+            f"{self._block.lost}; its transaction can never commit:"
             " nothing done in this transaction block is committed",
         )
 
@@ -723,7 +728,7 @@ class _PostgresTransactionBlock(_TransactionBlock):
         self._stop_watching()
         tx._end()
         if tx.lost is None and closed(self._conn):
-            tx._block.lost = "the connection was lost"
+            tx._block.lost = _ENDED_WHILE_IDLE
         lost = tx.lost
         commit = exc_type is None and lost is None
 
@@ -772,6 +777,12 @@ class _PostgresTransactionBlock(_TransactionBlock):
             db = self._db
             assert isinstance(db, PostgresDB)
             db._calls.end()
+
+
+_ENDED_WHILE_IDLE = (
+    "the session ended while the block waited (the server's idle-in-transaction timeout,"
+    " a restart or pg_terminate_backend, or the network)"
+)
 
 
 def _nothing() -> None:

@@ -195,6 +195,11 @@ async def test_an_idle_in_transaction_timeout_ends_the_block_and_says_so(
                 with pytest.raises(DatabaseError, match=NOTHING) as lost:
                     await tx.append_event(run.id, "too late")
                 _not_asyncpg(lost.value)
+                # What happened, not asyncpg's words for a pooled connection
+                # ("released back to the pool"), which read as the caller's misuse.
+                assert lost.value.reason.startswith("the session ended while the block waited")
+                assert "can never commit" in lost.value.reason
+                assert "pool" not in lost.value.reason
         _not_asyncpg(left.value)
         assert await db.list_events(run.id) == []
         await _works(db, run)
