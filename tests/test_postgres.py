@@ -194,7 +194,7 @@ async def test_a_write_waits_for_another_sessions_lock_at_most_busy_timeout(
             ):
                 with pytest.raises(DatabaseError, match="longer than busy_timeout") as raised:
                     await write()
-                assert "nothing of it committed" in str(raised.value)
+                assert "nothing the call did is kept" in str(raised.value)
             with pytest.raises(DatabaseError, match="longer than busy_timeout"):
                 async with db.transaction() as tx:
                     await tx.append_event(run.id, "in a block")
@@ -219,3 +219,56 @@ async def test_busy_timeout_is_the_sessions_lock_timeout_unless_the_url_sets_one
         assert db._pool is not None  # type: ignore[attr-defined]
         async with db._pool.acquire() as conn:  # type: ignore[attr-defined]
             assert await conn.fetchval("SHOW lock_timeout") == setting
+
+
+# Another tool's edit that would lose or let in writes is refused at a
+# read-write open, as on SQLite (tests/test_schema.py).
+@pytest.mark.parametrize(
+    ("edit", "says", "undo"),
+    [
+        pytest.param(
+            [
+                "CREATE FUNCTION quiet() RETURNS trigger LANGUAGE plpgsql"
+                " AS $$ BEGIN RETURN NULL; END $$",
+                "CREATE TRIGGER quiet BEFORE INSERT ON events"
+                " FOR EACH ROW EXECUTE FUNCTION quiet()",
+            ],
+            "schema: trigger quiet on events is not daemon_db's (another tool added it)",
+            ["DROP TRIGGER quiet ON events"],
+            id="trigger added",
+        ),
+        pytest.param(
+            ["CREATE RULE quiet AS ON INSERT TO events DO INSTEAD NOTHING"],
+            "schema: rule quiet on events is not daemon_db's (another tool added it)",
+            ["DROP RULE quiet ON events"],
+            id="rule added",
+        ),
+        pytest.param(
+            ["DROP INDEX runs_one_active"],
+            "schema: unique index runs_one_active is missing or not valid",
+            [
+                "CREATE UNIQUE INDEX runs_one_active ON runs (feature_branch, repo_path)"
+                " WHERE status IN ('pending', 'running') AND feature_branch IS NOT NULL"
+            ],
+            id="index dropped",
+        ),
+    ],
+)
+async def test_a_schema_another_tool_changed_is_refused_for_writing(
+    postgres_url: str, edit: list[str], says: str, undo: list[str]
+) -> None:
+    async with DB.open(postgres_url) as db:
+        run = await db.create_run(new_run())
+        await db.append_event(run.id, "started")
+    await _execute(postgres_url, *edit)
+    with pytest.raises(DatabaseError, match="another tool changed daemon_db's schema") as raised:
+        await DB.open(postgres_url)
+    assert says in raised.value.reason
+    async with DB.open(postgres_url, readonly=True) as db:
+        assert len(await db.list_events(run.id)) == 1
+        assert says in await db.check()
+    await _execute(postgres_url, *undo)
+    async with DB.open(postgres_url) as db:
+        await db.append_event(run.id, "resumed")
+        assert len(await db.list_events(run.id)) == 2
+        assert await db.check() == []

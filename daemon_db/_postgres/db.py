@@ -73,6 +73,19 @@ _SESSION_SETTINGS = {
 }
 
 
+async def _refuse_changed_schema(conn: Any, url: str) -> None:
+    # check() reports these too, but a daemon would write for days before
+    # anyone ran it; an append a foreign trigger drops is acknowledged and lost.
+    problems = await maintenance.changed_at_open(conn)
+    if problems:
+        reason = (
+            "another tool changed daemon_db's schema, so writes could be lost or a rule go"
+            f" unenforced: {'; '.join(problems)}. Undo the change (`daemon-db check` lists"
+            " each one); the database can still be opened read-only"
+        )
+        raise DatabaseError(url, reason)
+
+
 def _parameters(url: str) -> set[str]:
     """The names of the URL's query parameters (which asyncpg sends as settings)."""
     with contextlib.suppress(ValueError):
@@ -333,6 +346,7 @@ class PostgresDB(DB):
                     await _translated(lambda: schema.verify(conn, shown), shown)
                 else:
                     await _translated(lambda: schema.migrate(conn, shown), shown)
+                    await _translated(lambda: _refuse_changed_schema(conn, shown), shown)
                     async with conn.transaction():
                         await _translated(lambda: owners.ensure(conn, owner=owner), shown)
         except BaseException:

@@ -32,7 +32,7 @@ from .._errors import show
 from .._records import RunStatus, UnitStatus
 from . import schema
 
-__all__ = ["check"]
+__all__ = ["changed_at_open", "check"]
 
 _SHOWN: Final = 20
 """Damaged rows named per table; the rest are counted."""
@@ -195,17 +195,7 @@ async def _schema(conn: Any) -> list[str]:
                 problems.append(
                     f"schema: constraint {name} of {table} is NOT VALID: rows may break it"
                 )
-    indexes = {
-        row[0]: row[1]
-        for row in await conn.fetch(
-            "SELECT c.relname, i.indisunique AND i.indisvalid FROM pg_index i"
-            " JOIN pg_class c ON c.oid = i.indexrelid"
-            " WHERE c.relnamespace = current_schema()::regnamespace"
-        )
-    }
-    for name in UNIQUE_INDEXES:
-        if not indexes.get(name, False):
-            problems.append(f"schema: unique index {name} is missing or not valid")
+    problems += await changed_at_open(conn)
     nullable = {
         (row[0], row[1])
         for row in await conn.fetch(
@@ -217,6 +207,43 @@ async def _schema(conn: Any) -> list[str]:
         for column in columns:
             if (table, column) in nullable:
                 problems.append(f"schema: {table}.{column} has lost its NOT NULL")
+    return problems
+
+
+async def changed_at_open(conn: Any) -> list[str]:
+    """What another tool changed that would lose writes or lift a rule: a read-write open refuses.
+
+    A trigger or rule of its own on one of daemon_db's tables may stop or change
+    any write (a ``BEFORE INSERT`` trigger returning NULL drops an event its
+    append acknowledges); without its unique index, two active runs of a branch
+    are let in. A dropped check or NOT NULL lets in values that reads then
+    report as damaged, and is left to ``check()``.
+    """
+    problems: list[str] = []
+    indexes = {
+        row[0]: row[1]
+        for row in await conn.fetch(
+            "SELECT c.relname, i.indisunique AND i.indisvalid FROM pg_index i"
+            " JOIN pg_class c ON c.oid = i.indexrelid"
+            " WHERE c.relnamespace = current_schema()::regnamespace"
+        )
+    }
+    for name in UNIQUE_INDEXES:
+        if not indexes.get(name, False):
+            problems.append(f"schema: unique index {name} is missing or not valid")
+    for table, kind, name in await conn.fetch(
+        "SELECT c.relname::text, 'trigger', t.tgname::text FROM pg_trigger t"
+        " JOIN pg_class c ON c.oid = t.tgrelid"
+        " WHERE NOT t.tgisinternal AND c.relnamespace = current_schema()::regnamespace"
+        " AND c.relname = ANY($1::text[])"
+        " UNION ALL SELECT tablename::text, 'rule', rulename::text FROM pg_rules"
+        " WHERE schemaname = current_schema() AND tablename = ANY($1::text[])"
+        " ORDER BY 1, 2, 3",
+        list(schema.TABLES),
+    ):
+        problems.append(
+            f"schema: {kind} {name} on {table} is not daemon_db's (another tool added it)"
+        )
     return problems
 
 

@@ -19,7 +19,7 @@ import asyncpg
 
 from .._errors import DatabaseError, SchemaVersionError
 
-__all__ = ["APPLICATION", "MIGRATIONS", "SCHEMA_VERSION", "migrate", "verify"]
+__all__ = ["APPLICATION", "MIGRATIONS", "SCHEMA_VERSION", "TABLES", "migrate", "verify"]
 
 APPLICATION: Final = "daemon_db"
 """The marker in ``daemon_db_meta.application``: this database is daemon_db's."""
@@ -76,7 +76,7 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 """The version this release creates and reads."""
 
-_TABLES = ("daemon_db_meta", "owners", "runs", "units", "events")
+TABLES: Final = ("daemon_db_meta", "owners", "runs", "units", "events")
 
 
 async def _found(conn: asyncpg.Connection) -> tuple[str | None, int, bool]:
@@ -92,7 +92,7 @@ async def _found(conn: asyncpg.Connection) -> tuple[str | None, int, bool]:
             " WHERE schemaname = current_schema()"
         )
     )
-    others = bool(names - set(_TABLES))
+    others = bool(names - set(TABLES))
     if "daemon_db_meta" not in names:
         return None, 0, bool(names)
     row = await conn.fetchrow("SELECT application, version FROM daemon_db_meta")
