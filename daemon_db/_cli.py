@@ -309,7 +309,7 @@ def _add_global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
         "--db",
         metavar="PATH",
         default=os.environ.get("DAEMON_DB") if top else argparse.SUPPRESS,
-        help="the database file (default: $DAEMON_DB)",
+        help="the database file, or a postgresql:// URL (default: $DAEMON_DB)",
     )
     parser.add_argument(
         "--no-color",

@@ -282,8 +282,9 @@ class DB(Operations):
 
         Active runs are never touched, whatever their age. The runs go oldest
         first, in batches of at most a few thousand events and a few
-        milliseconds, each batch its own short transaction (a run is never
-        half-deleted), so that the daemon's writes go on in between. The file
+        milliseconds (on PostgreSQL, 500 runs), each batch its own short
+        transaction (a run is never half-deleted), so that the daemon's writes
+        go on in between. The file
         does not shrink: SQLite reuses the freed pages; ``vacuum()`` gives
         them back to the system.
 
@@ -459,9 +460,9 @@ class DB(Operations):
 
         Use it as ``async for event in db.follow_events(run_id):``. Appends through
         this DB are seen at once, appends by other processes within a poll
-        interval (0.1 s). The iteration ends once the run has reached a finished
-        status and every event appended by then has been yielded, or when the
-        run is deleted.
+        interval (0.1 s); on PostgreSQL, at once from any host (``NOTIFY``).
+        The iteration ends once the run has reached a finished status and every
+        event appended by then has been yielded, or when the run is deleted.
 
         Args:
             run_id: The run's id.

@@ -48,8 +48,8 @@ def translate(exc: BaseException, url: str) -> DatabaseError:
     if isinstance(exc, asyncpg.LockNotAvailableError):
         return DatabaseError(
             url,
-            "another session held a lock this needed for longer than busy_timeout (PostgreSQL's"
-            " lock_timeout): its transaction is rolled back, nothing of it committed"
+            "another session held a lock this call needed for longer than busy_timeout"
+            " (PostgreSQL's lock_timeout): nothing the call did is kept"
             " (LockNotAvailableError, SQLSTATE 55P03)",
         )
     if isinstance(exc, asyncpg.PostgresError):
