@@ -300,13 +300,30 @@ def _as_made(name: str) -> str:
             "schema: index runs_one_active is not as daemon_db makes it (another tool changed it)",
             f"DROP INDEX runs_one_active; {_as_made('runs_one_active')}",
         ),
+        (  # SQLite keeps the table as the statement spelt it
+            "CREATE TRIGGER quiet BEFORE INSERT ON EVENTS BEGIN SELECT RAISE(IGNORE); END",
+            "schema: trigger quiet is not daemon_db's (another tool added it)",
+            "DROP TRIGGER quiet",
+        ),
+        (  # only "sqlite_" names are SQLite's own
+            "CREATE TRIGGER sqlitesync BEFORE INSERT ON events BEGIN SELECT RAISE(IGNORE); END",
+            "schema: trigger sqlitesync is not daemon_db's (another tool added it)",
+            "DROP TRIGGER sqlitesync",
+        ),
         (  # stats() would drift from the next append on
             "DROP TRIGGER events_counted_in",
             "schema: trigger events_counted_in is missing",
             _as_made("events_counted_in"),
         ),
     ],
-    ids=["trigger added", "index dropped", "index made otherwise", "trigger dropped"],
+    ids=[
+        "trigger added",
+        "index dropped",
+        "index made otherwise",
+        "trigger on EVENTS",
+        "trigger named sqlite...",
+        "trigger dropped",
+    ],
 )
 async def test_a_schema_another_tool_changed_is_refused_for_writing(
     db_path: Path, edit: str, says: str, undo: str

@@ -703,6 +703,11 @@ class _PostgresTransactionBlock(_TransactionBlock):
         if db._joined() is not None:
             raise DaemonDBError("transaction blocks do not nest: this task is already in one")
         db._check_open()
+        if self._counted:
+            raise DaemonDBError(
+                "this transaction block is in use by another task: each block needs its own"
+                " db.transaction()"
+            )
 
         # close() waits for a block from its first step to its end: ending the
         # lease meanwhile would wait on the block's row locks, and deadlock

@@ -34,6 +34,9 @@ from . import schema
 
 __all__ = ["changed_at_open", "check"]
 
+_HERE: Final = "(SELECT oid FROM pg_namespace WHERE nspname = current_schema())"
+"""This schema's oid (``current_schema()::regnamespace`` fails on a name that needs quoting)."""
+
 _SHOWN: Final = 20
 """Damaged rows named per table; the rest are counted."""
 
@@ -183,7 +186,7 @@ async def _schema(conn: Any) -> list[str]:
         (row[0], row[1]): row[2]
         for row in await conn.fetch(
             "SELECT conrelid::regclass::text, conname, convalidated FROM pg_constraint"
-            " WHERE connamespace = current_schema()::regnamespace"
+            f" WHERE connamespace = {_HERE}"
         )
     }
     for table, names in CONSTRAINTS.items():
@@ -225,7 +228,7 @@ async def changed_at_open(conn: Any) -> list[str]:
         for row in await conn.fetch(
             "SELECT c.relname, i.indisunique AND i.indisvalid FROM pg_index i"
             " JOIN pg_class c ON c.oid = i.indexrelid"
-            " WHERE c.relnamespace = current_schema()::regnamespace"
+            f" WHERE c.relnamespace = {_HERE}"
         )
     }
     for name in UNIQUE_INDEXES:
@@ -234,7 +237,7 @@ async def changed_at_open(conn: Any) -> list[str]:
     for table, kind, name in await conn.fetch(
         "SELECT c.relname::text, 'trigger', t.tgname::text FROM pg_trigger t"
         " JOIN pg_class c ON c.oid = t.tgrelid"
-        " WHERE NOT t.tgisinternal AND c.relnamespace = current_schema()::regnamespace"
+        f" WHERE NOT t.tgisinternal AND c.relnamespace = {_HERE}"
         " AND c.relname = ANY($1::text[])"
         " UNION ALL SELECT tablename::text, 'rule', rulename::text FROM pg_rules"
         " WHERE schemaname = current_schema() AND tablename = ANY($1::text[])"

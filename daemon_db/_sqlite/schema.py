@@ -270,7 +270,10 @@ def objects(conn: sqlite3.Connection) -> dict[tuple[str, str], SchemaObject]:
     return {
         (kind, name): SchemaObject(table, " ".join(sql.split()) if isinstance(sql, str) else sql)
         for kind, name, table, sql in conn.execute(
-            "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite%'"
+            # SQLite reserves the names that start "sqlite_" (LIKE is
+            # case-insensitive, and "_" must be escaped to mean itself).
+            "SELECT type, name, tbl_name, sql FROM sqlite_master"
+            " WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
         )
     }
 
@@ -313,11 +316,13 @@ def schema_problems(
             problems.append(
                 f"schema: {kind} {name} is not as daemon_db makes it (another tool changed it)"
             )
-    tables = {name for kind, name in made if kind == "table"}
+    # A trigger's table is kept as its statement spelt it ("ON EVENTS"), and
+    # SQLite's names are case-insensitive.
+    tables = {name.lower() for kind, name in made if kind == "table"}
     problems += [
         f"schema: trigger {name} is not daemon_db's (another tool added it)"
         for (kind, name), there in sorted(found.items())
-        if kind == "trigger" and (kind, name) not in made and there.table in tables
+        if kind == "trigger" and (kind, name) not in made and there.table.lower() in tables
     ]
     return problems
 
