@@ -330,3 +330,15 @@ def damage_in(rows: Iterable[Any], read: Callable[[Any], object]) -> list[Damage
         except DamagedRow as exc:
             found.append(exc)
     return found
+
+
+def schema_changed(path: str, problems: Sequence[str]) -> DatabaseError:
+    """Why a read-write open refuses a schema another tool changed (``problems``: what)."""
+    # check() reports these too, but a daemon would write for days before
+    # anyone ran it; an append a foreign trigger drops is acknowledged and lost.
+    reason = (
+        "another tool changed daemon_db's schema, so writes could be lost or a rule go"
+        f" unenforced: {'; '.join(problems)}. Undo the change (`daemon-db check` lists"
+        " each one); it can still be opened read-only"
+    )
+    return DatabaseError(path, reason)

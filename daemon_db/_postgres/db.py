@@ -31,6 +31,7 @@ from .._errors import (
     DaemonDBError,
     DatabaseError,
     ReadOnlyError,
+    schema_changed,
 )
 from .._owner import Held, Owner
 from .._records import Run, RunStatus, Stats, UnitStatus
@@ -74,16 +75,9 @@ _SESSION_SETTINGS = {
 
 
 async def _refuse_changed_schema(conn: Any, url: str) -> None:
-    # check() reports these too, but a daemon would write for days before
-    # anyone ran it; an append a foreign trigger drops is acknowledged and lost.
     problems = await maintenance.changed_at_open(conn)
     if problems:
-        reason = (
-            "another tool changed daemon_db's schema, so writes could be lost or a rule go"
-            f" unenforced: {'; '.join(problems)}. Undo the change (`daemon-db check` lists"
-            " each one); the database can still be opened read-only"
-        )
-        raise DatabaseError(url, reason)
+        raise schema_changed(url, problems)
 
 
 def _parameters(url: str) -> set[str]:

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Final, NamedTuple
 
-from .._errors import DatabaseError, SchemaVersionError, translate
+from .._errors import DatabaseError, SchemaVersionError, schema_changed, translate
 from .migrations import MIGRATIONS, Migration
 from .work import snapshot
 
@@ -328,16 +328,9 @@ def schema_problems(
 
 
 def _refuse_changed_schema(conn: sqlite3.Connection, path: str) -> None:
-    # check() reports these too, but a daemon would write for days before
-    # anyone ran it; an append a foreign trigger drops is acknowledged and lost.
     problems = schema_problems(objects(conn), tables_as_made=False)
     if problems:
-        reason = (
-            "another tool changed daemon_db's schema, so writes could be lost or a rule go"
-            f" unenforced: {'; '.join(problems)}. Undo the change (`daemon-db check` lists"
-            " each one); the file can still be opened read-only"
-        )
-        raise DatabaseError(path, reason)
+        raise schema_changed(path, problems)
 
 
 def _user_version(conn: sqlite3.Connection) -> int:
