@@ -10,7 +10,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from daemon_db import DB, DatabaseError, InvalidRecordError, RunStatus, SchemaVersionError
+from daemon_db import DB, DatabaseError, InvalidRecordError, Run, RunStatus, SchemaVersionError
 from daemon_db._postgres import schema
 from daemon_db._postgres.url import shown_url
 from tests.helpers import new_run, new_unit
@@ -206,6 +206,44 @@ async def test_a_write_waits_for_another_sessions_lock_at_most_busy_timeout(
         assert stored.status is RunStatus.PENDING
         assert await db.list_events(run.id) == []
         await db.append_event(run.id, "free again")
+
+
+async def test_a_block_that_creates_a_run_does_not_hold_up_the_dbs_other_writes(
+    postgres_url: str,
+) -> None:
+    # Every create and claim registers the DB as the runs' owner in the same
+    # statement. Were the owner's row locked by a block that created a run
+    # (an upsert locks the row it meets, even when it updates nothing), the
+    # DB's other creates, claims and lease renewal would fail after
+    # busy_timeout while the block ran on (preparing a worktree, say).
+    async with DB.open(postgres_url, busy_timeout=0.3) as db:
+        created = asyncio.Event()
+        done = asyncio.Event()
+
+        async def long_block() -> Run:
+            async with db.transaction() as tx:
+                run = await tx.create_run(new_run(status="pending"))
+                created.set()
+                await done.wait()
+            return run
+
+        async def short_block() -> Run:
+            async with db.transaction() as tx:
+                return await tx.create_run(new_run())
+
+        blocking = asyncio.create_task(long_block())
+        await created.wait()
+        try:
+            others = [await db.create_run(new_run(status="pending"))]
+            others.append(await short_block())
+            await db._renew_lease()  # type: ignore[attr-defined]
+            claimed = await db.claim_resumable_runs()
+        finally:
+            done.set()
+        in_block = await blocking
+        # Runs the DB already holds are not claimed again; the block's is its own.
+        assert claimed.resumed == []
+        assert {run.id for run in await db.list_runs()} == {in_block.id, *(r.id for r in others)}
 
 
 @pytest.mark.parametrize(

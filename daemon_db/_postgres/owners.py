@@ -84,11 +84,22 @@ def _hold(first: int) -> str:
 
     A claimer that found the owner dead removed its row: it is registered
     again. Its lease is renewed only if less than half of it is left: the DB
-    renews it every third, so a healthy owner's row is not written again by
-    each create.
+    renews it every third. A healthy owner's row is neither written nor
+    locked: an upsert locks the row it conflicts with even when its ``DO
+    UPDATE ... WHERE`` is false, and a transaction block that created a run
+    would hold the row, and so stall the DB's other creates, claims and lease
+    renewal, until it ends.
     """
-    lease = f"make_interval(secs => ${first + 6})"
-    return f"{_register(first)} WHERE owners.lease_until < now() + {lease} / 2"
+    id_, name, host, machine, pid, started, lease = (f"${first + i}" for i in range(7))
+    half = f"make_interval(secs => {lease}::float8) / 2"
+    return (
+        "INSERT INTO owners (id, name, host, machine, pid, started, lease_until)"
+        f" SELECT {id_}::text, {name}::text, {host}::text, {machine}::text, {pid}::bigint,"
+        f" {started}::text, now() + make_interval(secs => {lease}::float8)"
+        f" WHERE NOT EXISTS (SELECT FROM owners WHERE id = {id_} AND lease_until >= now() + {half})"
+        " ON CONFLICT (id) DO UPDATE SET lease_until = excluded.lease_until"
+        f" WHERE owners.lease_until < now() + {half}"
+    )
 
 
 _HOLD = f"WITH held AS ({_hold(14)})"
@@ -277,7 +288,7 @@ async def claim(
     conn: asyncpg.Connection, *, owner: Owner, max_attempts: int | None
 ) -> tuple[list[ResumableRun], list[Run], list[damage.DamagedRow]]:
     """Take every active run no live owner holds; give up those past ``max_attempts``."""
-    await ensure(conn, owner=owner)
+    await conn.execute(_hold(1), *_registration(owner))
     dead = [
         row[0]
         for row in await conn.fetch(
