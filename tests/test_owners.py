@@ -251,6 +251,18 @@ async def test_an_owner_whose_row_was_removed_is_registered_again_by_its_next_wr
         assert (await other.claim_resumable_runs()).resumed == []
 
 
+async def test_start_up_reads_a_run_whose_owner_row_another_tool_removed_as_unheld(
+    where: str | Path,
+) -> None:
+    async with DB.open(where, owner="gone") as gone, DB.open(where, owner="other") as other:
+        made = await gone.create_run(new_run(status="running"))
+        held = await other.create_run(new_run(status="pending"))
+        await _raw(where, "DELETE FROM owners WHERE name = 'gone'")
+        found = {item.run.id: item for item in await other.resumable_runs()}
+        assert (found[made.id].owner, found[made.id].owner_alive) == (None, False)
+        assert (found[held.id].owner, found[held.id].owner_alive) == ("other", True)
+
+
 async def test_writes_leave_a_running_lease_to_the_renewal_timer(where: str | Path) -> None:
     # The DB renews its lease every third of it; a write finding more than
     # half of it left does not write it again, one finding less (renewals

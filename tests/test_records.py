@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import pickle
 import threading
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -22,7 +24,7 @@ from daemon_db import (
     new_run_id,
 )
 from daemon_db._ids import new_run_id as ids_new_run_id
-from daemon_db._records import unchecked_replace
+from daemon_db._records import loader, unchecked_replace
 from daemon_db._timestamps import from_text, to_text
 from tests.helpers import new_run
 
@@ -55,6 +57,33 @@ def test_records_are_frozen_slotted_keyword_only() -> None:
         assert hasattr(record, "__slots__")
     with pytest.raises(TypeError):
         Run("id", "branch")  # type: ignore[misc]
+
+
+def test_a_loaded_record_is_the_record_its_constructor_makes() -> None:
+    # Listings build records through loader(), which makes them as instances of
+    # an unfrozen twin class and then gives them their own: nothing of that
+    # may show.
+    run = new_run(status="running", started_at=datetime.now(UTC))
+    unit = UnitRecord(run_id=run.id, unit_id="u", status=UnitStatus.RUNNING)
+    event = EventRecord(
+        id=1,
+        run_id=run.id,
+        sequence=1,
+        event_type="t",
+        unit_id=None,
+        payload_json="{}",
+        created_at=datetime.now(UTC),
+    )
+    resumable = ResumableRun(run=run, units=[unit], next_sequence=2, owner="d")
+    for record in (run, unit, event, resumable):
+        cls = type(record)
+        loaded = loader(cls)(*(getattr(record, f.name) for f in dataclasses.fields(record)))
+        assert type(loaded) is cls
+        assert loaded == record
+        assert pickle.loads(pickle.dumps(loaded)) == record
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(loaded, dataclasses.fields(record)[0].name, None)
+        assert not hasattr(loaded, "__dict__")
 
 
 def test_new_run_ids_are_ulids_that_sort_in_the_order_made() -> None:
