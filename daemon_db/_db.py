@@ -302,7 +302,7 @@ class DB(Operations):
                 or ``dry_run`` is not a bool.
             ReadOnlyError: The DB was opened read-only (and ``dry_run`` is False).
             ClosedError: The DB is closed.
-            DatabaseError: SQLite failed, or a run's row is damaged
+            DatabaseError: The database failed, or a run's row is damaged
                 (``DamagedRecordError``). The batches before the failing one
                 are committed: unlike other calls, a prune that raises may have
                 deleted runs; a dry run lists those left.
@@ -328,7 +328,7 @@ class DB(Operations):
 
         Raises:
             ClosedError: The DB is closed.
-            DatabaseError: SQLite failed.
+            DatabaseError: The database failed.
         """
 
     async def check(self, *, quick: bool = False) -> list[str]:
@@ -352,7 +352,7 @@ class DB(Operations):
         Raises:
             InvalidRecordError: ``quick`` is not a bool.
             ClosedError: The DB is closed.
-            DatabaseError: SQLite failed.
+            DatabaseError: The database failed.
         """
         if not isinstance(quick, bool):
             raise InvalidRecordError("quick", quick, "must be a bool")
@@ -380,7 +380,8 @@ class DB(Operations):
             DaemonDBError: Called inside a transaction block.
             ReadOnlyError: The DB was opened read-only.
             ClosedError: The DB is closed.
-            DatabaseError: SQLite failed (the disk needs room for a copy of the file).
+            DatabaseError: The database failed (SQLite needs room on the disk for a copy
+                of the file).
         """
 
     @abc.abstractmethod
@@ -412,7 +413,7 @@ class DB(Operations):
                 be written; or, whatever ``overwrite`` says, it is this database or
                 one of its files (through any link), a folder, not a regular file,
                 or has a ``-wal`` or ``-shm`` file beside it (a database that may be
-                in use); or SQLite failed.
+                in use); or SQLite failed; on PostgreSQL, always (use ``pg_dump``).
             InvalidRecordError: ``destination`` is not a file path, or ``overwrite``
                 is not a bool.
             DaemonDBError: Called inside a transaction block, which it would copy
@@ -451,8 +452,8 @@ class DB(Operations):
                 do not nest).
             ReadOnlyError: A write inside the block, if the DB was opened read-only.
             ClosedError: On entering, if the DB is closed.
-            DatabaseError: SQLite failed to begin or commit the transaction, or
-                rolled it back by itself: nothing in the block was committed.
+            DatabaseError: The database failed to begin or commit the transaction,
+                or rolled it back by itself: nothing in the block was committed.
         """
 
     def follow_events(self, run_id: str, since: int = 0) -> AsyncIterator[EventRecord]:
@@ -477,7 +478,7 @@ class DB(Operations):
             InvalidRecordError: An argument is invalid (raised by the call itself).
             ClosedError: The DB is closed (raised by the call, or by the next step
                 once the DB closes).
-            DatabaseError: SQLite failed.
+            DatabaseError: The database failed.
         """
         run_id = check.name("run_id", run_id)
         since = check.count("since", since, minimum=0)

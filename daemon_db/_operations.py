@@ -95,7 +95,7 @@ class Operations(abc.ABC):
             InvalidRecordError: ``run`` is not a valid Run.
             ReadOnlyError: The DB was opened read-only.
             ClosedError: The DB is closed.
-            DatabaseError: SQLite failed (the file is damaged, full, or cannot be written).
+            DatabaseError: The database failed (damaged, full, or not writable).
         """
         run = _record("run", run, Run)
         return await self._write(self._queries.create_run(run=run, owner=self._owner))
@@ -112,7 +112,7 @@ class Operations(abc.ABC):
         Raises:
             InvalidRecordError: ``run_id`` is not a valid id.
             ClosedError: The DB is closed.
-            DatabaseError: SQLite failed.
+            DatabaseError: The database failed.
         """
         run_id = check.name("run_id", run_id)
         return await self._read(self._queries.get_run(run_id=run_id))
@@ -133,7 +133,7 @@ class Operations(abc.ABC):
         Raises:
             InvalidRecordError: A value is not a valid branch or path.
             ClosedError: The DB is closed.
-            DatabaseError: SQLite failed.
+            DatabaseError: The database failed.
         """
         feature_branch = check.name("feature_branch", feature_branch)
         repo_path = check.name("repo_path", repo_path)
@@ -175,7 +175,7 @@ class Operations(abc.ABC):
             InvalidRecordError: A value is invalid, such as an unknown status.
             ReadOnlyError: The DB was opened read-only.
             ClosedError: The DB is closed.
-            DatabaseError: SQLite failed.
+            DatabaseError: The database failed.
         """
         run_id = check.name("run_id", run_id)
         status = check.member("status", status, RunStatus)
@@ -199,7 +199,7 @@ class Operations(abc.ABC):
         Raises:
             InvalidRecordError: ``status`` is not a RunStatus.
             ClosedError: The DB is closed.
-            DatabaseError: SQLite failed.
+            DatabaseError: The database failed.
         """
         return await self.list_runs(status=check.member("status", status, RunStatus))
 
@@ -211,7 +211,7 @@ class Operations(abc.ABC):
 
         Raises:
             ClosedError: The DB is closed.
-            DatabaseError: SQLite failed.
+            DatabaseError: The database failed.
         """
         return await self.list_runs(status=ACTIVE_RUN_STATUSES)
 
@@ -228,7 +228,7 @@ class Operations(abc.ABC):
             InvalidRecordError: ``run_id`` is not a valid id.
             ReadOnlyError: The DB was opened read-only.
             ClosedError: The DB is closed.
-            DatabaseError: SQLite failed.
+            DatabaseError: The database failed.
         """
         run_id = check.name("run_id", run_id)
         return await self._write(self._queries.delete_run(run_id=run_id))
@@ -262,7 +262,7 @@ class Operations(abc.ABC):
         Raises:
             InvalidRecordError: A filter has an invalid value.
             ClosedError: The DB is closed.
-            DatabaseError: SQLite failed.
+            DatabaseError: The database failed.
         """
         statuses = _statuses(status)
         query = partial(
@@ -304,7 +304,7 @@ class Operations(abc.ABC):
             InvalidRecordError: ``unit`` is not a valid UnitRecord.
             ReadOnlyError: The DB was opened read-only.
             ClosedError: The DB is closed.
-            DatabaseError: SQLite failed.
+            DatabaseError: The database failed.
         """
         unit = _record("unit", unit, UnitRecord)
         return await self._write(self._queries.create_unit(unit=unit))
@@ -321,7 +321,7 @@ class Operations(abc.ABC):
         Raises:
             InvalidRecordError: ``unit_record_id`` is not a valid id.
             ClosedError: The DB is closed.
-            DatabaseError: SQLite failed.
+            DatabaseError: The database failed.
         """
         unit_record_id = check.name("unit_record_id", unit_record_id)
         return await self._read(self._queries.get_unit(unit_record_id=unit_record_id))
@@ -356,7 +356,7 @@ class Operations(abc.ABC):
             InvalidRecordError: A value is invalid, such as an unknown status.
             ReadOnlyError: The DB was opened read-only.
             ClosedError: The DB is closed.
-            DatabaseError: SQLite failed.
+            DatabaseError: The database failed.
         """
         unit_record_id = check.name("unit_record_id", unit_record_id)
         status = check.member("status", status, UnitStatus)
@@ -389,7 +389,7 @@ class Operations(abc.ABC):
             InvalidRecordError: A value is not a valid id, branch or path.
             ReadOnlyError: The DB was opened read-only.
             ClosedError: The DB is closed.
-            DatabaseError: SQLite failed.
+            DatabaseError: The database failed.
         """
         unit_record_id = check.name("unit_record_id", unit_record_id)
         branch = check.name("branch", branch)
@@ -414,7 +414,7 @@ class Operations(abc.ABC):
         Raises:
             InvalidRecordError: ``run_id`` is not a valid id.
             ClosedError: The DB is closed.
-            DatabaseError: SQLite failed.
+            DatabaseError: The database failed.
         """
         return await self._units(run_id, None)
 
@@ -432,7 +432,7 @@ class Operations(abc.ABC):
         Raises:
             InvalidRecordError: A value is invalid, such as an unknown status.
             ClosedError: The DB is closed.
-            DatabaseError: SQLite failed.
+            DatabaseError: The database failed.
         """
         return await self._units(run_id, check.member("status", status, UnitStatus))
 
@@ -473,7 +473,7 @@ class Operations(abc.ABC):
                 (NaN and infinity included) or exceeds 1 MiB once encoded.
             ReadOnlyError: The DB was opened read-only.
             ClosedError: The DB is closed.
-            DatabaseError: SQLite failed.
+            DatabaseError: The database failed.
         """
         run_id = check.name("run_id", run_id)
         event_type = check.name("event_type", event_type)
@@ -502,7 +502,7 @@ class Operations(abc.ABC):
             RunNotFoundError: There is no run with this id.
             InvalidRecordError: ``run_id`` is not a valid id.
             ClosedError: The DB is closed.
-            DatabaseError: SQLite failed.
+            DatabaseError: The database failed.
         """
         run_id = check.name("run_id", run_id)
         return await self._read(self._queries.next_sequence(run_id=run_id))
@@ -519,7 +519,7 @@ class Operations(abc.ABC):
         Raises:
             InvalidRecordError: ``run_id`` is not a valid id.
             ClosedError: The DB is closed.
-            DatabaseError: SQLite failed.
+            DatabaseError: The database failed.
         """
         return await self.list_events_since(run_id, 0)
 
@@ -537,7 +537,7 @@ class Operations(abc.ABC):
         Raises:
             InvalidRecordError: A value is invalid, such as a negative sequence.
             ClosedError: The DB is closed.
-            DatabaseError: SQLite failed.
+            DatabaseError: The database failed.
         """
         run_id = check.name("run_id", run_id)
         sequence = check.count("sequence", sequence, minimum=0)
@@ -577,7 +577,7 @@ class Operations(abc.ABC):
                 invalid.
             ReadOnlyError: The DB was opened read-only.
             ClosedError: The DB is closed.
-            DatabaseError: SQLite failed.
+            DatabaseError: The database failed.
         """
         run_id = check.name("run_id", run_id)
         status = check.member("status", status, RunStatus)
@@ -612,7 +612,7 @@ class Operations(abc.ABC):
 
         Raises:
             ClosedError: The DB is closed.
-            DatabaseError: SQLite failed.
+            DatabaseError: The database failed.
         """
         found, damaged = await self._read(self._queries.resumable())
         return ResumableRuns(found, (row.error(self._path) for row in damaged))
@@ -641,7 +641,7 @@ class Operations(abc.ABC):
             InvalidRecordError: ``max_attempts`` is not None or an int >= 0.
             ReadOnlyError: The DB was opened read-only.
             ClosedError: The DB is closed.
-            DatabaseError: SQLite failed.
+            DatabaseError: The database failed.
         """
         if max_attempts is not None:
             max_attempts = check.count("max_attempts", max_attempts, minimum=0)
@@ -692,7 +692,7 @@ class Operations(abc.ABC):
             RunNotFoundError: There is no run with this id.
             ReadOnlyError: The DB was opened read-only.
             ClosedError: The DB is closed.
-            DatabaseError: SQLite failed.
+            DatabaseError: The database failed.
         """
         run_id = check.name("run_id", run_id)
         return await self._write(self._queries.release_run(run_id=run_id))
@@ -734,7 +734,7 @@ class Operations(abc.ABC):
             ClosedError: The DB is closed (raised by the next step).
             DamagedRecordError: A run's stored row is damaged (another tool
                 wrote it); every run before it has been yielded.
-            DatabaseError: SQLite failed.
+            DatabaseError: The database failed.
         """
         return self._runs_stream(
             self._queries.list_runs_page,
@@ -823,7 +823,7 @@ class Operations(abc.ABC):
             ClosedError: The DB is closed (raised by the next step).
             DamagedRecordError: An event's stored row is damaged (another tool
                 wrote it); every event before it has been yielded.
-            DatabaseError: SQLite failed.
+            DatabaseError: The database failed.
         """
         run_id = check.name("run_id", run_id)
         since = check.count("since", since, minimum=0)

@@ -264,7 +264,9 @@ class EventRecord:
         """
         if self.payload_json is None:
             return None
-        return check.decoded("EventRecord.payload_json", self.payload_json)
+        # Read long after the listing that made the record: say which event it is.
+        where = f", in event {self.id} (run {self.run_id}, sequence {self.sequence})"
+        return check.decoded("EventRecord.payload_json", self.payload_json, of=where)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -163,12 +163,12 @@ def payload_json(field: str, value: object) -> str:
     return value
 
 
-def decoded(field: str, value: str) -> Any:
-    """JSON text decoded; InvalidRecordError naming ``field`` if it is not JSON."""
+def decoded(field: str, value: str, *, of: str = "") -> Any:
+    """JSON text decoded; InvalidRecordError naming ``field`` (of ``of``) if it is not JSON."""
     try:
         return _DECODER.decode(value)
     except (ValueError, RecursionError) as exc:
-        raise InvalidRecordError(field, value, f"is not valid JSON ({exc})") from None
+        raise InvalidRecordError(field, value, f"is not valid JSON ({exc}){of}") from None
 
 
 def _json_text(field: str, value: object) -> Any:

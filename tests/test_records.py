@@ -178,6 +178,7 @@ def test_an_event_s_payload_json_must_be_json(text: str) -> None:
     with pytest.raises(InvalidRecordError) as raised:
         _ = damaged.payload
     assert raised.value.field == "EventRecord.payload_json"
+    assert "in event 1 (run r, sequence 1)" in str(raised.value)
 
 
 def test_only_a_finished_record_has_completed_at() -> None:
