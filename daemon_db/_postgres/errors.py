@@ -46,11 +46,15 @@ _SESSION_ENDED = frozenset(
 def translate(exc: BaseException, url: str) -> DatabaseError:
     """Turn a raw asyncpg, PostgreSQL or socket error into the DatabaseError a caller sees."""
     if isinstance(exc, asyncpg.LockNotAvailableError):
+        bound = (
+            "the URL's lock_timeout"
+            if "lock_timeout=" in url.partition("?")[2]
+            else "busy_timeout (PostgreSQL's lock_timeout)"
+        )
         return DatabaseError(
             url,
-            "another session held a lock this call needed for longer than busy_timeout"
-            " (PostgreSQL's lock_timeout): nothing the call did is kept"
-            " (LockNotAvailableError, SQLSTATE 55P03)",
+            f"another session held a lock this call needed for longer than {bound}:"
+            " nothing the call did is kept (LockNotAvailableError, SQLSTATE 55P03)",
         )
     if isinstance(exc, asyncpg.PostgresError):
         code: Any = getattr(exc, "sqlstate", None)
