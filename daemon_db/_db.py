@@ -67,6 +67,7 @@ class DB(Operations):
             "daemon_db_block", default=None
         )
         self._closing: asyncio.Task[None] | None = None
+        self._kept: DaemonDBError | None = None  # why a clean close kept its runs
         self._change: asyncio.Future[None] | None = None
         self._loop = asyncio.get_running_loop()
 
@@ -202,6 +203,9 @@ class DB(Operations):
         """Close the database after the writes and transactions already under way.
 
         Safe to call twice; calls made once closing has begun raise ClosedError.
+        The runs this DB holds are handed back; if that fails (a full disk, a
+        lock held past ``busy_timeout``), a ``RuntimeWarning`` says so, and a
+        claim takes them once the lease runs out, counting an attempt.
 
         Raises:
             DaemonDBError: Called inside a transaction block, which it would wait for.
@@ -222,6 +226,15 @@ class DB(Operations):
         if self._closing is None:
             self._closing = asyncio.create_task(self._shut_down(crashed=crashed))
         await asyncio.shield(self._closing)
+        kept, self._kept = self._kept, None
+        if kept is not None:
+            warnings.warn(
+                f"{self._path}: close() could not hand back the runs this DB holds"
+                f" ({getattr(kept, 'reason', kept)}); a claim takes them once its lease"
+                " runs out, counting an attempt for each",
+                RuntimeWarning,
+                stacklevel=3,
+            )
 
     async def _shut_down(self, *, crashed: bool) -> None:
         self._notify()  # followers wake up and find the DB closed
@@ -257,10 +270,13 @@ class DB(Operations):
         so that the next claim counts the takeover: a run whose resumption raises
         does not crash-loop the daemon past ``max_attempts``.
         """
-        # If it fails (a full disk), the runs are found when the lease expires; closing
-        # must not fail for it.
-        with contextlib.suppress(DaemonDBError):
+        # If it fails (a full disk, a lock held too long), the runs are found when the
+        # lease expires; closing must not fail for it, but a clean close says so.
+        try:
             await self._end_lease(crashed=crashed)
+        except DaemonDBError as exc:
+            if not crashed:
+                self._kept = exc  # said by _close, once the connections are closed
 
     @abc.abstractmethod
     async def _end_lease(self, *, crashed: bool) -> None:

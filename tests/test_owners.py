@@ -251,6 +251,26 @@ async def test_an_owner_whose_row_was_removed_is_registered_again_by_its_next_wr
         assert (await other.claim_resumable_runs()).resumed == []
 
 
+async def test_a_close_that_cannot_hand_back_its_runs_warns(tmp_path: Path) -> None:
+    # Another process holds the write lock past busy_timeout: the runs stay
+    # held until the lease runs out, and their takeover counts an attempt,
+    # which a caller who closed cleanly would not expect without a word.
+    path = tmp_path / "held.db"
+    db = await DB.open(path, busy_timeout=0.2, lease=1.0)
+    run = await db.create_run(new_run(status="running"))
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as other:
+        other.execute("BEGIN IMMEDIATE")
+        with pytest.warns(RuntimeWarning, match="could not hand back the runs") as warned:
+            await db.close()
+        other.execute("ROLLBACK")
+    assert str(path) in str(warned[0].message)
+    async with DB.open(path) as next_daemon:
+        assert (await next_daemon.claim_resumable_runs()).resumed == []  # the lease runs
+        await asyncio.sleep(1.2)
+        [taken] = (await next_daemon.claim_resumable_runs()).resumed
+        assert (taken.run.id, taken.attempt) == (run.id, 1)
+
+
 async def test_start_up_reads_a_run_whose_owner_row_another_tool_removed_as_unheld(
     where: str | Path,
 ) -> None:

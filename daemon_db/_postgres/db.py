@@ -505,7 +505,17 @@ class PostgresDB(DB):
 
     async def _end_lease(self, *, crashed: bool) -> None:
         end = owners.expire if crashed else owners.release
-        await self._run(partial(end, owner=self._owner), write=True)
+        try:
+            await self._run(partial(end, owner=self._owner), write=True)
+        except DatabaseError as exc:
+            if "SQLSTATE 55P03" not in exc.reason:  # not the wait's own bound
+                raise
+            waited = owners.LEASE_END_WAIT_MS / 1000
+            raise DatabaseError(
+                self._path,
+                f"another session held a row of this DB's for more than {waited:g} s,"
+                " the most closing waits (SQLSTATE 55P03)",
+            ) from None
 
     # Looking after the database
 
