@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import enum
+import sys
+import sysconfig
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 from datetime import datetime
@@ -381,7 +383,15 @@ def _normalise(record: object, name: str, value: object) -> None:
 R = TypeVar("R")
 
 
-def loader(cls: type[R]) -> Callable[..., R]:
+_TWINS: Final = sys.implementation.name == "cpython" and not sysconfig.get_config_var(
+    "Py_GIL_DISABLED"
+)
+"""Whether ``loader`` may make records through a twin class: on CPython with its
+GIL. PyPy has refused ``__class__`` assignment between such classes, and a
+free-threaded CPython stops every thread for one."""
+
+
+def loader(cls: type[R], *, twin: bool = _TWINS) -> Callable[..., R]:
     """A constructor for ``cls`` taking its field values in order, without validation.
 
     Only for rows read back from our own database, whose values were checked on
@@ -389,17 +399,22 @@ def loader(cls: type[R]) -> Callable[..., R]:
     record is made as an instance of a plain class with the same slots, whose
     attributes Python stores directly, and then given its own class, which
     CPython allows between classes of one layout. Setting a frozen record's
-    slots instead takes a descriptor call each: twice the time for a unit.
+    slots instead takes a descriptor call each: twice the time for a unit. That
+    is the way without ``twin``.
     """
     names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
-    namespace: dict[str, Any] = {
-        "new": object.__new__,
-        "cls": cls,
-        "unfrozen": type(f"Unfrozen{cls.__name__}", (), {"__slots__": tuple(names)}),
-    }
-    lines = [f"def load({', '.join(names)}):", "    record = new(unfrozen)"]
-    lines += [f"    record.{name} = {name}" for name in names]
-    lines += ["    record.__class__ = cls", "    return record"]
+    namespace: dict[str, Any] = {"new": object.__new__, "cls": cls}
+    lines = [f"def load({', '.join(names)}):"]
+    if twin:
+        namespace["unfrozen"] = type(f"Unfrozen{cls.__name__}", (), {"__slots__": tuple(names)})
+        lines.append("    record = new(unfrozen)")
+        lines += [f"    record.{name} = {name}" for name in names]
+        lines.append("    record.__class__ = cls")
+    else:
+        namespace.update({f"set_{name}": getattr(cls, name).__set__ for name in names})
+        lines.append("    record = new(cls)")
+        lines += [f"    set_{name}(record, {name})" for name in names]
+    lines.append("    return record")
     exec("\n".join(lines), namespace)
     load: Callable[..., R] = namespace["load"]
     return load

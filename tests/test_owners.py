@@ -281,6 +281,37 @@ async def test_start_up_reads_a_run_whose_owner_row_another_tool_removed_as_unhe
         found = {item.run.id: item for item in await other.resumable_runs()}
         assert (found[made.id].owner, found[made.id].owner_alive) == (None, False)
         assert (found[held.id].owner, found[held.id].owner_alive) == ("other", True)
+        # Held by nobody, it is claimed (it was left out of every claim).
+        assert [item.run.id for item in (await other.claim_resumable_runs()).resumed] == [made.id]
+
+
+async def test_owner_rows_another_tool_wrote_do_not_stop_a_start_up(tmp_path: Path) -> None:
+    path = tmp_path / "odd-owners.db"
+    async with DB.open(path, owner="maker") as db:
+        runs = [await db.create_run(new_run(status="running")) for _ in range(2)]
+    lease = "'2999-01-01T00:00:00.000000Z'"
+    await _raw(
+        path,
+        # Holding nothing, with a name that is not UTF-8: start-up read every
+        # owner once, and failed to decode it.
+        "INSERT INTO owners VALUES"
+        f" ('junk', CAST(X'FF' AS TEXT), 'h', 'elsewhere', 1, NULL, {lease})",
+        # A lease of 5 is stored as the text '5', which sorts after every date:
+        # its owner was alive for ever, its run never claimed.
+        "INSERT INTO owners VALUES ('five', 'five', 'h', 'elsewhere', 1, NULL, 5)",
+        # A name stored as a blob: giving its run up failed to encode the event.
+        "INSERT INTO owners VALUES ('blob', X'6162', 'h', 'elsewhere', 1, NULL, 5)",
+        f"UPDATE runs SET owner_id = 'five' WHERE id = '{runs[0].id}'",
+        f"UPDATE runs SET owner_id = 'blob', attempts = 3 WHERE id = '{runs[1].id}'",
+    )
+    async with DB.open(path, owner="next") as db:
+        found = {item.run.id: item for item in await db.resumable_runs()}
+        assert [found[run.id].owner_alive for run in runs] == [False, False]
+        claimed = await db.claim_resumable_runs()
+        assert [item.run.id for item in claimed.resumed] == [runs[0].id]
+        assert [run.id for run in claimed.abandoned] == [runs[1].id]
+        [event] = await db.list_events(runs[1].id)
+        assert event.payload == {"attempts": 4, "max_attempts": 3, "owner": "ab"}
 
 
 async def test_writes_leave_a_running_lease_to_the_renewal_timer(where: str | Path) -> None:

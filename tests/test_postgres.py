@@ -250,6 +250,44 @@ async def test_a_block_that_creates_a_run_does_not_hold_up_the_dbs_other_writes(
         assert {run.id for run in await db.list_runs()} == {in_block.id, *(r.id for r in others)}
 
 
+async def test_a_create_in_a_block_judges_the_lease_by_the_clock_not_the_block_s_start(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Inside a block now() is when the block began. A lease that ran out since
+    # (its renewals failing) passed for fresh, so the create did not register
+    # the owner again; another DB's claim had meanwhile found it dead and
+    # deleted its row, and the create failed its foreign key.
+    async with DB.open(postgres_url, owner="a", lease=1.0) as a, DB.open(postgres_url) as b:
+
+        async def failing() -> None:
+            raise DatabaseError(postgres_url, "renewal failing")
+
+        monkeypatch.setattr(a, "_renew_lease", failing)
+        await type(a)._renew_lease(a)  # type: ignore[attr-defined]
+        claimed, go = asyncio.Event(), asyncio.Event()
+
+        async def a_block() -> Run:
+            async with a.transaction() as tx:
+                await tx.get_run("none")  # the block's transaction, and its now(), begin
+                await claimed.wait()
+                go.set()
+                return await tx.create_run(new_run(status="running"))
+
+        async def b_block() -> None:
+            async with b.transaction() as tx:
+                assert (await tx.claim_resumable_runs()).resumed == []  # deletes a's row
+                claimed.set()
+                await go.wait()
+                await asyncio.sleep(0.3)  # a's create waits for this block's delete
+
+        creating = asyncio.create_task(a_block())
+        await asyncio.sleep(1.3)  # a's lease runs out
+        await b_block()
+        made = await creating
+        [item] = await b.resumable_runs()
+        assert (item.run.id, item.owner, item.owner_alive) == (made.id, "a", True)
+
+
 @pytest.mark.parametrize(
     ("busy_timeout", "query", "setting"),
     [(5.0, "", "5s"), (0, "", "1ms"), (0.25, "", "250ms"), (5.0, "?lock_timeout=1234", "1234ms")],

@@ -89,16 +89,22 @@ def _hold(first: int) -> str:
     UPDATE ... WHERE`` is false, and a transaction block that created a run
     would hold the row, and so stall the DB's other creates, claims and lease
     renewal, until it ends.
+
+    The lease is judged by ``clock_timestamp()``: in a block, ``now()`` is
+    when the block began, and a lease that ran out since (renewals failing)
+    would pass for fresh while a claimer deletes the row, and the run's
+    insert then fail its foreign key.
     """
     id_, name, host, machine, pid, started, lease = (f"${first + i}" for i in range(7))
     half = f"make_interval(secs => {lease}::float8) / 2"
     return (
         "INSERT INTO owners (id, name, host, machine, pid, started, lease_until)"
         f" SELECT {id_}::text, {name}::text, {host}::text, {machine}::text, {pid}::bigint,"
-        f" {started}::text, now() + make_interval(secs => {lease}::float8)"
-        f" WHERE NOT EXISTS (SELECT FROM owners WHERE id = {id_} AND lease_until >= now() + {half})"
+        f" {started}::text, clock_timestamp() + make_interval(secs => {lease}::float8)"
+        " WHERE NOT EXISTS"
+        f" (SELECT FROM owners WHERE id = {id_} AND lease_until >= clock_timestamp() + {half})"
         " ON CONFLICT (id) DO UPDATE SET lease_until = excluded.lease_until"
-        f" WHERE owners.lease_until < now() + {half}"
+        f" WHERE owners.lease_until < clock_timestamp() + {half}"
     )
 
 
@@ -300,7 +306,9 @@ async def claim(
     # SKIP LOCKED: a run another claimer is taking right now is its, not ours.
     run_rows = await conn.fetch(
         f"{_RESUMABLE} WHERE runs.status IN ('pending', 'running')"
-        " AND (runs.owner_id IS NULL OR runs.owner_id = ANY($1::text[]))"
+        " AND (runs.owner_id IS NULL OR runs.owner_id = ANY($1::text[])"
+        # No owner row (a tool that wrote with session_replication_role = replica).
+        " OR NOT EXISTS (SELECT FROM owners WHERE owners.id = runs.owner_id))"
         ' ORDER BY runs.id COLLATE "C" FOR UPDATE OF runs SKIP LOCKED',
         dead,
     )

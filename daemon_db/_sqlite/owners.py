@@ -211,9 +211,13 @@ def owned_page(
 
 
 def alive(owner_id: str, row: Sequence[Any], *, now: str, here: Process) -> bool:
-    """Whether the owner ``owner_id``, ``(machine, pid, started, lease_until)``, is alive."""
+    """Whether the owner ``owner_id``, ``(machine, pid, started, lease_until)``, is alive.
+
+    A lease that is not a stored timestamp (another tool's) is over: text
+    compares by character, and ``'5'`` would outlast every date.
+    """
     machine, pid, started, lease_until = row
-    if not isinstance(lease_until, str) or lease_until < now:  # not there (another tool), or over
+    if type(lease_until) is not str or len(lease_until) != len(now) or lease_until < now:
         return False
     return process_alive(owner_id, machine, pid, started, here=here)
 
@@ -225,10 +229,14 @@ _RESUMABLE = (
 )
 _RUN, _ATTEMPTS, _NEXT, _OWNER_ID = slice(0, 12), 12, 13, 14
 
-_OWNERS = "SELECT id, name, machine, pid, started, lease_until FROM owners"
-"""Every owner, read apart from the runs they hold: a handful of rows (one per
-open DB, and the dead until a claim removes them), where a join would repeat
-five columns on each of a thousand runs (2 ms of a start-up)."""
+_OWNERS = (
+    "SELECT id, name, machine, pid, started, lease_until FROM owners"
+    f" WHERE id IN (SELECT owner_id FROM runs WHERE status IN ({_ACTIVE}))"
+)
+"""The owners of active runs, read apart from the runs: a handful of rows,
+where a join would repeat five columns on each of a thousand runs (2 ms of a
+start-up). Only theirs: the dead may pile up until a claim removes them, and
+a row another tool broke that holds nothing must not stop a start-up."""
 
 
 def _unknown_statuses() -> str:
@@ -322,20 +330,22 @@ def claim(
     now = timestamps.now()
     now_text = timestamps.to_text(now)
     # Dead owners by rowid: an id another tool wrote as a blob has no JSON form.
-    dead_rowids: list[int] = []
-    dead_names: dict[Any, str | None] = {}
-    for rowid, owner_id, name, *liveness in conn.execute(
-        "SELECT rowid, id, name, machine, pid, started, lease_until FROM owners WHERE id <> ?",
-        (owner.id,),
-    ):
-        if not alive(owner_id, liveness, now=now_text, here=owner.process):
-            dead_rowids.append(rowid)
-            dead_names[owner_id] = name
-    dead = json.dumps(dead_rowids)
+    dead = json.dumps(
+        [
+            rowid
+            for rowid, owner_id, *liveness in conn.execute(
+                "SELECT rowid, id, machine, pid, started, lease_until FROM owners WHERE id <> ?",
+                (owner.id,),
+            )
+            if not alive(owner_id, liveness, now=now_text, here=owner.process)
+        ]
+    )
+    # An owner_id with no owner row (another tool deleted it) is held by nobody.
     run_rows = conn.execute(
         f"{_RESUMABLE} WHERE runs.status IN ({_ACTIVE}) AND (runs.owner_id IS NULL"
         " OR runs.owner_id IN"
-        " (SELECT id FROM owners WHERE rowid IN (SELECT value FROM json_each(?))))",
+        " (SELECT id FROM owners WHERE rowid IN (SELECT value FROM json_each(?)))"
+        " OR runs.owner_id NOT IN (SELECT id FROM owners))",
         (dead,),
     ).fetchall()
     run_rows.sort(key=_by_id)
@@ -352,9 +362,7 @@ def claim(
         taken_over = row[_OWNER_ID] is not None  # from an owner that died holding it
         attempt = min(attempts + taken_over, _LARGEST)  # the count stops at SQLite's largest
         if taken_over and max_attempts is not None and attempt > max_attempts:
-            given_up.append(
-                _give_up(conn, run, attempt, max_attempts, dead_names.get(row[_OWNER_ID]), now)
-            )
+            given_up.append(_give_up(conn, run, attempt, max_attempts, row[_OWNER_ID], now))
         else:
             taken.append((run, row[_NEXT], attempt, owner.name, True))
     unit_rows = conn.execute(
@@ -399,9 +407,13 @@ def _give_up(
     run: Run,
     attempt: int,
     max_attempts: int,
-    owner: str | None,
+    owner_id: Any,
     now: Any,
 ) -> Run:
+    # The name as bytes: one another tool wrote (not UTF-8, a number) still names it.
+    found = conn.execute("SELECT CAST(name AS BLOB) FROM owners WHERE id = ?", (owner_id,))
+    name = next((row[0] for row in found if row[0] is not None), None)
+    owner = None if name is None else bytes(name).decode(errors="replace")
     error = (
         f"abandoned: the owners that held it died {attempt} times, and max_attempts is"
         f" {max_attempts}"
