@@ -8,6 +8,7 @@ each row as it comes, so a long listing is never held in memory.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import os
 import shlex
@@ -125,6 +126,12 @@ async def _write(
     """
     try:
         more = await _copy(rows, listed, limit=limit, as_row=as_row, live=live)
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        listed.cut()
+        if not live:  # Ctrl-C is how a follower ends
+            # A cut JSON array still parses: written to a file, it would pass for whole.
+            _note(f"interrupted: the listing stops after {listed.count:,} rows")
+        raise
     except BaseException:
         listed.cut()
         raise

@@ -862,6 +862,30 @@ async def _many_events(path: Path, count: int) -> Run:
         return run
 
 
+def test_a_listing_cut_by_ctrl_c_says_so(db_path: Path) -> None:
+    # Cut, the JSON array is still closed, so that the rows before stand; written
+    # to a file, it would pass for the whole listing without a word on stderr.
+    run = asyncio.run(_many_events(db_path, 3000))
+    lister = subprocess.Popen(
+        [sys.executable, "-m", "daemon_db", "events", run.id, "--json", "--db", str(db_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_interruptible,
+    )
+    assert lister.stdout is not None
+    assert lister.stdout.readline() == "[\n"  # the rest waits for the pipe to drain
+    lister.send_signal(signal.SIGINT)
+    assert lister.stderr is not None
+    out, err = lister.stdout.read(), lister.stderr.read()  # what readline buffered too
+    assert lister.wait(timeout=60) == 130
+    lister.stdout.close()
+    lister.stderr.close()
+    written = json.loads("[\n" + out)
+    assert 0 < len(written) < 3000
+    assert err == f"daemon-db: interrupted: the listing stops after {len(written):,} rows\n"
+
+
 def test_a_closed_pipe_ends_the_command_quietly(db_path: Path) -> None:
     run = asyncio.run(_many_events(db_path, 3000))
     reader = subprocess.Popen(
