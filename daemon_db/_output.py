@@ -29,7 +29,7 @@ from typing import Any, Final, TextIO
 from . import _terminal as terminal
 from . import _timestamps as timestamps
 from ._errors import DaemonDBError, show
-from ._records import EventRecord, Run, UnitRecord
+from ._records import FINISHED_RUN_STATUSES, EventRecord, Run, UnitRecord
 
 __all__ = [
     "EVENT_FIELDS",
@@ -446,7 +446,12 @@ def run_table(now: datetime) -> list[Column]:
 
 
 def held_by(row: Row) -> str:
-    """Who holds a run, for people: its name, ``(dead)`` after a dead one, and attempts."""
+    """Who holds a run, for people: its name, ``(dead)`` after a dead one, and attempts.
+
+    Nothing for a finished run: no one resumes it, whoever created or last held it.
+    """
+    if row.get("status") in _FINISHED:
+        return ""
     owner = row.get("owner")
     text = "" if owner is None else str(owner)
     if owner is not None and not row.get("owner_alive"):
@@ -456,7 +461,10 @@ def held_by(row: Row) -> str:
 
 
 def _owner_style(row: Row) -> str | None:
-    return "red" if row.get("owner") is not None and not row.get("owner_alive") else None
+    return "red" if held_by(row) and not row.get("owner_alive") else None
+
+
+_FINISHED: Final = frozenset(status.value for status in FINISHED_RUN_STATUSES)
 
 
 def unit_table(now: datetime) -> list[Column]:

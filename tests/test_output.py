@@ -211,3 +211,13 @@ def test_a_report_in_each_form() -> None:
     assert list(csv.DictReader(io.StringIO(out.getvalue()))) == [
         {"path": "x.db", "runs_pending": "1", "runs_failed": "0", "problems": '["a","b"]'}
     ]
+
+
+def test_a_finished_run_is_shown_held_by_nobody() -> None:
+    # Its row may still name the DB that made it or last held it: nobody will
+    # resume it, and "attempt 1" in the owner column read as a run still held.
+    dead = {"owner": "daemon-a", "owner_alive": False, "attempts": 1}
+    assert output.held_by({"status": "running", **dead}) == "daemon-a (dead), attempt 1"
+    assert output.held_by({"status": "pending", **dead, "owner": None}) == "attempt 1"
+    for status in ("completed", "failed", "cancelled"):
+        assert output.held_by({"status": status, **dead}) == ""
