@@ -258,6 +258,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="then give the freed space back to the system (rewrites the file; writes wait)",
     )
 
+    command(
+        "vacuum",
+        commands.vacuum,
+        "writes: give the space freed by prunes back to the system (rewrites the file;"
+        " writes wait)",
+        forms=False,
+    )
+
     # The writing commands: each names what it writes, and never creates a file.
     sub = command(
         "release",

@@ -423,6 +423,15 @@ async def prune(args: argparse.Namespace) -> int:
     return 0
 
 
+async def vacuum(args: argparse.Namespace) -> int:
+    """Give the space freed by prunes back to the system."""
+    async with _open(args, readonly=False) as db:
+        with _progress("vacuuming") as progress:
+            freed = await progress.spin(db.vacuum())
+    _note(f"vacuum: the file shrank by {freed:,} bytes")
+    return 0
+
+
 async def _prune(
     db: DB, cutoff: datetime, *, dry_run: bool, progress: terminal.Progress
 ) -> list[Run]:

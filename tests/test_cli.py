@@ -1094,6 +1094,28 @@ def test_prune_removes_old_finished_runs_and_never_active_ones(
     assert asyncio.run(logs()) == (0, 3)
 
 
+def test_vacuum_gives_back_what_a_prune_freed(
+    capsys: pytest.CaptureFixture[str], db_path: Path
+) -> None:
+    run = asyncio.run(_many_events(db_path, 3000))
+
+    async def prune() -> None:
+        async with DB.open(db_path) as db:
+            assert [gone.id for gone in await db.prune_runs(datetime.now(UTC))] == [run.id]
+
+    asyncio.run(prune())
+    before = db_path.stat().st_size
+    code, out, err = cli(capsys, "vacuum", "--db", str(db_path))
+    assert (code, out) == (0, "")
+    shrank = int(
+        re.fullmatch(r"daemon-db: vacuum: the file shrank by ([0-9,]+) bytes\n", err)[1].replace(
+            ",", ""
+        )
+    )  # type: ignore[index]
+    assert shrank > 200_000
+    assert db_path.stat().st_size == before - shrank
+
+
 def test_wrong_schema_versions(
     capsys: pytest.CaptureFixture[str], db_path: Path, filled: list[Run]
 ) -> None:
