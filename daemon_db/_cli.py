@@ -178,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument(
         "--status",
         action="append",
+        type=str.lower,  # RUNNING too, as run ids are taken in any case
         choices=[status.value for status in RunStatus],
         help="only runs in this status (repeat for several)",
     )

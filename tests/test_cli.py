@@ -1094,6 +1094,19 @@ def test_prune_removes_old_finished_runs_and_never_active_ones(
     assert asyncio.run(logs()) == (0, 3)
 
 
+def test_a_status_is_taken_in_any_case(
+    capsys: pytest.CaptureFixture[str], db_path: Path, filled: list[Run]
+) -> None:
+    _, lower, _ = cli(capsys, "runs", "--status", "running", "--json", "--db", str(db_path))
+    code, upper, _ = cli(capsys, "runs", "--status", "RUNNING", "--json", "--db", str(db_path))
+    assert code == 0
+    assert upper == lower
+    assert json.loads(upper)
+    code, _, err = cli(capsys, "runs", "--status", "Runing", "--db", str(db_path))
+    assert code == 2
+    assert "invalid choice: 'runing'" in err
+
+
 def test_vacuum_gives_back_what_a_prune_freed(
     capsys: pytest.CaptureFixture[str], db_path: Path
 ) -> None:
