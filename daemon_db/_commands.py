@@ -13,6 +13,7 @@ import contextlib
 import os
 import shlex
 import sys
+import warnings
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from datetime import datetime
 from typing import Final, TypeVar
@@ -520,7 +521,11 @@ async def _open(args: argparse.Namespace, *, readonly: bool = True) -> AsyncIter
     try:
         yield db
     finally:
-        await db.close()
+        # A command's DB holds no runs: a close that could not end its lease (a
+        # daemon holding the write lock) has nothing to warn about.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            await db.close()
 
 
 def _must_be_a_file(path: str) -> None:

@@ -203,16 +203,16 @@ class DB(Operations):
         """Close the database after the writes and transactions already under way.
 
         Safe to call twice; calls made once closing has begun raise ClosedError.
-        The runs this DB holds are handed back; if that fails (a full disk, a
-        lock held past ``busy_timeout``), a ``RuntimeWarning`` says so, and a
-        claim takes them once the lease runs out, counting an attempt.
+        The runs this DB holds are handed back; if ending its lease fails (a
+        full disk, a lock held past ``busy_timeout``), a ``RuntimeWarning`` says
+        so, and a claim takes them once the lease runs out, counting an attempt.
 
         Raises:
             DaemonDBError: Called inside a transaction block, which it would wait for.
         """
         await self._close(crashed=False)
 
-    async def _close(self, *, crashed: bool) -> None:
+    async def _close(self, *, crashed: bool, quiet: bool = False) -> None:
         if not self._loop.is_closed():  # else (asyncio.run(DB.open(p))) only another can
             self._check_loop()
         elif self._connections_die_with_the_loop:
@@ -227,11 +227,11 @@ class DB(Operations):
             self._closing = asyncio.create_task(self._shut_down(crashed=crashed))
         await asyncio.shield(self._closing)
         kept, self._kept = self._kept, None
-        if kept is not None:
+        if kept is not None and not quiet:
             warnings.warn(
-                f"{self._path}: close() could not hand back the runs this DB holds"
-                f" ({getattr(kept, 'reason', kept)}); a claim takes them once its lease"
-                " runs out, counting an attempt for each",
+                f"{self._path}: close() could not end this DB's lease"
+                f" ({getattr(kept, 'reason', kept)}): a claim takes any runs it holds once"
+                " the lease runs out, each counting an attempt",
                 RuntimeWarning,
                 stacklevel=3,
             )

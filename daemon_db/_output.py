@@ -461,7 +461,8 @@ def held_by(row: Row) -> str:
 
 
 def _owner_style(row: Row) -> str | None:
-    return "red" if held_by(row) and not row.get("owner_alive") else None
+    dead = row.get("owner") is not None and not row.get("owner_alive")
+    return "red" if dead and held_by(row) else None
 
 
 _FINISHED: Final = frozenset(status.value for status in FINISHED_RUN_STATUSES)

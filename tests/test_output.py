@@ -221,3 +221,7 @@ def test_a_finished_run_is_shown_held_by_nobody() -> None:
     assert output.held_by({"status": "pending", **dead, "owner": None}) == "attempt 1"
     for status in ("completed", "failed", "cancelled"):
         assert output.held_by({"status": status, **dead}) == ""
+        assert output._owner_style({"status": status, **dead}) is None
+    assert output._owner_style({"status": "running", **dead}) == "red"
+    handed_back = {**dead, "owner": None}  # by a clean close, after a takeover
+    assert output._owner_style({"status": "running", **handed_back}) is None

@@ -10,11 +10,13 @@ import sqlite3
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from daemon_db import (
     DB,
+    DatabaseError,
     InvalidRecordError,
     RunStatus,
     StatusConflictError,
@@ -23,6 +25,7 @@ from daemon_db import (
     _owner,
     _process,
 )
+from daemon_db._sqlite.db import SQLiteDB
 from tests.helpers import V1_ROWS, make_version_1, new_run, new_unit
 
 
@@ -251,7 +254,9 @@ async def test_an_owner_whose_row_was_removed_is_registered_again_by_its_next_wr
         assert (await other.claim_resumable_runs()).resumed == []
 
 
-async def test_a_close_that_cannot_hand_back_its_runs_warns(tmp_path: Path) -> None:
+async def test_a_close_that_cannot_hand_back_its_runs_warns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Another process holds the write lock past busy_timeout: the runs stay
     # held until the lease runs out, and their takeover counts an attempt,
     # which a caller who closed cleanly would not expect without a word.
@@ -260,10 +265,24 @@ async def test_a_close_that_cannot_hand_back_its_runs_warns(tmp_path: Path) -> N
     run = await db.create_run(new_run(status="running"))
     with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as other:
         other.execute("BEGIN IMMEDIATE")
-        with pytest.warns(RuntimeWarning, match="could not hand back the runs") as warned:
+        with pytest.warns(RuntimeWarning, match="could not end this DB.s lease") as warned:
             await db.close()
         other.execute("ROLLBACK")
     assert str(path) in str(warned[0].message)
+    # An open that fails the same way, registering its owner, says only why it
+    # failed: it held nothing (and a warning under -W error replaced its error).
+    real = SQLiteDB.__init__
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as other:
+
+        def connected(db: SQLiteDB, *args: Any, **kwargs: Any) -> None:
+            real(db, *args, **kwargs)
+            other.execute("BEGIN IMMEDIATE")  # another daemon begins a write now
+
+        monkeypatch.setattr(SQLiteDB, "__init__", connected)
+        with pytest.raises(DatabaseError, match="database is locked"):
+            await DB.open(path, busy_timeout=0.2)
+        other.execute("ROLLBACK")
+    monkeypatch.undo()
     async with DB.open(path) as next_daemon:
         assert (await next_daemon.claim_resumable_runs()).resumed == []  # the lease runs
         await asyncio.sleep(1.2)
@@ -319,10 +338,11 @@ class _Crash(Exception):
 
 
 async def test_a_claim_forgets_a_dead_owner_whatever_finished_runs_it_made(
-    where: str | Path,
+    db_path: Path,
 ) -> None:
-    # On PostgreSQL a dead owner's row stayed while a run it made, finished
-    # since, pointed to it: one row more each crash, for every claim to read.
+    # (On PostgreSQL the row stays while such a run points to it: letting go of
+    # the run in the claim would lock it for the claim's whole block.)
+    where = db_path
     for name in ("crashed-1", "crashed-2"):
         with contextlib.suppress(_Crash):
             # Left by an exception, it crashed: its lease ends, its row stays.

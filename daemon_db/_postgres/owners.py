@@ -344,15 +344,6 @@ async def claim(
     )
     # An owner found dead is forgotten; one still holding a run another claimer
     # locked keeps its row until that claimer is done (its runs point to it).
-    # Its finished runs let go of it first: they held its row for good, one
-    # more row each crash for every claim to look at. One another session
-    # has locked is left to a later claim, rather than waited for.
-    await conn.execute(
-        "UPDATE runs SET owner_id = NULL WHERE id IN (SELECT id FROM runs"
-        " WHERE owner_id = ANY($1::text[]) AND status IN ('completed', 'failed', 'cancelled')"
-        " FOR UPDATE SKIP LOCKED)",
-        dead,
-    )
     await conn.execute(
         "DELETE FROM owners WHERE id = ANY($1::text[])"
         " AND NOT EXISTS (SELECT 1 FROM runs WHERE runs.owner_id = owners.id)",

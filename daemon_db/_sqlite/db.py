@@ -125,7 +125,7 @@ class SQLiteDB(DB):
             try:
                 await db._writer.submit(partial(owners.ensure, owner=owner))
             except BaseException:
-                await db.close()
+                await db._close(crashed=False, quiet=True)  # it never held anything
                 raise
             db._renewing = asyncio.get_running_loop().create_task(db._renew())
         return db
