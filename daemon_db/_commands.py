@@ -420,7 +420,7 @@ async def prune(args: argparse.Namespace) -> int:
     verb = "would remove" if args.dry_run else "removed"
     _note(f"{verb} {len(removed)} finished run(s) completed before {timestamps.to_text(cutoff)}")
     if freed is not None:
-        _note(f"vacuum: the file shrank by {freed:,} bytes")
+        _note(_shrank(args, freed))
     return 0
 
 
@@ -429,8 +429,14 @@ async def vacuum(args: argparse.Namespace) -> int:
     async with _open(args, readonly=False) as db:
         with _progress("vacuuming") as progress:
             freed = await progress.spin(db.vacuum())
-    _note(f"vacuum: the file shrank by {freed:,} bytes")
+    _note(_shrank(args, freed))
     return 0
+
+
+def _shrank(args: argparse.Namespace, freed: int) -> str:
+    # PostgreSQL's VACUUM makes space reusable; its size also moves by itself.
+    what = "the database's size changed" if url.is_url(args.db) else "the file shrank"
+    return f"vacuum: {what} by {freed:,} bytes"
 
 
 async def _prune(

@@ -67,7 +67,7 @@ class DB(Operations):
             "daemon_db_block", default=None
         )
         self._closing: asyncio.Task[None] | None = None
-        self._kept: DaemonDBError | None = None  # why a clean close kept its runs
+        self._kept: DaemonDBError | None = None  # why a clean close could not end its lease
         self._change: asyncio.Future[None] | None = None
         self._loop = asyncio.get_running_loop()
 
