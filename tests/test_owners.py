@@ -338,12 +338,11 @@ class _Crash(Exception):
 
 
 async def test_a_claim_forgets_a_dead_owner_whatever_finished_runs_it_made(
-    where: str | Path,
+    db_path: Path,
 ) -> None:
-    # On PostgreSQL a dead owner's row stayed while a run it made, finished
-    # since, pointed to it: one row more each crash, for every claim to read.
-    # A live DB's lease renewal lets go of such runs (not the claim, which
-    # would hold them locked for its whole transaction block).
+    # (On PostgreSQL the row stays while such a run points to it: letting go of
+    # the run in the claim would lock it for the claim's whole block.)
+    where = db_path
     for name in ("crashed-1", "crashed-2"):
         with contextlib.suppress(_Crash):
             # Left by an exception, it crashed: its lease ends, its row stays.
@@ -352,7 +351,6 @@ async def test_a_claim_forgets_a_dead_owner_whatever_finished_runs_it_made(
                 await db.complete_run(run.id, RunStatus.COMPLETED)
                 raise _Crash
     async with DB.open(where, owner="next") as db:
-        await db._renew_lease()  # type: ignore[attr-defined]
         await db.claim_resumable_runs()
         assert await _owner_names(where) == ["next"]
         runs = await db.list_runs()

@@ -502,8 +502,6 @@ class PostgresDB(DB):
 
     async def _renew_lease(self) -> None:
         await self._run(partial(owners.ensure, owner=self._owner), write=True)
-        # Apart from the renewal: whatever befalls it must not cost the lease.
-        await self._run(owners.let_go_of_finished, write=True)
 
     async def _end_lease(self, *, crashed: bool) -> None:
         end = owners.expire if crashed else owners.release

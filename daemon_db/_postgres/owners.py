@@ -32,7 +32,6 @@ __all__ = [
     "claim",
     "create_run",
     "ensure",
-    "let_go_of_finished",
     "owned_page",
     "ownership",
     "release",
@@ -54,25 +53,6 @@ _ATTEMPTS, _NEXT, _NAME, _LIVENESS, _OWNER_ID = 12, 13, 14, slice(15, 19), 19
 async def ensure(conn: asyncpg.Connection, *, owner: Owner) -> None:
     """Register ``owner``, or renew its lease to the server's now + lease."""
     await conn.execute(_register(1), *_registration(owner))
-
-
-async def let_go_of_finished(conn: asyncpg.Connection) -> None:
-    """Hand back the finished runs of owners whose lease is over: a few hundred at a time.
-
-    A finished run kept pointing to the owner that made it, so a crashed
-    owner's row could never be deleted by a claim (one row more each crash,
-    which every claim reads). Done here, on the renewal's own short
-    transaction, skipping rows another session has locked: done in a claim,
-    it held them for the claim's whole transaction block, and other DBs'
-    appends to them and reopens of them failed after ``busy_timeout``. A
-    finished run needs no holder; one made active again is held anew.
-    """
-    await conn.execute(
-        "UPDATE runs SET owner_id = NULL WHERE id IN (SELECT runs.id FROM runs"
-        " JOIN owners ON owners.id = runs.owner_id WHERE owners.lease_until < now()"
-        " AND runs.status IN ('completed', 'failed', 'cancelled')"
-        " LIMIT 500 FOR UPDATE OF runs SKIP LOCKED)"
-    )
 
 
 def _register(first: int) -> str:
