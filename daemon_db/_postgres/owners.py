@@ -52,18 +52,15 @@ _ATTEMPTS, _NEXT, _NAME, _LIVENESS, _OWNER_ID = 12, 13, 14, slice(15, 19), 19
 
 async def ensure(conn: asyncpg.Connection, *, owner: Owner) -> None:
     """Register ``owner``, or renew its lease to the server's now + lease."""
-    await conn.execute(_register(1), *_registration(owner))
+    await conn.execute(_REGISTER, *_registration(owner))
 
 
-def _register(first: int) -> str:
-    """Register an owner or renew its lease; its parameters numbered from ``$first``."""
-    id_, name, host, machine, pid, started, lease = (f"${first + i}" for i in range(7))
-    return (
-        "INSERT INTO owners (id, name, host, machine, pid, started, lease_until)"
-        f" VALUES ({id_}, {name}, {host}, {machine}, {pid}, {started},"
-        f" now() + make_interval(secs => {lease}))"
-        " ON CONFLICT (id) DO UPDATE SET lease_until = excluded.lease_until"
-    )
+_REGISTER = (
+    "INSERT INTO owners (id, name, host, machine, pid, started, lease_until)"
+    " VALUES ($1, $2, $3, $4, $5, $6, now() + make_interval(secs => $7))"
+    " ON CONFLICT (id) DO UPDATE SET lease_until = excluded.lease_until"
+)
+"""Register an owner or renew its lease (``ensure``); ``_hold`` is the form for writes."""
 
 
 def _registration(owner: Owner) -> tuple[Any, ...]:
