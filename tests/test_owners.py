@@ -304,7 +304,7 @@ async def test_start_up_reads_a_run_whose_owner_row_another_tool_removed_as_unhe
         assert [item.run.id for item in (await other.claim_resumable_runs()).resumed] == [made.id]
 
 
-async def test_owner_rows_another_tool_wrote_do_not_stop_a_start_up(tmp_path: Path) -> None:
+async def test_owner_rows_another_tool_wrote_stop_no_start_up_claim_or_listing(tmp_path: Path) -> None:
     path = tmp_path / "odd-owners.db"
     async with DB.open(path, owner="maker") as db:
         runs = [await db.create_run(new_run(status="running")) for _ in range(2)]
@@ -320,15 +320,37 @@ async def test_owner_rows_another_tool_wrote_do_not_stop_a_start_up(tmp_path: Pa
         "INSERT INTO owners VALUES ('five', 'five', 'h', 'elsewhere', 1, NULL, 5)",
         # A name stored as a blob: giving its run up failed to encode the event.
         "INSERT INTO owners VALUES ('blob', X'6162', 'h', 'elsewhere', 1, NULL, 5)",
+        # Holding nothing, an id, machine and start time that are not UTF-8:
+        # a claim read every owner to judge it, and failed to decode them.
+        "INSERT INTO owners VALUES (CAST(X'FE' AS TEXT), 'n', 'h', CAST(X'FF' AS TEXT), 1,"
+        f" CAST(X'FD' AS TEXT), {lease})",
+        "INSERT INTO owners VALUES (CAST(X'FC' AS TEXT), 'm', 'h', CAST(X'FB' AS TEXT), 1,"
+        " CAST(X'FA' AS TEXT), CAST(X'F9' AS TEXT))",
         f"UPDATE runs SET owner_id = 'five' WHERE id = '{runs[0].id}'",
         f"UPDATE runs SET owner_id = 'blob', attempts = 3 WHERE id = '{runs[1].id}'",
     )
     async with DB.open(path, owner="next") as db:
         found = {item.run.id: item for item in await db.resumable_runs()}
         assert [found[run.id].owner_alive for run in runs] == [False, False]
+        assert [found[run.id].owner for run in runs] == ["five", "ab"]  # not b"ab"
+        # The command line's listings read the same owners.
+        held = await db._owners_of([run.id for run in runs])
+        listed = {run.id: holder async for run, holder in db._iter_owned_runs()}
+        assert [held[run.id].owner for run in runs] == ["five", "ab"]
+        assert [listed[run.id].owner for run in runs] == ["five", "ab"]
+        await _raw(path, f"UPDATE runs SET owner_id = 'junk' WHERE id = '{runs[0].id}'")
+        [run_held_by_junk] = [item for item in await db.resumable_runs() if item.run == runs[0]]
+        assert run_held_by_junk.owner == "\N{REPLACEMENT CHARACTER}"
+        listed = {run.id: holder async for run, holder in db._iter_owned_runs()}
+        assert listed[runs[0].id].owner == "\N{REPLACEMENT CHARACTER}"
+        await _raw(path, f"UPDATE runs SET owner_id = 'five' WHERE id = '{runs[0].id}'")
         claimed = await db.claim_resumable_runs()
         assert [item.run.id for item in claimed.resumed] == [runs[0].id]
         assert [run.id for run in claimed.abandoned] == [runs[1].id]
+        # The odd owners are judged too: the one whose lease runs stays, the other goes.
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            left = conn.execute("SELECT hex(name) FROM owners ORDER BY 1").fetchall()
+        assert [name for (name,) in left] == ["6E", "6E657874", "FF"]  # n, next, junk
         [event] = await db.list_events(runs[1].id)
         assert event.payload == {"attempts": 4, "max_attempts": 3, "owner": "ab"}
 

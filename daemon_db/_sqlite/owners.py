@@ -165,15 +165,14 @@ def ownership(conn: sqlite3.Connection, *, run_ids: Sequence[str]) -> dict[str, 
     now = timestamps.to_text(timestamps.now())
     is_alive = asked_once(partial(alive, now=now, here=this_process()))
     found = conn.execute(
-        "SELECT runs.id, runs.attempts, owners.name, owners.id, owners.machine, owners.pid,"
-        " owners.started, owners.lease_until"
+        f"SELECT runs.id, runs.attempts, runs.owner_id, {_OWNER_COLUMNS}"
         " FROM runs LEFT JOIN owners ON owners.id = runs.owner_id"
         " WHERE runs.id IN (SELECT value FROM json_each(?))",
         (json.dumps(list(run_ids)),),
     )
     return {
-        run_id: Held(name, name is not None and is_alive(owner_id, liveness), attempts)
-        for run_id, attempts, name, owner_id, *liveness in found
+        run_id: Held(_text(name), name is not None and is_alive(owner_id, liveness), attempts)
+        for run_id, attempts, owner_id, name, *liveness in found
     }
 
 
@@ -189,8 +188,7 @@ def owned_page(
 ) -> list[tuple[Run, Held]]:
     """A page of ``runs.list_page``, each run with who holds it (one statement)."""
     sql, params = runs.page_query(
-        f"{runs.QUALIFIED_COLUMNS}, runs.attempts, owners.name, owners.machine, owners.pid,"
-        " owners.started, owners.lease_until, runs.owner_id"
+        f"{runs.QUALIFIED_COLUMNS}, runs.attempts, {_OWNER_COLUMNS}, runs.owner_id"
         " FROM runs LEFT JOIN owners ON owners.id = runs.owner_id",
         statuses=statuses,
         feature_branch=feature_branch,
@@ -205,7 +203,7 @@ def owned_page(
     page: list[tuple[Run, Held]] = []
     for row in found:
         attempts, name, *liveness, owner_id = row[12:]
-        held = Held(name, name is not None and is_alive(owner_id, liveness), attempts)
+        held = Held(_text(name), name is not None and is_alive(owner_id, liveness), attempts)
         page.append((runs.from_row(row[:12]), held))
     return page
 
@@ -213,10 +211,12 @@ def owned_page(
 def alive(owner_id: str, row: Sequence[Any], *, now: str, here: Process) -> bool:
     """Whether the owner ``owner_id``, ``(machine, pid, started, lease_until)``, is alive.
 
+    The row is read with ``_OWNER_COLUMNS``.
+
     A lease that is not a stored timestamp (another tool's) is over: text
     compares by character, and ``'5'`` would outlast every date.
     """
-    machine, pid, started, lease_until = row
+    machine, pid, started, lease_until = _text(row[0]), row[1], _text(row[2]), _text(row[3])
     if type(lease_until) is not str or len(lease_until) != len(now) or lease_until < now:
         return False
     return process_alive(owner_id, machine, pid, started, here=here)
@@ -229,14 +229,27 @@ _RESUMABLE = (
 )
 _RUN, _ATTEMPTS, _NEXT, _OWNER_ID = slice(0, 12), 12, 13, 14
 
+_OWNER_COLUMNS = (
+    "CAST(owners.name AS BLOB), CAST(owners.machine AS BLOB), owners.pid,"
+    " CAST(owners.started AS BLOB), CAST(owners.lease_until AS BLOB)"
+)
+"""An owner's name and ``alive``'s columns, text read as bytes: sqlite3 raises
+on text that is not UTF-8 (another tool's), and such a row must not stop a
+start-up, a claim (which reads every owner to judge it) or a listing."""
+
+
+def _text(value: Any) -> Any:
+    """A value read as bytes by ``_OWNER_COLUMNS``, as text again (None stays None)."""
+    return value.decode(errors="replace") if type(value) is bytes else value
+
+
 _OWNERS = (
-    "SELECT id, name, machine, pid, started, lease_until FROM owners"
+    f"SELECT owners.id, {_OWNER_COLUMNS} FROM owners"
     f" WHERE id IN (SELECT owner_id FROM runs WHERE status IN ({_ACTIVE}))"
 )
 """The owners of active runs, read apart from the runs: a handful of rows,
 where a join would repeat five columns on each of a thousand runs (2 ms of a
-start-up). Only theirs: the dead may pile up until a claim removes them, and
-a row another tool broke that holds nothing must not stop a start-up."""
+start-up). Only theirs: the dead may pile up until a claim removes them."""
 
 
 def _unknown_statuses() -> str:
@@ -299,7 +312,7 @@ def resumable(conn: sqlite3.Connection) -> tuple[list[ResumableRun], list[rows.D
             heads.append((run, row[_NEXT], attempts, None, False))
         else:
             owner_id, name, *liveness = holder
-            heads.append((run, row[_NEXT], attempts, name, is_alive(owner_id, liveness)))
+            heads.append((run, row[_NEXT], attempts, _text(name), is_alive(owner_id, liveness)))
     found, unreadable = _with_units(heads, unit_rows)
     return found, damaged + unreadable + damage_in(unknown, runs.from_row)
 
@@ -330,14 +343,14 @@ def claim(
     now = timestamps.now()
     now_text = timestamps.to_text(now)
     # Dead owners by rowid: an id another tool wrote as a blob has no JSON form.
+    found = conn.execute(
+        f"SELECT rowid, CAST(id AS BLOB), {_OWNER_COLUMNS} FROM owners WHERE id <> ?", (owner.id,)
+    )
     dead = json.dumps(
         [
             rowid
-            for rowid, owner_id, *liveness in conn.execute(
-                "SELECT rowid, id, machine, pid, started, lease_until FROM owners WHERE id <> ?",
-                (owner.id,),
-            )
-            if not alive(owner_id, liveness, now=now_text, here=owner.process)
+            for rowid, owner_id, _, *liveness in found
+            if not alive(_text(owner_id), liveness, now=now_text, here=owner.process)
         ]
     )
     # An owner_id with no owner row (another tool deleted it) is held by nobody.
@@ -410,10 +423,9 @@ def _give_up(
     owner_id: Any,
     now: Any,
 ) -> Run:
-    # The name as bytes: one another tool wrote (not UTF-8, a number) still names it.
+    # Read as bytes: a name another tool wrote (not UTF-8, a number) still names it.
     found = conn.execute("SELECT CAST(name AS BLOB) FROM owners WHERE id = ?", (owner_id,))
-    name = next((row[0] for row in found if row[0] is not None), None)
-    owner = None if name is None else bytes(name).decode(errors="replace")
+    owner = next((_text(name) for (name,) in found), None)
     error = (
         f"abandoned: the owners that held it died {attempt} times, and max_attempts is"
         f" {max_attempts}"
