@@ -359,12 +359,27 @@ class _Crash(Exception):
     pass
 
 
+async def test_a_finished_run_is_held_by_nobody(where: str | Path) -> None:
+    async with DB.open(where, owner="maker") as db:
+        completed = await db.create_run(new_run(status="running"))
+        await db.complete_run(completed.id, RunStatus.COMPLETED)
+        failed = await db.create_run(new_run(status="pending"))
+        await db.update_run_status(failed.id, RunStatus.FAILED)
+        cancelled = await db.create_run(new_run(status="cancelled"))
+        active = await db.create_run(new_run(status="running"))
+        ids = [completed.id, failed.id, cancelled.id, active.id]
+        held = await db._owners_of(ids)
+        assert [held[run_id].owner for run_id in ids] == [None, None, None, "maker"]
+        # Made active again (a retry), it is held by the DB that did it.
+        await db.update_run_status(failed.id, RunStatus.PENDING, expected=RunStatus.FAILED)
+        assert (await db._owners_of([failed.id]))[failed.id].owner == "maker"
+
+
 async def test_a_claim_forgets_a_dead_owner_whatever_finished_runs_it_made(
-    db_path: Path,
+    where: str | Path,
 ) -> None:
-    # (On PostgreSQL the row stays while such a run points to it: letting go of
-    # the run in the claim would lock it for the claim's whole block.)
-    where = db_path
+    # A finished run points to no owner, so nothing keeps a crashed owner's row
+    # (on PostgreSQL, the claim deletes only rows no run points to).
     for name in ("crashed-1", "crashed-2"):
         with contextlib.suppress(_Crash):
             # Left by an exception, it crashed: its lease ends, its row stays.
@@ -702,6 +717,6 @@ async def test_the_command_line_s_runs_come_with_their_holders_in_one_read(
             found = {run.id: holder for run, holder in [p async for p in db._iter_owned_runs()]}
             assert found == {
                 held.id: _owner.Held("daemon-a", True, 0),
-                done.id: _owner.Held("daemon-a", True, 0),
+                done.id: _owner.Held(None, False, 0),  # finished: held by nobody
                 lost.id: _owner.Held("hung", False, 0),
             }

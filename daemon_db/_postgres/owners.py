@@ -25,7 +25,7 @@ from .. import _timestamps as timestamps
 from .._errors import RunNotFoundError, damage_in
 from .._owner import Held, Owner, asked_once, process_alive
 from .._process import Process, this_process
-from .._records import ResumableRun, Run, RunStatus, loader
+from .._records import FINISHED_RUN_STATUSES, ResumableRun, Run, RunStatus, loader
 from . import damage, events, runs, units
 
 __all__ = [
@@ -110,7 +110,9 @@ _HOLD = f"WITH held AS ({_hold(14)})"
 
 
 async def create_run(conn: asyncpg.Connection, *, run: Run, owner: Owner) -> Run:
-    """Insert ``run``, held by ``owner`` from the start: one statement."""
+    """Insert ``run``, held by ``owner`` from the start (a finished one by nobody)."""
+    if run.status in FINISHED_RUN_STATUSES:
+        return await runs.create(conn, run=run, owner_id=None)
     return await runs.create(
         conn, run=run, owner_id=owner.id, before=_HOLD, before_args=_registration(owner)
     )

@@ -169,9 +169,9 @@ async def update_status(
     """Set the status and error of a run, with the timestamps the change implies.
 
     The row is read ``FOR UPDATE``: the compare of ``expected`` and the write
-    see the same status, whatever other hosts do meanwhile. A finished run made
-    active again is held by ``holder`` (which registers the caller's owner and
-    gives its id), as a run created active is.
+    see the same status, whatever other hosts do meanwhile. A finished run is
+    held by nobody; one made active again is held by ``holder`` (which
+    registers the caller's owner and gives its id), as a run created active is.
     """
     run = await get(conn, run_id=run_id, lock=True)
     if run is None:
@@ -188,12 +188,14 @@ async def update_status(
     updated = replace(
         run, status=status, error=error, started_at=started_at, completed_at=completed_at
     )
-    reopened = run.status in FINISHED_RUN_STATUSES and status not in FINISHED_RUN_STATUSES
+    finished = status in FINISHED_RUN_STATUSES
+    reopened = run.status in FINISHED_RUN_STATUSES and not finished
     try:
         async with conn.transaction():
             await conn.execute(
                 "UPDATE runs SET status = $1, error = $2, started_at = $3, completed_at = $4"
-                " WHERE id = $5",
+                + (", owner_id = NULL" if finished else "")
+                + " WHERE id = $5",
                 status.value,
                 error,
                 started_at,

@@ -29,7 +29,14 @@ from .. import _timestamps as timestamps
 from .._errors import damage_in
 from .._owner import Held, Owner, asked_once, process_alive
 from .._process import Process, this_process
-from .._records import ACTIVE_RUN_STATUSES, ResumableRun, Run, RunStatus, loader
+from .._records import (
+    ACTIVE_RUN_STATUSES,
+    FINISHED_RUN_STATUSES,
+    ResumableRun,
+    Run,
+    RunStatus,
+    loader,
+)
 from . import events, rows, runs, units
 from .work import snapshot
 
@@ -100,8 +107,9 @@ def hold(conn: sqlite3.Connection, *, owner: Owner) -> str:
 
 
 def create_run(conn: sqlite3.Connection, *, run: Run, owner: Owner) -> Run:
-    """Insert ``run``, held by ``owner`` from the start."""
-    return runs.create(conn, run=run, owner_id=hold(conn, owner=owner))
+    """Insert ``run``, held by ``owner`` from the start (a finished one by nobody)."""
+    finished = run.status in FINISHED_RUN_STATUSES
+    return runs.create(conn, run=run, owner_id=None if finished else hold(conn, owner=owner))
 
 
 def update_run_status(

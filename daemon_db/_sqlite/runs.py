@@ -152,9 +152,9 @@ def update_status(
     """Set the status and error of a run, with the timestamps the change implies.
 
     With ``expected``, only if the run's status is one of them: else
-    StatusConflictError, and nothing changes. A finished run made active again
-    is held by ``holder`` (which registers the caller's owner and gives its id),
-    as a run created active is.
+    StatusConflictError, and nothing changes. A finished run is held by nobody;
+    one made active again is held by ``holder`` (which registers the caller's
+    owner and gives its id), as a run created active is.
     """
     run = get(conn, run_id=run_id)
     if run is None:
@@ -171,11 +171,13 @@ def update_status(
     updated = unchecked_replace(
         run, status=status, error=error, started_at=started_at, completed_at=completed_at
     )
-    reopened = run.status in FINISHED_RUN_STATUSES and status not in FINISHED_RUN_STATUSES
+    finished = status in FINISHED_RUN_STATUSES
+    reopened = run.status in FINISHED_RUN_STATUSES and not finished
     try:
         conn.execute(
             "UPDATE runs SET status = ?, error = ?, started_at = ?, completed_at = ?"
             + (", owner_id = ?, attempts = 0" if reopened and holder else "")
+            + (", owner_id = NULL" if finished else "")
             + " WHERE id = ?",
             (
                 status.value,
