@@ -304,7 +304,9 @@ async def test_start_up_reads_a_run_whose_owner_row_another_tool_removed_as_unhe
         assert [item.run.id for item in (await other.claim_resumable_runs()).resumed] == [made.id]
 
 
-async def test_owner_rows_another_tool_wrote_stop_no_start_up_claim_or_listing(tmp_path: Path) -> None:
+async def test_owner_rows_another_tool_wrote_stop_no_start_up_claim_or_listing(
+    tmp_path: Path,
+) -> None:
     path = tmp_path / "odd-owners.db"
     async with DB.open(path, owner="maker") as db:
         runs = [await db.create_run(new_run(status="running")) for _ in range(2)]
