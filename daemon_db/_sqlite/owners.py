@@ -232,10 +232,10 @@ def alive(owner_id: str, row: Sequence[Any], *, now: str, here: Process) -> bool
 
 _RESUMABLE = (
     f"SELECT {runs.QUALIFIED_COLUMNS}, runs.attempts,"
-    " (SELECT COALESCE(MAX(sequence), 0) + 1 FROM events WHERE run_id = runs.id), runs.owner_id"
+    " (SELECT MAX(sequence) FROM events WHERE run_id = runs.id), runs.owner_id"
     " FROM runs"
 )
-_RUN, _ATTEMPTS, _NEXT, _OWNER_ID = slice(0, 12), 12, 13, 14
+_RUN, _ATTEMPTS, _LAST, _OWNER_ID = slice(0, 12), 12, 13, 14
 
 _OWNER_COLUMNS = (
     "CAST(owners.name AS BLOB), CAST(owners.machine AS BLOB), owners.pid,"
@@ -311,16 +311,20 @@ def resumable(conn: sqlite3.Connection) -> tuple[list[ResumableRun], list[rows.D
     damaged: list[rows.DamagedRow] = []
     for row in run_rows:
         try:
-            run, attempts = runs.from_row(row[_RUN]), _attempts(row)
+            run, attempts, next_sequence = (
+                runs.from_row(row[_RUN]),
+                _attempts(row),
+                _next(conn, row),
+            )
         except rows.DamagedRow as exc:
             damaged.append(exc)
             continue
         holder = owners_by_id.get(row[_OWNER_ID])
         if holder is None:  # none, or its row is gone (another tool)
-            heads.append((run, row[_NEXT], attempts, None, False))
+            heads.append((run, next_sequence, attempts, None, False))
         else:
             owner_id, name, *liveness = holder
-            heads.append((run, row[_NEXT], attempts, _text(name), is_alive(owner_id, liveness)))
+            heads.append((run, next_sequence, attempts, _text(name), is_alive(owner_id, liveness)))
     found, unreadable = _with_units(heads, unit_rows)
     return found, damaged + unreadable + damage_in(unknown, runs.from_row)
 
@@ -376,7 +380,7 @@ def claim(
     for row in run_rows:
         try:
             run = runs.from_row(row[_RUN])
-            attempts = _attempts(row)
+            attempts, next_sequence = _attempts(row), _next(conn, row)
         except rows.DamagedRow as exc:
             damaged.append(exc)
             continue
@@ -385,7 +389,7 @@ def claim(
         if taken_over and max_attempts is not None and attempt > max_attempts:
             given_up.append(_give_up(conn, run, attempt, max_attempts, row[_OWNER_ID], now))
         else:
-            taken.append((run, row[_NEXT], attempt, owner.name, True))
+            taken.append((run, next_sequence, attempt, owner.name, True))
     unit_rows = conn.execute(
         f"SELECT {units.COLUMNS} FROM units WHERE run_id IN (SELECT value FROM json_each(?))"
         " ORDER BY run_id, unit_id",
@@ -406,6 +410,22 @@ def claim(
 
 
 _LARGEST = 2**63 - 1
+
+
+def _next(conn: sqlite3.Connection, row: Sequence[Any]) -> int:
+    """The run's next sequence, from its largest (``_LAST``), unless another tool broke it.
+
+    SQLite's ``MAX(sequence) + 1`` made the largest integer a float, and text
+    (which sorts after every number) 1: a run resumed with either would fail
+    its first append, so it is reported instead (``events.next_sequence``
+    names the event).
+    """
+    last = row[_LAST]
+    if last is None:
+        return 1
+    if type(last) is int and 0 < last < _LARGEST:
+        return last + 1
+    return events.next_sequence(conn, run_id=row[0])
 
 
 def _attempts(row: Sequence[Any]) -> int:

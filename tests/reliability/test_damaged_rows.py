@@ -378,6 +378,39 @@ async def test_attempts_another_tool_wrote_stop_no_claim(db_path: Path, value: o
         ]
 
 
+@pytest.mark.parametrize(
+    "value", ["two", 2.5, 2**63 - 1], ids=["text", "real", "the largest integer"]
+)
+async def test_a_largest_sequence_another_tool_wrote_is_reported_at_start_up(
+    db_path: Path, value: object
+) -> None:
+    # SQLite's MAX(sequence) + 1 had made them 1 (text sorts after numbers), 3.5
+    # and a float: handed to the daemon as the next sequence, whose first
+    # append then refused.
+    with contextlib.suppress(RuntimeError):
+        async with DB.open(db_path, owner="dead") as dead:
+            damaged = await dead.create_run(new_run(status="running"))
+            healthy = await dead.create_run(new_run(status="running"))
+            for run in (damaged, healthy):
+                for _ in range(2):
+                    await dead.append_event(run.id, "tick")
+            raise RuntimeError("the daemon died")
+    with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
+        (event_id,) = conn.execute(
+            "SELECT id FROM events WHERE run_id = ? AND sequence = 2", (damaged.id,)
+        ).fetchone()
+        conn.execute("UPDATE events SET sequence = ? WHERE id = ?", (value, event_id))
+
+    async with DB.open(db_path, owner="next") as db:
+        expected = [("events", event_id, "sequence", value)]
+        found = await db.resumable_runs()
+        assert [(item.run.id, item.next_sequence) for item in found] == [(healthy.id, 3)]
+        assert [(e.table, e.record_id, e.column, e.value) for e in found.damaged] == expected
+        claimed = await db.claim_resumable_runs()
+        assert [(item.run.id, item.next_sequence) for item in claimed.resumed] == [(healthy.id, 3)]
+        assert [(e.table, e.record_id, e.column, e.value) for e in claimed.damaged] == expected
+
+
 @pytest.mark.parametrize("pid", ["abc", 2**62], ids=["text", "past a pid_t"])
 async def test_an_owner_pid_another_tool_wrote_stops_no_start_up(
     db_path: Path, pid: object
