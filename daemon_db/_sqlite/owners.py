@@ -297,34 +297,28 @@ def resumable(conn: sqlite3.Connection) -> tuple[list[ResumableRun], list[rows.D
     Also returns the rows that could not be read: a run or unit another tool
     broke, and every run whose status is none of the five.
     """
-    here = this_process()
-    with snapshot(conn):
+    is_alive = asked_once(
+        partial(alive, now=timestamps.to_text(timestamps.now()), here=this_process())
+    )
+    heads: list[_Head] = []
+    damaged: list[rows.DamagedRow] = []
+    with snapshot(conn):  # _next may read again, in the same state
         run_rows, unit_rows, unknown, owner_rows = (
             conn.execute(sql).fetchall() for sql in START_UP
         )
-    now = timestamps.to_text(timestamps.now())
-    is_alive = asked_once(partial(alive, now=now, here=here))
-    owners_by_id = {row[0]: row for row in owner_rows}
-
-    run_rows.sort(key=_by_id)
-    heads: list[_Head] = []
-    damaged: list[rows.DamagedRow] = []
-    for row in run_rows:
-        try:
-            run, attempts, next_sequence = (
-                runs.from_row(row[_RUN]),
-                _attempts(row),
-                _next(conn, row),
-            )
-        except rows.DamagedRow as exc:
-            damaged.append(exc)
-            continue
-        holder = owners_by_id.get(row[_OWNER_ID])
-        if holder is None:  # none, or its row is gone (another tool)
-            heads.append((run, next_sequence, attempts, None, False))
-        else:
-            owner_id, name, *liveness = holder
-            heads.append((run, next_sequence, attempts, _text(name), is_alive(owner_id, liveness)))
+        names = {row[0]: _text(row[1]) for row in owner_rows}
+        alive_by_id = {row[0]: is_alive(row[0], row[2:]) for row in owner_rows}
+        run_rows.sort(key=_by_id)
+        for row in run_rows:
+            try:
+                run, attempts = runs.from_row(row[_RUN]), _attempts(row)
+                next_sequence = _next(conn, row)
+            except rows.DamagedRow as exc:
+                damaged.append(exc)
+                continue
+            owner_id = row[_OWNER_ID]  # None, or an owner whose row is gone (another tool)
+            held = names.get(owner_id), alive_by_id.get(owner_id, False)
+            heads.append((run, next_sequence, attempts, *held))
     found, unreadable = _with_units(heads, unit_rows)
     return found, damaged + unreadable + damage_in(unknown, runs.from_row)
 
