@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import os
 import socket
 import sqlite3
@@ -375,6 +376,27 @@ async def test_a_finished_run_is_held_by_nobody(where: str | Path) -> None:
         # Made active again (a retry), it is held by the DB that did it.
         await db.update_run_status(failed.id, RunStatus.PENDING, expected=RunStatus.FAILED)
         assert (await db._owners_of([failed.id]))[failed.id].owner == "maker"
+
+
+async def test_a_claim_keeps_an_owner_that_comes_back_while_the_claim_waits_for_it(
+    where: str | Path,
+) -> None:
+    # X's loop hung past its lease, and wakes in a block that creates a run,
+    # renewing its lease, while B's claim, which judged it dead, waits for the
+    # block. On PostgreSQL the claim then deleted X's renewed row (its NOT
+    # EXISTS read before the wait), ON DELETE SET NULL let the new run go, and
+    # a third daemon took a run X was working.
+    async with DB.open(where, owner="X", lease=3600) as x, DB.open(where, owner="B") as b:
+        await _expire(where, x)
+        async with x.transaction() as tx:
+            made = await tx.create_run(new_run(status="running"))
+            claim = b.claim_resumable_runs()
+            claiming = asyncio.create_task(claim, context=contextvars.Context())
+            await asyncio.sleep(0.5)  # the claim has judged X dead, and waits
+        assert (await claiming).resumed == []
+        assert (await x._owners_of([made.id]))[made.id] == _owner.Held("X", True, 0)
+        async with DB.open(where, owner="C") as c:
+            assert (await c.claim_resumable_runs()).resumed == []
 
 
 async def test_a_claim_forgets_a_dead_owner_whatever_finished_runs_it_made(

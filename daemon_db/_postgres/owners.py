@@ -294,14 +294,17 @@ async def claim(
 ) -> tuple[list[ResumableRun], list[Run], list[damage.DamagedRow]]:
     """Take every active run no live owner holds; give up those past ``max_attempts``."""
     await conn.execute(_hold(1), *_registration(owner))
-    dead = [
-        row[0]
+    # Each dead owner with the lease it was judged by (see the DELETE below).
+    judged = [
+        (row[0], row[5])
         for row in await conn.fetch(
-            "SELECT id, machine, pid, started, lease_until >= now() FROM owners WHERE id <> $1",
+            "SELECT id, machine, pid, started, lease_until >= now(), lease_until FROM owners"
+            " WHERE id <> $1",
             owner.id,
         )
         if not _alive(row[0], tuple(row)[1:5], owner.process)
     ]
+    dead = [owner_id for owner_id, _ in judged]
     # SKIP LOCKED: a run another claimer is taking right now is its, not ours.
     run_rows = await conn.fetch(
         f"{_RESUMABLE} WHERE runs.status IN ('pending', 'running')"
@@ -343,10 +346,16 @@ async def claim(
     )
     # An owner found dead is forgotten; one still holding a run another claimer
     # locked keeps its row until that claimer is done (its runs point to it).
+    # So does one that renewed its lease since (a hung loop woke, in a block
+    # that made a run): the DELETE waits for its block, then finds the row
+    # changed and checks the lease again, where NOT EXISTS, read before the
+    # wait, would miss its new run, and the DELETE would let that run go.
     await conn.execute(
-        "DELETE FROM owners WHERE id = ANY($1::text[])"
+        "DELETE FROM owners USING unnest($1::text[], $2::timestamptz[]) AS judged (id, lease)"
+        " WHERE owners.id = judged.id AND owners.lease_until = judged.lease"
         " AND NOT EXISTS (SELECT 1 FROM runs WHERE runs.owner_id = owners.id)",
         dead,
+        [lease for _, lease in judged],
     )
     return resumed, given_up, damaged + unreadable
 
