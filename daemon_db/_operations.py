@@ -79,9 +79,9 @@ class Operations(abc.ABC):
         """Insert a run and return it as stored.
 
         A run created ``running`` without ``started_at`` gets it set to now; one created
-        finished without ``completed_at`` gets that set to now. The run is held by
-        this DB (its owner) from the start: no other DB's claim takes it while this
-        one is alive.
+        finished without ``completed_at`` gets that set to now. A pending or running
+        run is held by this DB (its owner) from the start: no other DB's claim takes
+        it while this one is alive. A finished run is held by nobody.
 
         Args:
             run: The run to insert; its ``id`` defaults to a fresh ``new_run_id()``.

@@ -358,6 +358,44 @@ async def test_owner_rows_another_tool_wrote_stop_no_start_up_claim_or_listing(
         assert event.payload == {"attempts": 4, "max_attempts": 3, "owner": "ab"}
 
 
+@pytest.mark.parametrize(
+    ("column", "value", "name", "alive"),
+    [
+        ("pid", "CAST(X'FF' AS TEXT)", "odd", True),  # the lease tells
+        ("id", "CAST(X'FE' AS TEXT)", "odd", True),
+        ("name", "X'6162'", "ab", True),
+        ("name", "CAST(X'FF' AS TEXT)", "\N{REPLACEMENT CHARACTER}", True),
+        ("lease_until", f"CAST(X'{'FF' * 27}' AS TEXT)", "odd", False),
+        ("lease_until", f"X'{'FF' * 27}'", "odd", False),
+        ("lease_until", f"'{'z' * 27}'", "odd", False),  # sorted after every date
+    ],
+    ids=["pid", "id", "blob name", "name", "lease", "blob lease", "lease of letters"],
+)
+async def test_an_owner_another_tool_wrote_is_judged_by_what_can_be_read(
+    tmp_path: Path, column: str, value: str, name: str, alive: bool
+) -> None:
+    path = tmp_path / "odd-owner.db"
+    async with DB.open(path, owner="maker") as db:
+        run = await db.create_run(new_run(status="running"))
+    await _raw(
+        path,
+        "INSERT INTO owners VALUES"
+        " ('odd', 'odd', 'h', 'elsewhere', 1, NULL, '2999-01-01T00:00:00.000000Z')",
+        f"UPDATE owners SET {column} = {value} WHERE id = 'odd'",
+        "UPDATE runs SET owner_id = (SELECT id FROM owners WHERE host = 'h')"
+        f" WHERE id = '{run.id}'",
+    )
+    async with DB.open(path, owner="next") as db:
+        [found] = await db.resumable_runs()
+        assert (found.owner, found.owner_alive) == (name, alive)
+        assert (await db._owners_of([run.id]))[run.id] == _owner.Held(name, alive, 0)
+        claimed = await db.claim_resumable_runs()
+        assert [item.run.id for item in claimed.resumed] == ([] if alive else [run.id])
+        if alive:  # an operator can hand it back
+            assert await db.release_run(run.id) == name
+            assert [item.run.id for item in (await db.claim_resumable_runs()).resumed] == [run.id]
+
+
 class _Crash(Exception):
     pass
 

@@ -19,7 +19,7 @@ from typing import Any
 from .._errors import DatabaseError, show, translate
 from .._process import Process, is_running, this_process
 from .._records import ACTIVE_RUN_STATUSES, FINISHED_RUN_STATUSES, Run, RunStatus, Stats, UnitStatus
-from . import runs
+from . import rows, runs
 from .checkpointer import RESTART_WAIT_SECONDS
 from .schema import APPLICATION_ID, MEMORY, SCHEMA_VERSION, objects, schema_problems, uri, wal_path
 from .work import snapshot
@@ -124,13 +124,6 @@ def _wrong_counts(conn: sqlite3.Connection) -> list[str]:
     ]
 
 
-_DIGIT = "[0-9]"
-_TIMESTAMP_FORM = (
-    f"{_DIGIT * 4}-[01]{_DIGIT}-[0-3]{_DIGIT}T[012]{_DIGIT}:[0-5]{_DIGIT}:[0-5]{_DIGIT}"
-    f".{_DIGIT * 6}Z"
-)
-
-
 def _no_moment(column: str) -> str:
     """Text of the timestamp's form that names no moment: reading it back fails.
 
@@ -160,7 +153,7 @@ def _text(column: str, *, optional: bool = False, name: bool = False) -> str:
 
 def _timestamp(column: str, *, optional: bool = True) -> str:
     bad = (
-        f"typeof({column}) <> 'text' OR {column} NOT GLOB '{_TIMESTAMP_FORM}'"
+        f"typeof({column}) <> 'text' OR {column} NOT GLOB '{rows.TIMESTAMP_FORM}'"
         f" OR {_no_moment(column)}"
     )
     return f"{column} IS NOT NULL AND ({bad})" if optional else f"{column} IS NULL OR {bad}"
@@ -233,14 +226,14 @@ def _damaged_values(conn: sqlite3.Connection) -> list[str]:
     problems: list[str] = []
     for table, rules in _VALUES.items():
         anything = " OR ".join(f"({condition})" for condition in rules.values())
-        rows = conn.execute(
+        found = conn.execute(
             f"SELECT id, count(*) OVER () FROM {table} WHERE {anything} LIMIT {_DAMAGED_SHOWN}"
         ).fetchall()
         broken = " || ".join(
             f"CASE WHEN {condition} THEN '{column} ' ELSE '' END"
             for column, condition in rules.items()
         )
-        for record_id, _ in rows:
+        for record_id, _ in found:
             (columns,) = conn.execute(
                 f"SELECT {broken} FROM {table} WHERE id = ?", (record_id,)
             ).fetchone()
@@ -252,8 +245,8 @@ def _damaged_values(conn: sqlite3.Connection) -> list[str]:
                     f"damaged value: {table} row {show(record_id)}: {column}={show(value)}"
                     " is not what daemon_db writes"
                 )
-        if rows and rows[0][1] > len(rows):
-            problems.append(f"damaged value: {rows[0][1] - len(rows)} more rows in {table}")
+        if found and found[0][1] > len(found):
+            problems.append(f"damaged value: {found[0][1] - len(found)} more rows in {table}")
     return problems
 
 

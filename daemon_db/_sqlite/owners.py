@@ -157,14 +157,13 @@ def release_runs(conn: sqlite3.Connection, *, run_ids: Sequence[str], owner: Own
 def release_run(conn: sqlite3.Connection, *, run_id: str) -> str | None:
     """Hand a run back, whoever holds it; return the name of the owner that held it."""
     row = conn.execute(
-        "SELECT runs.owner_id, owners.name FROM runs LEFT JOIN owners ON owners.id = runs.owner_id"
-        " WHERE runs.id = ?",
+        f"SELECT {_NAME} FROM runs LEFT JOIN owners ON owners.id = runs.owner_id WHERE runs.id = ?",
         (run_id,),
     ).fetchone()
     if row is None:
         raise runs.not_found(run_id)
     conn.execute("UPDATE runs SET owner_id = NULL WHERE id = ?", (run_id,))
-    name: str | None = row[1]
+    name: str | None = _text(row[0])
     return name
 
 
@@ -173,13 +172,15 @@ def ownership(conn: sqlite3.Connection, *, run_ids: Sequence[str]) -> dict[str, 
     now = timestamps.to_text(timestamps.now())
     is_alive = asked_once(partial(alive, now=now, here=this_process()))
     found = conn.execute(
-        f"SELECT runs.id, runs.attempts, runs.owner_id, {_OWNER_COLUMNS}"
+        f"SELECT runs.id, runs.attempts, {_HOLDER}, {_OWNER_COLUMNS}"
         " FROM runs LEFT JOIN owners ON owners.id = runs.owner_id"
         " WHERE runs.id IN (SELECT value FROM json_each(?))",
         (json.dumps(list(run_ids)),),
     )
     return {
-        run_id: Held(_text(name), name is not None and is_alive(owner_id, liveness), attempts)
+        run_id: Held(
+            _text(name), name is not None and is_alive(_text(owner_id), liveness), attempts
+        )
         for run_id, attempts, owner_id, name, *liveness in found
     }
 
@@ -196,7 +197,7 @@ def owned_page(
 ) -> list[tuple[Run, Held]]:
     """A page of ``runs.list_page``, each run with who holds it (one statement)."""
     sql, params = runs.page_query(
-        f"{runs.QUALIFIED_COLUMNS}, runs.attempts, {_OWNER_COLUMNS}, runs.owner_id"
+        f"{runs.QUALIFIED_COLUMNS}, runs.attempts, {_OWNER_COLUMNS}, {_HOLDER}"
         " FROM runs LEFT JOIN owners ON owners.id = runs.owner_id",
         statuses=statuses,
         feature_branch=feature_branch,
@@ -211,7 +212,8 @@ def owned_page(
     page: list[tuple[Run, Held]] = []
     for row in found:
         attempts, name, *liveness, owner_id = row[12:]
-        held = Held(_text(name), name is not None and is_alive(owner_id, liveness), attempts)
+        alive_now = name is not None and is_alive(_text(owner_id), liveness)
+        held = Held(_text(name), alive_now, attempts)
         page.append((runs.from_row(row[:12]), held))
     return page
 
@@ -219,40 +221,44 @@ def owned_page(
 def alive(owner_id: str, row: Sequence[Any], *, now: str, here: Process) -> bool:
     """Whether the owner ``owner_id``, ``(machine, pid, started, lease_until)``, is alive.
 
-    The row is read with ``_OWNER_COLUMNS``.
-
-    A lease that is not a stored timestamp (another tool's) is over: text
-    compares by character, and ``'5'`` would outlast every date.
+    The row is read with ``_OWNER_COLUMNS``, where a lease that is not a
+    stored timestamp (another tool's) is None, and so over: text compares by
+    character, and ``'5'`` would outlast every date.
     """
-    machine, pid, started, lease_until = _text(row[0]), row[1], _text(row[2]), _text(row[3])
-    if type(lease_until) is not str or len(lease_until) != len(now) or lease_until < now:
+    machine, pid, started, lease_until = _text(row[0]), row[1], _text(row[2]), row[3]
+    if lease_until is None or lease_until < now:
         return False
     return process_alive(owner_id, machine, pid, started, here=here)
 
 
 _RESUMABLE = (
     f"SELECT {runs.QUALIFIED_COLUMNS}, runs.attempts,"
-    " (SELECT MAX(sequence) FROM events WHERE run_id = runs.id), runs.owner_id"
+    " (SELECT MAX(sequence) FROM events WHERE run_id = runs.id), CAST(runs.owner_id AS BLOB)"
     " FROM runs"
 )
 _RUN, _ATTEMPTS, _LAST, _OWNER_ID = slice(0, 12), 12, 13, 14
 
+_NAME = "CAST(owners.name AS BLOB)"
+_HOLDER = "CAST(runs.owner_id AS BLOB)"
 _OWNER_COLUMNS = (
-    "CAST(owners.name AS BLOB), CAST(owners.machine AS BLOB), owners.pid,"
-    " CAST(owners.started AS BLOB), CAST(owners.lease_until AS BLOB)"
+    f"{_NAME}, CAST(owners.machine AS BLOB),"
+    " iif(typeof(owners.pid) = 'integer', owners.pid, NULL), CAST(owners.started AS BLOB),"
+    f" iif(owners.lease_until GLOB '{rows.TIMESTAMP_FORM}', owners.lease_until, NULL)"
 )
-"""An owner's name and ``alive``'s columns, text read as bytes: sqlite3 raises
-on text that is not UTF-8 (another tool's), and such a row must not stop a
-start-up, a claim (which reads every owner to judge it) or a listing."""
+"""An owner's name and ``alive``'s columns as another tool may have left them:
+text read as bytes (``_text``), a pid that is not an integer and a lease that
+is not a stored timestamp as NULL. sqlite3 raises on text that is not UTF-8,
+and one such row must not stop a start-up, a claim (which reads every owner to
+judge it) or a listing. Owner ids (``_HOLDER``) are read as bytes too."""
 
 
 def _text(value: Any) -> Any:
-    """A value read as bytes by ``_OWNER_COLUMNS``, as text again (None stays None)."""
+    """A value read as bytes, as text again (invalid bytes replaced; None stays None)."""
     return value.decode(errors="replace") if type(value) is bytes else value
 
 
 _OWNERS = (
-    f"SELECT owners.id, {_OWNER_COLUMNS} FROM owners"
+    f"SELECT CAST(owners.id AS BLOB), {_OWNER_COLUMNS} FROM owners"
     f" WHERE id IN (SELECT owner_id FROM runs WHERE status IN ({_ACTIVE}))"
 )
 """The owners of active runs, read apart from the runs: a handful of rows,
@@ -307,7 +313,7 @@ def resumable(conn: sqlite3.Connection) -> tuple[list[ResumableRun], list[rows.D
             conn.execute(sql).fetchall() for sql in START_UP
         )
         names = {row[0]: _text(row[1]) for row in owner_rows}
-        alive_by_id = {row[0]: is_alive(row[0], row[2:]) for row in owner_rows}
+        alive_by_id = {row[0]: is_alive(_text(row[0]), row[2:]) for row in owner_rows}
         run_rows.sort(key=_by_id)
         for row in run_rows:
             try:
@@ -381,7 +387,7 @@ def claim(
         taken_over = row[_OWNER_ID] is not None  # from an owner that died holding it
         attempt = min(attempts + taken_over, _LARGEST)  # the count stops at SQLite's largest
         if taken_over and max_attempts is not None and attempt > max_attempts:
-            given_up.append(_give_up(conn, run, attempt, max_attempts, row[_OWNER_ID], now))
+            given_up.append(_give_up(conn, run, attempt, max_attempts, now))
         else:
             taken.append((run, next_sequence, attempt, owner.name, True))
     unit_rows = conn.execute(
@@ -437,16 +443,12 @@ def _attempts(row: Sequence[Any]) -> int:
     return attempts
 
 
-def _give_up(
-    conn: sqlite3.Connection,
-    run: Run,
-    attempt: int,
-    max_attempts: int,
-    owner_id: Any,
-    now: Any,
-) -> Run:
-    # Read as bytes: a name another tool wrote (not UTF-8, a number) still names it.
-    found = conn.execute("SELECT CAST(name AS BLOB) FROM owners WHERE id = ?", (owner_id,))
+def _give_up(conn: sqlite3.Connection, run: Run, attempt: int, max_attempts: int, now: Any) -> Run:
+    # The name that held it, as bytes: one another tool wrote (not UTF-8, a number) still names it.
+    found = conn.execute(
+        f"SELECT {_NAME} FROM runs JOIN owners ON owners.id = runs.owner_id WHERE runs.id = ?",
+        (run.id,),
+    )
     owner = next((_text(name) for (name,) in found), None)
     error = (
         f"abandoned: the owners that held it died {attempt} times, and max_attempts is"

@@ -17,6 +17,7 @@ from .. import _timestamps as timestamps
 from .._errors import DamagedRow
 
 __all__ = [
+    "TIMESTAMP_FORM",
     "DamagedRow",
     "damaged",
     "member",
@@ -27,6 +28,13 @@ __all__ = [
 ]
 
 Check = Callable[[Any], object]
+
+_DIGIT = "[0-9]"
+TIMESTAMP_FORM = (
+    f"{_DIGIT * 4}-[01]{_DIGIT}-[0-3]{_DIGIT}T[012]{_DIGIT}:[0-5]{_DIGIT}:[0-5]{_DIGIT}"
+    f".{_DIGIT * 6}Z"
+)
+"""A stored timestamp's form, as a ``GLOB`` pattern."""
 
 
 def timestamp(value: object) -> object:
