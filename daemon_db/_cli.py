@@ -130,6 +130,14 @@ def _duration(text: str) -> timedelta:
     return timedelta(seconds=seconds)
 
 
+def _status(text: str) -> str:
+    """A run status in any case (``RUNNING`` too, as run ids are taken in any case)."""
+    if text.lower() not in {status.value for status in RunStatus}:
+        choices = ", ".join(status.value for status in RunStatus)
+        raise argparse.ArgumentTypeError(f"{show(text)} is not a run status ({choices})")
+    return text.lower()
+
+
 def _run_id(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("a run id cannot be empty")
@@ -178,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument(
         "--status",
         action="append",
-        type=str.lower,  # RUNNING too, as run ids are taken in any case
+        type=_status,
         choices=[status.value for status in RunStatus],
         help="only runs in this status (repeat for several)",
     )

@@ -466,13 +466,17 @@ async def release(args: argparse.Namespace) -> int:
     """Hand a run held by a stuck owner back, for the next daemon's claim to take."""
     async with _open(args, readonly=False) as db:
         run_id = await _run_id(db, args.run_id, "RUN_ID")
+        taken = "the next claim takes it"
         held_by = await db.release_run(run_id)
+        with contextlib.suppress(DamagedRecordError):  # released all the same
+            run = await db.get_run(run_id)
+            if run is not None and run.status not in ACTIVE_RUN_STATUSES:
+                # Finished runs are held by nobody; an earlier release left some held.
+                taken = f"it is {run.status.value}, so no claim takes it"
     if held_by is None:
         sys.stdout.write(f"run {run_id} was held by nobody: nothing changed\n")
     else:
-        sys.stdout.write(
-            f"released run {run_id} (held by {terminal.safe(held_by)}): the next claim takes it\n"
-        )
+        sys.stdout.write(f"released run {run_id} (held by {terminal.safe(held_by)}): {taken}\n")
     return 0
 
 

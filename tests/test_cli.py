@@ -7,6 +7,7 @@ and its stderr being exactly one line that names what is wrong.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import dataclasses
 import io
@@ -1104,7 +1105,7 @@ def test_a_status_is_taken_in_any_case(
     assert json.loads(upper)
     code, _, err = cli(capsys, "runs", "--status", "Runing", "--db", str(db_path))
     assert code == 2
-    assert "invalid choice: 'runing'" in err
+    assert "'Runing' is not a run status (pending, running," in err  # as typed
 
 
 def test_vacuum_gives_back_what_a_prune_freed(
@@ -1291,6 +1292,15 @@ def test_release_fail_and_cancel_write_and_say_what_changed(db_path: Path) -> No
     assert_one_line_error(missing, 1, "ZZZZZZ")
     no_reason = daemon_db_command("fail", failed.id, "--db", str(db_path))
     assert_one_line_error(no_reason, 2, "--reason")
+    # A finished run an earlier release left held: no claim will take it.
+    with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
+        conn.execute(
+            "UPDATE runs SET owner_id = (SELECT id FROM owners WHERE name = 'stuck') WHERE id = ?",
+            (failed.id,),
+        )
+    done = daemon_db_command("release", failed.id, "--db", str(db_path))
+    said = f"released run {failed.id} (held by stuck): it is failed, so no claim takes it\n"
+    assert done.stdout == said
 
 
 # PostgreSQL: --db takes a URL
