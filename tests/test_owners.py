@@ -437,6 +437,26 @@ async def test_a_claim_keeps_an_owner_that_comes_back_while_the_claim_waits_for_
             assert (await c.claim_resumable_runs()).resumed == []
 
 
+@pytest.mark.parametrize("lease", ["-infinity", "0001-01-01 00:00:00+00", "1000-01-01 BC"])
+async def test_a_claim_forgets_a_dead_owner_whatever_lease_it_left(
+    postgres_url: str, lease: str
+) -> None:
+    # The claim deletes a dead owner only while its lease is the one it was
+    # judged by: sent back as a datetime, -infinity and year 1 came back as
+    # each other (the row kept for ever), and a BC lease made every claim raise.
+    with contextlib.suppress(_Crash):
+        async with DB.open(postgres_url, owner="dead") as dead:
+            run = await dead.create_run(new_run(status="running"))
+            raise _Crash
+    await _raw(
+        postgres_url,
+        f"UPDATE owners SET machine = 'elsewhere', lease_until = '{lease}' WHERE name = 'dead'",
+    )
+    async with DB.open(postgres_url, owner="next") as db:
+        assert [item.run.id for item in (await db.claim_resumable_runs()).resumed] == [run.id]
+        assert await _owner_names(postgres_url) == ["next"]
+
+
 async def test_a_claim_forgets_a_dead_owner_whatever_finished_runs_it_made(
     where: str | Path,
 ) -> None:

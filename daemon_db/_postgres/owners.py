@@ -294,11 +294,13 @@ async def claim(
 ) -> tuple[list[ResumableRun], list[Run], list[damage.DamagedRow]]:
     """Take every active run no live owner holds; give up those past ``max_attempts``."""
     await conn.execute(_hold(1), *_registration(owner))
-    # Each dead owner with the lease it was judged by (see the DELETE below).
+    # Each dead owner with the lease it was judged by (see the DELETE below), as
+    # text: no datetime holds a lease another tool set BC, and -infinity and
+    # year 1 come back as the same one.
     judged = [
         (row[0], row[5])
         for row in await conn.fetch(
-            "SELECT id, machine, pid, started, lease_until >= now(), lease_until FROM owners"
+            "SELECT id, machine, pid, started, lease_until >= now(), lease_until::text FROM owners"
             " WHERE id <> $1",
             owner.id,
         )
@@ -351,8 +353,8 @@ async def claim(
     # changed and checks the lease again, where NOT EXISTS, read before the
     # wait, would miss its new run, and the DELETE would let that run go.
     await conn.execute(
-        "DELETE FROM owners USING unnest($1::text[], $2::timestamptz[]) AS judged (id, lease)"
-        " WHERE owners.id = judged.id AND owners.lease_until = judged.lease"
+        "DELETE FROM owners USING unnest($1::text[], $2::text[]) AS judged (id, lease)"
+        " WHERE owners.id = judged.id AND owners.lease_until::text = judged.lease"
         " AND NOT EXISTS (SELECT 1 FROM runs WHERE runs.owner_id = owners.id)",
         dead,
         [lease for _, lease in judged],
