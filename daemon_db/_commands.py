@@ -468,8 +468,11 @@ async def release(args: argparse.Namespace) -> int:
         run_id = await _run_id(db, args.run_id, "RUN_ID")
         taken = "the next claim takes it"
         held_by = await db.release_run(run_id)
-        with contextlib.suppress(DamagedRecordError):  # released all the same
+        try:
             run = await db.get_run(run_id)
+        except DamagedRecordError:  # released all the same; claims report it, not take it
+            taken = "its row is damaged, so no claim takes it until it is mended (see check)"
+        else:
             if run is not None and run.status not in ACTIVE_RUN_STATUSES:
                 # Finished runs are held by nobody; an earlier release left some held.
                 taken = f"it is {run.status.value}, so no claim takes it"

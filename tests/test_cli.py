@@ -1301,6 +1301,20 @@ def test_release_fail_and_cancel_write_and_say_what_changed(db_path: Path) -> No
     done = daemon_db_command("release", failed.id, "--db", str(db_path))
     said = f"released run {failed.id} (held by stuck): it is failed, so no claim takes it\n"
     assert done.stdout == said
+    # A status another tool wrote: claims report the run, and do not take it.
+    with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
+        conn.execute("PRAGMA ignore_check_constraints = ON")
+        conn.execute(
+            "UPDATE runs SET status = 'RUNNING',"
+            " owner_id = (SELECT id FROM owners WHERE name = 'stuck') WHERE id = ?",
+            (cancelled.id,),
+        )
+    done = daemon_db_command("release", cancelled.id, "--db", str(db_path))
+    assert (done.returncode, done.stdout) == (
+        0,
+        f"released run {cancelled.id} (held by stuck): its row is damaged, so no claim takes it"
+        " until it is mended (see check)\n",
+    )
 
 
 # PostgreSQL: --db takes a URL

@@ -368,8 +368,10 @@ async def test_owner_rows_another_tool_wrote_stop_no_start_up_claim_or_listing(
         ("lease_until", f"CAST(X'{'FF' * 27}' AS TEXT)", "odd", False),
         ("lease_until", f"X'{'FF' * 27}'", "odd", False),
         ("lease_until", f"'{'z' * 27}'", "odd", False),  # sorted after every date
+        # GLOB stops at a NUL: the form passed, and the text failed to decode.
+        ("lease_until", "'2999-01-01T00:00:00.000000Z' || X'00FF'", "odd", False),
     ],
-    ids=["pid", "id", "blob name", "name", "lease", "blob lease", "lease of letters"],
+    ids=["pid", "id", "blob name", "name", "lease", "blob lease", "lease of letters", "NUL"],
 )
 async def test_an_owner_another_tool_wrote_is_judged_by_what_can_be_read(
     tmp_path: Path, column: str, value: str, name: str, alive: bool

@@ -233,7 +233,10 @@ def alive(owner_id: str, row: Sequence[Any], *, now: str, here: Process) -> bool
 
 _RESUMABLE = (
     f"SELECT {runs.QUALIFIED_COLUMNS}, runs.attempts,"
-    " (SELECT MAX(sequence) FROM events WHERE run_id = runs.id), CAST(runs.owner_id AS BLOB)"
+    # The largest sequence as it is (see _next), text as bytes: it may not be UTF-8.
+    " (SELECT iif(typeof(last) = 'text', CAST(last AS BLOB), last)"
+    " FROM (SELECT MAX(sequence) AS last FROM events WHERE run_id = runs.id)),"
+    " CAST(runs.owner_id AS BLOB)"
     " FROM runs"
 )
 _RUN, _ATTEMPTS, _LAST, _OWNER_ID = slice(0, 12), 12, 13, 14
@@ -243,11 +246,14 @@ _HOLDER = "CAST(runs.owner_id AS BLOB)"
 _OWNER_COLUMNS = (
     f"{_NAME}, CAST(owners.machine AS BLOB),"
     " iif(typeof(owners.pid) = 'integer', owners.pid, NULL), CAST(owners.started AS BLOB),"
-    f" iif(owners.lease_until GLOB '{rows.TIMESTAMP_FORM}', owners.lease_until, NULL)"
+    " iif(typeof(owners.lease_until) = 'text'"
+    f" AND length(CAST(owners.lease_until AS BLOB)) = {len(_LONG_AGO)}"
+    f" AND owners.lease_until GLOB '{rows.TIMESTAMP_FORM}', owners.lease_until, NULL)"
 )
 """An owner's name and ``alive``'s columns as another tool may have left them:
 text read as bytes (``_text``), a pid that is not an integer and a lease that
-is not a stored timestamp as NULL. sqlite3 raises on text that is not UTF-8,
+is not a stored timestamp as NULL (``GLOB`` stops at a NUL, so the length in
+bytes is checked too). sqlite3 raises on text that is not UTF-8,
 and one such row must not stop a start-up, a claim (which reads every owner to
 judge it) or a listing. Owner ids (``_HOLDER``) are read as bytes too."""
 
@@ -417,15 +423,18 @@ def _next(conn: sqlite3.Connection, row: Sequence[Any]) -> int:
 
     SQLite's ``MAX(sequence) + 1`` made the largest integer a float, and text
     (which sorts after every number) 1: a run resumed with either would fail
-    its first append, so it is reported instead (``events.next_sequence``
-    names the event).
+    its first append, so it is reported instead, naming the event.
     """
     last = row[_LAST]
     if last is None:
         return 1
     if type(last) is int and 0 < last < _LARGEST:
         return last + 1
-    return events.next_sequence(conn, run_id=row[0])
+    (event_id,) = conn.execute(
+        "SELECT id FROM events WHERE run_id = ? ORDER BY sequence DESC LIMIT 1", (row[0],)
+    ).fetchone()
+    reason = "leaves no next sequence" if last == _LARGEST else "is not an integer >= 1"
+    raise rows.DamagedRow("events", event_id, "sequence", _text(last), reason)
 
 
 def _attempts(row: Sequence[Any]) -> int:

@@ -379,10 +379,17 @@ async def test_attempts_another_tool_wrote_stop_no_claim(db_path: Path, value: o
 
 
 @pytest.mark.parametrize(
-    "value", ["two", 2.5, 2**63 - 1], ids=["text", "real", "the largest integer"]
+    ("stored", "value"),
+    [
+        ("'two'", "two"),
+        ("2.5", 2.5),
+        (str(2**63 - 1), 2**63 - 1),
+        ("CAST(X'FF' AS TEXT)", "\N{REPLACEMENT CHARACTER}"),  # stopped every start-up
+    ],
+    ids=["text", "real", "the largest integer", "not UTF-8"],
 )
 async def test_a_largest_sequence_another_tool_wrote_is_reported_at_start_up(
-    db_path: Path, value: object
+    db_path: Path, stored: str, value: object
 ) -> None:
     # SQLite's MAX(sequence) + 1 had made them 1 (text sorts after numbers), 3.5
     # and a float: handed to the daemon as the next sequence, whose first
@@ -399,7 +406,7 @@ async def test_a_largest_sequence_another_tool_wrote_is_reported_at_start_up(
         (event_id,) = conn.execute(
             "SELECT id FROM events WHERE run_id = ? AND sequence = 2", (damaged.id,)
         ).fetchone()
-        conn.execute("UPDATE events SET sequence = ? WHERE id = ?", (value, event_id))
+        conn.execute(f"UPDATE events SET sequence = {stored} WHERE id = ?", (event_id,))
 
     async with DB.open(db_path, owner="next") as db:
         expected = [("events", event_id, "sequence", value)]
