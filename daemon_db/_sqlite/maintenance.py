@@ -65,46 +65,61 @@ def check(conn: sqlite3.Connection, *, quick: bool = False) -> list[str]:
     checking that every index matches its table) instead of ``integrity_check``;
     the store's own checks run either way.
     """
+    factory = conn.text_factory
+    # Another tool's text may not be UTF-8, which sqlite3 refuses to read:
+    # the report shows it (invalid bytes replaced) rather than fail on it.
+    conn.text_factory = _replacing
+    try:
+        with snapshot(conn):
+            return _check(conn, quick=quick)
+    finally:
+        conn.text_factory = factory
+
+
+def _replacing(data: bytes) -> str:
+    return data.decode(errors="replace")
+
+
+def _check(conn: sqlite3.Connection, *, quick: bool) -> list[str]:
     problems: list[str] = []
-    with snapshot(conn):
-        pragma = "quick_check" if quick else "integrity_check"
-        for (line,) in conn.execute(f"PRAGMA {pragma}"):
-            if line != "ok":
-                problems.append(f"integrity: {line}")
-        for table, rowid, parent, _ in conn.execute("PRAGMA foreign_key_check"):
-            problems.append(f"foreign key: {table} row {rowid} refers to a missing {parent} row")
-        (application_id,) = conn.execute("PRAGMA application_id").fetchone()
-        (version,) = conn.execute("PRAGMA user_version").fetchone()
-        if (application_id, version) != (APPLICATION_ID, SCHEMA_VERSION):
-            problems.append(
-                f"schema: application_id {application_id:#x}, version {version}; expected"
-                f" {APPLICATION_ID:#x}, version {SCHEMA_VERSION}"
-            )
-        # Another version's objects differ by design: its version is the problem.
-        changed: list[str] = []
-        if version == SCHEMA_VERSION:
-            changed = schema_problems(objects(conn))
-            problems += changed
-        if any(line.startswith("schema: table") and line.endswith("missing") for line in changed):
-            problems.append("the store's own checks need every table: not run")
-            return problems
-        # As the index has it: a run without a branch is nobody's rival.
-        for branch, repo, count, first, last in conn.execute(
-            f"SELECT feature_branch, repo_path, COUNT(*), MIN(id), MAX(id) FROM runs"
-            f" WHERE status IN ({_ACTIVE}) AND feature_branch IS NOT NULL"
-            " GROUP BY feature_branch, repo_path HAVING COUNT(*) > 1"
-        ):
-            problems.append(
-                f"one active run: {count} active runs on {show(branch)} in {show(repo)}"
-                f" ({first} ... {last})"
-            )
-        for run_id, count, highest in conn.execute(
-            "SELECT run_id, COUNT(*), MAX(sequence) FROM events GROUP BY run_id"
-            " HAVING COUNT(*) <> MAX(sequence) OR MIN(sequence) <> 1"
-        ):
-            problems.append(f"sequences: run {run_id} has {count} events up to sequence {highest}")
-        problems += _damaged_values(conn)
-        problems += _wrong_counts(conn)
+    pragma = "quick_check" if quick else "integrity_check"
+    for (line,) in conn.execute(f"PRAGMA {pragma}"):
+        if line != "ok":
+            problems.append(f"integrity: {line}")
+    for table, rowid, parent, _ in conn.execute("PRAGMA foreign_key_check"):
+        problems.append(f"foreign key: {table} row {rowid} refers to a missing {parent} row")
+    (application_id,) = conn.execute("PRAGMA application_id").fetchone()
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    if (application_id, version) != (APPLICATION_ID, SCHEMA_VERSION):
+        problems.append(
+            f"schema: application_id {application_id:#x}, version {version}; expected"
+            f" {APPLICATION_ID:#x}, version {SCHEMA_VERSION}"
+        )
+    # Another version's objects differ by design: its version is the problem.
+    changed: list[str] = []
+    if version == SCHEMA_VERSION:
+        changed = schema_problems(objects(conn))
+        problems += changed
+    if any(line.startswith("schema: table") and line.endswith("missing") for line in changed):
+        problems.append("the store's own checks need every table: not run")
+        return problems
+    # As the index has it: a run without a branch is nobody's rival.
+    for branch, repo, count, first, last in conn.execute(
+        f"SELECT feature_branch, repo_path, COUNT(*), MIN(id), MAX(id) FROM runs"
+        f" WHERE status IN ({_ACTIVE}) AND feature_branch IS NOT NULL"
+        " GROUP BY feature_branch, repo_path HAVING COUNT(*) > 1"
+    ):
+        problems.append(
+            f"one active run: {count} active runs on {show(branch)} in {show(repo)}"
+            f" ({first} ... {last})"
+        )
+    for run_id, count, highest in conn.execute(
+        "SELECT run_id, COUNT(*), MAX(sequence) FROM events GROUP BY run_id"
+        " HAVING COUNT(*) <> MAX(sequence) OR MIN(sequence) <> 1"
+    ):
+        problems.append(f"sequences: run {run_id} has {count} events up to sequence {highest}")
+    problems += _damaged_values(conn)
+    problems += _wrong_counts(conn)
     return problems
 
 
@@ -199,7 +214,9 @@ _VALUES = {
         "machine": _text("machine", name=True),
         "pid": "typeof(pid) <> 'integer' OR pid < 1",
         "started": _text("started", optional=True),
-        "lease_until": _timestamp("lease_until", optional=False),
+        # GLOB stops at a NUL; claims check the length too, and refuse such a lease.
+        "lease_until": _timestamp("lease_until", optional=False)
+        + f" OR length(CAST(lease_until AS BLOB)) <> {rows.TIMESTAMP_BYTES}",
     },
     "events": {
         # A sequence of 2.5 in place of 2 passes the gap check's count and maximum.
@@ -226,27 +243,29 @@ def _damaged_values(conn: sqlite3.Connection) -> list[str]:
     problems: list[str] = []
     for table, rules in _VALUES.items():
         anything = " OR ".join(f"({condition})" for condition in rules.values())
+        # By rowid: an id shown with its invalid bytes replaced finds no row.
         found = conn.execute(
-            f"SELECT id, count(*) OVER () FROM {table} WHERE {anything} LIMIT {_DAMAGED_SHOWN}"
+            f"SELECT rowid, id, count(*) OVER () FROM {table} WHERE {anything}"
+            f" LIMIT {_DAMAGED_SHOWN}"
         ).fetchall()
         broken = " || ".join(
             f"CASE WHEN {condition} THEN '{column} ' ELSE '' END"
             for column, condition in rules.items()
         )
-        for record_id, _ in found:
+        for rowid, record_id, _ in found:
             (columns,) = conn.execute(
-                f"SELECT {broken} FROM {table} WHERE id = ?", (record_id,)
+                f"SELECT {broken} FROM {table} WHERE rowid = ?", (rowid,)
             ).fetchone()
             for column in columns.split():
                 (value,) = conn.execute(
-                    f"SELECT {column} FROM {table} WHERE id = ?", (record_id,)
+                    f"SELECT {column} FROM {table} WHERE rowid = ?", (rowid,)
                 ).fetchone()
                 problems.append(
                     f"damaged value: {table} row {show(record_id)}: {column}={show(value)}"
                     " is not what daemon_db writes"
                 )
-        if found and found[0][1] > len(found):
-            problems.append(f"damaged value: {found[0][1] - len(found)} more rows in {table}")
+        if found and found[0][2] > len(found):
+            problems.append(f"damaged value: {found[0][2] - len(found)} more rows in {table}")
     return problems
 
 

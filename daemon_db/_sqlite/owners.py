@@ -247,7 +247,7 @@ _OWNER_COLUMNS = (
     f"{_NAME}, CAST(owners.machine AS BLOB),"
     " iif(typeof(owners.pid) = 'integer', owners.pid, NULL), CAST(owners.started AS BLOB),"
     " iif(typeof(owners.lease_until) = 'text'"
-    f" AND length(CAST(owners.lease_until AS BLOB)) = {len(_LONG_AGO)}"
+    f" AND length(CAST(owners.lease_until AS BLOB)) = {rows.TIMESTAMP_BYTES}"
     f" AND owners.lease_until GLOB '{rows.TIMESTAMP_FORM}', owners.lease_until, NULL)"
 )
 """An owner's name and ``alive``'s columns as another tool may have left them:

@@ -17,6 +17,7 @@ from .. import _timestamps as timestamps
 from .._errors import DamagedRow
 
 __all__ = [
+    "TIMESTAMP_BYTES",
     "TIMESTAMP_FORM",
     "DamagedRow",
     "damaged",
@@ -34,7 +35,9 @@ TIMESTAMP_FORM = (
     f"{_DIGIT * 4}-[01]{_DIGIT}-[0-3]{_DIGIT}T[012]{_DIGIT}:[0-5]{_DIGIT}:[0-5]{_DIGIT}"
     f".{_DIGIT * 6}Z"
 )
-"""A stored timestamp's form, as a ``GLOB`` pattern."""
+"""A stored timestamp's form, as a ``GLOB`` pattern (which stops at a NUL: check
+``TIMESTAMP_BYTES`` too)."""
+TIMESTAMP_BYTES = len("1970-01-01T00:00:00.000000Z")
 
 
 def timestamp(value: object) -> object:
