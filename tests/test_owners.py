@@ -424,6 +424,16 @@ async def test_a_finished_run_is_held_by_nobody(where: str | Path) -> None:
         assert (await db._owners_of([failed.id]))[failed.id].owner == "maker"
 
 
+async def test_a_create_of_a_finished_run_renews_a_lapsed_lease(where: str | Path) -> None:
+    # It holds nothing, but it is a write: a DB found dead while its loop hung
+    # is alive again once it writes (the model-based test found it was not).
+    async with DB.open(where, owner="db", lease=3600) as db:
+        held = await db.create_run(new_run(status="pending"))
+        await _expire(where, db)
+        await db.create_run(new_run(status="completed"))
+        assert (await db._owners_of([held.id]))[held.id] == _owner.Held("db", True, 0)
+
+
 async def test_a_claim_keeps_an_owner_that_comes_back_while_the_claim_waits_for_it(
     where: str | Path,
 ) -> None:

@@ -110,11 +110,17 @@ _HOLD = f"WITH held AS ({_hold(14)})"
 
 
 async def create_run(conn: asyncpg.Connection, *, run: Run, owner: Owner) -> Run:
-    """Insert ``run``, held by ``owner`` from the start (a finished one by nobody)."""
-    if run.status in FINISHED_RUN_STATUSES:
-        return await runs.create(conn, run=run, owner_id=None)
+    """Insert ``run``, held by ``owner`` from the start (a finished one by nobody).
+
+    The owner is registered or renewed either way, in the same statement (see
+    SQLite's).
+    """
     return await runs.create(
-        conn, run=run, owner_id=owner.id, before=_HOLD, before_args=_registration(owner)
+        conn,
+        run=run,
+        owner_id=None if run.status in FINISHED_RUN_STATUSES else owner.id,
+        before=_HOLD,
+        before_args=_registration(owner),
     )
 
 

@@ -107,9 +107,14 @@ def hold(conn: sqlite3.Connection, *, owner: Owner) -> str:
 
 
 def create_run(conn: sqlite3.Connection, *, run: Run, owner: Owner) -> Run:
-    """Insert ``run``, held by ``owner`` from the start (a finished one by nobody)."""
+    """Insert ``run``, held by ``owner`` from the start (a finished one by nobody).
+
+    The owner is registered or renewed either way (see ``hold``): a create is a
+    write, and a DB found dead while its loop hung is alive again once it writes.
+    """
+    owner_id = hold(conn, owner=owner)
     finished = run.status in FINISHED_RUN_STATUSES
-    return runs.create(conn, run=run, owner_id=None if finished else hold(conn, owner=owner))
+    return runs.create(conn, run=run, owner_id=None if finished else owner_id)
 
 
 def update_run_status(

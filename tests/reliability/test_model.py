@@ -150,7 +150,8 @@ class StoreMachine(RuleBasedStateMachine):
             assert error.existing_run_id == holder  # type: ignore[attr-defined]
             return multiple()
         assert self.call(self.db.create_run(run)).id == run.id
-        self.model[run.id] = ModelRun(branch, repo, status)
+        held_by = None if status in FINISHED else "db"  # a finished run is held by nobody
+        self.model[run.id] = ModelRun(branch, repo, status, owner=held_by)
         self.db_alive = True  # a write that creates a run renews its owner
         return run.id
 
@@ -169,7 +170,8 @@ class StoreMachine(RuleBasedStateMachine):
             self.refused(RunExistsError, self.db.create_run(run))
         else:
             self.call(self.db.create_run(run))
-            self.model[run_id] = ModelRun("feature/c", "/srv/three", RunStatus.COMPLETED)
+            finished = ModelRun("feature/c", "/srv/three", RunStatus.COMPLETED, owner=None)
+            self.model[run_id] = finished
             self.db_alive = True
 
     @rule(
@@ -201,6 +203,8 @@ class StoreMachine(RuleBasedStateMachine):
             run.owner, run.attempts = "db", 0
             self.db_alive = True
         run.status, run.error = status, error
+        if status in FINISHED:  # a finished run is held by nobody
+            run.owner = None
 
     @rule(run_id=consumes(runs) | st.just(UNKNOWN))
     def delete_run(self, run_id: str) -> None:
@@ -221,7 +225,7 @@ class StoreMachine(RuleBasedStateMachine):
         else:
             self.call(self.db.complete_run(run_id, status, "done"))
             run = self.model[run_id]
-            run.status, run.error = status, "done"
+            run.status, run.error, run.owner = status, "done", None
             run.events.append(("run_completed", None, {"status": status.value, "error": "done"}))
 
     # Units
@@ -408,6 +412,10 @@ class StoreMachine(RuleBasedStateMachine):
             events = self.call(self.db.list_events(run.id))
             assert [e.sequence for e in events] == list(range(1, len(events) + 1))
             assert [(e.event_type, e.unit_id, e.payload) for e in events] == expected.events
+        held = self.call(self.db._owners_of([run.id for run in runs]))
+        assert {run_id: holder.owner for run_id, holder in held.items()} == {
+            run_id: run.owner for run_id, run in self.model.items()
+        }
         resumable = self.call(self.db.resumable_runs())
         assert [r.run.id for r in resumable] == [r.id for r in runs if r.status in ACTIVE]
         for item in resumable:
