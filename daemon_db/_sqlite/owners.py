@@ -258,9 +258,9 @@ _OWNER_COLUMNS = (
 """An owner's name and ``alive``'s columns as another tool may have left them:
 text read as bytes (``_text``), a pid that is not an integer and a lease that
 is not a stored timestamp as NULL (``GLOB`` stops at a NUL, so the length in
-bytes is checked too). sqlite3 raises on text that is not UTF-8,
-and one such row must not stop a start-up, a claim (which reads every owner to
-judge it) or a listing. Owner ids (``_HOLDER``) are read as bytes too."""
+bytes is checked too). sqlite3 raises on text that is not UTF-8, and one such
+row must not stop a start-up, a claim (which reads every owner to judge it) or
+a listing. Owner ids (``_HOLDER``) are read as bytes too."""
 
 
 def _text(value: Any) -> Any:
