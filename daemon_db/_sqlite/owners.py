@@ -236,18 +236,18 @@ def alive(owner_id: str, row: Sequence[Any], *, now: str, here: Process) -> bool
     return process_alive(owner_id, machine, pid, started, here=here)
 
 
+_NAME = "CAST(owners.name AS BLOB)"
+_HOLDER = "CAST(runs.owner_id AS BLOB)"
+
 _RESUMABLE = (
     f"SELECT {runs.QUALIFIED_COLUMNS}, runs.attempts,"
     # The largest sequence as it is (see _next), text as bytes: it may not be UTF-8.
     " (SELECT iif(typeof(last) = 'text', CAST(last AS BLOB), last)"
     " FROM (SELECT MAX(sequence) AS last FROM events WHERE run_id = runs.id)),"
-    " CAST(runs.owner_id AS BLOB)"
-    " FROM runs"
+    f" {_HOLDER} FROM runs"
 )
 _RUN, _ATTEMPTS, _LAST, _OWNER_ID = slice(0, 12), 12, 13, 14
 
-_NAME = "CAST(owners.name AS BLOB)"
-_HOLDER = "CAST(runs.owner_id AS BLOB)"
 _OWNER_COLUMNS = (
     f"{_NAME}, CAST(owners.machine AS BLOB),"
     " iif(typeof(owners.pid) = 'integer', owners.pid, NULL), CAST(owners.started AS BLOB),"
