@@ -237,7 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument(
         "--quick",
         action="store_true",
-        help="SQLite's quick_check (indexes not matched to tables) and the store's own checks",
+        help="SQLite's quick_check (indexes not matched to tables) and the store's own checks,"
+        " but no search for text that is not UTF-8",
     )
     command(
         "migrate",

@@ -360,7 +360,9 @@ class DB(Operations):
             quick: Use SQLite's ``quick_check`` rather than ``integrity_check``:
                 every page and record is still read, but indexes are not
                 compared with their tables, which is most of the time a full
-                check takes on a large file. The store's own checks run either way.
+                check takes on a large file. The store's own checks run either way,
+                but for the search for text that is not UTF-8 (which reads every
+                row's text).
 
         Returns:
             One line per problem found, naming where; [] when all is well.

@@ -57,13 +57,15 @@ def append(
 
 def next_sequence(conn: sqlite3.Connection, *, run_id: str) -> int:
     """The sequence the run's next event will get; RunNotFoundError if there is no run."""
-    row = conn.execute(
+    found, not_utf8 = rows.readable(
+        conn,
+        "events",
         "SELECT (SELECT MAX(sequence) FROM events WHERE run_id = runs.id) FROM runs WHERE id = ?",
         (run_id,),
-    ).fetchone()
-    if row is None:
+    )
+    if not found and not not_utf8:
         raise RunNotFoundError(run_id)
-    last = row[0]
+    last = found[0][0] if found else not_utf8[0][1].value
     if last is None:
         return 1
     if type(last) is int and 0 < last < _LARGEST:
@@ -71,9 +73,11 @@ def next_sequence(conn: sqlite3.Connection, *, run_id: str) -> int:
     # Another tool's value: SQLite's + 1 made the largest integer a float, and text
     # sorts after every number (its + 1 is 1, taken already).
     (event_id,) = conn.execute(
-        "SELECT id FROM events WHERE run_id = ? AND sequence = ?", (run_id, last)
+        "SELECT id FROM events WHERE run_id = ? ORDER BY sequence DESC LIMIT 1", (run_id,)
     ).fetchone()
     reason = "leaves no next sequence" if last == _LARGEST else "is not an integer >= 1"
+    if not found:
+        reason = "is not UTF-8 text"
     raise rows.DamagedRow("events", event_id, "sequence", last, reason)
 
 
@@ -84,12 +88,14 @@ def list_page(
     conn: sqlite3.Connection, *, run_id: str, after: int, limit: int
 ) -> list[EventRecord]:
     """Up to ``limit`` events of a run with sequence > ``after``, in order."""
-    rows = conn.execute(
+    found = rows.fetchall(
+        conn,
+        "events",
         f"SELECT {_COLUMNS} FROM events WHERE run_id = ? AND sequence > ?"
         " ORDER BY sequence LIMIT ?",
         (run_id, after, limit),
-    ).fetchall()
-    return [_from_row(row) for row in rows]
+    )
+    return [_from_row(row) for row in found]
 
 
 def follow_page(
@@ -97,12 +103,12 @@ def follow_page(
 ) -> tuple[RunStatus | None, list[EventRecord]]:
     """The run's status (None if it is gone) and its next events, from one snapshot."""
     with snapshot(conn):
-        row = conn.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
+        row = rows.fetchone(conn, "runs", "SELECT id, status FROM runs WHERE id = ?", (run_id,))
         if row is None:
             return None, []
-        status = _RUN_STATUSES.get(row[0]) if type(row[0]) is str else None
+        status = _RUN_STATUSES.get(row[1]) if type(row[1]) is str else None
         if status is None:  # another tool's value: named, as a read of the run names it
-            raise rows.DamagedRow("runs", run_id, "status", row[0], "is not a run status")
+            raise rows.DamagedRow("runs", run_id, "status", row[1], "is not a run status")
         return status, list_page(conn, run_id=run_id, after=after, limit=limit)
 
 

@@ -45,7 +45,7 @@ def stats(conn: sqlite3.Connection, *, path: str) -> Stats:
     migrations.py): a few rows read, however large the file.
     """
     with snapshot(conn):
-        counts = dict(conn.execute("SELECT name, n FROM counts"))
+        counts = dict(conn.execute(_COUNTS))
         (version,) = conn.execute("PRAGMA user_version").fetchone()
     return Stats(
         path=path,
@@ -56,6 +56,21 @@ def stats(conn: sqlite3.Connection, *, path: str) -> Stats:
         file_bytes=_size(path),
         wal_bytes=0 if path == MEMORY else _size(wal_path(path)),
     )
+
+
+_COUNTS = "SELECT name, n FROM counts WHERE name IN ({})".format(
+    ", ".join(
+        repr(name)
+        for name in (
+            "events",
+            *(f"runs:{status.value}" for status in RunStatus),
+            *(f"units:{status.value}" for status in UnitStatus),
+        )
+    )
+)
+"""The counts ``stats()`` reports, and only those: a status another tool wrote
+has a row of its own (the triggers count every status), whose name may not
+even be UTF-8, which sqlite3 would refuse to read."""
 
 
 def check(conn: sqlite3.Connection, *, quick: bool = False) -> list[str]:
@@ -69,15 +84,33 @@ def check(conn: sqlite3.Connection, *, quick: bool = False) -> list[str]:
     # Another tool's text may not be UTF-8, which sqlite3 refuses to read:
     # the report shows it (invalid bytes replaced) rather than fail on it.
     conn.text_factory = _replacing
+    conn.create_function(_UTF8, -1, _is_utf8, deterministic=True)
     try:
         with snapshot(conn):
             return _check(conn, quick=quick)
     finally:
         conn.text_factory = factory
+        conn.create_function(_UTF8, -1, None)
 
 
 def _replacing(data: bytes) -> str:
     return data.decode(errors="replace")
+
+
+_UTF8 = "daemon_db_is_utf8"
+"""check()'s SQL function: whether its blobs (None: no text) are UTF-8.
+
+SQLite stores text as it is given, and has no function that tells."""
+
+
+def _is_utf8(*data: bytes | None) -> bool:
+    try:
+        for each in data:
+            if each is not None:
+                each.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _check(conn: sqlite3.Connection, *, quick: bool) -> list[str]:
@@ -118,7 +151,7 @@ def _check(conn: sqlite3.Connection, *, quick: bool) -> list[str]:
         " HAVING COUNT(*) <> MAX(sequence) OR MIN(sequence) <> 1"
     ):
         problems.append(f"sequences: run {run_id} has {count} events up to sequence {highest}")
-    problems += _damaged_values(conn)
+    problems += _damaged_values(conn, quick=quick)
     problems += _wrong_counts(conn)
     return problems
 
@@ -230,42 +263,64 @@ _VALUES = {
 }
 """For each table, each column's rule broken: the values a daemon_db never writes."""
 
+_READ_AS_TEXT = ("runs", "units", "events")
+"""The tables whose text a read decodes: text that is not UTF-8 there fails it.
+Owners are read as bytes (owners.py), so their text cannot."""
+
 _DAMAGED_SHOWN = 20
 
 
-def _damaged_values(conn: sqlite3.Connection) -> list[str]:
+def _not_utf8(*columns: str) -> str:
+    """Whether any of the row's ``columns`` holds text that is not UTF-8: one call a row."""
+    text = ", ".join(
+        f"iif(typeof({column}) = 'text', CAST({column} AS BLOB), NULL)" for column in columns
+    )
+    return f"NOT {_UTF8}({text})"
+
+
+def _damaged_values(conn: sqlite3.Connection, *, quick: bool) -> list[str]:
     """Stored values that break the store's rules (another tool wrote them): one scan a table.
 
     The scan only tests each row against the rules (an OR of them, which stops
     at the first broken one, and builds nothing for a healthy row); which
-    columns are broken is worked out for the few rows found.
+    columns are broken is worked out for the few rows found. Unless ``quick``,
+    it also hands each row's text to Python, to find text that is not UTF-8.
     """
     problems: list[str] = []
     for table, rules in _VALUES.items():
+        utf8 = not quick and table in _READ_AS_TEXT
         anything = " OR ".join(f"({condition})" for condition in rules.values())
-        # By rowid: an id shown with its invalid bytes replaced finds no row.
+        if utf8:
+            anything += f" OR {_not_utf8(*rules)}"
+        # By rowid: an id shown with its invalid bytes replaced finds no row. Text
+        # ids come as bytes, to be shown as a DamagedRecordError shows them.
         found = conn.execute(
-            f"SELECT rowid, id, count(*) OVER () FROM {table} WHERE {anything}"
-            f" LIMIT {_DAMAGED_SHOWN}"
+            "SELECT rowid, iif(typeof(id) = 'text', CAST(id AS BLOB), id), typeof(id) = 'text',"
+            f" count(*) OVER () FROM {table} WHERE {anything} LIMIT {_DAMAGED_SHOWN}"
         ).fetchall()
         broken = " || ".join(
-            f"CASE WHEN {condition} THEN '{column} ' ELSE '' END"
+            (f"CASE WHEN {_not_utf8(column)} THEN '{column}:utf8 '" if utf8 else "CASE")
+            + f" WHEN {condition} THEN '{column} ' ELSE '' END"
             for column, condition in rules.items()
         )
-        for rowid, record_id, _ in found:
+        for rowid, stored_id, is_text, _ in found:
+            record_id = rows.text(rows.decoded(stored_id)) if is_text else stored_id
             (columns,) = conn.execute(
                 f"SELECT {broken} FROM {table} WHERE rowid = ?", (rowid,)
             ).fetchone()
             for column in columns.split():
+                column, _, not_utf8 = column.partition(":")
+                # Text that is not UTF-8 shown as its bytes: replaced, they would not show why.
+                shown = f"CAST({column} AS BLOB)" if not_utf8 else column
                 (value,) = conn.execute(
-                    f"SELECT {column} FROM {table} WHERE rowid = ?", (rowid,)
+                    f"SELECT {shown} FROM {table} WHERE rowid = ?", (rowid,)
                 ).fetchone()
+                reason = "is not UTF-8 text" if not_utf8 else "is not what daemon_db writes"
                 problems.append(
-                    f"damaged value: {table} row {show(record_id)}: {column}={show(value)}"
-                    " is not what daemon_db writes"
+                    f"damaged value: {table} row {show(record_id)}: {column}={show(value)} {reason}"
                 )
-        if found and found[0][2] > len(found):
-            problems.append(f"damaged value: {found[0][2] - len(found)} more rows in {table}")
+        if found and found[0][3] > len(found):
+            problems.append(f"damaged value: {found[0][3] - len(found)} more rows in {table}")
     return problems
 
 
@@ -313,7 +368,7 @@ def finished_before(
         + (" AND (completed_at, id) > (?, ?)" if after else "")
         + " ORDER BY completed_at, id LIMIT ?"
     )
-    found = conn.execute(sql, (cutoff, *(after or ()), limit)).fetchall()
+    found = rows.fetchall(conn, "runs", sql, (cutoff, *(after or ()), limit))
     return [(runs.from_row(row), row[-1]) for row in found]
 
 

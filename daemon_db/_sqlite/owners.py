@@ -176,7 +176,9 @@ def ownership(conn: sqlite3.Connection, *, run_ids: Sequence[str]) -> dict[str, 
     """Who holds each of these runs, whether it is alive, and the runs' attempts."""
     now = timestamps.to_text(timestamps.now())
     is_alive = asked_once(partial(alive, now=now, here=this_process()))
-    found = conn.execute(
+    found = rows.fetchall(
+        conn,
+        "runs",
         f"SELECT runs.id, runs.attempts, {_HOLDER}, {_OWNER_COLUMNS}"
         " FROM runs LEFT JOIN owners ON owners.id = runs.owner_id"
         " WHERE runs.id IN (SELECT value FROM json_each(?))",
@@ -211,7 +213,7 @@ def owned_page(
         newest_first=newest_first,
         limit=limit,
     )
-    found = conn.execute(sql, params).fetchall()
+    found = rows.fetchall(conn, "runs", sql, params)
     now = timestamps.to_text(timestamps.now())
     is_alive = asked_once(partial(alive, now=now, here=this_process()))
     page: list[tuple[Run, Held]] = []
@@ -296,14 +298,13 @@ def _unknown_statuses() -> str:
 
 _UNKNOWN_STATUSES = _unknown_statuses()
 
-START_UP = (
-    f"{_RESUMABLE} WHERE runs.status IN ({_ACTIVE})",
+_ACTIVE_RUNS = f"{_RESUMABLE} WHERE runs.status IN ({_ACTIVE})"
+_ACTIVE_UNITS = (
     f"SELECT {units.COLUMNS} FROM units"
     f" WHERE run_id IN (SELECT id FROM runs WHERE status IN ({_ACTIVE}))"
-    " ORDER BY run_id, unit_id",
-    _UNKNOWN_STATUSES,
-    _OWNERS,
+    " ORDER BY run_id, unit_id"
 )
+START_UP = (_ACTIVE_RUNS, _ACTIVE_UNITS, _UNKNOWN_STATUSES, _OWNERS)
 """``resumable``'s statements: the active runs (in no order), their units, the
 runs of a status none of the five (which may be active), and the owners."""
 
@@ -319,10 +320,12 @@ def resumable(conn: sqlite3.Connection) -> tuple[list[ResumableRun], list[rows.D
     )
     heads: list[_Head] = []
     damaged: list[rows.DamagedRow] = []
-    with snapshot(conn):  # _next may read again, in the same state
-        run_rows, unit_rows, unknown, owner_rows = (
-            conn.execute(sql).fetchall() for sql in START_UP
-        )
+    with snapshot(conn):  # _next and a read of text that is not UTF-8 read again, in one state
+        run_rows, bad_runs = rows.readable(conn, "runs", _ACTIVE_RUNS)
+        unit_rows, bad_units = rows.readable(conn, "units", _ACTIVE_UNITS)
+        unknown, bad_unknown = rows.readable(conn, "runs", _UNKNOWN_STATUSES)
+        owner_rows = conn.execute(_OWNERS).fetchall()  # its text is read as bytes
+        damaged += [damage for _, damage in bad_runs + bad_unknown]
         names = {row[0]: _text(row[1]) for row in owner_rows}
         alive_by_id = {row[0]: is_alive(_text(row[0]), row[2:]) for row in owner_rows}
         run_rows.sort(key=_by_id)
@@ -336,7 +339,7 @@ def resumable(conn: sqlite3.Connection) -> tuple[list[ResumableRun], list[rows.D
             owner_id = row[_OWNER_ID]  # None, or an owner whose row is gone (another tool)
             held = names.get(owner_id), alive_by_id.get(owner_id, False)
             heads.append((run, next_sequence, attempts, *held))
-    found, unreadable = _with_units(heads, unit_rows)
+    found, unreadable = _with_units(heads, unit_rows, bad_units)
     return found, damaged + unreadable + damage_in(unknown, runs.from_row)
 
 
@@ -377,17 +380,19 @@ def claim(
         ]
     )
     # An owner_id with no owner row (another tool deleted it) is held by nobody.
-    run_rows = conn.execute(
+    run_rows, bad_runs = rows.readable(
+        conn,
+        "runs",
         f"{_RESUMABLE} WHERE runs.status IN ({_ACTIVE}) AND (runs.owner_id IS NULL"
         " OR runs.owner_id IN"
         " (SELECT id FROM owners WHERE rowid IN (SELECT value FROM json_each(?)))"
         " OR runs.owner_id NOT IN (SELECT id FROM owners))",
         (dead,),
-    ).fetchall()
+    )
     run_rows.sort(key=_by_id)
     taken: list[_Head] = []
     given_up: list[Run] = []
-    damaged: list[rows.DamagedRow] = []
+    damaged = [damage for _, damage in bad_runs]
     for row in run_rows:
         try:
             run = runs.from_row(row[_RUN])
@@ -401,13 +406,16 @@ def claim(
             given_up.append(_give_up(conn, run, attempt, max_attempts, now))
         else:
             taken.append((run, next_sequence, attempt, owner.name, True))
-    unit_rows = conn.execute(
+    unit_rows, bad_units = rows.readable(
+        conn,
+        "units",
         f"SELECT {units.COLUMNS} FROM units WHERE run_id IN (SELECT value FROM json_each(?))"
         " ORDER BY run_id, unit_id",
         (json.dumps([head[0].id for head in taken]),),
-    ).fetchall()
-    resumed, unreadable = _with_units(taken, unit_rows)
-    unreadable += damage_in(conn.execute(_UNKNOWN_STATUSES).fetchall(), runs.from_row)
+    )
+    resumed, unreadable = _with_units(taken, unit_rows, bad_units)
+    unknown, bad_unknown = rows.readable(conn, "runs", _UNKNOWN_STATUSES)
+    unreadable += [damage for _, damage in bad_unknown] + damage_in(unknown, runs.from_row)
     # Only the runs read whole are taken: one whose units are damaged stays where it is.
     # One statement for every run taken; each SET reads the row as it was, so
     # a run taken from a dead owner (owner_id still set) counts an attempt.
@@ -438,8 +446,12 @@ def _next(conn: sqlite3.Connection, row: Sequence[Any]) -> int:
     (event_id,) = conn.execute(
         "SELECT id FROM events WHERE run_id = ? ORDER BY sequence DESC LIMIT 1", (row[0],)
     ).fetchone()
+    # Text as a read of the event shows it: bytes only if it is not UTF-8.
+    value = rows.text(rows.decoded(last)) if type(last) is bytes else last
     reason = "leaves no next sequence" if last == _LARGEST else "is not an integer >= 1"
-    raise rows.DamagedRow("events", event_id, "sequence", _text(last), reason)
+    if type(value) is bytes:
+        reason = "is not UTF-8 text"
+    raise rows.DamagedRow("events", event_id, "sequence", value, reason)
 
 
 def _attempts(row: Sequence[Any]) -> int:
@@ -485,7 +497,7 @@ _Head = tuple[Run, int, int, str | None, bool]
 
 
 def _with_units(
-    heads: Sequence[_Head], unit_rows: Sequence[Sequence[Any]]
+    heads: Sequence[_Head], unit_rows: Sequence[Sequence[Any]], unreadable: list[rows.Unreadable]
 ) -> tuple[list[ResumableRun], list[rows.DamagedRow]]:
     """ResumableRuns of these runs, with their units from ``unit_rows`` (ordered by run).
 
@@ -493,13 +505,17 @@ def _with_units(
     units), so this is written for that: units grouped as they come, and
     records built without checks (the values were checked on the way in;
     ``from_row`` reports what another tool broke). A run with a damaged unit
-    is left out, and the unit's row reported.
+    is left out, and the unit's row reported; so is one with an ``unreadable``
+    unit (text that is not UTF-8).
     """
     units_of = {run_id: list(group) for run_id, group in groupby(unit_rows, itemgetter(1))}
+    unreadable_of = {row[1]: damage for row, damage in unreadable}
     found: list[ResumableRun] = []
     damaged: list[rows.DamagedRow] = []
     for run, next_sequence, attempts, name, is_alive in heads:
         try:
+            if run.id in unreadable_of:
+                raise unreadable_of[run.id]
             unit_records = [units.from_row(unit) for unit in units_of.get(run.id, ())]
         except rows.DamagedRow as exc:
             damaged.append(exc)

@@ -6,10 +6,15 @@ timestamp or number cannot be what the store wrote raises ``DamagedRow``, and
 the work wrappers turn it into a ``DamagedRecordError`` naming the file, the
 table, the row and the column. Finding the column is done only then, on the
 failure path, so that healthy rows cost nothing more.
+
+Text that is not UTF-8 (which SQLite stores as it is given) makes sqlite3
+raise before a row reaches its mapping; ``fetchall``, ``fetchone`` and
+``readable`` read such a statement again with that text as bytes, to name it.
 """
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -20,15 +25,23 @@ __all__ = [
     "TIMESTAMP_BYTES",
     "TIMESTAMP_FORM",
     "DamagedRow",
+    "NotUTF8",
+    "Unreadable",
     "damaged",
+    "decoded",
+    "fetchall",
+    "fetchone",
     "member",
     "optional_positive_int",
     "optional_timestamp",
     "positive_int",
+    "readable",
+    "text",
     "timestamp",
 ]
 
 Check = Callable[[Any], object]
+Params = Sequence[Any] | Mapping[str, Any]
 
 _DIGIT = "[0-9]"
 TIMESTAMP_FORM = (
@@ -85,3 +98,106 @@ def damaged(
         except (KeyError, ValueError, TypeError) as exc:
             return DamagedRow(table, row[0], names[index], row[index], str(exc))
     return DamagedRow(table, row[0], "(row)", tuple(row), "cannot be read as a record")
+
+
+def fetchall(conn: sqlite3.Connection, table: str, sql: str, params: Params = ()) -> list[Any]:
+    """``conn.execute(sql, params).fetchall()``; DamagedRow for text that is not UTF-8.
+
+    As in every statement these helpers run, a row's first column is its id in
+    ``table``: the error names the row by it.
+    """
+    found, unreadable = readable(conn, table, sql, params)
+    if unreadable:
+        raise unreadable[0][1]
+    return found
+
+
+def fetchone(conn: sqlite3.Connection, table: str, sql: str, params: Params = ()) -> Any | None:
+    """``conn.execute(sql, params).fetchone()``; DamagedRow for text that is not UTF-8."""
+    try:
+        return conn.execute(sql, params).fetchone()
+    except sqlite3.OperationalError as exc:
+        if not _undecodable(exc):
+            raise
+    found, unreadable = _read_as_bytes(conn, table, sql, params, one=True)
+    if unreadable:
+        raise unreadable[0][1]
+    return found[0] if found else None
+
+
+Unreadable = tuple[Sequence[Any], DamagedRow]
+"""A row holding text that is not UTF-8 (that text as bytes), and its DamagedRow."""
+
+
+def readable(
+    conn: sqlite3.Connection, table: str, sql: str, params: Params = ()
+) -> tuple[list[Any], list[Unreadable]]:
+    """The statement's rows, with those holding text that is not UTF-8 apart.
+
+    For start-up, where one row another tool broke must not hide the others.
+    """
+    try:
+        return conn.execute(sql, params).fetchall(), []
+    except sqlite3.OperationalError as exc:
+        if not _undecodable(exc):
+            raise
+    return _read_as_bytes(conn, table, sql, params, one=False)
+
+
+def _read_as_bytes(
+    conn: sqlite3.Connection, table: str, sql: str, params: Params, *, one: bool
+) -> tuple[list[Any], list[Unreadable]]:
+    """Run the statement again, text that is not UTF-8 read as bytes; sort its rows.
+
+    Only after a read failed to decode, so healthy reads never pay for it.
+    Outside a transaction another process may have changed the rows since;
+    what this read finds is the answer then.
+    """
+    factory = conn.text_factory
+    conn.text_factory = decoded
+    try:
+        cursor = conn.execute(sql, params)
+        found = cursor.fetchmany(1) if one else cursor.fetchall()
+    finally:
+        conn.text_factory = factory
+    names = [column[0] for column in cursor.description]
+    healthy: list[Any] = []
+    unreadable: list[Unreadable] = []
+    for row in found:
+        bad = next((i for i, value in enumerate(row) if type(value) is NotUTF8), None)
+        if bad is None:
+            healthy.append(row)
+            continue
+        damage = DamagedRow(table, text(row[0]), names[bad], row[bad].raw, _REASON)
+        unreadable.append((row, damage))
+    return healthy, unreadable
+
+
+_REASON = "is not UTF-8 text"
+
+
+class NotUTF8:
+    """Text that is not UTF-8, read as its bytes (``raw``)."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+
+
+def decoded(raw: bytes) -> str | NotUTF8:
+    """A ``text_factory`` under which text that is not UTF-8 reads as a NotUTF8."""
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        return NotUTF8(raw)
+
+
+def text(value: object) -> object:
+    """A value read under ``decoded``, with text that is not UTF-8 as its bytes."""
+    return value.raw if type(value) is NotUTF8 else value
+
+
+def _undecodable(exc: sqlite3.OperationalError) -> bool:
+    # sqlite3 says so only in its message (CPython's Modules/_sqlite/cursor.c).
+    return str(exc).startswith("Could not decode to UTF-8")

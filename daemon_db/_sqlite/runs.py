@@ -126,17 +126,19 @@ def create(conn: sqlite3.Connection, *, run: Run, owner_id: str | None) -> Run:
 
 def get(conn: sqlite3.Connection, *, run_id: str) -> Run | None:
     """The run with this id, or None."""
-    row = conn.execute(f"SELECT {_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
+    row = rows.fetchone(conn, "runs", f"SELECT {_COLUMNS} FROM runs WHERE id = ?", (run_id,))
     return None if row is None else from_row(row)
 
 
 def get_by_branch(conn: sqlite3.Connection, *, feature_branch: str, repo_path: str) -> Run | None:
     """The active run of this branch and repo, else the newest one, else None."""
-    row = conn.execute(
+    row = rows.fetchone(
+        conn,
+        "runs",
         f"SELECT {_COLUMNS} FROM runs WHERE feature_branch = ? AND repo_path = ?"
         f" ORDER BY {_ACTIVE} DESC, id DESC LIMIT 1",
         (feature_branch, repo_path),
-    ).fetchone()
+    )
     return None if row is None else from_row(row)
 
 
@@ -250,7 +252,7 @@ def list_page(
         newest_first=newest_first,
         limit=limit,
     )
-    return [from_row(row) for row in conn.execute(sql, params).fetchall()]
+    return [from_row(row) for row in rows.fetchall(conn, "runs", sql, params)]
 
 
 def page_query(
@@ -291,8 +293,11 @@ def find_ids(conn: sqlite3.Connection, *, typed: str, limit: int) -> tuple[list[
     is the only match: an id may be a prefix of a longer one.
     """
     pattern = typed.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    # LIKE ignores ASCII case, and run ids are ASCII (ULIDs, uppercase).
-    found = conn.execute(
+    # LIKE ignores ASCII case, and run ids are ASCII (ULIDs, uppercase). An id
+    # that is not UTF-8 (another tool's) cannot be typed: left out, not raised.
+    found, _ = rows.readable(
+        conn,
+        "runs",
         "SELECT id, (id = :typed) + (id LIKE :same ESCAPE '\\') AS closeness, COUNT(*) OVER ()"
         " FROM runs WHERE id LIKE :prefix ESCAPE '\\' OR id LIKE :suffix ESCAPE '\\'"
         " ORDER BY closeness DESC, id LIMIT :limit",
@@ -303,7 +308,7 @@ def find_ids(conn: sqlite3.Connection, *, typed: str, limit: int) -> tuple[list[
             "suffix": f"%{pattern}",
             "limit": max(limit, 2),
         },
-    ).fetchall()
+    )
     if not found:
         return [], 0
     best, closeness, total = found[0]
@@ -315,16 +320,18 @@ def find_ids(conn: sqlite3.Connection, *, typed: str, limit: int) -> tuple[list[
 def _holder(conn: sqlite3.Connection, run: Run, *, inserting: bool) -> RunExistsError | None:
     """The error for a uniqueness rule ``run`` broke: its id is taken, or its branch is busy."""
     if inserting:
-        row = conn.execute(
-            "SELECT feature_branch, repo_path FROM runs WHERE id = ?", (run.id,)
-        ).fetchone()
+        row = rows.fetchone(
+            conn, "runs", "SELECT id, feature_branch, repo_path FROM runs WHERE id = ?", (run.id,)
+        )
         if row is not None:
-            return RunExistsError(row[0], row[1], run.id, same_id=True)
+            return RunExistsError(row[1], row[2], run.id, same_id=True)
     if run.feature_branch is None:  # the one-active-run rule is for runs on a branch
         return None
-    row = conn.execute(
+    row = rows.fetchone(
+        conn,
+        "runs",
         f"SELECT id FROM runs WHERE feature_branch = ? AND repo_path = ? AND {_ACTIVE}"
         " AND id <> ? ORDER BY id LIMIT 1",
         (run.feature_branch, run.repo_path, run.id),
-    ).fetchone()
+    )
     return None if row is None else RunExistsError(run.feature_branch, run.repo_path, row[0])

@@ -78,10 +78,12 @@ def create(conn: sqlite3.Connection, *, unit: UnitRecord) -> UnitRecord:
     except sqlite3.IntegrityError as exc:
         if exc.sqlite_errorname == "SQLITE_CONSTRAINT_FOREIGNKEY":
             raise RunNotFoundError(unit.run_id) from None
-        existing = conn.execute(
+        existing = rows.fetchone(
+            conn,
+            "units",
             "SELECT id, run_id, unit_id FROM units WHERE id = ? OR (run_id = ? AND unit_id = ?)",
             (unit.id, unit.run_id, unit.unit_id),
-        ).fetchone()
+        )
         if existing is None:
             raise
         raise UnitExistsError(*existing) from None
@@ -90,7 +92,8 @@ def create(conn: sqlite3.Connection, *, unit: UnitRecord) -> UnitRecord:
 
 def get(conn: sqlite3.Connection, *, unit_record_id: str) -> UnitRecord | None:
     """The unit with this id, or None."""
-    row = conn.execute(f"SELECT {COLUMNS} FROM units WHERE id = ?", (unit_record_id,)).fetchone()
+    sql = f"SELECT {COLUMNS} FROM units WHERE id = ?"
+    row = rows.fetchone(conn, "units", sql, (unit_record_id,))
     return None if row is None else from_row(row)
 
 
@@ -155,8 +158,8 @@ def list_page(
     if after is not None:
         sql += " AND unit_id > ?"
         params.append(after)
-    rows = conn.execute(f"{sql} ORDER BY unit_id LIMIT ?", (*params, limit)).fetchall()
-    return [from_row(row) for row in rows]
+    found = rows.fetchall(conn, "units", f"{sql} ORDER BY unit_id LIMIT ?", (*params, limit))
+    return [from_row(row) for row in found]
 
 
 def _existing(conn: sqlite3.Connection, unit_record_id: str) -> UnitRecord:
@@ -173,8 +176,10 @@ def _named_by_unit_id(conn: sqlite3.Connection, unit_id: str) -> tuple[list[str]
     then says which record id was meant. No index leads with unit_id, so this
     scans the units table; a mistake can afford that.
     """
-    rows = conn.execute(
+    found = rows.fetchall(
+        conn,
+        "units",
         "SELECT id, COUNT(*) OVER () FROM units WHERE unit_id = ? ORDER BY id LIMIT ?",
         (unit_id, _NAMED_AT_MOST),
-    ).fetchall()
-    return [row[0] for row in rows], (rows[0][1] if rows else 0)
+    )
+    return [row[0] for row in found], (found[0][1] if found else 0)

@@ -10,7 +10,9 @@ import json
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -288,9 +290,10 @@ async def test_check_finds_every_kind_of_damaged_value_and_the_command_line_exit
     assert result.returncode == 1
     assert "damaged value" in result.stdout
     report(
-        f"damaged rows: {len(DAMAGE)} kinds of value written by another tool: each a"
-        " DamagedRecordError naming table, row and column; start-up resumes the healthy runs"
-        " and lists the damaged apart; check finds them"
+        f"damaged rows: {len(DAMAGE)} kinds of value written by another tool, and text that"
+        f" is not UTF-8 in {len(NOT_UTF8)} columns: each a DamagedRecordError naming table, row"
+        " and column; start-up resumes the healthy runs and lists the damaged apart; check"
+        " finds them"
     )
 
 
@@ -384,7 +387,7 @@ async def test_attempts_another_tool_wrote_stop_no_claim(db_path: Path, value: o
         ("'two'", "two"),
         ("2.5", 2.5),
         (str(2**63 - 1), 2**63 - 1),
-        ("CAST(X'FF' AS TEXT)", "\N{REPLACEMENT CHARACTER}"),  # stopped every start-up
+        ("CAST(X'FF' AS TEXT)", b"\xff"),  # stopped every start-up
     ],
     ids=["text", "real", "the largest integer", "not UTF-8"],
 )
@@ -514,3 +517,159 @@ async def test_a_table_stopped_by_its_first_row_does_not_say_none(db_path: Path)
     healthy = await _cli(db_path, "runs", "--after", runs[0].id)
     assert healthy.returncode == 0
     assert runs[1].id in healthy.stdout
+
+
+# (table, column): sqlite3 raises reading text that is not UTF-8, whichever
+# column it is in, before the row reaches the store's own checks.
+NOT_UTF8 = [
+    ("runs", "feature_branch"),
+    ("runs", "status"),
+    ("runs", "started_at"),
+    ("runs", "parallelism"),
+    ("runs", "config_json"),
+    ("units", "unit_id"),
+    ("units", "status"),
+    ("units", "branch"),
+    ("units", "error"),
+    ("events", "event_type"),
+    ("events", "payload_json"),
+]
+
+
+def _rows(path: Path) -> dict[str, list[tuple[object, ...]]]:
+    """Every row of the store's tables, text as bytes (sqlite3 would refuse to decode it)."""
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.text_factory = bytes
+        return {
+            table: conn.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall()
+            for table in ("runs", "units", "events", "owners", "counts")
+        }
+
+
+@pytest.mark.parametrize(("table", "column"), NOT_UTF8)
+async def test_text_that_is_not_utf8_is_named_and_stops_no_start_up(
+    db_path: Path, table: str, column: str
+) -> None:
+    # It had raised a DatabaseError naming neither the row nor the table, from
+    # start-up too: one such run stopped every other from resuming.
+    async with DB.open(db_path) as db:
+        damaged = await db.create_run(new_run(status="running"))
+        unit = await db.create_unit(new_unit(damaged, "u1", status="running"))
+        event = await db.append_event(damaged.id, "e", payload={"a": 1})
+        healthy = await db.create_run(new_run(status="running"))
+        await db.create_unit(new_unit(healthy, "u1"))
+    record_id = {"runs": damaged.id, "units": unit.id, "events": event.id}[table]
+    raw = b"not \xff UTF-8"
+    _edit(db_path, f"UPDATE {table} SET {column} = CAST(? AS TEXT) WHERE id = ?", raw, record_id)
+    expected = (table, record_id, column, raw)
+
+    async with DB.open(db_path) as db:
+        # A status is counted under its own name, which stats() must not read.
+        assert (await db.stats()).runs["running"] == 2 - (column == "status" and table == "runs")
+        reads: dict[str, list[Callable[[], Awaitable[object]]]] = {
+            "runs": [partial(db.get_run, damaged.id), db.list_runs],
+            "units": [partial(db.get_unit, unit.id), partial(db.list_units_by_run, damaged.id)],
+            "events": [partial(db.list_events, damaged.id)],
+        }
+        for read in reads[table]:
+            with pytest.raises(DamagedRecordError) as raised:
+                await read()
+            error = raised.value
+            assert (error.table, error.record_id, error.column, error.value) == expected
+            assert "is not UTF-8 text" in str(error)
+        if (table, column) == ("runs", "status"):  # a follower reads the status alone
+            with pytest.raises(DamagedRecordError, match=r"status=b'not .* is not UTF-8"):
+                await anext(aiter(db.follow_events(damaged.id)))
+
+        # Start-up reads no event row whole: only runs and units stop a run resuming.
+        resumed = [healthy.id] if table != "events" else sorted([damaged.id, healthy.id])
+        reported = [expected] if table != "events" else []
+        found = await db.resumable_runs()
+        assert sorted(item.run.id for item in found) == resumed
+        assert [(e.table, e.record_id, e.column, e.value) for e in found.damaged] == reported
+        claimed = await db.claim_resumable_runs()
+        assert sorted(item.run.id for item in claimed.resumed) == resumed
+        assert [(e.table, e.record_id, e.column, e.value) for e in claimed.damaged] == reported
+
+        problems = await db.check()
+        assert any(
+            f"{table} row {record_id!r}: {column}=" in p and "not UTF-8" in p for p in problems
+        ), problems
+
+        before = _rows(db_path)
+        if table == "runs":
+            with pytest.raises(DamagedRecordError):
+                await db.update_run_status(damaged.id, RunStatus.FAILED)
+        elif table == "units":
+            with pytest.raises(DamagedRecordError):
+                await db.update_unit_status(unit.id, UnitStatus.FAILED)
+        assert _rows(db_path) == before
+        await db.append_event(healthy.id, "next")  # the other runs go on
+
+        if table == "runs":
+            listed = await _cli(db_path, "runs", "--nl")
+            assert listed.returncode == 1
+            assert listed.stderr.count("\n") == 1, listed.stderr  # one line, no traceback
+            assert f"{column}=b'not \\xff UTF-8' is not UTF-8 text" in listed.stderr
+
+        assert await db.delete_run(damaged.id)  # the way out: the run can still be removed
+        assert await db.check() == []
+        assert (await db.stats()).runs["running"] == 1
+
+
+async def test_attempts_that_are_not_utf8_are_named_where_they_are_read(db_path: Path) -> None:
+    # Only start-up, claims and who-holds-what read a run's attempts.
+    async with DB.open(db_path) as db:
+        damaged = await db.create_run(new_run(status="running"))
+        healthy = await db.create_run(new_run(status="running"))
+    _edit(db_path, "UPDATE runs SET attempts = CAST(X'FF' AS TEXT) WHERE id = ?", damaged.id)
+    async with DB.open(db_path) as db:
+        assert await db.get_run(damaged.id) == damaged
+        found = await db.resumable_runs()
+        assert [item.run.id for item in found] == [healthy.id]
+        assert [(e.record_id, e.column, e.value) for e in found.damaged] == [
+            (damaged.id, "attempts", b"\xff")
+        ]
+        assert any(f"{damaged.id!r}: attempts=b'\\xff' is not UTF-8" in p for p in await db.check())
+    for command in (["show", damaged.id], ["runs"]):
+        result = await _cli(db_path, *command)
+        assert result.returncode == 1, command
+        assert result.stderr.count("\n") == 1, result.stderr  # one line, no traceback
+        assert "attempts=b'\\xff' is not UTF-8 text" in result.stderr
+
+
+async def test_a_run_id_that_is_not_utf8_does_not_hide_the_run_it_begins_with(
+    db_path: Path,
+) -> None:
+    async with DB.open(db_path) as db:
+        healthy = await db.create_run(new_run())
+        other = await db.create_run(new_run())
+    _edit(
+        db_path,
+        "UPDATE runs SET id = CAST(? AS TEXT) WHERE id = ?",
+        healthy.id.encode() + b"\xff",
+        other.id,
+    )
+    shown = await _cli(db_path, "show", healthy.id, "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["run"]["id"] == healthy.id
+
+
+async def test_an_append_after_a_sequence_that_is_not_utf8_names_it(db_path: Path) -> None:
+    async with DB.open(db_path) as db:
+        run = await db.create_run(new_run())
+        events = [await db.append_event(run.id, "e") for _ in range(2)]
+    _edit(db_path, "UPDATE events SET sequence = CAST(X'FF' AS TEXT) WHERE id = ?", events[1].id)
+    before = _rows(db_path)
+    async with DB.open(db_path) as db:
+        with pytest.raises(DamagedRecordError) as raised:
+            await db.append_event(run.id, "next")
+        error = raised.value
+        assert (error.table, error.record_id, error.column, error.value) == (
+            "events",
+            events[1].id,
+            "sequence",
+            b"\xff",
+        )
+        assert "is not UTF-8 text" in str(error)  # as a read of the event says
+    assert _rows(db_path) == before
