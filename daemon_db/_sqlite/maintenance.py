@@ -84,13 +84,14 @@ def check(conn: sqlite3.Connection, *, quick: bool = False) -> list[str]:
     # Another tool's text may not be UTF-8, which sqlite3 refuses to read:
     # the report shows it (invalid bytes replaced) rather than fail on it.
     conn.text_factory = _replacing
+    # It stays registered (sqlite3 cannot remove a function); only our SQL calls
+    # it, since trusted_schema=OFF keeps another tool's triggers and views from it.
     conn.create_function(_UTF8, -1, _is_utf8, deterministic=True)
     try:
         with snapshot(conn):
             return _check(conn, quick=quick)
     finally:
         conn.text_factory = factory
-        conn.create_function(_UTF8, -1, None)
 
 
 def _replacing(data: bytes) -> str:

@@ -293,25 +293,29 @@ def find_ids(conn: sqlite3.Connection, *, typed: str, limit: int) -> tuple[list[
     is the only match: an id may be a prefix of a longer one.
     """
     pattern = typed.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    # LIKE ignores ASCII case, and run ids are ASCII (ULIDs, uppercase). An id
-    # that is not UTF-8 (another tool's) cannot be typed: left out, not raised.
-    found, _ = rows.readable(
-        conn,
-        "runs",
+    # LIKE ignores ASCII case, and run ids are ASCII (ULIDs, uppercase).
+    sql = (
         "SELECT id, (id = :typed) + (id LIKE :same ESCAPE '\\') AS closeness, COUNT(*) OVER ()"
         " FROM runs WHERE id LIKE :prefix ESCAPE '\\' OR id LIKE :suffix ESCAPE '\\'"
-        " ORDER BY closeness DESC, id LIMIT :limit",
-        {
-            "typed": typed,
-            "same": pattern,
-            "prefix": f"{pattern}%",
-            "suffix": f"%{pattern}",
-            "limit": max(limit, 2),
-        },
+        " ORDER BY closeness DESC, id LIMIT :limit"
     )
+    params = {
+        "typed": typed,
+        "same": pattern,
+        "prefix": f"{pattern}%",
+        "suffix": f"%{pattern}",
+        "limit": max(limit, 2),
+    }
+    found, unreadable = rows.readable(conn, "runs", sql, params)
+    total = found[0][2] if found else 0
+    if unreadable:
+        # An id another tool wrote that is not UTF-8 cannot be typed: left out of
+        # the matches, all of them read (a few), so that it hides no other.
+        found, _ = rows.readable(conn, "runs", sql, {**params, "limit": -1})
+        total = len(found)
     if not found:
         return [], 0
-    best, closeness, total = found[0]
+    best, closeness, _ = found[0]
     if closeness == 2 or (closeness == 1 and (len(found) == 1 or found[1][1] == 0)):
         return [best], 1
     return [row[0] for row in found[:limit]], total

@@ -643,16 +643,18 @@ async def test_a_run_id_that_is_not_utf8_does_not_hide_the_run_it_begins_with(
 ) -> None:
     async with DB.open(db_path) as db:
         healthy = await db.create_run(new_run())
-        other = await db.create_run(new_run())
-    _edit(
-        db_path,
-        "UPDATE runs SET id = CAST(? AS TEXT) WHERE id = ?",
-        healthy.id.encode() + b"\xff",
-        other.id,
-    )
-    shown = await _cli(db_path, "show", healthy.id, "--json")
-    assert shown.returncode == 0, shown.stderr
-    assert json.loads(shown.stdout)["run"]["id"] == healthy.id
+        others = [await db.create_run(new_run()) for _ in range(6)]
+    # One id that begins with the healthy one, and six more matches of its start
+    # that sort before it (more than a lookup reads).
+    start = healthy.id[:20]
+    broken = [healthy.id.encode() + b"\xff"]
+    broken += [f"{start}!{n}".encode() + b"\xff" for n in range(5)]
+    for new_id, other in zip(broken, others, strict=True):
+        _edit(db_path, "UPDATE runs SET id = CAST(? AS TEXT) WHERE id = ?", new_id, other.id)
+    for typed in (healthy.id, start):
+        shown = await _cli(db_path, "show", typed, "--json")
+        assert shown.returncode == 0, (typed, shown.stderr)
+        assert json.loads(shown.stdout)["run"]["id"] == healthy.id
 
 
 async def test_an_append_after_a_sequence_that_is_not_utf8_names_it(db_path: Path) -> None:
