@@ -232,7 +232,8 @@ class DamagedRecordError(DatabaseError):
         table: ``"runs"``, ``"units"`` or ``"events"``.
         record_id: The row's id.
         column: The column whose value is damaged.
-        value: The value found there.
+        value: The value found there: its bytes, for text that is not UTF-8
+            (SQLite stores text as it is given).
         reason: What is wrong with it.
     """
 
