@@ -160,11 +160,14 @@ def _check(conn: sqlite3.Connection, *, quick: bool) -> list[str]:
 def _wrong_counts(conn: sqlite3.Connection) -> list[str]:
     """Kept counts (what stats() reports) that differ from the rows counted."""
     kept = {name: n for name, n in conn.execute("SELECT name, n FROM counts") if n != 0}
-    counted = {
-        f"{table}:{status}": n
-        for table in ("runs", "units")
-        for status, n in conn.execute(f"SELECT status, COUNT(*) FROM {table} GROUP BY status")
-    }
+    counted: dict[str, int] = {}
+    for table in ("runs", "units"):
+        # Named as the triggers name them: a blob status another tool wrote,
+        # b'running', is counted with 'running' (|| reads it as text).
+        for name, n in conn.execute(
+            f"SELECT '{table}:' || status, COUNT(*) FROM {table} GROUP BY status"
+        ):
+            counted[name] = counted.get(name, 0) + n
     counted["events"] = conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
     return [
         f"counts: {name} is kept as {kept.get(name, 0)} but {counted.get(name, 0)} rows are stored"

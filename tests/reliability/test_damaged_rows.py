@@ -675,3 +675,17 @@ async def test_an_append_after_a_sequence_that_is_not_utf8_names_it(db_path: Pat
         )
         assert "is not UTF-8 text" in str(error)  # as a read of the event says
     assert _rows(db_path) == before
+
+
+async def test_a_blob_status_is_counted_where_the_triggers_count_it(db_path: Path) -> None:
+    # The triggers name a count 'runs:' || status, which reads a blob as text;
+    # check() named the rows it counted with Python's bytes repr, and reported
+    # two wrong counts that were not.
+    async with DB.open(db_path) as db:
+        run = await db.create_run(new_run(status="running"))
+        await db.create_run(new_run(status="running"))
+    _edit(db_path, "UPDATE runs SET status = CAST('running' AS BLOB) WHERE id = ?", run.id)
+    async with DB.open(db_path, readonly=True) as db:
+        problems = await db.check()
+    assert [p for p in problems if p.startswith("counts")] == []
+    assert any(f"runs row {run.id!r}: status=b'running'" in p for p in problems), problems
