@@ -26,6 +26,7 @@ from ._ids import new_run_id
 from ._records import (
     ClaimedRuns,
     EventRecord,
+    PrunedRuns,
     ResumableRun,
     ResumableRuns,
     Run,
@@ -46,6 +47,7 @@ __all__ = [
     "DatabaseError",
     "EventRecord",
     "InvalidRecordError",
+    "PrunedRuns",
     "ReadOnlyError",
     "ResumableRun",
     "ResumableRuns",

@@ -28,6 +28,7 @@ from ._postgres import url
 from ._records import (
     ACTIVE_RUN_STATUSES,
     EventRecord,
+    PrunedRuns,
     ResumableRun,
     Run,
     RunStatus,
@@ -421,7 +422,9 @@ async def prune(args: argparse.Namespace) -> int:
     _note(f"{verb} {len(removed)} finished run(s) completed before {timestamps.to_text(cutoff)}")
     if freed is not None:
         _note(_shrank(args, freed))
-    return 0
+    for error in removed.damaged:
+        _note(f"left: {error}")
+    return 1 if removed.damaged else 0
 
 
 async def vacuum(args: argparse.Namespace) -> int:
@@ -441,7 +444,7 @@ def _shrank(args: argparse.Namespace, freed: int) -> str:
 
 async def _prune(
     db: DB, cutoff: datetime, *, dry_run: bool, progress: terminal.Progress
-) -> list[Run]:
+) -> PrunedRuns:
     if dry_run or not progress.shown:
         return await progress.spin(db.prune_runs(cutoff, dry_run=dry_run))
     # For a bar that moves: the same prune in parts, oldest first, each part up
@@ -454,9 +457,10 @@ async def _prune(
         assert boundary.completed_at is not None  # a finished run
         removed += await db.prune_runs(boundary.completed_at)
         progress.update(len(removed), len(candidates), "runs")
-    removed += await db.prune_runs(cutoff)
+    last = await db.prune_runs(cutoff)  # it passes over every damaged run the parts did
+    removed += last
     progress.update(len(removed), len(candidates), "runs")
-    return removed
+    return PrunedRuns(removed, last.damaged)
 
 
 # Operators' writes: explicit commands that say what they changed.

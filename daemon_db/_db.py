@@ -27,7 +27,7 @@ from ._ids import new_run_id
 from ._operations import PAGE_SIZE, Operations
 from ._owner import Held, Owner
 from ._postgres import url
-from ._records import FINISHED_RUN_STATUSES, EventRecord, Run, Stats
+from ._records import FINISHED_RUN_STATUSES, EventRecord, PrunedRuns, Stats
 
 # DB.open() checks SQLite's own arguments whatever the location, as it always has.
 from ._sqlite.schema import MEMORY, SYNCHRONOUS_MODES
@@ -293,7 +293,7 @@ class DB(Operations):
 
     # Looking after the file: each engine does it its own way.
 
-    async def prune_runs(self, completed_before: datetime, *, dry_run: bool = False) -> list[Run]:
+    async def prune_runs(self, completed_before: datetime, *, dry_run: bool = False) -> PrunedRuns:
         """Delete finished runs, with their units and events, completed before a moment.
 
         Active runs are never touched, whatever their age. The runs go oldest
@@ -310,18 +310,22 @@ class DB(Operations):
             dry_run: Delete nothing; return what would be deleted. Works on a
                 read-only DB.
 
+        A run whose row another tool broke is never deleted unseen: it is
+        left where it is, the prune goes on past it, and its
+        ``DamagedRecordError`` is in the result's ``damaged`` list.
+
         Returns:
-            The runs removed (or, with ``dry_run``, that would be), oldest first.
+            The runs removed (or, with ``dry_run``, that would be), oldest first;
+            ``.damaged`` lists those left because their rows could not be read.
 
         Raises:
             InvalidRecordError: ``completed_before`` is not a timezone-aware datetime,
                 or ``dry_run`` is not a bool.
             ReadOnlyError: The DB was opened read-only (and ``dry_run`` is False).
             ClosedError: The DB is closed.
-            DatabaseError: The database failed, or a run's row is damaged
-                (``DamagedRecordError``). The batches before the failing one
-                are committed: unlike other calls, a prune that raises may have
-                deleted runs; a dry run lists those left.
+            DatabaseError: The database failed. The batches before the failing
+                one are committed: unlike other calls, a prune that raises may
+                have deleted runs; a dry run lists those left.
         """
         moment = check.timestamp("completed_before", completed_before)
         if moment is None:
@@ -331,7 +335,7 @@ class DB(Operations):
         return await self._prune(moment, dry_run=dry_run)
 
     @abc.abstractmethod
-    async def _prune(self, moment: datetime, *, dry_run: bool) -> list[Run]:
+    async def _prune(self, moment: datetime, *, dry_run: bool) -> PrunedRuns:
         """``prune_runs`` with its arguments checked: ``moment`` is timezone-aware."""
 
     @abc.abstractmethod

@@ -20,6 +20,7 @@ __all__ = [
     "FINISHED_UNIT_STATUSES",
     "ClaimedRuns",
     "EventRecord",
+    "PrunedRuns",
     "ResumableRun",
     "ResumableRuns",
     "Run",
@@ -330,6 +331,29 @@ class ResumableRuns(list[ResumableRun]):
 
     def __init__(
         self, runs: Iterable[ResumableRun] = (), damaged: Iterable[DamagedRecordError] = ()
+    ) -> None:
+        super().__init__(runs)
+        self.damaged: list[DamagedRecordError] = list(damaged)
+
+
+class PrunedRuns(list[Run]):
+    """The runs ``prune_runs()`` removed (or would), with the damaged ones apart.
+
+    A finished run whose row breaks the store's rules (another tool edited the
+    file) cannot be returned as a ``Run``. A prune leaves it where it is, so
+    that nothing is deleted unseen and one such row does not stop every prune;
+    its error is in ``damaged``, and the next prune finds it again until it is
+    mended or deleted.
+
+    Attributes:
+        damaged: A DamagedRecordError for each run the prune would have
+            removed but could not read.
+    """
+
+    __slots__ = ("damaged",)
+
+    def __init__(
+        self, runs: Iterable[Run] = (), damaged: Iterable[DamagedRecordError] = ()
     ) -> None:
         super().__init__(runs)
         self.damaged: list[DamagedRecordError] = list(damaged)

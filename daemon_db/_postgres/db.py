@@ -34,7 +34,7 @@ from .._errors import (
     schema_changed,
 )
 from .._owner import Held, Owner
-from .._records import Run, RunStatus, Stats, UnitStatus
+from .._records import PrunedRuns, Run, RunStatus, Stats, UnitStatus
 from .._transaction import Block, Transaction, _TransactionBlock
 from . import damage, events, maintenance, owners, queries, runs, schema
 from .errors import CONNECTION_ERRORS, closed, discard, session_lost, translate
@@ -519,14 +519,21 @@ class PostgresDB(DB):
 
     # Looking after the database
 
-    async def _prune(self, moment: datetime, *, dry_run: bool) -> list[Run]:
+    async def _prune(self, moment: datetime, *, dry_run: bool) -> PrunedRuns:
         if dry_run:
-            return await self._read(Work[list[Run]](partial(_finished_before, moment=moment)))
+            found, damaged = await self._read(
+                Work[_Pruned](partial(_finished_before, moment=moment))
+            )
+            return PrunedRuns(found, (row.error(self._path) for row in damaged))
         removed: list[Run] = []
-        prune = Work[list[Run]](partial(_delete_finished, moment=moment))
-        while batch := await self._write(prune):
+        passed: dict[str, damage.DamagedRow] = {}
+        while True:
+            prune = partial(_delete_finished, moment=moment, passed=list(passed))
+            batch, damaged = await self._write(Work[_Pruned](prune))
+            if not batch and not damaged:
+                return PrunedRuns(removed, (row.error(self._path) for row in passed.values()))
             removed += batch
-        return removed
+            passed.update((str(row.record_id), row) for row in damaged)  # PostgreSQL ids: text
 
     async def stats(self) -> Stats:
         return await self._read(Work[Stats](partial(_stats, path=self._path)))
@@ -812,26 +819,47 @@ def _nothing() -> None:
     """Stop watching nothing: a PostgreSQL block needs no watcher thread."""
 
 
-async def _finished_before(conn: Any, *, moment: datetime) -> list[Run]:
+_Pruned = tuple[list[Run], list[damage.DamagedRow]]
+"""Runs a prune found, and those it could not read (left where they are)."""
+
+
+def _sorted_out(found: list[Any]) -> _Pruned:
+    healthy: list[Run] = []
+    damaged: list[damage.DamagedRow] = []
+    for row in found:
+        try:
+            healthy.append(runs.from_row(row))
+        except damage.DamagedRow as exc:
+            damaged.append(exc)
+    return healthy, damaged
+
+
+async def _finished_before(conn: Any, *, moment: datetime) -> _Pruned:
     found = await conn.fetch(
         f"SELECT {runs.COLUMNS} FROM runs WHERE {_FINISHED} AND completed_at < $1"
         ' ORDER BY completed_at, id COLLATE "C"',
         moment,
     )
-    return [runs.from_row(row) for row in found]
+    return _sorted_out(found)
 
 
-async def _delete_finished(conn: Any, *, moment: datetime) -> list[Run]:
+async def _delete_finished(conn: Any, *, moment: datetime, passed: list[str]) -> _Pruned:
+    # Read before deleting: a run whose row cannot be read is left where it
+    # is (``passed`` keeps later batches from finding it again).
     found = await conn.fetch(
-        f"DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE {_FINISHED}"
-        ' AND completed_at < $1 ORDER BY completed_at, id COLLATE "C" LIMIT $2'
-        f" FOR UPDATE SKIP LOCKED) RETURNING {runs.COLUMNS}",
+        f"SELECT {runs.COLUMNS} FROM runs WHERE {_FINISHED} AND completed_at < $1"
+        " AND id <> ALL($3::text[])"
+        ' ORDER BY completed_at, id COLLATE "C" LIMIT $2 FOR UPDATE SKIP LOCKED',
         moment,
         PRUNE_BATCH_RUNS,
+        passed,
     )
-    removed = [runs.from_row(row) for row in found]
-    removed.sort(key=lambda run: (run.completed_at, run.id))
-    return removed
+    removed, damaged = _sorted_out(found)
+    if removed:
+        await conn.execute(
+            "DELETE FROM runs WHERE id = ANY($1::text[])", [run.id for run in removed]
+        )
+    return removed, damaged
 
 
 async def _stats(conn: Any, *, path: str) -> Stats:

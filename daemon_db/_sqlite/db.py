@@ -28,9 +28,9 @@ from .._db import DB, _location
 from .._errors import DaemonDBError, InvalidRecordError, ReadOnlyError
 from .._operations import PAGE_SIZE
 from .._owner import Held, Owner
-from .._records import Run, Stats
+from .._records import PrunedRuns, Run, Stats
 from .._transaction import _TransactionBlock
-from . import bridge, maintenance, owners, queries, runs, schema, work
+from . import bridge, maintenance, owners, queries, rows, runs, schema, work
 from .checkpointer import Checkpointer
 from .transaction import SQLiteTransaction, SQLiteTransactionBlock
 from .work import Work
@@ -166,11 +166,12 @@ class SQLiteDB(DB):
 
     # Looking after the file
 
-    async def _prune(self, moment: datetime, *, dry_run: bool) -> list[Run]:
+    async def _prune(self, moment: datetime, *, dry_run: bool) -> PrunedRuns:
         cutoff = timestamps.to_text(moment)
         if dry_run:
             return await self._prunable(cutoff)
         removed: list[Run] = []
+        passed: dict[int, rows.DamagedRow] = {}
         # Inside a transaction block nothing commits until it ends: no pausing
         # for checkpoints, which could only wait for the block.
         checkpointer = self._checkpointer if self._joined() is None else None
@@ -179,18 +180,20 @@ class SQLiteDB(DB):
                 if checkpointer is not None:  # a file: its pages may have to come from disk
                     warm = partial(maintenance.warm_finished, cutoff=cutoff)
                     await self._sqlite_read(partial(_holding, checkpointer.reading_ahead, warm))
-                batch = await self._sqlite_write(
+                batch, damaged = await self._sqlite_write(
                     partial(
                         maintenance.delete_finished,
                         cutoff=cutoff,
                         max_events=PRUNE_BATCH_EVENTS,
                         max_seconds=PRUNE_BATCH_SECONDS,
+                        passed=tuple(passed),
                     )
                 )
-            if not batch:
-                return removed
+            if not batch and not damaged:
+                return PrunedRuns(removed, (row.error(self._path) for row in passed.values()))
             removed += [run for run, _ in batch]
-            if checkpointer is not None:
+            passed.update(damaged)
+            if checkpointer is not None and batch:
                 await self._let_checkpoints_catch_up(checkpointer)
 
     async def _let_checkpoints_catch_up(self, checkpointer: Checkpointer) -> None:
@@ -210,22 +213,32 @@ class SQLiteDB(DB):
             # held up, against a few now, while the disk is quiet.
             await self._sqlite_write(_nothing)
 
-    async def _prunable(self, cutoff: str) -> list[Run]:
+    async def _prunable(self, cutoff: str) -> PrunedRuns:
         found: dict[str, Run] = {}
+        passed: dict[int, rows.DamagedRow] = {}
         after: tuple[str, str] | None = None
         while True:
-            page = await self._sqlite_read(
-                partial(maintenance.finished_before, cutoff=cutoff, after=after, limit=PAGE_SIZE)
+            page, damaged = await self._sqlite_read(
+                partial(
+                    maintenance.finished_before,
+                    cutoff=cutoff,
+                    after=after,
+                    limit=PAGE_SIZE,
+                    passed=tuple(passed),
+                )
             )
             # Pages are read in turn, not from one snapshot: a run finished again
             # meanwhile (a new completed_at) may come up on a later page too.
             for run, _ in page:
                 found.setdefault(run.id, run)
-            if len(page) < PAGE_SIZE:
-                return list(found.values())
-            last = page[-1][0]
-            assert last.completed_at is not None
-            after = (timestamps.to_text(last.completed_at), last.id)
+            passed.update(damaged)
+            if len(page) + len(damaged) < PAGE_SIZE:
+                errors = (row.error(self._path) for row in passed.values())
+                return PrunedRuns(found.values(), errors)
+            if page:  # else only damaged runs, passed over from now on
+                last = page[-1][0]
+                assert last.completed_at is not None
+                after = (timestamps.to_text(last.completed_at), last.id)
 
     async def stats(self) -> Stats:
         return await self._sqlite_read(partial(maintenance.stats, path=self._path))

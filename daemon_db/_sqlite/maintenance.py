@@ -7,13 +7,14 @@ in runs.py, units.py and events.py.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import sqlite3
 import stat
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
 from .._errors import DatabaseError, show, translate
@@ -334,7 +335,7 @@ _PRUNABLE = f"SELECT {runs.COLUMNS}, CAST((SELECT COALESCE(MAX(sequence), 0) FRO
     # The index is named, not left to the planner: without ANALYZE figures it
     # may pick runs_by_status and sort every finished run, batch after batch.
     # A partial index serves only a query whose WHERE repeats its own, as here.
-    " WHERE run_id = runs.id) AS INTEGER) FROM runs INDEXED BY runs_finished_by_completion"
+    " WHERE run_id = runs.id) AS INTEGER), rowid FROM runs INDEXED BY runs_finished_by_completion"
     " WHERE status IN ('cancelled', 'completed', 'failed') AND completed_at < ?"
 )
 
@@ -357,23 +358,43 @@ _WARM = (
 )
 
 
+Prunable = tuple[list[tuple[Run, int]], dict[int, rows.DamagedRow]]
+"""A prune's page: its runs with their event counts, and its damaged runs by rowid."""
+
+
 def finished_before(
-    conn: sqlite3.Connection, *, cutoff: str, after: tuple[str, str] | None, limit: int
-) -> list[tuple[Run, int]]:
+    conn: sqlite3.Connection,
+    *,
+    cutoff: str,
+    after: tuple[str, str] | None,
+    limit: int,
+    passed: Collection[int] = (),
+) -> Prunable:
     """Finished runs completed before ``cutoff``, oldest first, with their event counts.
 
     One statement: a seek in the index of finished runs by completion, from
     ``after`` (the ``(completed_at, id)`` of the last run of the page before),
     and an index seek per run for its event count (sequences are gap-free from
-    1, so the highest is the count).
+    1, so the highest is the count). A run whose row cannot be read is set
+    apart, by rowid, rather than stop every prune: later pages pass over
+    those in ``passed`` (only then is the statement any longer).
     """
     sql = (
         _PRUNABLE
         + (" AND (completed_at, id) > (?, ?)" if after else "")
+        + (" AND rowid NOT IN (SELECT value FROM json_each(?))" if passed else "")
         + " ORDER BY completed_at, id LIMIT ?"
     )
-    found = rows.fetchall(conn, "runs", sql, (cutoff, *(after or ()), limit))
-    return [(runs.from_row(row), row[-1]) for row in found]
+    params = (cutoff, *(after or ()), *((json.dumps(list(passed)),) if passed else ()), limit)
+    found, unreadable = rows.readable(conn, "runs", sql, params)
+    damaged = {row[13]: damage for row, damage in unreadable}
+    healthy: list[tuple[Run, int]] = []
+    for row in found:
+        try:
+            healthy.append((runs.from_row(row), row[12]))
+        except rows.DamagedRow as exc:
+            damaged[row[13]] = exc
+    return healthy, damaged
 
 
 def warm_finished(conn: sqlite3.Connection, *, cutoff: str) -> None:
@@ -390,25 +411,34 @@ def warm_finished(conn: sqlite3.Connection, *, cutoff: str) -> None:
 
 
 def delete_finished(
-    conn: sqlite3.Connection, *, cutoff: str, max_events: int, max_seconds: float
-) -> list[tuple[Run, int]]:
+    conn: sqlite3.Connection,
+    *,
+    cutoff: str,
+    max_events: int,
+    max_seconds: float,
+    passed: Collection[int] = (),
+) -> Prunable:
     """Delete the oldest finished runs completed before ``cutoff``; return them.
 
     Runs go one at a time until their events add up to ``max_events`` or the
     deleting has taken ``max_seconds`` (always at least one run), so that one
     transaction never holds the write lock for long, however big the file.
-    Units and events go with their runs (ON DELETE CASCADE).
+    Units and events go with their runs (ON DELETE CASCADE). A run whose row
+    cannot be read is left where it is, returned apart (see finished_before).
     """
     deadline = time.perf_counter() + max_seconds
     taken: list[tuple[Run, int]] = []
     events = 0
-    for run, count in finished_before(conn, cutoff=cutoff, after=None, limit=_PRUNE_LOOKAHEAD):
+    found, damaged = finished_before(
+        conn, cutoff=cutoff, after=None, limit=_PRUNE_LOOKAHEAD, passed=passed
+    )
+    for run, count in found:
         if taken and (events + count > max_events or time.perf_counter() > deadline):
             break
         conn.execute("DELETE FROM runs WHERE id = ?", (run.id,))
         taken.append((run, count))
         events += count
-    return taken
+    return taken, damaged
 
 
 _PRUNE_LOOKAHEAD = 64

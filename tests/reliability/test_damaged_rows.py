@@ -11,14 +11,18 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 
 import pytest
 
+import daemon_db._sqlite.db
 from daemon_db import DB, DamagedRecordError, DatabaseError, RunStatus, UnitStatus
+from daemon_db._sqlite import maintenance
 from tests.helpers import dump, new_run, new_unit, report
+
+OLD = datetime(2020, 1, 1, tzinfo=UTC)
 
 # (table, column, value another tool wrote, what the error says)
 DAMAGE = [
@@ -689,3 +693,79 @@ async def test_a_blob_status_is_counted_where_the_triggers_count_it(db_path: Pat
         problems = await db.check()
     assert [p for p in problems if p.startswith("counts")] == []
     assert any(f"runs row {run.id!r}: status=b'running'" in p for p in problems), problems
+
+
+# (column, value another tool wrote, written as text): read as a record, each fails another way.
+_PRUNE_DAMAGE = [
+    ("started_at", b"yesterday"),
+    ("feature_branch", b"feature/\xff"),
+    ("parallelism", b"four"),
+    ("id", b"run-\xff"),  # then the row is named by these bytes
+]
+
+
+@pytest.mark.parametrize("page", [1, 2, 500])
+async def test_a_prune_passes_over_damaged_runs_and_names_them(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch, page: int
+) -> None:
+    # One damaged run made every prune raise, for good: a daemon pruning each
+    # night would never prune again. Damage of each kind, ahead of the healthy
+    # runs (more than a batch reads ahead) and among them: pages and batches of
+    # damaged runs alone must not end the prune, nor find a run twice.
+    monkeypatch.setattr(daemon_db._sqlite.db, "PAGE_SIZE", page)
+    ahead = maintenance._PRUNE_LOOKAHEAD + 2
+    async with DB.open(db_path) as db:
+        made = [
+            await db.create_run(new_run(status="completed", completed_at=OLD + timedelta(n)))
+            for n in range(ahead + 8)
+        ]
+        active = await db.create_run(new_run(status="running"))
+    damage: dict[str, tuple[str, bytes]] = {}
+    for n in [*range(ahead), ahead + 3]:
+        column, raw = _PRUNE_DAMAGE[n % len(_PRUNE_DAMAGE)]
+        damage[made[n].id] = (column, raw + made[n].id.encode() if column == "id" else raw)
+    for run_id, (column, raw) in damage.items():
+        _edit(db_path, f"UPDATE runs SET {column} = CAST(? AS TEXT) WHERE id = ?", raw, run_id)
+    named = {
+        (raw if column == "id" else run_id, column) for run_id, (column, raw) in damage.items()
+    }
+    healthy = [run for run in made if run.id not in damage]
+    before = _rows(db_path)["runs"]
+
+    async with DB.open(db_path) as db:
+        found = await db.prune_runs(datetime.now(UTC), dry_run=True)
+        assert found == healthy
+        assert {(e.table, e.record_id, e.column) for e in found.damaged} == {
+            ("runs", *key) for key in named
+        }
+        assert len(found.damaged) == len(damage)
+        assert _rows(db_path)["runs"] == before  # a dry run deletes nothing
+        for removed in (healthy, []):  # the next prune finds them again, and nothing else
+            found = await db.prune_runs(datetime.now(UTC))
+            assert found == removed
+            assert {(e.table, e.record_id, e.column) for e in found.damaged} == {
+                ("runs", *key) for key in named
+            }
+            assert len(found.damaged) == len(damage)
+        assert await db.list_runs(status=RunStatus.RUNNING) == [active]
+    left = {row[0] for row in _rows(db_path)["runs"]}
+    assert left == {active.id.encode()} | {
+        key if isinstance(key, bytes) else key.encode() for key, _ in named
+    }
+
+
+async def test_prune_names_the_runs_it_passed_over_and_exits_1(db_path: Path) -> None:
+    async with DB.open(db_path) as db:
+        gone = await db.create_run(new_run(status="completed", completed_at=OLD))
+        kept = await db.create_run(new_run(status="failed", completed_at=OLD))
+    _edit(db_path, "UPDATE runs SET started_at = 'yesterday' WHERE id = ?", kept.id)
+    for dry_run in (["--dry-run"], []):
+        done = await _cli(db_path, "prune", "--older-than", "1d", *dry_run)
+        assert done.returncode == 1, done.stderr
+        assert gone.id in done.stdout
+        assert kept.id not in done.stdout
+        assert f"left: {db_path}: damaged runs row {kept.id!r}" in done.stderr, done.stderr
+    async with DB.open(db_path) as db:
+        assert await db.get_run(gone.id) is None
+        _edit(db_path, "UPDATE runs SET started_at = NULL WHERE id = ?", kept.id)  # mended
+        assert [run.id for run in await db.prune_runs(datetime.now(UTC))] == [kept.id]

@@ -9,10 +9,12 @@ tool would.
 from __future__ import annotations
 
 import contextlib
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
 
+import daemon_db._postgres.db
 from daemon_db import DB, DamagedRecordError, DatabaseError, Run, RunStatus, UnitRecord, UnitStatus
 from tests.helpers import new_run, new_unit, report
 
@@ -425,3 +427,47 @@ async def test_the_largest_attempts_stops_no_claim(
         taken = [item.run.id for item in claimed.resumed] + [r.id for r in claimed.abandoned]
         assert taken == [run.id]
         assert await db.check() == []
+
+
+@pytest.mark.parametrize("batch", [1, 500])
+async def test_a_prune_passes_over_damaged_runs_and_names_them(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch, batch: int
+) -> None:
+    # One damaged run made every prune raise, for good. Batches of damaged runs
+    # alone (one run a batch) must not end the prune, nor find a run twice.
+    monkeypatch.setattr(daemon_db._postgres.db, "PRUNE_BATCH_RUNS", batch)
+    old = datetime(2020, 1, 1, tzinfo=UTC)
+    async with DB.open(postgres_url) as db:
+        made = [
+            await db.create_run(new_run(status="completed", completed_at=old + timedelta(n)))
+            for n in range(6)
+        ]
+        active = await db.create_run(new_run(status="running"))
+    # Each read another way: a timestamp Python cannot hold (before every other
+    # run, and after), and a value a dropped check let in.
+    damage = {
+        made[0].id: ("completed_at", "0044-03-15Z BC"),
+        made[1].id: ("parallelism", "0"),
+        made[4].id: ("started_at", "20000-01-01Z"),
+    }
+    await _edit(
+        postgres_url,
+        "ALTER TABLE runs DROP CONSTRAINT runs_parallelism_check",
+        *(f"UPDATE runs SET {c} = '{v}' WHERE id = '{i}'" for i, (c, v) in damage.items()),
+    )
+    healthy = [run for run in made if run.id not in damage]
+
+    async with DB.open(postgres_url) as db:
+        for dry_run, removed in [(True, healthy), (False, healthy), (False, [])]:
+            found = await db.prune_runs(datetime.now(UTC), dry_run=dry_run)
+            assert found == removed
+            assert sorted((e.table, e.record_id, e.column) for e in found.damaged) == sorted(
+                ("runs", run_id, column) for run_id, (column, _) in damage.items()
+            )
+        assert {run.id for run in await db.list_runs(status=RunStatus.RUNNING)} == {active.id}
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        left = {row[0] for row in await conn.fetch("SELECT id FROM runs")}
+    finally:
+        await conn.close()
+    assert left == {active.id, *damage}
