@@ -57,10 +57,11 @@ class Server:
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
 
-    def new_database(self) -> str:
-        """A fresh, empty database; returns its URL."""
+    def new_database(self, encoding: str = "UTF8") -> str:
+        """A fresh, empty database (in ``encoding``); returns its URL."""
         name = f"test_{os.getpid()}_{next(_databases)}"
-        self._run("createdb", "-h", str(self.folder), "-p", str(self.port), "-U", "postgres", name)
+        where = ("-h", str(self.folder), "-p", str(self.port), "-U", "postgres")
+        self._run("createdb", *where, f"--encoding={encoding}", "--template=template0", name)
         return self.url(name)
 
     def _run(self, program: str, *args: str) -> None:

@@ -13,6 +13,7 @@ import pytest
 from daemon_db import DB, DatabaseError, InvalidRecordError, Run, RunStatus, SchemaVersionError
 from daemon_db._postgres import schema
 from daemon_db._postgres.url import shown_url
+from tests import postgres_server
 from tests.helpers import new_run, new_unit
 
 
@@ -78,6 +79,36 @@ async def test_a_newer_schema_is_refused_untouched(
             await DB.open(postgres_url, readonly=readonly)
         assert raised.value.found == version
     assert await _tables(postgres_url) == before
+
+
+@pytest.mark.parametrize("encoding", ["SQL_ASCII", "LATIN1"])
+async def test_a_database_not_in_utf8_is_refused_for_writing_and_named_by_check(
+    postgres: postgres_server.Server, encoding: str
+) -> None:
+    # SQL_ASCII takes any bytes as text, and bytes that are not UTF-8 made every
+    # read of their row raise, start-up too; LATIN1 refuses a write of "日本".
+    url = postgres.new_database(encoding)
+    with pytest.raises(DatabaseError, match=f"its encoding is {encoding},.* needs UTF8"):
+        await DB.open(url)
+    assert await _tables(url) == []  # refused before anything was written
+
+    # A read-only open reads it, so that its data can be looked at and moved.
+    conn = await asyncpg.connect(url)
+    try:
+        for statement in schema.MIGRATIONS[0]:
+            await conn.execute(statement)
+        await conn.execute(
+            "INSERT INTO daemon_db_meta (application, version) VALUES ($1, $2)",
+            schema.APPLICATION,
+            schema.SCHEMA_VERSION,
+        )
+    finally:
+        await conn.close()
+    async with DB.open(url, readonly=True) as db:
+        assert await db.list_runs() == []
+        assert [p.split(",")[0] for p in await db.check()] == [
+            f"encoding: its encoding is {encoding}"
+        ]
 
 
 async def test_read_only_never_migrates(postgres_url: str) -> None:

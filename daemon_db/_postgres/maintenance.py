@@ -160,6 +160,9 @@ _JSON: Final = (
 async def check(conn: Any) -> list[str]:
     """Everything wrong with the database, one line each: [] when all is well."""
     problems = await _marker(conn)
+    encoding = await schema.encoding_problem(conn)
+    if encoding is not None:
+        problems.append(f"encoding: {encoding}")
     problems += await _schema(conn)
     problems += await _references(conn)
     problems += await _one_active(conn)

@@ -8,7 +8,9 @@ Released migrations are never edited; a change appends one.
 A database is ours when its ``daemon_db_meta`` table says so (the application
 marker and the version, as SQLite's ``application_id`` and ``user_version``).
 A database that holds other tables but no marker, another application's
-marker, or a newer version is refused before anything is written.
+marker, or a newer version is refused before anything is written; so is, by
+a read-write open, one whose encoding is not UTF8 (a read-only open still
+reads it, so that its data can be looked at and moved).
 """
 
 from __future__ import annotations
@@ -19,7 +21,15 @@ import asyncpg
 
 from .._errors import DatabaseError, SchemaVersionError
 
-__all__ = ["APPLICATION", "MIGRATIONS", "SCHEMA_VERSION", "TABLES", "migrate", "verify"]
+__all__ = [
+    "APPLICATION",
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "TABLES",
+    "encoding_problem",
+    "migrate",
+    "verify",
+]
 
 APPLICATION: Final = "daemon_db"
 """The marker in ``daemon_db_meta.application``: this database is daemon_db's."""
@@ -79,6 +89,23 @@ SCHEMA_VERSION: Final = len(MIGRATIONS)
 TABLES: Final = ("daemon_db_meta", "owners", "runs", "units", "events")
 
 
+async def encoding_problem(conn: asyncpg.Connection) -> str | None:
+    """Why the database's encoding does not suit the store, or None: it is UTF8."""
+    # The server reports it as the session starts: asked for only if not.
+    found = getattr(conn.get_settings(), "server_encoding", None)
+    if found is None:
+        found = await conn.fetchval("SHOW server_encoding")
+    if found == "UTF8":
+        return None
+    if found == "SQL_ASCII":  # checks nothing: the SQLite case, but every read raises 22021
+        why = (
+            "which takes any bytes as text: another tool's bytes that are not UTF-8 make reads fail"
+        )
+    else:  # the character set's own: a write of a character outside it fails (22P05)
+        why = "which cannot hold every character a name, an error or a payload may have"
+    return f"its encoding is {found}, {why}; daemon_db needs UTF8"
+
+
 async def _found(conn: asyncpg.Connection) -> tuple[str | None, int, bool]:
     """``(application, version, has_other_tables)`` of the database, writing nothing.
 
@@ -125,7 +152,14 @@ async def verify(conn: asyncpg.Connection, url: str) -> None:
 
 
 async def migrate(conn: asyncpg.Connection, url: str) -> None:
-    """Refuse a database that is not ours or newer, then apply pending migrations."""
+    """Refuse a database that is not ours, newer or not UTF8, then apply pending migrations."""
+    problem = await encoding_problem(conn)
+    if problem is not None:
+        raise DatabaseError(
+            url,
+            f"{problem} (move the data to a database made with createdb --encoding=UTF8"
+            " --template=template0, by pg_dump and psql; a read-only open still reads this one)",
+        )
     application, version, tables = await _found(conn)
     _refuse(url, application, version, tables)  # before the lock: nothing written
     if version == SCHEMA_VERSION:
