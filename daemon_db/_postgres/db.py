@@ -521,19 +521,18 @@ class PostgresDB(DB):
 
     async def _prune(self, moment: datetime, *, dry_run: bool) -> PrunedRuns:
         if dry_run:
-            found, damaged = await self._read(
-                Work[_Pruned](partial(_finished_before, moment=moment))
-            )
-            return PrunedRuns(found, (row.error(self._path) for row in damaged))
-        removed: list[Run] = []
-        passed: dict[str, damage.DamagedRow] = {}
+            found = await self._read(Work[list[Any]](partial(_finished_before, moment=moment)))
+            removed, damaged = _sorted_out(found)
+            return PrunedRuns(removed, (row.error(self._path) for row in damaged))
+        removed, damaged = [], []
+        after: tuple[str, str] | None = None  # each batch starts after the last run read
         while True:
-            prune = partial(_delete_finished, moment=moment, passed=list(passed))
-            batch, damaged = await self._write(Work[_Pruned](prune))
-            if not batch and not damaged:
-                return PrunedRuns(removed, (row.error(self._path) for row in passed.values()))
+            prune = partial(_delete_finished, moment=moment, after=after)
+            batch, passed, after = await self._write(Work[_Batch](prune))
             removed += batch
-            passed.update((str(row.record_id), row) for row in damaged)  # PostgreSQL ids: text
+            damaged += passed
+            if after is None:
+                return PrunedRuns(removed, (row.error(self._path) for row in damaged))
 
     async def stats(self) -> Stats:
         return await self._read(Work[Stats](partial(_stats, path=self._path)))
@@ -819,11 +818,8 @@ def _nothing() -> None:
     """Stop watching nothing: a PostgreSQL block needs no watcher thread."""
 
 
-_Pruned = tuple[list[Run], list[damage.DamagedRow]]
-"""Runs a prune found, and those it could not read (left where they are)."""
-
-
-def _sorted_out(found: list[Any]) -> _Pruned:
+def _sorted_out(found: list[Any]) -> tuple[list[Run], list[damage.DamagedRow]]:
+    """The runs a prune found, and those it cannot read (left where they are)."""
     healthy: list[Run] = []
     damaged: list[damage.DamagedRow] = []
     for row in found:
@@ -834,32 +830,44 @@ def _sorted_out(found: list[Any]) -> _Pruned:
     return healthy, damaged
 
 
-async def _finished_before(conn: Any, *, moment: datetime) -> _Pruned:
-    found = await conn.fetch(
-        f"SELECT {runs.COLUMNS} FROM runs WHERE {_FINISHED} AND completed_at < $1"
-        ' ORDER BY completed_at, id COLLATE "C"',
-        moment,
-    )
-    return _sorted_out(found)
+_FINISHED_BEFORE = (
+    # The completion time as the server writes it out: a batch's key, which
+    # gives back the value read, however Python would hold it (-infinity).
+    f"SELECT {runs.COLUMNS}, completed_at::text AS key FROM runs"
+    f" WHERE {_FINISHED} AND completed_at < $1"
+)
+_ORDER = ' ORDER BY completed_at, id COLLATE "C"'
 
 
-async def _delete_finished(conn: Any, *, moment: datetime, passed: list[str]) -> _Pruned:
-    # Read before deleting: a run whose row cannot be read is left where it
-    # is (``passed`` keeps later batches from finding it again).
+async def _finished_before(conn: Any, *, moment: datetime) -> list[Any]:
+    return list(await conn.fetch(_FINISHED_BEFORE + _ORDER, moment))
+
+
+_Batch = tuple[list[Run], list[damage.DamagedRow], tuple[str, str] | None]
+"""A prune batch: the runs it deleted, those it passed over, and the key of the last run it
+read (None: it found none)."""
+
+
+async def _delete_finished(conn: Any, *, moment: datetime, after: tuple[str, str] | None) -> _Batch:
+    # Read before deleting: a run whose row cannot be read is left where it is,
+    # and the next batch starts after the last run this one read.
+    after_it = ' AND (completed_at, id COLLATE "C") > ($3::text::timestamptz, $4::text)'
     found = await conn.fetch(
-        f"SELECT {runs.COLUMNS} FROM runs WHERE {_FINISHED} AND completed_at < $1"
-        " AND id <> ALL($3::text[])"
-        ' ORDER BY completed_at, id COLLATE "C" LIMIT $2 FOR UPDATE SKIP LOCKED',
+        _FINISHED_BEFORE
+        + (after_it if after else "")
+        + _ORDER
+        + " LIMIT $2 FOR UPDATE SKIP LOCKED",
         moment,
         PRUNE_BATCH_RUNS,
-        passed,
+        *(after or ()),
     )
+    if not found:
+        return [], [], None
     removed, damaged = _sorted_out(found)
     if removed:
-        await conn.execute(
-            "DELETE FROM runs WHERE id = ANY($1::text[])", [run.id for run in removed]
-        )
-    return removed, damaged
+        ids = [run.id for run in removed]
+        await conn.execute("DELETE FROM runs WHERE id = ANY($1::text[])", ids)
+    return removed, damaged, (found[-1][12], found[-1][0])
 
 
 async def _stats(conn: Any, *, path: str) -> Stats:

@@ -171,28 +171,31 @@ class SQLiteDB(DB):
         if dry_run:
             return await self._prunable(cutoff)
         removed: list[Run] = []
-        passed: dict[int, rows.DamagedRow] = {}
+        damaged: list[rows.DamagedRow] = []
+        # Each batch starts after the last run the one before read: runs it
+        # passed over stay, and are not read again.
+        after: maintenance.Key | None = None
         # Inside a transaction block nothing commits until it ends: no pausing
         # for checkpoints, which could only wait for the block.
         checkpointer = self._checkpointer if self._joined() is None else None
         while True:
             with contextlib.nullcontext() if checkpointer is None else checkpointer.bulk_batch():
                 if checkpointer is not None:  # a file: its pages may have to come from disk
-                    warm = partial(maintenance.warm_finished, cutoff=cutoff)
+                    warm = partial(maintenance.warm_finished, cutoff=cutoff, after=after)
                     await self._sqlite_read(partial(_holding, checkpointer.reading_ahead, warm))
-                batch, damaged = await self._sqlite_write(
+                batch, passed, after = await self._sqlite_write(
                     partial(
                         maintenance.delete_finished,
                         cutoff=cutoff,
+                        after=after,
                         max_events=PRUNE_BATCH_EVENTS,
                         max_seconds=PRUNE_BATCH_SECONDS,
-                        passed=tuple(passed),
                     )
                 )
-            if not batch and not damaged:
-                return PrunedRuns(removed, (row.error(self._path) for row in passed.values()))
             removed += [run for run, _ in batch]
-            passed.update(damaged)
+            damaged += passed
+            if after is None:
+                return PrunedRuns(removed, (row.error(self._path) for row in damaged))
             if checkpointer is not None and batch:
                 await self._let_checkpoints_catch_up(checkpointer)
 
@@ -215,30 +218,23 @@ class SQLiteDB(DB):
 
     async def _prunable(self, cutoff: str) -> PrunedRuns:
         found: dict[str, Run] = {}
-        passed: dict[int, rows.DamagedRow] = {}
-        after: tuple[str, str] | None = None
+        damaged: dict[object, rows.DamagedRow] = {}
+        after: maintenance.Key | None = None
         while True:
-            page, damaged = await self._sqlite_read(
-                partial(
-                    maintenance.finished_before,
-                    cutoff=cutoff,
-                    after=after,
-                    limit=PAGE_SIZE,
-                    passed=tuple(passed),
-                )
+            page = await self._sqlite_read(
+                partial(maintenance.finished_before, cutoff=cutoff, after=after, limit=PAGE_SIZE)
             )
             # Pages are read in turn, not from one snapshot: a run finished again
             # meanwhile (a new completed_at) may come up on a later page too.
-            for run, _ in page:
-                found.setdefault(run.id, run)
-            passed.update(damaged)
-            if len(page) + len(damaged) < PAGE_SIZE:
-                errors = (row.error(self._path) for row in passed.values())
+            for _, run, _ in page:
+                if isinstance(run, Run):
+                    found.setdefault(run.id, run)
+                else:
+                    damaged.setdefault(run.record_id, run)
+            if len(page) < PAGE_SIZE:
+                errors = (row.error(self._path) for row in damaged.values())
                 return PrunedRuns(found.values(), errors)
-            if page:  # else only damaged runs, passed over from now on
-                last = page[-1][0]
-                assert last.completed_at is not None
-                after = (timestamps.to_text(last.completed_at), last.id)
+            after = page[-1][0]
 
     async def stats(self) -> Stats:
         return await self._sqlite_read(partial(maintenance.stats, path=self._path))

@@ -7,16 +7,16 @@ in runs.py, units.py and events.py.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import sqlite3
 import stat
 import tempfile
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from .. import _timestamps as timestamps
 from .._errors import DatabaseError, show, translate
 from .._process import Process, is_running, this_process
 from .._records import ACTIVE_RUN_STATUSES, FINISHED_RUN_STATUSES, Run, RunStatus, Stats, UnitStatus
@@ -207,6 +207,8 @@ def _text(column: str, *, optional: bool = False, name: bool = False) -> str:
 def _timestamp(column: str, *, optional: bool = True) -> str:
     bad = (
         f"typeof({column}) <> 'text' OR {column} NOT GLOB '{rows.TIMESTAMP_FORM}'"
+        # GLOB stops at a NUL; Python's fromisoformat does too, reading the text before it.
+        f" OR length(CAST({column} AS BLOB)) <> {rows.TIMESTAMP_BYTES}"
         f" OR {_no_moment(column)}"
     )
     return f"{column} IS NOT NULL AND ({bad})" if optional else f"{column} IS NULL OR {bad}"
@@ -335,7 +337,7 @@ _PRUNABLE = f"SELECT {runs.COLUMNS}, CAST((SELECT COALESCE(MAX(sequence), 0) FRO
     # The index is named, not left to the planner: without ANALYZE figures it
     # may pick runs_by_status and sort every finished run, batch after batch.
     # A partial index serves only a query whose WHERE repeats its own, as here.
-    " WHERE run_id = runs.id) AS INTEGER), rowid FROM runs INDEXED BY runs_finished_by_completion"
+    " WHERE run_id = runs.id) AS INTEGER) FROM runs INDEXED BY runs_finished_by_completion"
     " WHERE status IN ('cancelled', 'completed', 'failed') AND completed_at < ?"
 )
 
@@ -354,50 +356,70 @@ _WARM = (
     " + (SELECT sum(length(payload_json)) FROM events WHERE run_id = r.id)"
     " FROM runs AS r INDEXED BY runs_finished_by_completion"
     " WHERE status IN ('cancelled', 'completed', 'failed') AND completed_at < ?"
-    " ORDER BY completed_at, id LIMIT ?"
 )
+_ORDER = " ORDER BY completed_at, id LIMIT ?"
 
 
-Prunable = tuple[list[tuple[Run, int]], dict[int, rows.DamagedRow]]
-"""A prune's page: its runs with their event counts, and its damaged runs by rowid."""
+Key = tuple[object, object]
+"""A run's ``(completed_at, id)`` as stored: where a prune's next page or batch starts."""
+
+Prunable = tuple[Key, Run | rows.DamagedRow, int]
+"""A run a prune found: its key, the run (or why it cannot be read), its event count."""
 
 
 def finished_before(
-    conn: sqlite3.Connection,
-    *,
-    cutoff: str,
-    after: tuple[str, str] | None,
-    limit: int,
-    passed: Collection[int] = (),
-) -> Prunable:
+    conn: sqlite3.Connection, *, cutoff: str, after: Key | None, limit: int
+) -> list[Prunable]:
     """Finished runs completed before ``cutoff``, oldest first, with their event counts.
 
     One statement: a seek in the index of finished runs by completion, from
-    ``after`` (the ``(completed_at, id)`` of the last run of the page before),
-    and an index seek per run for its event count (sequences are gap-free from
-    1, so the highest is the count). A run whose row cannot be read is set
-    apart, by rowid, rather than stop every prune: later pages pass over
-    those in ``passed`` (only then is the statement any longer).
+    ``after`` (the key of the last run read before), and an index seek per
+    run for its event count (sequences are gap-free from 1, so the highest is
+    the count). A run whose row cannot be read comes as its DamagedRow, in
+    its place: a prune passes over it, and goes on after it.
     """
-    sql = (
-        _PRUNABLE
-        + (" AND (completed_at, id) > (?, ?)" if after else "")
-        + (" AND rowid NOT IN (SELECT value FROM json_each(?))" if passed else "")
-        + " ORDER BY completed_at, id LIMIT ?"
-    )
-    params = (cutoff, *(after or ()), *((json.dumps(list(passed)),) if passed else ()), limit)
-    found, unreadable = rows.readable(conn, "runs", sql, params)
-    damaged = {row[13]: damage for row, damage in unreadable}
-    healthy: list[tuple[Run, int]] = []
-    for row in found:
-        try:
-            healthy.append((runs.from_row(row), row[12]))
-        except rows.DamagedRow as exc:
-            damaged[row[13]] = exc
-    return healthy, damaged
+    sql, params = _after(_PRUNABLE, cutoff, after)
+    found: list[Prunable] = []
+    for row, damage in rows.ordered(conn, "runs", sql + _ORDER, (*params, limit)):
+        run = _prunable(row) if damage is None else damage
+        found.append(((row[9], row[0]), run, row[12]))
+    return found
 
 
-def warm_finished(conn: sqlite3.Connection, *, cutoff: str) -> None:
+def _after(sql: str, cutoff: str, after: Key | None) -> tuple[str, list[object]]:
+    """``sql`` (ending in the cutoff's test) from the run after ``after`` on; its parameters."""
+    if after is None:
+        return sql, [cutoff]
+    # As stored: the key of a damaged run may be text that is not UTF-8, or a
+    # blob; rebuilt from a Run, a timestamp of another form would not sort as
+    # it does (the same page again, for ever).
+    marks, values = rows.bound(after)
+    return f"{sql} AND (completed_at, id) > {marks}", [cutoff, *values]
+
+
+def _prunable(row: Sequence[Any]) -> Run | rows.DamagedRow:
+    """The run a prune may delete, or why it may not.
+
+    Besides what every read refuses: a blob in a text column (listings hand it
+    over, but the command line cannot show it, and a prune must not delete
+    what it cannot show), and a completion time not written as daemon_db
+    writes it, whose place in the index's text order is not its moment's
+    (``...-05:00`` sorts before a cutoff its moment is after).
+    """
+    try:
+        run = runs.from_row(row)
+    except rows.DamagedRow as exc:
+        return exc
+    for name, value in zip(runs.NAMES, row, strict=False):
+        if type(value) is bytes:
+            return rows.DamagedRow("runs", row[0], name, value, "is a blob another tool wrote")
+    if run.completed_at is None or timestamps.to_text(run.completed_at) != row[9]:
+        reason = "is not a timestamp of the form daemon_db writes, which a prune's order needs"
+        return rows.DamagedRow("runs", row[0], "completed_at", row[9], reason)
+    return run
+
+
+def warm_finished(conn: sqlite3.Connection, *, cutoff: str, after: Key | None) -> None:
     """Read every page that deleting the next prune batch will change.
 
     On a file larger than the page cache, a batch's deletes would otherwise
@@ -407,38 +429,49 @@ def warm_finished(conn: sqlite3.Connection, *, cutoff: str) -> None:
     batch, this reads the same pages without holding anything up, so that the
     batch finds them in the operating system's cache.
     """
-    conn.execute(_WARM, (cutoff, _PRUNE_LOOKAHEAD)).fetchall()
+    sql, params = _after(_WARM, cutoff, after)
+    conn.execute(sql + _ORDER, (*params, _PRUNE_LOOKAHEAD)).fetchall()
+
+
+Batch = tuple[list[tuple[Run, int]], list[rows.DamagedRow], Key | None]
+"""A prune batch: the runs it deleted with their event counts, those it passed over, and
+the key of the last run it read (None: it found none)."""
 
 
 def delete_finished(
     conn: sqlite3.Connection,
     *,
     cutoff: str,
+    after: Key | None,
     max_events: int,
     max_seconds: float,
-    passed: Collection[int] = (),
-) -> Prunable:
-    """Delete the oldest finished runs completed before ``cutoff``; return them.
+) -> Batch:
+    """Delete the oldest finished runs completed before ``cutoff``, after ``after``.
 
     Runs go one at a time until their events add up to ``max_events`` or the
     deleting has taken ``max_seconds`` (always at least one run), so that one
     transaction never holds the write lock for long, however big the file.
     Units and events go with their runs (ON DELETE CASCADE). A run whose row
-    cannot be read is left where it is, returned apart (see finished_before).
+    cannot be read is left where it is, returned apart.
     """
     deadline = time.perf_counter() + max_seconds
     taken: list[tuple[Run, int]] = []
+    damaged: list[rows.DamagedRow] = []
+    last: Key | None = None
     events = 0
-    found, damaged = finished_before(
-        conn, cutoff=cutoff, after=None, limit=_PRUNE_LOOKAHEAD, passed=passed
-    )
-    for run, count in found:
-        if taken and (events + count > max_events or time.perf_counter() > deadline):
-            break
-        conn.execute("DELETE FROM runs WHERE id = ?", (run.id,))
-        taken.append((run, count))
-        events += count
-    return taken, damaged
+    for key, run, count in finished_before(
+        conn, cutoff=cutoff, after=after, limit=_PRUNE_LOOKAHEAD
+    ):
+        if isinstance(run, Run):
+            if taken and (events + count > max_events or time.perf_counter() > deadline):
+                break
+            conn.execute("DELETE FROM runs WHERE id = ?", (run.id,))
+            taken.append((run, count))
+            events += count
+        else:
+            damaged.append(run)
+        last = key
+    return taken, damaged, last
 
 
 _PRUNE_LOOKAHEAD = 64

@@ -27,6 +27,7 @@ __all__ = [
     "DamagedRow",
     "NotUTF8",
     "Unreadable",
+    "bound",
     "damaged",
     "decoded",
     "fetchall",
@@ -34,6 +35,7 @@ __all__ = [
     "member",
     "optional_positive_int",
     "optional_timestamp",
+    "ordered",
     "positive_int",
     "readable",
     "text",
@@ -119,10 +121,11 @@ def fetchone(conn: sqlite3.Connection, table: str, sql: str, params: Params = ()
     except sqlite3.OperationalError as exc:
         if not _undecodable(exc):
             raise
-    found, unreadable = _read_as_bytes(conn, table, sql, params, one=True)
-    if unreadable:
-        raise unreadable[0][1]
-    return found[0] if found else None
+    for row, damage in _read_as_bytes(conn, table, sql, params, one=True):
+        if damage is not None:
+            raise damage
+        return row
+    return None
 
 
 Unreadable = tuple[Sequence[Any], DamagedRow]
@@ -141,13 +144,42 @@ def readable(
     except sqlite3.OperationalError as exc:
         if not _undecodable(exc):
             raise
+    found = _read_as_bytes(conn, table, sql, params, one=False)
+    healthy = [row for row, damage in found if damage is None]
+    return healthy, [(row, damage) for row, damage in found if damage is not None]
+
+
+def ordered(
+    conn: sqlite3.Connection, table: str, sql: str, params: Params = ()
+) -> list[tuple[Any, DamagedRow | None]]:
+    """The statement's rows in order, each with the DamagedRow of its text that is not UTF-8.
+
+    For a reader that must know where each row stood (a prune's next page
+    starts after the last row it read, whatever that row holds).
+    """
+    try:
+        return [(row, None) for row in conn.execute(sql, params).fetchall()]
+    except sqlite3.OperationalError as exc:
+        if not _undecodable(exc):
+            raise
     return _read_as_bytes(conn, table, sql, params, one=False)
+
+
+def bound(values: Sequence[object]) -> tuple[str, list[object]]:
+    """A row value's placeholders and parameters that give SQLite back ``values`` as read.
+
+    Text that is not UTF-8 (read as a NotUTF8) goes as its bytes, cast back
+    to text: bound as bytes alone, it would be a blob, which sorts after all
+    text.
+    """
+    marks = ", ".join("CAST(? AS TEXT)" if type(value) is NotUTF8 else "?" for value in values)
+    return f"({marks})", [text(value) for value in values]
 
 
 def _read_as_bytes(
     conn: sqlite3.Connection, table: str, sql: str, params: Params, *, one: bool
-) -> tuple[list[Any], list[Unreadable]]:
-    """Run the statement again, text that is not UTF-8 read as bytes; sort its rows.
+) -> list[tuple[Any, DamagedRow | None]]:
+    """Run the statement again, text that is not UTF-8 read as bytes: each row with its damage.
 
     Only after a read failed to decode, so healthy reads never pay for it.
     Outside a transaction another process may have changed the rows since;
@@ -161,16 +193,15 @@ def _read_as_bytes(
     finally:
         conn.text_factory = factory
     names = [column[0] for column in cursor.description]
-    healthy: list[Any] = []
-    unreadable: list[Unreadable] = []
+    sorted_out: list[tuple[Any, DamagedRow | None]] = []
     for row in found:
         bad = next((i for i, value in enumerate(row) if type(value) is NotUTF8), None)
         if bad is None:
-            healthy.append(row)
-            continue
-        damage = DamagedRow(table, text(row[0]), names[bad], row[bad].raw, _REASON)
-        unreadable.append((row, damage))
-    return healthy, unreadable
+            sorted_out.append((row, None))
+        else:
+            damage = DamagedRow(table, text(row[0]), names[bad], row[bad].raw, _REASON)
+            sorted_out.append((row, damage))
+    return sorted_out
 
 
 _REASON = "is not UTF-8 text"

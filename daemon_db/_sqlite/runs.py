@@ -21,6 +21,7 @@ from . import events, rows
 
 __all__ = [
     "COLUMNS",
+    "NAMES",
     "QUALIFIED_COLUMNS",
     "complete",
     "create",
@@ -74,6 +75,7 @@ _NAMES = tuple(name.strip() for name in _COLUMNS.split(","))
 
 # For the other modules of the engine that read whole runs (maintenance.py).
 COLUMNS = _COLUMNS
+NAMES = _NAMES
 _CHECKS: dict[int, rows.Check] = {
     5: rows.optional_positive_int,
     6: rows.member(_STATUSES, "a run status"),

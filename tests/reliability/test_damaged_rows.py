@@ -10,15 +10,17 @@ import json
 import sqlite3
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import daemon_db._sqlite.db
-from daemon_db import DB, DamagedRecordError, DatabaseError, RunStatus, UnitStatus
+from daemon_db import DB, DamagedRecordError, DatabaseError, Run, RunStatus, UnitStatus
 from daemon_db._sqlite import maintenance
 from tests.helpers import dump, new_run, new_unit, report
 
@@ -695,12 +697,18 @@ async def test_a_blob_status_is_counted_where_the_triggers_count_it(db_path: Pat
     assert any(f"runs row {run.id!r}: status=b'running'" in p for p in problems), problems
 
 
-# (column, value another tool wrote, written as text): read as a record, each fails another way.
+# (column, what another tool set it to): each a run a prune must not delete unseen.
 _PRUNE_DAMAGE = [
-    ("started_at", b"yesterday"),
-    ("feature_branch", b"feature/\xff"),
-    ("parallelism", b"four"),
-    ("id", b"run-\xff"),  # then the row is named by these bytes
+    ("started_at", "'yesterday'"),
+    ("feature_branch", "CAST(X'ff' AS TEXT) || feature_branch"),  # not UTF-8
+    ("parallelism", "'four'"),
+    ("id", "CAST(X'ff' AS TEXT) || id"),  # then the row is named by its bytes
+    ("repo_path", "CAST(repo_path AS BLOB)"),  # a blob the command line cannot show
+    # Completion times Python reads but daemon_db never writes, whose order in
+    # the index is not their moments' (a run 05:00 UTC sorts before 01:00 UTC).
+    ("completed_at", "substr(completed_at, 1, 19) || 'Z'"),
+    ("completed_at", "substr(completed_at, 1, 19) || '-05:00'"),
+    ("completed_at", "completed_at || char(0) || 'x'"),  # Python reads up to the NUL
 ]
 
 
@@ -711,7 +719,8 @@ async def test_a_prune_passes_over_damaged_runs_and_names_them(
     # One damaged run made every prune raise, for good: a daemon pruning each
     # night would never prune again. Damage of each kind, ahead of the healthy
     # runs (more than a batch reads ahead) and among them: pages and batches of
-    # damaged runs alone must not end the prune, nor find a run twice.
+    # damaged runs alone must not end the prune, and no run is read twice (a
+    # prune that read the damaged ones again each batch took minutes).
     monkeypatch.setattr(daemon_db._sqlite.db, "PAGE_SIZE", page)
     ahead = maintenance._PRUNE_LOOKAHEAD + 2
     async with DB.open(db_path) as db:
@@ -720,17 +729,15 @@ async def test_a_prune_passes_over_damaged_runs_and_names_them(
             for n in range(ahead + 8)
         ]
         active = await db.create_run(new_run(status="running"))
-    damage: dict[str, tuple[str, bytes]] = {}
-    for n in [*range(ahead), ahead + 3]:
-        column, raw = _PRUNE_DAMAGE[n % len(_PRUNE_DAMAGE)]
-        damage[made[n].id] = (column, raw + made[n].id.encode() if column == "id" else raw)
-    for run_id, (column, raw) in damage.items():
-        _edit(db_path, f"UPDATE runs SET {column} = CAST(? AS TEXT) WHERE id = ?", raw, run_id)
-    named = {
-        (raw if column == "id" else run_id, column) for run_id, (column, raw) in damage.items()
-    }
-    healthy = [run for run in made if run.id not in damage]
+    named = set()
+    damaged = [*range(ahead), ahead + 3]
+    for n in damaged:
+        column, value = _PRUNE_DAMAGE[n % len(_PRUNE_DAMAGE)]
+        _edit(db_path, f"UPDATE runs SET {column} = {value} WHERE id = ?", made[n].id)
+        named.add((b"\xff" + made[n].id.encode() if column == "id" else made[n].id, column))
+    healthy = [run for n, run in enumerate(made) if n not in damaged]
     before = _rows(db_path)["runs"]
+    read = _counting_reads(monkeypatch)
 
     async with DB.open(db_path) as db:
         found = await db.prune_runs(datetime.now(UTC), dry_run=True)
@@ -738,20 +745,39 @@ async def test_a_prune_passes_over_damaged_runs_and_names_them(
         assert {(e.table, e.record_id, e.column) for e in found.damaged} == {
             ("runs", *key) for key in named
         }
-        assert len(found.damaged) == len(damage)
+        assert len(found.damaged) == len(named)
+        assert set(read.values()) == {1}  # each run read once, on its page
         assert _rows(db_path)["runs"] == before  # a dry run deletes nothing
         for removed in (healthy, []):  # the next prune finds them again, and nothing else
+            read.clear()
             found = await db.prune_runs(datetime.now(UTC))
             assert found == removed
             assert {(e.table, e.record_id, e.column) for e in found.damaged} == {
                 ("runs", *key) for key in named
             }
-            assert len(found.damaged) == len(damage)
+            assert len(found.damaged) == len(named)
+            assert {read[key] for key, _ in named} == {1}
         assert await db.list_runs(status=RunStatus.RUNNING) == [active]
     left = {row[0] for row in _rows(db_path)["runs"]}
-    assert left == {active.id.encode()} | {
-        key if isinstance(key, bytes) else key.encode() for key, _ in named
-    }
+    assert left == {active.id.encode()} | {_bytes(key) for key, _ in named}
+
+
+def _bytes(key: object) -> bytes:
+    return key if isinstance(key, bytes) else str(key).encode()
+
+
+def _counting_reads(monkeypatch: pytest.MonkeyPatch) -> Counter[object]:
+    """How many times a prune read each run (by the id its row, or its damage, names)."""
+    read: Counter[object] = Counter()
+    real = maintenance.finished_before
+
+    def counting(conn: sqlite3.Connection, **kwargs: Any) -> list[maintenance.Prunable]:
+        found = real(conn, **kwargs)
+        read.update(run.id if isinstance(run, Run) else run.record_id for _, run, _ in found)
+        return found
+
+    monkeypatch.setattr(maintenance, "finished_before", counting)
+    return read
 
 
 async def test_prune_names_the_runs_it_passed_over_and_exits_1(db_path: Path) -> None:
@@ -769,3 +795,18 @@ async def test_prune_names_the_runs_it_passed_over_and_exits_1(db_path: Path) ->
         assert await db.get_run(gone.id) is None
         _edit(db_path, "UPDATE runs SET started_at = NULL WHERE id = ?", kept.id)  # mended
         assert [run.id for run in await db.prune_runs(datetime.now(UTC))] == [kept.id]
+
+
+@pytest.mark.parametrize("column", ["started_at", "completed_at"])
+async def test_check_names_a_timestamp_with_a_nul_after_it(db_path: Path, column: str) -> None:
+    # GLOB stops at a NUL, and so does Python's fromisoformat: reads take the
+    # text before it, and check() had found nothing.
+    async with DB.open(db_path) as db:
+        run = await db.create_run(new_run(status="completed", started_at=OLD, completed_at=OLD))
+    _edit(db_path, f"UPDATE runs SET {column} = {column} || char(0) || 'x' WHERE id = ?", run.id)
+    async with DB.open(db_path) as db:
+        problems = await db.check()
+        assert [p.split("=")[0] for p in problems] == [
+            f"damaged value: runs row {run.id!r}: {column}"
+        ]
+        assert await db.check(quick=True) == problems
