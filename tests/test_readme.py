@@ -27,3 +27,44 @@ def test_the_usage_example_runs(tmp_path: Path) -> None:
         )
         assert result.returncode == 0, result.stderr
         assert result.stdout == printed.group(1)  # what the README says it prints
+
+
+_CRASH = """
+import asyncio, os
+from daemon_db import DB, Run, RunStatus, UnitRecord
+
+async def main():
+    db = await DB.open("state/daemon.db")
+    run = await db.create_run(Run(feature_branch="feature/login", repo_path="/srv/app",
+                                  target_branch="main", tasks_dir="tasks", parallelism=2))
+    await db.create_unit(UnitRecord(run_id=run.id, unit_id="unit-1"))
+    await db.update_run_status(run.id, RunStatus.RUNNING)
+    print(run.id, flush=True)
+    os._exit(9)  # killed part-way: the run stays running, held by a dead process
+
+asyncio.run(main())
+"""
+
+
+def test_the_usage_example_finishes_what_a_killed_one_left(tmp_path: Path) -> None:
+    # It printed the run it resumed, then made its own on the same branch,
+    # which the resumed run still held: RunExistsError, start after start.
+    example = re.search(r"```python\n(.*?)```", README.read_text(), re.DOTALL)
+    printed = re.search(r"```text\n(.*?)```", README.read_text(), re.DOTALL)
+    assert example is not None
+    assert printed is not None
+    (tmp_path / "state").mkdir()
+    killed = subprocess.run(
+        [sys.executable, "-c", _CRASH], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert killed.returncode == 9, killed.stderr
+    result = subprocess.run(
+        [sys.executable, "-W", "error", "-c", example.group(1)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"resume {killed.stdout.strip()} (attempt 1)\n" + printed.group(1)
