@@ -14,11 +14,12 @@ import asyncio
 import contextlib
 import contextvars
 import os
+import re
 import warnings
 from collections.abc import AsyncIterator, Callable, Coroutine, Generator
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final, NoReturn, Self
 
 from . import _process
 from . import _validation as check
@@ -613,6 +614,15 @@ class _Opening(Coroutine[Any, Any, "DB"]):
             )
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
+    def __enter__(self) -> NoReturn:
+        self._connecting.close()  # never to be awaited: no "never awaited" warning
+        raise TypeError(
+            "DB.open() is asynchronous: write 'async with DB.open(...) as db', not 'with'"
+        )
+
+    def __exit__(self, *exc_info: object) -> None:  # 'with' asks for both before entering
+        raise AssertionError("unreachable: __enter__ raises")
+
     async def __aenter__(self) -> DB:
         self._db = await self
         return self._db
@@ -647,4 +657,15 @@ def _location(path: object) -> str:
         raise InvalidRecordError("path", path, "must be a str or os.PathLike[str]")
     if path != MEMORY:
         check.name("path", path)
+    if _SCHEME.match(path) and not url.is_url(path):
+        # A file of that name would be made in a folder named "sqlite:", say.
+        raise InvalidRecordError(
+            "path",
+            path,
+            "is a URL daemon_db does not open: give a file's path, or a postgresql:// URL",
+        )
     return path
+
+
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+"""A URL's scheme, as in ``sqlite:///state.db`` (``file:state.db`` is a file's name, as tested)."""

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import subprocess
 import sys
 import textwrap
+import warnings
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -16,6 +18,8 @@ from daemon_db import (
     DB,
     ClosedError,
     DaemonDBError,
+    DatabaseError,
+    InvalidRecordError,
     ReadOnlyError,
     RunStatus,
     UnitStatus,
@@ -114,6 +118,37 @@ async def test_a_db_used_without_await_says_what_is_missing(db_path: Path) -> No
         opening.nothing  # type: ignore[attr-defined]  # noqa: B018
     async with opening as db:  # and it still opens
         assert await db.list_runs() == []
+
+
+def test_a_db_opened_with_a_plain_with_says_async_with(db_path: Path) -> None:
+    # It said only "does not support the context manager protocol", and then
+    # "coroutine was never awaited".
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a "never awaited" RuntimeWarning fails the test
+        with pytest.raises(TypeError, match=r"'async with DB\.open"), DB.open(db_path):
+            pass
+        gc.collect()
+    assert not db_path.exists()
+
+
+@pytest.mark.parametrize("given", ["sqlite:///state.db", "sqlite3://state.db", "FILE:///state.db"])
+async def test_a_url_of_another_scheme_is_refused_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, given: str
+) -> None:
+    # Taken for a path, "sqlite:///state.db" made a folder "sqlite:" and a file in it.
+    monkeypatch.chdir(tmp_path)
+    for readonly in (False, True):
+        with pytest.raises(InvalidRecordError, match="is a URL daemon_db does not open") as raised:
+            await DB.open(given, readonly=readonly)
+        assert raised.value.value == given
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_a_path_through_a_file_says_it_is_not_a_folder(tmp_path: Path) -> None:
+    # SQLite said only "unable to open database file".
+    (tmp_path / "state.db").write_bytes(b"")
+    with pytest.raises(DatabaseError, match=r"state\.db is not a folder"):
+        await DB.open(tmp_path / "state.db" / "inner.db")
 
 
 async def test_open_accepts_a_path_like_and_a_str(db_path: Path) -> None:

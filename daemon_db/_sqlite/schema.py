@@ -169,8 +169,13 @@ def _create_private_file(path: str) -> None:
     try:
         real = os.path.realpath(path)
         parent = os.path.dirname(real)
-        if parent:
-            os.makedirs(parent, exist_ok=True)
+        if parent and not os.path.isdir(parent):
+            try:
+                os.makedirs(parent, exist_ok=True)
+            except FileExistsError:  # what exists there is no folder
+                raise DatabaseError(
+                    path, f"cannot create the database file: {parent} is not a folder"
+                ) from None
         fd = os.open(real, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         return
