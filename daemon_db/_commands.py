@@ -58,9 +58,6 @@ T = TypeVar("T")
 CANDIDATES_SHOWN: Final = 5
 """Run ids an ambiguous id lists before "and N more"."""
 
-PRUNE_STEPS: Final = 20
-"""A prune on a terminal goes in this many parts, so that its bar moves."""
-
 CHECKS_DONE: Final = (
     "integrity, foreign keys, schema version and objects, one active run per branch"
     " and repo, gap-free event sequences"
@@ -447,20 +444,16 @@ async def _prune(
 ) -> PrunedRuns:
     if dry_run or not progress.shown:
         return await progress.spin(db.prune_runs(cutoff, dry_run=dry_run))
-    # For a bar that moves: the same prune in parts, oldest first, each part up
-    # to the completion time of a run further on (each call checks every run
-    # again, so a run reopened meanwhile stays).
-    candidates = await progress.spin(db.prune_runs(cutoff, dry_run=True))
-    removed: list[Run] = []
-    step = max(1, len(candidates) // PRUNE_STEPS)
-    for boundary in candidates[step::step]:
-        assert boundary.completed_at is not None  # a finished run
-        removed += await db.prune_runs(boundary.completed_at)
-        progress.update(len(removed), len(candidates), "runs")
-    last = await db.prune_runs(cutoff)  # it passes over every damaged run the parts did
-    removed += last
-    progress.update(len(removed), len(candidates), "runs")
-    return PrunedRuns(removed, last.damaged)
+    # For a bar that moves: how many a dry run finds, then the prune, which
+    # says how many it has removed after each batch.
+    candidates = len(await progress.spin(db.prune_runs(cutoff, dry_run=True)))
+    removed = await db._prune(
+        cutoff,
+        dry_run=False,
+        progress=lambda done: progress.update(done, candidates, "runs"),
+    )
+    progress.update(len(removed), candidates, "runs")
+    return removed
 
 
 # Operators' writes: explicit commands that say what they changed.

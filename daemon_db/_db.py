@@ -43,6 +43,10 @@ MAX_LEASE: Final = 365 * 24 * 3600.0
 """The longest lease an owner may take, in seconds: a year."""
 
 
+Progress = Callable[[int], None]
+"""Told how many runs a prune has removed so far, after each batch that removed some."""
+
+
 class DB(Operations):
     """An open daemon_db store. Open one with ``DB.open(path)``.
 
@@ -336,8 +340,14 @@ class DB(Operations):
         return await self._prune(moment, dry_run=dry_run)
 
     @abc.abstractmethod
-    async def _prune(self, moment: datetime, *, dry_run: bool) -> PrunedRuns:
-        """``prune_runs`` with its arguments checked: ``moment`` is timezone-aware."""
+    async def _prune(
+        self, moment: datetime, *, dry_run: bool, progress: Progress | None = None
+    ) -> PrunedRuns:
+        """``prune_runs`` with its arguments checked: ``moment`` is timezone-aware.
+
+        ``progress`` is called after each batch that removed runs, with how many
+        the prune has removed so far (for the command line's bar).
+        """
 
     @abc.abstractmethod
     async def stats(self) -> Stats:

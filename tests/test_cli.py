@@ -754,6 +754,22 @@ def on_terminal(
     return process.returncode, out, err
 
 
+def test_a_prune_on_a_terminal_names_the_runs_it_passed_over(db_path: Path) -> None:
+    # On a terminal the prune had gone in twenty parts, each reading again
+    # every damaged run ahead of it; now it is one prune, which says how far it got.
+    runs = asyncio.run(_history(db_path, finished=6))
+    damaged = runs["old failed"].id
+    with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
+        conn.execute("UPDATE runs SET started_at = 'yesterday' WHERE id = ?", (damaged,))
+    code, out, err = on_terminal("prune", "--older-than", "30d", "--db", str(db_path), stderr=True)
+    assert code == 1
+    assert "100% 5/5 runs" in err
+    assert "removed 5 finished run(s)" in err
+    assert f"left: {db_path}: damaged runs row {damaged!r}: started_at='yesterday'" in err
+    assert len(out.splitlines()) == 2 + 5
+    assert damaged not in out
+
+
 def test_colour_on_a_terminal_only_and_never_when_refused(db_path: Path, filled: list[Run]) -> None:
     code, out, _ = on_terminal("runs", "--db", str(db_path), stdout=True)
     assert code == 0

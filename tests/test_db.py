@@ -147,8 +147,9 @@ async def test_a_url_of_another_scheme_is_refused_naming_it(
 async def test_a_path_through_a_file_says_it_is_not_a_folder(tmp_path: Path) -> None:
     # SQLite said only "unable to open database file".
     (tmp_path / "state.db").write_bytes(b"")
-    with pytest.raises(DatabaseError, match=r"state\.db is not a folder"):
-        await DB.open(tmp_path / "state.db" / "inner.db")
+    for inner in ("inner.db", "deeper/inner.db"):
+        with pytest.raises(DatabaseError, match=r"state\.db is not a folder"):
+            await DB.open(tmp_path / "state.db" / inner)
 
 
 async def test_open_accepts_a_path_like_and_a_str(db_path: Path) -> None:

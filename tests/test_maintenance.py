@@ -29,6 +29,7 @@ from daemon_db import (
 from daemon_db import _timestamps as timestamps
 from daemon_db._sqlite import maintenance
 from daemon_db._sqlite.rows import NotUTF8
+from daemon_db._timestamps import to_text
 from tests.helpers import dump, new_run
 
 OLD = datetime.now(UTC) - timedelta(days=10)
@@ -362,7 +363,40 @@ async def test_prune_batches_stop_after_their_time(
         await file_db.create_run(new_run(status="cancelled", completed_at=OLD + timedelta(n)))
     monkeypatch.setattr(file_db, "_sqlite_write", counted)
     assert len(await file_db.prune_runs(datetime.now(UTC))) == 3
-    assert len(batches) == 4  # one run each, then one that finds none
+    # One run each, then one that finds none, and a second sweep from the oldest.
+    assert len(batches) == 5
+
+
+async def test_a_prune_takes_a_run_that_finished_behind_it_meanwhile(
+    file_db: DB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each batch starts after the last run read: a run finished meanwhile with an
+    # earlier completion time (another daemon's create_run of a finished run, say)
+    # is found by the second sweep, from the oldest.
+    monkeypatch.setattr(daemon_db._sqlite.db, "PRUNE_BATCH_SECONDS", 0.0)  # one run per batch
+    for n in range(1, 4):
+        await file_db.create_run(new_run(status="failed", completed_at=OLD + timedelta(n)))
+    late = new_run(status="failed", completed_at=OLD)
+    real = maintenance.delete_finished
+    inserted = []
+
+    def beside(conn: sqlite3.Connection, **kwargs: Any) -> maintenance.Batch:
+        found = real(conn, **kwargs)
+        if kwargs["after"] is not None and not inserted:
+            conn.execute(  # committed with this batch, behind its key
+                "INSERT INTO runs (id, repo_path, target_branch, tasks_dir, status, completed_at)"
+                " VALUES (?, ?, ?, ?, 'failed', ?)",
+                (late.id, late.repo_path, late.target_branch, late.tasks_dir, to_text(OLD)),
+            )
+            inserted.append(late.id)
+        return found
+
+    monkeypatch.setattr(maintenance, "delete_finished", beside)
+    removed = await file_db.prune_runs(datetime.now(UTC))
+    assert removed[0].id == late.id  # oldest first
+    assert len(removed) == 4
+    assert await file_db.list_runs() == []
+    assert await file_db.check() == []
 
 
 async def test_vacuum_gives_pruned_space_back(file_db: DB, db_path: Path) -> None:

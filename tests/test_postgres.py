@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import string
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
@@ -88,8 +89,9 @@ async def test_a_database_not_in_utf8_is_refused_for_writing_and_named_by_check(
     # SQL_ASCII takes any bytes as text, and bytes that are not UTF-8 made every
     # read of their row raise, start-up too; LATIN1 refuses a write of "日本".
     url = postgres.new_database(encoding)
-    with pytest.raises(DatabaseError, match=f"its encoding is {encoding},.* needs UTF8"):
-        await DB.open(url)
+    for readonly in (False, True):  # not "needs migrating: open it read-write once"
+        with pytest.raises(DatabaseError, match=f"its encoding is {encoding},.* needs UTF8"):
+            await DB.open(url, readonly=readonly)
     assert await _tables(url) == []  # refused before anything was written
 
     # A read-only open reads it, so that its data can be looked at and moved.
@@ -383,3 +385,37 @@ async def test_a_schema_another_tool_changed_is_refused_for_writing(
         await db.append_event(run.id, "resumed")
         assert len(await db.list_events(run.id)) == 2
         assert await db.check() == []
+
+
+async def test_a_prune_takes_a_run_another_session_held_while_it_passed(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A batch skips a run another session has locked (SKIP LOCKED), and the
+    # next starts after the last run read: the skipped run was left behind.
+    import daemon_db._postgres.db as engine
+
+    monkeypatch.setattr(engine, "PRUNE_BATCH_RUNS", 2)
+    old = datetime(2020, 1, 1, tzinfo=UTC)
+    async with DB.open(postgres_url) as db:
+        made = [
+            await db.create_run(new_run(status="completed", completed_at=old + timedelta(n)))
+            for n in range(5)
+        ]
+        other = await asyncpg.connect(postgres_url)
+        holding = other.transaction()
+        await holding.start()
+        await other.execute("SELECT 1 FROM runs WHERE id = $1 FOR UPDATE", made[1].id)
+        real = engine._delete_finished
+
+        async def lock_ends_with_the_first_sweep(conn: object, **kwargs: object) -> object:
+            found = await real(conn, **kwargs)  # type: ignore[arg-type]
+            if found[2] is None and not other.is_closed():
+                await holding.rollback()
+                await other.close()
+            return found
+
+        monkeypatch.setattr(engine, "_delete_finished", lock_ends_with_the_first_sweep)
+        removed = await db.prune_runs(datetime.now(UTC))
+        assert other.is_closed()  # the lock was held through the first sweep
+        assert [run.id for run in removed] == [run.id for run in made]  # oldest first
+        assert await db.list_runs() == []

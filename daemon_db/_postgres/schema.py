@@ -106,6 +106,13 @@ async def encoding_problem(conn: asyncpg.Connection) -> str | None:
     return f"its encoding is {found}, {why}; daemon_db needs UTF8"
 
 
+def _moving(problem: str) -> str:
+    return (
+        f"{problem} (move the data to a database made with createdb --encoding=UTF8"
+        " --template=template0, by pg_dump and psql; a read-only open still reads this one)"
+    )
+
+
 async def _found(conn: asyncpg.Connection) -> tuple[str | None, int, bool]:
     """``(application, version, has_other_tables)`` of the database, writing nothing.
 
@@ -146,6 +153,9 @@ async def verify(conn: asyncpg.Connection, url: str) -> None:
     application, version, tables = await _found(conn)
     _refuse(url, application, version, tables)
     if version != SCHEMA_VERSION:
+        problem = await encoding_problem(conn)
+        if problem is not None:  # "open it read-write once" would be refused too
+            raise DatabaseError(url, _moving(problem))
         raise SchemaVersionError(
             url, version, SCHEMA_VERSION, "needs migrating: open it read-write once"
         )
@@ -155,11 +165,7 @@ async def migrate(conn: asyncpg.Connection, url: str) -> None:
     """Refuse a database that is not ours, newer or not UTF8, then apply pending migrations."""
     problem = await encoding_problem(conn)
     if problem is not None:
-        raise DatabaseError(
-            url,
-            f"{problem} (move the data to a database made with createdb --encoding=UTF8"
-            " --template=template0, by pg_dump and psql; a read-only open still reads this one)",
-        )
+        raise DatabaseError(url, _moving(problem))
     application, version, tables = await _found(conn)
     _refuse(url, application, version, tables)  # before the lock: nothing written
     if version == SCHEMA_VERSION:

@@ -13,7 +13,7 @@ import contextlib
 import os
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from functools import partial
 from typing import Final, TypeVar
@@ -24,7 +24,7 @@ from .. import _engine as engine
 from .. import _timestamps as timestamps
 from .. import _validation as check
 from .._cancellation import settle, wait_out
-from .._db import DB, _location
+from .._db import DB, Progress, _location
 from .._errors import DaemonDBError, InvalidRecordError, ReadOnlyError
 from .._operations import PAGE_SIZE
 from .._owner import Held, Owner
@@ -166,15 +166,19 @@ class SQLiteDB(DB):
 
     # Looking after the file
 
-    async def _prune(self, moment: datetime, *, dry_run: bool) -> PrunedRuns:
+    async def _prune(
+        self, moment: datetime, *, dry_run: bool, progress: Progress | None = None
+    ) -> PrunedRuns:
         cutoff = timestamps.to_text(moment)
         if dry_run:
             return await self._prunable(cutoff)
         removed: list[Run] = []
-        damaged: list[rows.DamagedRow] = []
+        damaged: dict[object, rows.DamagedRow] = {}
         # Each batch starts after the last run the one before read: runs it
-        # passed over stay, and are not read again.
+        # passed over stay, and are not read again. A second sweep from the
+        # oldest takes what finished behind the key meanwhile.
         after: maintenance.Key | None = None
+        sweeps = 0
         # Inside a transaction block nothing commits until it ends: no pausing
         # for checkpoints, which could only wait for the block.
         checkpointer = self._checkpointer if self._joined() is None else None
@@ -193,10 +197,15 @@ class SQLiteDB(DB):
                     )
                 )
             removed += [run for run, _ in batch]
-            damaged += passed
+            for row in passed:
+                damaged.setdefault(row.record_id, row)
+            if batch and progress is not None:
+                progress(len(removed))
             if after is None:
-                return PrunedRuns(removed, (row.error(self._path) for row in damaged))
-            if checkpointer is not None and batch:
+                sweeps += 1
+                if sweeps == 2:
+                    return _pruned(removed, damaged.values(), self._path)
+            elif checkpointer is not None and batch:
                 await self._let_checkpoints_catch_up(checkpointer)
 
     async def _let_checkpoints_catch_up(self, checkpointer: Checkpointer) -> None:
@@ -217,6 +226,7 @@ class SQLiteDB(DB):
             await self._sqlite_write(_nothing)
 
     async def _prunable(self, cutoff: str) -> PrunedRuns:
+        """A dry run: the pages of runs a prune would take, each read after the one before."""
         found: dict[str, Run] = {}
         damaged: dict[object, rows.DamagedRow] = {}
         after: maintenance.Key | None = None
@@ -232,8 +242,7 @@ class SQLiteDB(DB):
                 else:
                     damaged.setdefault(run.record_id, run)
             if len(page) < PAGE_SIZE:
-                errors = (row.error(self._path) for row in damaged.values())
-                return PrunedRuns(found.values(), errors)
+                return _pruned(list(found.values()), damaged.values(), self._path)
             after = page[-1][0]
 
     async def stats(self) -> Stats:
@@ -366,3 +375,9 @@ def _holding(lock: threading.Lock, work: Work[T], conn: sqlite3.Connection) -> T
 
 def _nothing(conn: sqlite3.Connection) -> None:
     """A write of nothing: its batch runs what the checkpointer asked for first."""
+
+
+def _pruned(runs: list[Run], damaged: Iterable[rows.DamagedRow], path: str) -> PrunedRuns:
+    """What a prune returns: its runs oldest first (a second sweep may find older ones)."""
+    runs.sort(key=lambda run: (run.completed_at, run.id))
+    return PrunedRuns(runs, (row.error(path) for row in damaged))

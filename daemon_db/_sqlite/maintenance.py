@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from .. import _timestamps as timestamps
 from .._errors import DatabaseError, show, translate
 from .._process import Process, is_running, this_process
 from .._records import ACTIVE_RUN_STATUSES, FINISHED_RUN_STATUSES, Run, RunStatus, Stats, UnitStatus
@@ -379,11 +378,11 @@ def finished_before(
     its place: a prune passes over it, and goes on after it.
     """
     sql, params = _after(_PRUNABLE, cutoff, after)
-    found: list[Prunable] = []
-    for row, damage in rows.ordered(conn, "runs", sql + _ORDER, (*params, limit)):
-        run = _prunable(row) if damage is None else damage
-        found.append(((row[9], row[0]), run, row[12]))
-    return found
+    found = rows.ordered(conn, "runs", sql + _ORDER, (*params, limit))
+    return [
+        ((row[9], row[0]), _prunable(row) if damage is None else damage, row[12])
+        for row, damage in found
+    ]
 
 
 def _after(sql: str, cutoff: str, after: Key | None) -> tuple[str, list[object]]:
@@ -406,17 +405,26 @@ def _prunable(row: Sequence[Any]) -> Run | rows.DamagedRow:
     writes it, whose place in the index's text order is not its moment's
     (``...-05:00`` sorts before a cutoff its moment is after).
     """
+    # In Python: asked in SQL (typeof, GLOB), it made a dry run half as slow again.
     try:
         run = runs.from_row(row)
     except rows.DamagedRow as exc:
         return exc
-    for name, value in zip(runs.NAMES, row, strict=False):
-        if type(value) is bytes:
-            return rows.DamagedRow("runs", row[0], name, value, "is a blob another tool wrote")
-    if run.completed_at is None or timestamps.to_text(run.completed_at) != row[9]:
+    if bytes in map(type, row):
+        name, value = next(
+            (n, v) for n, v in zip(runs.NAMES, row, strict=False) if type(v) is bytes
+        )
+        return rows.DamagedRow("runs", row[0], name, value, "is a blob another tool wrote")
+    if _STORED_FORM(row[9]) is None:
         reason = "is not a timestamp of the form daemon_db writes, which a prune's order needs"
         return rows.DamagedRow("runs", row[0], "completed_at", row[9], reason)
     return run
+
+
+_STORED_FORM = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z"
+).fullmatch
+"""Whether text is a timestamp as daemon_db writes it (what from_row reads besides, it does not)."""
 
 
 def warm_finished(conn: sqlite3.Connection, *, cutoff: str, after: Key | None) -> None:

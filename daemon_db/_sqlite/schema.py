@@ -172,9 +172,9 @@ def _create_private_file(path: str) -> None:
         if parent and not os.path.isdir(parent):
             try:
                 os.makedirs(parent, exist_ok=True)
-            except FileExistsError:  # what exists there is no folder
+            except (FileExistsError, NotADirectoryError):  # a file on the way
                 raise DatabaseError(
-                    path, f"cannot create the database file: {parent} is not a folder"
+                    path, f"cannot create the database file: {_a_file_on(parent)} is not a folder"
                 ) from None
         fd = os.open(real, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
@@ -182,6 +182,13 @@ def _create_private_file(path: str) -> None:
     except OSError as exc:
         raise DatabaseError(path, f"cannot create the database file: {exc.strerror}") from None
     os.close(fd)
+
+
+def _a_file_on(folder: str) -> str:
+    """The first of ``folder`` and its parents that exists: a file, where a folder should be."""
+    while not os.path.exists(folder) and os.path.dirname(folder) != folder:
+        folder = os.path.dirname(folder)
+    return folder
 
 
 def _configure(conn: sqlite3.Connection, path: str, synchronous: str) -> None:
