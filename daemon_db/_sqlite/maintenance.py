@@ -424,7 +424,7 @@ def _prunable(row: Sequence[Any]) -> Run | rows.DamagedRow:
 _STORED_FORM = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z"
 ).fullmatch
-"""Whether text is a timestamp as daemon_db writes it (what from_row reads besides, it does not)."""
+"""Whether text is a timestamp in the one form daemon_db writes (reads accept others)."""
 
 
 def warm_finished(conn: sqlite3.Connection, *, cutoff: str, after: Key | None) -> None:
