@@ -10,23 +10,33 @@ from pathlib import Path
 README = Path(__file__).parent.parent / "README.md"
 
 
-def test_the_usage_example_runs(tmp_path: Path) -> None:
+def _example() -> tuple[str, str]:
+    """The README's usage example, and what the README says it prints."""
     text = README.read_text()
     example = re.search(r"```python\n(.*?)```", text, re.DOTALL)
     printed = re.search(r"```text\n(.*?)```", text, re.DOTALL)
     assert example is not None
     assert printed is not None
+    return example.group(1), printed.group(1)
+
+
+def _run(code: str, folder: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-W", "error", "-c", code],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_the_usage_example_runs(tmp_path: Path) -> None:
+    example, printed = _example()
     for _ in range(2):  # twice: the second start finds the first one's history
-        result = subprocess.run(
-            [sys.executable, "-W", "error", "-c", example.group(1)],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        result = _run(example, tmp_path)
         assert result.returncode == 0, result.stderr
-        assert result.stdout == printed.group(1)  # what the README says it prints
+        assert result.stdout == printed
 
 
 _CRASH = """
@@ -49,22 +59,10 @@ asyncio.run(main())
 def test_the_usage_example_finishes_what_a_killed_one_left(tmp_path: Path) -> None:
     # It printed the run it resumed, then made its own on the same branch,
     # which the resumed run still held: RunExistsError, start after start.
-    example = re.search(r"```python\n(.*?)```", README.read_text(), re.DOTALL)
-    printed = re.search(r"```text\n(.*?)```", README.read_text(), re.DOTALL)
-    assert example is not None
-    assert printed is not None
+    example, printed = _example()
     (tmp_path / "state").mkdir()
-    killed = subprocess.run(
-        [sys.executable, "-c", _CRASH], cwd=tmp_path, capture_output=True, text=True, timeout=60
-    )
+    killed = _run(_CRASH, tmp_path)
     assert killed.returncode == 9, killed.stderr
-    result = subprocess.run(
-        [sys.executable, "-W", "error", "-c", example.group(1)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = _run(example, tmp_path)
     assert result.returncode == 0, result.stderr
-    assert result.stdout == f"resume {killed.stdout.strip()} (attempt 1)\n" + printed.group(1)
+    assert result.stdout == f"resume {killed.stdout.strip()} (attempt 1)\n" + printed
