@@ -16,19 +16,26 @@ import contextvars
 import os
 import re
 import warnings
-from collections.abc import AsyncIterator, Callable, Coroutine, Generator
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Iterable
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Final, NoReturn, Self
 
 from . import _process
 from . import _validation as check
-from ._errors import ClosedError, DaemonDBError, DatabaseError, InvalidRecordError, RunNotFoundError
+from ._errors import (
+    ClosedError,
+    DaemonDBError,
+    DamagedRow,
+    DatabaseError,
+    InvalidRecordError,
+    RunNotFoundError,
+)
 from ._ids import new_run_id
 from ._operations import PAGE_SIZE, Operations
 from ._owner import Held, Owner
 from ._postgres import url
-from ._records import FINISHED_RUN_STATUSES, EventRecord, PrunedRuns, Stats
+from ._records import FINISHED_RUN_STATUSES, EventRecord, PrunedRuns, Run, Stats
 
 # DB.open() checks SQLite's own arguments whatever the location, as it always has.
 from ._sqlite.schema import MEMORY, SYNCHRONOUS_MODES
@@ -45,6 +52,45 @@ MAX_LEASE: Final = 365 * 24 * 3600.0
 
 Progress = Callable[[int], None]
 """Told how many runs a prune has removed so far, after each batch that removed some."""
+
+
+class PruneTally:
+    """What a prune's batches add up to, for either engine.
+
+    Each batch starts after the last run the one before read, so that runs
+    passed over are not read again; once the batches find nothing, a second
+    sweep from the oldest takes what finished behind the key meanwhile (and,
+    on PostgreSQL, a run another session held locked as its batch passed).
+    """
+
+    __slots__ = ("_damaged", "_progress", "_sweeps", "removed")
+
+    def __init__(self, progress: Progress | None) -> None:
+        self.removed: list[Run] = []
+        self._damaged: dict[object, DamagedRow] = {}
+        self._progress = progress
+        self._sweeps = 0
+
+    def add(self, removed: list[Run], damaged: Iterable[DamagedRow], after: object) -> bool:
+        """Count a batch (``after``: the key it ended on, None if it found nothing); True: done."""
+        self.removed += removed
+        for row in damaged:
+            self._damaged.setdefault(row.record_id, row)
+        if removed and self._progress is not None:
+            self._progress(len(self.removed))
+        if after is not None:
+            return False
+        self._sweeps += 1
+        return self._sweeps == 2
+
+    def result(self, path: str) -> PrunedRuns:
+        return pruned(self.removed, self._damaged.values(), path)
+
+
+def pruned(runs: list[Run], damaged: Iterable[DamagedRow], path: str) -> PrunedRuns:
+    """What a prune returns: its runs oldest first (a second sweep may find older ones)."""
+    runs.sort(key=lambda run: (run.completed_at, run.id))
+    return PrunedRuns(runs, (row.error(path) for row in damaged))
 
 
 class DB(Operations):

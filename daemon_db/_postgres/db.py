@@ -25,7 +25,7 @@ import asyncpg
 
 from .. import _validation as check
 from .._cancellation import settle
-from .._db import DB, Progress
+from .._db import DB, Progress, PruneTally
 from .._engine import Work
 from .._errors import (
     DaemonDBError,
@@ -526,27 +526,13 @@ class PostgresDB(DB):
             found = await self._read(Work[list[Any]](partial(_finished_before, moment=moment)))
             runs_, damaged = _sorted_out(found)
             return PrunedRuns(runs_, (row.error(self._path) for row in damaged))
-        removed: list[Run] = []
-        passed_over: dict[object, damage.DamagedRow] = {}
-        # Each batch starts after the last run read. A batch skips a run another
-        # session has locked: a second sweep from the oldest takes it, and what
-        # finished behind the key meanwhile.
+        tally = PruneTally(progress)  # sweeps twice: a batch skips a run another session holds
         after: tuple[str, str] | None = None
-        sweeps = 0
         while True:
             prune = partial(_delete_finished, moment=moment, after=after)
             batch, passed, after = await self._write(Work[_Batch](prune))
-            removed += batch
-            for row in passed:
-                passed_over.setdefault(row.record_id, row)
-            if batch and progress is not None:
-                progress(len(removed))
-            if after is None:
-                sweeps += 1
-                if sweeps == 2:
-                    removed.sort(key=lambda run: (run.completed_at, run.id))
-                    errors = (row.error(self._path) for row in passed_over.values())
-                    return PrunedRuns(removed, errors)
+            if tally.add(batch, passed, after):
+                return tally.result(self._path)
 
     async def stats(self) -> Stats:
         return await self._read(Work[Stats](partial(_stats, path=self._path)))

@@ -13,7 +13,7 @@ import contextlib
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import datetime
 from functools import partial
 from typing import Final, TypeVar
@@ -24,7 +24,7 @@ from .. import _engine as engine
 from .. import _timestamps as timestamps
 from .. import _validation as check
 from .._cancellation import settle, wait_out
-from .._db import DB, Progress, _location
+from .._db import DB, Progress, PruneTally, _location, pruned
 from .._errors import DaemonDBError, InvalidRecordError, ReadOnlyError
 from .._operations import PAGE_SIZE
 from .._owner import Held, Owner
@@ -172,13 +172,8 @@ class SQLiteDB(DB):
         cutoff = timestamps.to_text(moment)
         if dry_run:
             return await self._prunable(cutoff)
-        removed: list[Run] = []
-        damaged: dict[object, rows.DamagedRow] = {}
-        # Each batch starts after the last run the one before read: runs it
-        # passed over stay, and are not read again. A second sweep from the
-        # oldest takes what finished behind the key meanwhile.
+        tally = PruneTally(progress)
         after: maintenance.Key | None = None
-        sweeps = 0
         # Inside a transaction block nothing commits until it ends: no pausing
         # for checkpoints, which could only wait for the block.
         checkpointer = self._checkpointer if self._joined() is None else None
@@ -196,16 +191,9 @@ class SQLiteDB(DB):
                         max_seconds=PRUNE_BATCH_SECONDS,
                     )
                 )
-            removed += [run for run, _ in batch]
-            for row in passed:
-                damaged.setdefault(row.record_id, row)
-            if batch and progress is not None:
-                progress(len(removed))
-            if after is None:
-                sweeps += 1
-                if sweeps == 2:
-                    return _pruned(removed, damaged.values(), self._path)
-            elif checkpointer is not None and batch:
+            if tally.add([run for run, _ in batch], passed, after):
+                return tally.result(self._path)
+            if after is not None and checkpointer is not None and batch:
                 await self._let_checkpoints_catch_up(checkpointer)
 
     async def _let_checkpoints_catch_up(self, checkpointer: Checkpointer) -> None:
@@ -242,7 +230,7 @@ class SQLiteDB(DB):
                 else:
                     damaged.setdefault(run.record_id, run)
             if len(page) < PAGE_SIZE:
-                return _pruned(list(found.values()), damaged.values(), self._path)
+                return pruned(list(found.values()), damaged.values(), self._path)
             after = page[-1][0]
 
     async def stats(self) -> Stats:
@@ -375,9 +363,3 @@ def _holding(lock: threading.Lock, work: Work[T], conn: sqlite3.Connection) -> T
 
 def _nothing(conn: sqlite3.Connection) -> None:
     """A write of nothing: its batch runs what the checkpointer asked for first."""
-
-
-def _pruned(runs: list[Run], damaged: Iterable[rows.DamagedRow], path: str) -> PrunedRuns:
-    """What a prune returns: its runs oldest first (a second sweep may find older ones)."""
-    runs.sort(key=lambda run: (run.completed_at, run.id))
-    return PrunedRuns(runs, (row.error(path) for row in damaged))

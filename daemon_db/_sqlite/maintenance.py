@@ -380,7 +380,7 @@ def finished_before(
     sql, params = _after(_PRUNABLE, cutoff, after)
     found = rows.ordered(conn, "runs", sql + _ORDER, (*params, limit))
     return [
-        ((row[9], row[0]), _prunable(row) if damage is None else damage, row[12])
+        ((row[9], row[0]), _to_prune(row) if damage is None else damage, row[12])
         for row, damage in found
     ]
 
@@ -396,7 +396,7 @@ def _after(sql: str, cutoff: str, after: Key | None) -> tuple[str, list[object]]
     return f"{sql} AND (completed_at, id) > {marks}", [cutoff, *values]
 
 
-def _prunable(row: Sequence[Any]) -> Run | rows.DamagedRow:
+def _to_prune(row: Sequence[Any]) -> Run | rows.DamagedRow:
     """The run a prune may delete, or why it may not.
 
     Besides what every read refuses: a blob in a text column (listings hand it
