@@ -119,6 +119,10 @@ def _duration(text: str) -> timedelta:
             f"{show(text)} is not a duration: whole numbers each with a unit, w, d, h, m or s"
             " (weeks to seconds), such as 30d, 12h, 90m or 1w2d"
         )
+    units = [unit for _, unit in parts]
+    twice = next((unit for unit in units if units.count(unit) > 1), None)
+    if twice is not None:  # 1d1d is more likely a slip (1d1h?) than 2d: prune deletes
+        raise argparse.ArgumentTypeError(f"{show(text)} gives {twice} twice")
     try:
         seconds = sum(int(n) * DURATION_UNITS[unit] for n, unit in parts)
     except ValueError:  # more digits than int() takes: far too long anyway

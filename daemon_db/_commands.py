@@ -22,7 +22,13 @@ from . import _output as output
 from . import _terminal as terminal
 from . import _timestamps as timestamps
 from ._db import DB
-from ._errors import DamagedRecordError, SchemaVersionError, StatusConflictError, show
+from ._errors import (
+    DaemonDBError,
+    DamagedRecordError,
+    SchemaVersionError,
+    StatusConflictError,
+    show,
+)
 from ._owner import Held
 from ._postgres import url
 from ._records import (
@@ -239,15 +245,19 @@ async def events(args: argparse.Namespace) -> int:
     """A run's events; ``--follow`` keeps printing them until the run finishes."""
     async with _open(args) as db:
         run_id = await _run_id(db, args.run_id, "RUN_ID")
+        watched: contextlib.AbstractAsyncContextManager[object] = contextlib.nullcontext()
         if args.follow:
-            await _say_if_nobody_runs(db, run_id)
+            held = await _say_if_nobody_runs(db, run_id)
+            if held is not None:
+                watched = _holder_watched(db, run_id, held)
             found = db.follow_events(run_id, args.since)
             listed = _listing(args, output.EVENT_FIELDS, [], stream=True)
         else:
             found = db.iter_events(run_id, args.since)
             listed = _listing(args, output.EVENT_FIELDS, output.event_table(timestamps.now()))
         chosen = _chosen_events(found, types=args.type, unit=args.unit)
-        last = await _write(chosen, listed, limit=args.limit, live=args.follow)
+        async with watched:
+            last = await _write(chosen, listed, limit=args.limit, live=args.follow)
         if args.follow and last is None and await db.get_run(run_id) is None:
             # A follow ends when its run finishes, or when the run is gone.
             raise CommandError(f"run {run_id} was deleted (or pruned) while followed")
@@ -256,19 +266,78 @@ async def events(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _say_if_nobody_runs(db: DB, run_id: str) -> None:
-    """Before following an active run that no live daemon holds, say why nothing may come."""
+async def _say_if_nobody_runs(db: DB, run_id: str) -> Held | None:
+    """Before following an active run that no live daemon holds, say why nothing may come.
+
+    Returns who holds the run, if it is active (None if it is not, or cannot be read).
+    """
     try:
         run = await db.get_run(run_id)
     except DamagedRecordError:
-        return  # the follow reads only its status and events: let it go on as before
+        return None  # the follow reads only its status and events: let it go on as before
     if run is None or run.status not in ACTIVE_RUN_STATUSES:
-        return
+        return None
     held = (await db._owners_of([run_id])).get(run_id)
-    if held is None or held.alive:
-        return
-    who = "no daemon holds it" if held.owner is None else f"its holder {held.owner} is not running"
-    _note(f"run {run_id} is {run.status.value}, but {who}: following until one resumes and ends it")
+    if held is not None and not held.alive:
+        _note(f"run {run_id} is {run.status.value}, but {_nobody(held)}: {_FOLLOWING_ON}")
+    return held
+
+
+_FOLLOWING_ON: Final = "following until one resumes and ends it"
+
+HOLDER_CHECKED_EVERY: Final = 1.0
+"""Seconds between two looks at who holds a followed run."""
+
+
+def _nobody(held: Held, *, before: Held | None = None) -> str:
+    if held.owner is None:
+        return "no daemon holds it" + (" any more" if before is not None else "")
+    if before is not None and before.owner == held.owner:
+        return f"its holder {held.owner} stopped"
+    return f"its holder {held.owner} is not running"
+
+
+@contextlib.asynccontextmanager
+async def _holder_watched(db: DB, run_id: str, held: Held) -> AsyncIterator[None]:
+    """While a run is followed, say when its holder stops, or another daemon resumes it.
+
+    Without this, a follow of a run whose daemon was killed waits in silence.
+    """
+    watcher = asyncio.create_task(_watch_holder(db, run_id, held))
+    try:
+        yield
+    finally:
+        watcher.cancel()
+        try:
+            await watcher
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+
+
+async def _watch_holder(db: DB, run_id: str, held: Held) -> None:
+    try:
+        while True:
+            await asyncio.sleep(HOLDER_CHECKED_EVERY)
+            now = (await db._owners_of([run_id])).get(run_id)
+            if now is None:
+                return  # deleted: the follow says so
+            if (now.owner, now.alive) == (held.owner, held.alive):
+                continue
+            run = await db.get_run(run_id)
+            if run is None or run.status not in ACTIVE_RUN_STATUSES:
+                return  # finished (which lets it go): the follow ends
+            if now.alive:
+                _note(f"run {run_id} was resumed by {now.owner}")
+            else:
+                _note(
+                    f"run {run_id} is {run.status.value},"
+                    f" but {_nobody(now, before=held)}: {_FOLLOWING_ON}"
+                )
+            held = now
+    except DaemonDBError:
+        return  # the follow reads the same store, and reports what went wrong
 
 
 async def _chosen_events(
@@ -559,6 +628,8 @@ def _must_not_exist(path: str) -> None:
 async def _run_id(db: DB, typed: str, flag: str) -> str:
     """The run id ``typed`` names: the id, or a unique prefix or suffix, in any case."""
     ids, total = await db._find_run_ids(typed, limit=CANDIDATES_SHOWN)
+    if total == 0 and typed.strip() != typed:  # pasted with a space or a newline
+        ids, total = await db._find_run_ids(typed.strip(), limit=CANDIDATES_SHOWN)
     if total == 1:
         return ids[0]
     if total == 0:

@@ -424,7 +424,8 @@ class LoggedOutput(io.StringIO):
 def test_a_run_id_as_people_type_it(db_path: Path, filled: list[Run]) -> None:
     running = filled[1].id
     # (A prefix works too, but ids made in one millisecond share all but their end.)
-    for typed in (running, running[-6:], running[-6:].lower(), running.lower()):
+    pasted = (f" {running}\n", f"{running[-6:]} ")  # with what a copy took beside it
+    for typed in (running, running[-6:], running[-6:].lower(), running.lower(), *pasted):
         done = daemon_db_command("show", typed, "--db", str(db_path), "--json")
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout)["run"]["id"] == running
@@ -469,6 +470,7 @@ def test_an_ambiguous_or_unknown_run_id(db_path: Path) -> None:
             ["--older-than", "not a duration", "w, d, h, m or s"],
         ),
         (["prune", "--older-than", "\u0661d"], 2, ["--older-than", "not a duration"]),
+        (["prune", "--older-than", "1d12h1d"], 2, ["--older-than", "'1d12h1d' gives d twice"]),
         (["events", "X", "--since", "\u0661"], 2, ["--since", "not a whole number"]),
         (["events", "X", "--since", "-5"], 2, ["--since", "'-5'"]),
         (["events", "X", "--since", "99999999999999999999"], 2, ["--since", "too large"]),
@@ -1007,6 +1009,67 @@ async def test_follow_says_nothing_of_a_run_that_a_live_daemon_holds(db_path: Pa
     assert follower.returncode == 0
     assert json.loads(out)["event_type"] == "run_completed"
     assert err == b""
+
+
+async def test_follow_says_when_the_holder_dies_and_when_another_daemon_resumes_the_run(
+    db_path: Path,
+) -> None:
+    holder = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        "import asyncio, sys\n"
+        "from daemon_db import DB, Run\n"
+        "async def hold():\n"
+        "    db = await DB.open(sys.argv[1], owner='daemon-a')\n"
+        "    run = Run(feature_branch='feature/x', repo_path='/srv/repo', target_branch='main',\n"
+        "              tasks_dir='tasks', parallelism=1, status='running')\n"
+        "    run = await db.create_run(run)\n"
+        "    await db.append_event(run.id, 'started')\n"
+        "    print(run.id, flush=True)\n"
+        "    await asyncio.sleep(3600)\n"
+        "asyncio.run(hold())\n",
+        str(db_path),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert holder.stdout is not None
+    run_id = (await holder.stdout.readline()).decode().strip()
+    assert run_id, "the holder did not start"
+    follower = await _follow(db_path, run_id)
+    assert follower.stdout is not None
+    assert follower.stderr is not None
+    try:
+        assert json.loads(await follower.stdout.readline())["event_type"] == "started"
+        holder.kill()  # kill -9: the run stays held by a process that is gone
+        await holder.wait()
+        async with asyncio.timeout(30):
+            stopped = await follower.stderr.readline()
+        assert stopped.decode() == (
+            f"daemon-db: run {run_id} is running, but its holder daemon-a stopped:"
+            " following until one resumes and ends it\n"
+        )
+        async with DB.open(db_path, owner="daemon-b") as db:
+            [claimed] = (await db.claim_resumable_runs()).resumed
+            async with asyncio.timeout(30):
+                resumed = await follower.stderr.readline()
+            assert resumed.decode() == f"daemon-db: run {run_id} was resumed by daemon-b\n"
+            assert await db.release_run(run_id) == "daemon-b"  # an operator hands it back
+            async with asyncio.timeout(30):
+                released = await follower.stderr.readline()
+            assert released.decode() == (
+                f"daemon-db: run {run_id} is running, but no daemon holds it any more:"
+                " following until one resumes and ends it\n"
+            )
+            await db.complete_run(claimed.run.id, RunStatus.COMPLETED)
+            async with asyncio.timeout(30):
+                out, err = await follower.communicate()
+    finally:
+        for process in (holder, follower):
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+    assert follower.returncode == 0
+    assert json.loads(out)["event_type"] == "run_completed"
+    assert err == b""  # a finished run is let go: no note that nobody holds it
 
 
 async def test_backup_while_a_writer_is_busy_is_a_consistent_copy(
