@@ -113,6 +113,60 @@ async def test_a_database_not_in_utf8_is_refused_for_writing_and_named_by_check(
         ]
 
 
+async def test_a_sql_ascii_database_s_text_that_is_not_utf8_is_named_by_check(
+    postgres: postgres_server.Server,
+) -> None:
+    # Read-only, such a database is read; the server refuses to send a row whose
+    # text is not UTF-8 (22021), so the error points to check(), which names it.
+    url = postgres.new_database("SQL_ASCII")
+    conn = await asyncpg.connect(url)
+    try:
+        for migration in schema.MIGRATIONS:
+            for statement in migration:
+                await conn.execute(statement)
+        await conn.execute(
+            "INSERT INTO daemon_db_meta (application, version) VALUES ($1, $2)",
+            schema.APPLICATION,
+            schema.SCHEMA_VERSION,
+        )
+        # Another tool's bytes: b'\xff' and a cut character are not UTF-8; "é" is.
+        await conn.executemany(
+            "INSERT INTO runs (id, feature_branch, repo_path, target_branch, tasks_dir,"
+            " parallelism, status, config_json) VALUES (convert_from($1::bytea, 'SQL_ASCII'),"
+            " convert_from($2::bytea, 'SQL_ASCII'), '/srv/repo', 'main', 'tasks', 1, $3,"
+            " convert_from($4::bytea, 'SQL_ASCII'))",
+            [
+                (b"R1", b"feature/\xff", "running", b"{}"),
+                (b"R2\xc3", b"feature/b", "completed", b'{"a": "\xe6\x97"}'),
+                (b"R3", "feature/\u00e9".encode(), "running", b"{}"),
+            ],
+        )
+    finally:
+        await conn.close()
+    async with DB.open(url, readonly=True) as db:
+        with pytest.raises(DatabaseError, match=r"not UTF-8.*SQL_ASCII.*check\(\) names it"):
+            await db.list_runs()
+        assert await db.get_run("R3") == Run(
+            id="R3",
+            feature_branch="feature/\u00e9",
+            repo_path="/srv/repo",
+            target_branch="main",
+            tasks_dir="tasks",
+            parallelism=1,
+            status=RunStatus.RUNNING,
+        )
+        problems = await db.check()
+    assert problems[0].startswith("encoding: its encoding is SQL_ASCII")
+    assert problems[1:] == [
+        "damaged value: runs row 'R1': feature_branch=b'feature/\\xff' is not UTF-8 text",
+        "damaged value: runs row b'R2\\xc3': id=b'R2\\xc3' is not UTF-8 text",
+        "damaged value: runs row b'R2\\xc3': config_json=b'{\"a\": \"\\xe6\\x97\"}'"
+        " is not UTF-8 text",
+        # The JSON check reads every config: it could not read R2's, and says so.
+        "damaged value: not checked, as it reads text that is not UTF-8 (above)",
+    ]
+
+
 async def test_read_only_never_migrates(postgres_url: str) -> None:
     with pytest.raises(SchemaVersionError, match="needs migrating"):
         await DB.open(postgres_url, readonly=True)

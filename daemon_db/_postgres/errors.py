@@ -59,6 +59,12 @@ def translate(exc: BaseException, url: str) -> DatabaseError:
     if isinstance(exc, asyncpg.PostgresError):
         code: Any = getattr(exc, "sqlstate", None)
         message = str(exc).strip() or type(exc).__name__
+        if isinstance(exc, asyncpg.CharacterNotInRepertoireError):
+            # Only stored text can be: daemon_db sends UTF-8, and refuses NUL itself.
+            message += (
+                ": a row holds text that is not UTF-8, which a database whose encoding is"
+                " SQL_ASCII lets another tool store (check() names it)"
+            )
         return DatabaseError(url, f"{message} ({type(exc).__name__}, SQLSTATE {code})")
     if isinstance(exc, UnicodeError):
         return DatabaseError(url, f"text PostgreSQL cannot store ({exc})")

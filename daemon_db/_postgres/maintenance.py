@@ -28,6 +28,8 @@ from __future__ import annotations
 import json
 from typing import Any, Final
 
+import asyncpg
+
 from .._errors import show
 from .._records import RunStatus, UnitStatus
 from . import schema
@@ -163,13 +165,70 @@ async def check(conn: Any) -> list[str]:
     encoding = await schema.encoding_problem(conn)
     if encoding is not None:
         problems.append(f"encoding: {encoding}")
-    problems += await _schema(conn)
-    problems += await _references(conn)
-    problems += await _one_active(conn)
-    problems += await _sequences(conn)
-    problems += await _damaged_values(conn)
-    problems += await _damaged_json(conn)
+    if encoding is not None and schema.server_encoding(conn) == "SQL_ASCII":
+        problems += await _not_utf8(conn)
+    for part, name in (
+        (_schema, "schema"),
+        (_references, "foreign key"),
+        (_one_active, "one active run"),
+        (_sequences, "sequences"),
+        (_damaged_values, "damaged value"),
+        (_damaged_json, "damaged value"),
+    ):
+        try:
+            async with conn.transaction():  # a savepoint: the check goes on after one fails
+                problems += await part(conn)
+        except asyncpg.CharacterNotInRepertoireError:
+            problems.append(f"{name}: not checked, as it reads text that is not UTF-8 (above)")
     return problems
+
+
+async def _not_utf8(conn: Any) -> list[str]:
+    """Text that is not UTF-8, which a ``SQL_ASCII`` database lets another tool store.
+
+    The server then refuses to send the row to a UTF-8 client (SQLSTATE
+    22021), so each column is read as its bytes (``convert_to`` into the
+    database's own encoding changes nothing), and only where a byte is not
+    ASCII: valid UTF-8 is let be.
+    """
+    problems: list[str] = []
+    columns: dict[str, list[str]] = {}
+    for table, column in await conn.fetch(
+        "SELECT table_name::text, column_name::text FROM information_schema.columns"
+        " WHERE table_schema = current_schema() AND data_type = 'text'"
+        " AND table_name = ANY($1::text[]) ORDER BY table_name, ordinal_position",
+        [table for table in schema.TABLES if table != "daemon_db_meta"],
+    ):
+        columns.setdefault(table, []).append(column)
+    for table, names in columns.items():
+        damaged = 0
+        as_bytes = ", ".join(f"convert_to({name}, 'SQL_ASCII')" for name in names)
+        beyond_ascii = " OR ".join(rf"{name} ~ E'[\\x80-\\xff]'" for name in names)
+        query = (
+            f"SELECT convert_to(id::text, 'SQL_ASCII'), {as_bytes} FROM {table}"
+            f" WHERE {beyond_ascii} ORDER BY id"
+        )
+        async for record_id, *values in conn.cursor(query, prefetch=1000):
+            for name, value in zip(names, values, strict=True):
+                if value is None or _utf8(value) is not value:
+                    continue
+                damaged += 1
+                if damaged <= _SHOWN:
+                    problems.append(
+                        f"damaged value: {table} row {show(_utf8(record_id))}:"
+                        f" {name}={show(value)} is not UTF-8 text"
+                    )
+        if damaged > _SHOWN:
+            problems.append(f"damaged value: {damaged - _SHOWN} more values in {table}")
+    return problems
+
+
+def _utf8(raw: bytes) -> str | bytes:
+    """Bytes as text, or as they are if they are not UTF-8 (shown so, as on SQLite)."""
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        return raw
 
 
 async def _marker(conn: Any) -> list[str]:

@@ -89,11 +89,16 @@ SCHEMA_VERSION: Final = len(MIGRATIONS)
 TABLES: Final = ("daemon_db_meta", "owners", "runs", "units", "events")
 
 
+def server_encoding(conn: asyncpg.Connection) -> str | None:
+    """The database's encoding, as the server reported it when the session started."""
+    found = getattr(conn.get_settings(), "server_encoding", None)
+    return None if found is None else str(found)
+
+
 async def encoding_problem(conn: asyncpg.Connection) -> str | None:
     """Why the database's encoding does not suit the store, or None: it is UTF8."""
-    # The server reports it as the session starts: asked for only if not.
-    found = getattr(conn.get_settings(), "server_encoding", None)
-    if found is None:
+    found = server_encoding(conn)
+    if found is None:  # the server reports it as the session starts: asked for only if not
         found = await conn.fetchval("SHOW server_encoding")
     if found == "UTF8":
         return None
