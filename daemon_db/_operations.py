@@ -462,7 +462,8 @@ class Operations(abc.ABC):
             event_type: What happened, such as ``"unit_started"``.
             unit_id: Free text naming a unit (no unit need exist); None: no unit.
             payload: Any JSON-serialisable value, stored as compact JSON; None: no
-                payload.
+                payload. Pass the value, not its JSON text: a str is stored as a
+                JSON string, and ``event.payload`` gives the same str back.
 
         Returns:
             The event as stored, with its sequence, id and ``created_at``.

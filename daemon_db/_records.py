@@ -148,6 +148,7 @@ class Run:
         check.text("Run.daemon_version", self.daemon_version)
         check.optional_text("Run.error", self.error)
         check.config_json("Run.config_json", self.config_json)
+        _plain_texts(self, _RUN_TEXTS)
         _normalise(self, "status", check.member("Run.status", self.status, RunStatus))
         _normalise(self, "started_at", check.timestamp("Run.started_at", self.started_at))
         _normalise(self, "completed_at", check.timestamp("Run.completed_at", self.completed_at))
@@ -206,6 +207,7 @@ class UnitRecord:
         check.optional_name("UnitRecord.branch", self.branch)
         check.optional_name("UnitRecord.worktree_path", self.worktree_path)
         check.optional_text("UnitRecord.error", self.error)
+        _plain_texts(self, _UNIT_TEXTS)
         _normalise(self, "status", check.member("UnitRecord.status", self.status, UnitStatus))
         _normalise(self, "started_at", check.timestamp("UnitRecord.started_at", self.started_at))
         _normalise(
@@ -248,6 +250,7 @@ class EventRecord:
             check.text("EventRecord.unit_id", self.unit_id)
         if self.payload_json is not None:
             check.payload_json("EventRecord.payload_json", self.payload_json)
+        _plain_texts(self, _EVENT_TEXTS)
         created_at = check.timestamp("EventRecord.created_at", self.created_at)
         if created_at is None:
             raise InvalidRecordError("EventRecord.created_at", None, "is required")
@@ -310,6 +313,7 @@ class ResumableRun:
         check.count("ResumableRun.next_sequence", self.next_sequence, minimum=1)
         check.count("ResumableRun.attempt", self.attempt, minimum=0)
         check.optional_name("ResumableRun.owner", self.owner)
+        _plain_texts(self, ("owner",))
         if not isinstance(self.owner_alive, bool):
             raise InvalidRecordError("ResumableRun.owner_alive", self.owner_alive, "must be a bool")
 
@@ -402,6 +406,28 @@ class Stats:
 def _normalise(record: object, name: str, value: object) -> None:
     # The records are frozen; __post_init__ is the one place that may set a field.
     object.__setattr__(record, name, value)
+
+
+_RUN_TEXTS: Final = (
+    "id",
+    "feature_branch",
+    "repo_path",
+    "target_branch",
+    "tasks_dir",
+    "daemon_version",
+    "error",
+    "config_json",
+)
+_UNIT_TEXTS: Final = ("run_id", "unit_id", "id", "branch", "worktree_path", "error")
+_EVENT_TEXTS: Final = ("run_id", "event_type", "unit_id", "payload_json")
+
+
+def _plain_texts(record: object, names: tuple[str, ...]) -> None:
+    """Text fields given as a str subclass (a StrEnum member), stored as plain str."""
+    for name in names:
+        value = getattr(record, name)
+        if value is not None and type(value) is not str:
+            _normalise(record, name, check.plain(value))
 
 
 R = TypeVar("R")

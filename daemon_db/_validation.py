@@ -29,6 +29,7 @@ __all__ = [
     "optional_text",
     "payload",
     "payload_json",
+    "plain",
     "text",
     "timestamp",
 ]
@@ -54,7 +55,16 @@ def text(field: str, value: object, *, max_chars: int = MAX_NAME_CHARS) -> str:
     if "\x00" in value:
         raise InvalidRecordError(field, value, "contains a NUL character")
     _check_encodable(field, value)
-    return value
+    return plain(value)
+
+
+def plain(value: str) -> str:
+    """``value`` as a plain str: a StrEnum member or another subclass as its text.
+
+    Records hold what reads give back, so that a record a write returns is
+    the record a read returns, ``type`` and ``repr`` too.
+    """
+    return value if type(value) is str else str.__str__(value)
 
 
 def name(field: str, value: object, *, none_means: str | None = None) -> str:
@@ -153,14 +163,14 @@ def config_json(field: str, value: object) -> str:
     if not isinstance(_json_text(field, value), dict):
         raise InvalidRecordError(field, value, "must be the text of a JSON object")
     assert isinstance(value, str)
-    return value
+    return plain(value)
 
 
 def payload_json(field: str, value: object) -> str:
     """The text of any JSON value, at most 1 MiB, without NaN or infinity."""
     _json_text(field, value)
     assert isinstance(value, str)
-    return value
+    return plain(value)
 
 
 def decoded(field: str, value: str, *, of: str = "") -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import json
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 
 import daemon_db._sqlite.db
 from daemon_db import DB, EventRecord, RunNotFoundError, RunStatus, new_run_id
-from tests.helpers import new_run
+from tests.helpers import new_run, new_unit
 
 CHILD = Path(__file__).parent / "children" / "append_events.py"
 
@@ -62,6 +63,44 @@ async def test_event_unit_id_is_free_text(db: DB) -> None:
     run = await db.create_run(new_run())
     event = await db.append_event(run.id, "note", unit_id="no-such-unit")
     assert event.unit_id == "no-such-unit"
+
+
+class EventType(enum.StrEnum):
+    """How a daemon may name its event types."""
+
+    STARTED = "started"
+
+
+class Branch(str):
+    """A str subclass, as a caller's own type for names may be."""
+
+
+async def test_text_given_as_a_str_enum_or_subclass_is_returned_as_a_read_returns_it(
+    db: DB,
+) -> None:
+    # A write's record is the record a read gives: plain str, not the caller's
+    # enum member (equal, but with another type and repr).
+    run = await db.create_run(new_run(feature_branch=Branch("feature/enum"), status="running"))
+    event = await db.append_event(Branch(run.id), EventType.STARTED, unit_id=Branch("u1"))
+    unit = await db.create_unit(new_unit(run, Branch("u2"), branch=Branch("b")))
+    finished = await db.update_run_status(run.id, RunStatus.FAILED, error=Branch("boom"))
+    assert finished is not None
+    read = await db.list_events(run.id)
+    assert [event] == read[:1]
+    assert repr(event) == repr(read[0])
+    assert await db.get_unit(unit.id) == unit
+    assert await db.get_run(run.id) == finished
+    texts = [
+        run.feature_branch,
+        event.run_id,
+        event.event_type,
+        event.unit_id,
+        unit.unit_id,
+        unit.id,
+        unit.branch,
+        finished.error,
+    ]
+    assert [type(text) for text in texts] == [str] * len(texts)
 
 
 async def test_events_can_be_appended_in_any_run_status(db: DB) -> None:
