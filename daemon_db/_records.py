@@ -8,6 +8,7 @@ import sysconfig
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 from datetime import datetime
+from operator import attrgetter
 from typing import Any, Final, TypeVar
 
 from . import _validation as check
@@ -148,7 +149,7 @@ class Run:
         check.text("Run.daemon_version", self.daemon_version)
         check.optional_text("Run.error", self.error)
         check.config_json("Run.config_json", self.config_json)
-        _plain_texts(self, _RUN_TEXTS)
+        _run_texts(self)
         _normalise(self, "status", check.member("Run.status", self.status, RunStatus))
         _normalise(self, "started_at", check.timestamp("Run.started_at", self.started_at))
         _normalise(self, "completed_at", check.timestamp("Run.completed_at", self.completed_at))
@@ -207,7 +208,7 @@ class UnitRecord:
         check.optional_name("UnitRecord.branch", self.branch)
         check.optional_name("UnitRecord.worktree_path", self.worktree_path)
         check.optional_text("UnitRecord.error", self.error)
-        _plain_texts(self, _UNIT_TEXTS)
+        _unit_texts(self)
         _normalise(self, "status", check.member("UnitRecord.status", self.status, UnitStatus))
         _normalise(self, "started_at", check.timestamp("UnitRecord.started_at", self.started_at))
         _normalise(
@@ -250,7 +251,7 @@ class EventRecord:
             check.text("EventRecord.unit_id", self.unit_id)
         if self.payload_json is not None:
             check.payload_json("EventRecord.payload_json", self.payload_json)
-        _plain_texts(self, _EVENT_TEXTS)
+        _event_texts(self)
         created_at = check.timestamp("EventRecord.created_at", self.created_at)
         if created_at is None:
             raise InvalidRecordError("EventRecord.created_at", None, "is required")
@@ -313,7 +314,8 @@ class ResumableRun:
         check.count("ResumableRun.next_sequence", self.next_sequence, minimum=1)
         check.count("ResumableRun.attempt", self.attempt, minimum=0)
         check.optional_name("ResumableRun.owner", self.owner)
-        _plain_texts(self, ("owner",))
+        if type(self.owner) not in (str, type(None)):
+            _normalise(self, "owner", check.plain(self.owner))  # type: ignore[arg-type]
         if not isinstance(self.owner_alive, bool):
             raise InvalidRecordError("ResumableRun.owner_alive", self.owner_alive, "must be a bool")
 
@@ -408,7 +410,25 @@ def _normalise(record: object, name: str, value: object) -> None:
     object.__setattr__(record, name, value)
 
 
-_RUN_TEXTS: Final = (
+def _plain_texts(*names: str) -> Callable[[object], None]:
+    """A step of ``__post_init__``: text given as a str subclass (a StrEnum member) kept
+    as a plain str, so that a record a write returns is the record a read gives."""
+    read = attrgetter(*names)
+
+    def plain_texts(record: object) -> None:
+        for value in read(record):  # the usual case: all plain, nothing to set
+            if value is not None and type(value) is not str:
+                break
+        else:
+            return
+        for name, value in zip(names, read(record), strict=True):
+            if value is not None:
+                _normalise(record, name, check.plain(value))
+
+    return plain_texts
+
+
+_run_texts = _plain_texts(
     "id",
     "feature_branch",
     "repo_path",
@@ -418,16 +438,8 @@ _RUN_TEXTS: Final = (
     "error",
     "config_json",
 )
-_UNIT_TEXTS: Final = ("run_id", "unit_id", "id", "branch", "worktree_path", "error")
-_EVENT_TEXTS: Final = ("run_id", "event_type", "unit_id", "payload_json")
-
-
-def _plain_texts(record: object, names: tuple[str, ...]) -> None:
-    """Text fields given as a str subclass (a StrEnum member), stored as plain str."""
-    for name in names:
-        value = getattr(record, name)
-        if value is not None and type(value) is not str:
-            _normalise(record, name, check.plain(value))
+_unit_texts = _plain_texts("run_id", "unit_id", "id", "branch", "worktree_path", "error")
+_event_texts = _plain_texts("run_id", "event_type", "unit_id", "payload_json")
 
 
 R = TypeVar("R")
