@@ -141,6 +141,20 @@ async def test_a_sql_ascii_database_s_text_that_is_not_utf8_is_named_by_check(
                 (b"R3", "feature/\u00e9".encode(), "running", b"{}"),
             ],
         )
+        # Another tool's column, whose name needs quotes, and a column it retyped.
+        await conn.execute('ALTER TABLE runs ADD COLUMN "Note" text')
+        await conn.execute("ALTER TABLE runs ALTER COLUMN error TYPE varchar")
+        await conn.execute(
+            "UPDATE runs SET \"Note\" = convert_from($1::bytea, 'SQL_ASCII'),"
+            " error = convert_from($1::bytea, 'SQL_ASCII') WHERE id = 'R1'",
+            b"bad \xfe",
+        )
+        await conn.execute(
+            "INSERT INTO events (run_id, sequence, event_type, created_at)"
+            " VALUES ('R3', 1, convert_from($1::bytea, 'SQL_ASCII'), now())",
+            b"started\xff",
+        )
+        await conn.execute("UPDATE runs SET next_sequence = 2 WHERE id = 'R3'")
     finally:
         await conn.close()
     async with DB.open(url, readonly=True) as db:
@@ -159,11 +173,14 @@ async def test_a_sql_ascii_database_s_text_that_is_not_utf8_is_named_by_check(
     assert problems[0].startswith("encoding: its encoding is SQL_ASCII")
     assert problems[1:] == [
         "damaged value: runs row 'R1': feature_branch=b'feature/\\xff' is not UTF-8 text",
+        "damaged value: runs row 'R1': error=b'bad \\xfe' is not UTF-8 text",
+        "damaged value: runs row 'R1': Note=b'bad \\xfe' is not UTF-8 text",
         "damaged value: runs row b'R2\\xc3': id=b'R2\\xc3' is not UTF-8 text",
         "damaged value: runs row b'R2\\xc3': config_json=b'{\"a\": \"\\xe6\\x97\"}'"
         " is not UTF-8 text",
+        "damaged value: events row 1: event_type=b'started\\xff' is not UTF-8 text",
         # The JSON check reads every config: it could not read R2's, and says so.
-        "damaged value: not checked, as it reads text that is not UTF-8 (above)",
+        "damaged value: not checked, as it reads text that is not UTF-8",
     ]
 
 

@@ -165,22 +165,27 @@ async def check(conn: Any) -> list[str]:
     encoding = await schema.encoding_problem(conn)
     if encoding is not None:
         problems.append(f"encoding: {encoding}")
-    if encoding is not None and schema.server_encoding(conn) == "SQL_ASCII":
-        problems += await _not_utf8(conn)
-    for part, name in (
+    parts = [
         (_schema, "schema"),
         (_references, "foreign key"),
         (_one_active, "one active run"),
         (_sequences, "sequences"),
         (_damaged_values, "damaged value"),
         (_damaged_json, "damaged value"),
-    ):
+    ]
+    if encoding is not None and schema.server_encoding(conn) == "SQL_ASCII":
+        parts.insert(0, (_not_utf8, "damaged value"))
+    for part, name in parts:
         try:
             async with conn.transaction():  # a savepoint: the check goes on after one fails
                 problems += await part(conn)
         except asyncpg.CharacterNotInRepertoireError:
-            problems.append(f"{name}: not checked, as it reads text that is not UTF-8 (above)")
+            problems.append(f"{name}: not checked, as it reads text that is not UTF-8")
     return problems
+
+
+_TEXT_TYPES: Final = ("text", "character varying", "character", "json")
+"""Column types whose values a read decodes as UTF-8 (another tool may retype a column)."""
 
 
 async def _not_utf8(conn: Any) -> list[str]:
@@ -192,35 +197,45 @@ async def _not_utf8(conn: Any) -> list[str]:
     ASCII: valid UTF-8 is let be.
     """
     problems: list[str] = []
-    columns: dict[str, list[str]] = {}
-    for table, column in await conn.fetch(
-        "SELECT table_name::text, column_name::text FROM information_schema.columns"
-        " WHERE table_schema = current_schema() AND data_type = 'text'"
-        " AND table_name = ANY($1::text[]) ORDER BY table_name, ordinal_position",
+    columns: dict[str, list[tuple[str, bool]]] = {}
+    for table, column, data_type in await conn.fetch(
+        "SELECT table_name::text, column_name::text, data_type::text"
+        " FROM information_schema.columns WHERE table_schema = current_schema()"
+        " AND table_name = ANY($1::text[])"
+        " ORDER BY array_position($1::text[], table_name::text), ordinal_position",
         [table for table in schema.TABLES if table != "daemon_db_meta"],
     ):
-        columns.setdefault(table, []).append(column)
-    for table, names in columns.items():
+        columns.setdefault(table, []).append((column, data_type in _TEXT_TYPES))
+    for table, found in columns.items():
+        texts = [_quoted(column) for column, is_text in found if is_text]
+        if not texts:
+            continue
+        # The id as it is unless it is text (events' is a number, shown as one).
+        key = "convert_to(id::text, 'SQL_ASCII')" if ("id", True) in found else "id"
+        as_bytes = ", ".join(f"convert_to({column}::text, 'SQL_ASCII')" for column in texts)
+        beyond_ascii = " OR ".join(rf"{column}::text ~ E'[\\x80-\\xff]'" for column in texts)
+        query = f"SELECT {key}, {as_bytes} FROM {table} WHERE {beyond_ascii} ORDER BY id"
+        names = [column for column, is_text in found if is_text]
         damaged = 0
-        as_bytes = ", ".join(f"convert_to({name}, 'SQL_ASCII')" for name in names)
-        beyond_ascii = " OR ".join(rf"{name} ~ E'[\\x80-\\xff]'" for name in names)
-        query = (
-            f"SELECT convert_to(id::text, 'SQL_ASCII'), {as_bytes} FROM {table}"
-            f" WHERE {beyond_ascii} ORDER BY id"
-        )
         async for record_id, *values in conn.cursor(query, prefetch=1000):
             for name, value in zip(names, values, strict=True):
                 if value is None or _utf8(value) is not value:
                     continue
                 damaged += 1
                 if damaged <= _SHOWN:
+                    shown_id = _utf8(record_id) if type(record_id) is bytes else record_id
                     problems.append(
-                        f"damaged value: {table} row {show(_utf8(record_id))}:"
+                        f"damaged value: {table} row {show(shown_id)}:"
                         f" {name}={show(value)} is not UTF-8 text"
                     )
         if damaged > _SHOWN:
             problems.append(f"damaged value: {damaged - _SHOWN} more values in {table}")
     return problems
+
+
+def _quoted(name: str) -> str:
+    """A column's name as SQL names it (another tool's may need quotes: "Note", "order")."""
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _utf8(raw: bytes) -> str | bytes:
