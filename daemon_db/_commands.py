@@ -317,27 +317,46 @@ async def _holder_watched(db: DB, run_id: str, held: Held) -> AsyncIterator[None
 
 
 async def _watch_holder(db: DB, run_id: str, held: Held) -> None:
-    try:
-        while True:
-            await asyncio.sleep(HOLDER_CHECKED_EVERY)
+    while True:
+        await asyncio.sleep(HOLDER_CHECKED_EVERY)
+        try:
             now = (await db._owners_of([run_id])).get(run_id)
             if now is None:
                 return  # deleted: the follow says so
-            if (now.owner, now.alive) == (held.owner, held.alive):
+            if now == held:
                 continue
             run = await db.get_run(run_id)
-            if run is None or run.status not in ACTIVE_RUN_STATUSES:
-                return  # finished (which lets it go): the follow ends
-            if now.alive:
-                _note(f"run {run_id} was resumed by {now.owner}")
-            else:
-                _note(
-                    f"run {run_id} is {run.status.value},"
-                    f" but {_nobody(now, before=held)}: {_FOLLOWING_ON}"
-                )
-            held = now
-    except DaemonDBError:
-        return  # the follow reads the same store, and reports what went wrong
+        except DaemonDBError:
+            continue  # a row another tool is mending, a lost session: look again
+        if run is None or run.status not in ACTIVE_RUN_STATUSES:
+            return  # finished (which lets it go): the follow ends
+        change = _holder_change(run, before=held, now=now)
+        held = now
+        if change is None:
+            continue
+        try:
+            _note(change)
+        except (OSError, ValueError):  # stderr full or closed: the follow goes on
+            return
+
+
+def _holder_change(run: Run, *, before: Held, now: Held) -> str | None:
+    """What to say of a followed run whose holder changed, or None.
+
+    Names are compared, and attempts, which a takeover counts: a daemon
+    restarted under the same name takes its run over, while one that stalled
+    past its lease and renewed it took nothing.
+    """
+    same = now.owner == before.owner and now.attempts == before.attempts
+    if now.alive:
+        if same and before.alive:
+            return None
+        if same:
+            return f"run {run.id}: its holder {now.owner} is running again"
+        return f"run {run.id} was resumed by {now.owner}"
+    if same and not before.alive:
+        return None
+    return f"run {run.id} is {run.status.value}, but {_nobody(now, before=before)}: {_FOLLOWING_ON}"
 
 
 async def _chosen_events(
@@ -678,7 +697,8 @@ def _pairs(lines: Iterable[tuple[str, str]]) -> None:
 
 def _note(text: str) -> None:
     """A line for the person at the terminal, on stderr: never mixed into the output."""
-    sys.stderr.write(f"daemon-db: {terminal.safe(text)}\n")
+    if sys.stderr is not None:  # None when started with stderr closed (2>&-)
+        sys.stderr.write(f"daemon-db: {terminal.safe(text)}\n")
 
 
 @contextlib.asynccontextmanager

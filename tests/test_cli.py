@@ -30,6 +30,7 @@ import pytest
 import daemon_db
 from daemon_db import DB, EventRecord, Run, RunStatus, UnitRecord
 from daemon_db._cli import main
+from daemon_db._commands import HOLDER_CHECKED_EVERY
 from daemon_db._sqlite import events as event_queries
 from daemon_db._sqlite import owners as owner_queries
 from daemon_db._sqlite.schema import SCHEMA_VERSION
@@ -1011,16 +1012,15 @@ async def test_follow_says_nothing_of_a_run_that_a_live_daemon_holds(db_path: Pa
     assert err == b""
 
 
-async def test_follow_says_when_the_holder_dies_and_when_another_daemon_resumes_the_run(
-    db_path: Path,
-) -> None:
+async def _holder(db_path: Path, lease: float = 30.0) -> tuple[asyncio.subprocess.Process, str]:
+    """A daemon process, ``daemon-a``, holding a running run with one event: it and the run's id."""
     holder = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
         "import asyncio, sys\n"
         "from daemon_db import DB, Run\n"
         "async def hold():\n"
-        "    db = await DB.open(sys.argv[1], owner='daemon-a')\n"
+        "    db = await DB.open(sys.argv[1], owner='daemon-a', lease=float(sys.argv[2]))\n"
         "    run = Run(feature_branch='feature/x', repo_path='/srv/repo', target_branch='main',\n"
         "              tasks_dir='tasks', parallelism=1, status='running')\n"
         "    run = await db.create_run(run)\n"
@@ -1029,11 +1029,19 @@ async def test_follow_says_when_the_holder_dies_and_when_another_daemon_resumes_
         "    await asyncio.sleep(3600)\n"
         "asyncio.run(hold())\n",
         str(db_path),
+        str(lease),
         stdout=asyncio.subprocess.PIPE,
     )
     assert holder.stdout is not None
     run_id = (await holder.stdout.readline()).decode().strip()
     assert run_id, "the holder did not start"
+    return holder, run_id
+
+
+async def test_follow_says_when_the_holder_dies_and_when_another_daemon_resumes_the_run(
+    db_path: Path,
+) -> None:
+    holder, run_id = await _holder(db_path)
     follower = await _follow(db_path, run_id)
     assert follower.stdout is not None
     assert follower.stderr is not None
@@ -1070,6 +1078,53 @@ async def test_follow_says_when_the_holder_dies_and_when_another_daemon_resumes_
     assert follower.returncode == 0
     assert json.loads(out)["event_type"] == "run_completed"
     assert err == b""  # a finished run is let go: no note that nobody holds it
+
+
+async def test_follow_says_a_stalled_holder_is_running_again_and_never_fails_for_its_notes(
+    db_path: Path,
+) -> None:
+    holder, run_id = await _holder(db_path, lease=1.0)
+    follower = await _follow(db_path, run_id)
+    # A follower started with stderr closed has nowhere to say it: it follows all the same.
+    quiet = await asyncio.create_subprocess_exec(
+        *("sh", "-c", 'exec "$@" 2>&-', "sh", sys.executable, "-m", "daemon_db", "events"),
+        *(run_id, "--follow", "--nl", "--db", str(db_path)),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert follower.stdout is not None
+    assert follower.stderr is not None
+    assert quiet.stdout is not None
+    try:
+        assert json.loads(await follower.stdout.readline())["event_type"] == "started"
+        assert json.loads(await quiet.stdout.readline())["event_type"] == "started"
+        holder.send_signal(signal.SIGSTOP)  # a hung daemon: its lease runs out
+        async with asyncio.timeout(30):
+            stopped = await follower.stderr.readline()
+        assert stopped.decode() == (
+            f"daemon-db: run {run_id} is running, but its holder daemon-a stopped:"
+            " following until one resumes and ends it\n"
+        )
+        holder.send_signal(signal.SIGCONT)  # it renews its lease: nobody took the run
+        async with asyncio.timeout(30):
+            again = await follower.stderr.readline()
+        assert again.decode() == f"daemon-db: run {run_id}: its holder daemon-a is running again\n"
+        holder.kill()
+        await holder.wait()
+        async with asyncio.timeout(30):
+            assert b"daemon-a stopped" in await follower.stderr.readline()
+        await asyncio.sleep(2 * HOLDER_CHECKED_EVERY)  # the quiet one has seen it too
+        async with DB.open(db_path, owner="daemon-b") as db:
+            await db.complete_run(run_id, RunStatus.COMPLETED)
+        async with asyncio.timeout(30):
+            await follower.communicate()
+            out, _ = await quiet.communicate()
+    finally:
+        for process in (holder, follower, quiet):
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+    assert (follower.returncode, quiet.returncode) == (0, 0)
+    assert json.loads(out.splitlines()[-1])["event_type"] == "run_completed"
 
 
 async def test_backup_while_a_writer_is_busy_is_a_consistent_copy(
