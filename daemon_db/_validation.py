@@ -50,12 +50,13 @@ def text(field: str, value: object, *, max_chars: int = MAX_NAME_CHARS) -> str:
     """A string of at most ``max_chars`` characters, without NUL characters."""
     if not isinstance(value, str):
         raise InvalidRecordError(field, value, f"must be a str, not {type(value).__name__}")
+    value = plain(value)  # first: a subclass's own len() or "in" would check something else
     if len(value) > max_chars:
         raise InvalidRecordError(field, value, f"longer than {max_chars} characters")
     if "\x00" in value:
         raise InvalidRecordError(field, value, "contains a NUL character")
     _check_encodable(field, value)
-    return plain(value)
+    return value
 
 
 def plain(value: str) -> str:
@@ -160,17 +161,15 @@ def timestamp(field: str, value: object) -> datetime | None:
 
 def config_json(field: str, value: object) -> str:
     """The text of a JSON object, at most 1 MiB, without NaN or infinity."""
-    if not isinstance(_json_text(field, value), dict):
+    text, parsed = _json_text(field, value)
+    if not isinstance(parsed, dict):
         raise InvalidRecordError(field, value, "must be the text of a JSON object")
-    assert isinstance(value, str)
-    return plain(value)
+    return text
 
 
 def payload_json(field: str, value: object) -> str:
     """The text of any JSON value, at most 1 MiB, without NaN or infinity."""
-    _json_text(field, value)
-    assert isinstance(value, str)
-    return plain(value)
+    return _json_text(field, value)[0]
 
 
 def decoded(field: str, value: str, *, of: str = "") -> Any:
@@ -181,12 +180,14 @@ def decoded(field: str, value: str, *, of: str = "") -> Any:
         raise InvalidRecordError(field, value, f"is not valid JSON ({exc}){of}") from None
 
 
-def _json_text(field: str, value: object) -> Any:
+def _json_text(field: str, value: object) -> tuple[str, Any]:
+    """``value`` as a plain str, and what it decodes to."""
     if not isinstance(value, str):
         raise InvalidRecordError(field, value, f"must be a str, not {type(value).__name__}")
+    value = plain(value)
     _check_encodable(field, value)
     _check_size(field, value)
-    return decoded(field, value)
+    return value, decoded(field, value)
 
 
 def payload(value: Any, *, field: str = "payload") -> str | None:

@@ -289,3 +289,32 @@ async def test_the_db_checks_a_record_again(db: DB) -> None:
     with pytest.raises(InvalidRecordError, match=r"Run\.feature_branch"):
         await db.create_run(run)
     assert await db.list_runs() == []
+
+
+class _Sneaky(str):
+    """A str subclass whose own ``len()`` and ``in`` would hide what it holds."""
+
+    def __len__(self) -> int:
+        return 1
+
+    def __contains__(self, part: object) -> bool:
+        return False
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "reason"),
+    [
+        ("id", _Sneaky("a\x00b"), "NUL"),
+        ("repo_path", _Sneaky("x" * 5000), "longer than 4096"),
+        ("config_json", _Sneaky('{"a": 1}'), None),
+    ],
+    ids=["nul", "long", "json"],
+)
+def test_a_str_subclass_is_checked_as_the_text_it_holds(
+    field: str, value: str, reason: str | None
+) -> None:
+    if reason is None:  # valid: stored as a plain str
+        assert type(getattr(new_run(**{field: value}), field)) is str
+        return
+    with pytest.raises(InvalidRecordError, match=reason):
+        new_run(**{field: value})
