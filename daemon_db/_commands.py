@@ -332,22 +332,18 @@ async def _watch_holder(db: DB, run_id: str, held: Held) -> None:
             return  # finished (which lets it go): the follow ends
         change = _holder_change(run, before=held, now=now)
         held = now
-        if change is None:
-            continue
-        try:
+        if change is not None:
             _note(change)
-        except (OSError, ValueError):  # stderr full or closed: the follow goes on
-            return
 
 
 def _holder_change(run: Run, *, before: Held, now: Held) -> str | None:
     """What to say of a followed run whose holder changed, or None.
 
-    Names are compared, and attempts, which a takeover counts: a daemon
-    restarted under the same name takes its run over, while one that stalled
-    past its lease and renewed it took nothing.
+    Holders are compared by their owner id, new at each open: a daemon
+    restarted under the same name is another holder, while one that stalled
+    past its lease and renewed it is the same.
     """
-    same = now.owner == before.owner and now.attempts == before.attempts
+    same = now.holder == before.holder
     if now.alive:
         if same and before.alive:
             return None
@@ -696,8 +692,14 @@ def _pairs(lines: Iterable[tuple[str, str]]) -> None:
 
 
 def _note(text: str) -> None:
-    """A line for the person at the terminal, on stderr: never mixed into the output."""
-    if sys.stderr is not None:  # None when started with stderr closed (2>&-)
+    """A line for the person at the terminal, on stderr: never mixed into the output.
+
+    A note stderr cannot take (closed, or a full disk) is dropped: the
+    command's output and exit status say what it did.
+    """
+    if sys.stderr is None:  # started with stderr closed (2>&-)
+        return
+    with contextlib.suppress(OSError, ValueError):
         sys.stderr.write(f"daemon-db: {terminal.safe(text)}\n")
 
 

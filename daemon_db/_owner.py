@@ -57,11 +57,16 @@ def process_alive(
 
 @dataclass(frozen=True, slots=True)
 class Held:
-    """Who holds a run (its name, or None), whether that owner is alive, and its attempts."""
+    """Who holds a run (its name, or None), whether that owner is alive, and its attempts.
+
+    ``holder`` is the owner's id as stored, where it is read (``ownership``): a
+    name may be taken again by the next process, an id never is.
+    """
 
     owner: str | None
     alive: bool
     attempts: int
+    holder: object = None
 
 
 Alive = Callable[[Any, Sequence[Any]], bool]

@@ -1060,6 +1060,15 @@ async def test_follow_says_when_the_holder_dies_and_when_another_daemon_resumes_
             async with asyncio.timeout(30):
                 resumed = await follower.stderr.readline()
             assert resumed.decode() == f"daemon-db: run {run_id} was resumed by daemon-b\n"
+        # A clean close hands the run back, and the next process, under the same
+        # name, takes it at once: another holder, though nothing counted an attempt.
+        async with DB.open(db_path, owner="daemon-b") as db:
+            [claimed] = (await db.claim_resumable_runs()).resumed
+            async with asyncio.timeout(30):
+                notes = [(await follower.stderr.readline()).decode()]
+                if "any more" in notes[0]:  # the look came between the close and the claim
+                    notes.append((await follower.stderr.readline()).decode())
+            assert notes[-1] == f"daemon-db: run {run_id} was resumed by daemon-b\n"
             assert await db.release_run(run_id) == "daemon-b"  # an operator hands it back
             async with asyncio.timeout(30):
                 released = await follower.stderr.readline()
@@ -1124,6 +1133,35 @@ async def test_follow_says_a_stalled_holder_is_running_again_and_never_fails_for
                 process.kill()
                 await process.wait()
     assert (follower.returncode, quiet.returncode) == (0, 0)
+    assert json.loads(out.splitlines()[-1])["event_type"] == "run_completed"
+
+
+async def test_follow_goes_on_when_stderr_cannot_take_its_note(
+    db_path: Path, filled: list[Run]
+) -> None:
+    running = filled[1]  # nobody holds it: the follow notes so first, on a full disk here
+    full = os.open("/dev/full", os.O_WRONLY)
+    try:
+        follower = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "daemon_db", "events", running.id, "--follow", "--nl"),
+            *("--db", str(db_path)),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=full,
+        )
+    finally:
+        os.close(full)
+    assert follower.stdout is not None
+    try:
+        assert json.loads(await follower.stdout.readline())["sequence"] == 1
+        async with DB.open(db_path) as db:
+            await db.complete_run(running.id, RunStatus.COMPLETED)
+        async with asyncio.timeout(30):
+            out, _ = await follower.communicate()
+    finally:
+        if follower.returncode is None:
+            follower.kill()
+            await follower.wait()
+    assert follower.returncode == 0
     assert json.loads(out.splitlines()[-1])["event_type"] == "run_completed"
 
 

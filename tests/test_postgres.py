@@ -143,7 +143,7 @@ async def test_a_sql_ascii_database_s_text_that_is_not_utf8_is_named_by_check(
         )
         # Another tool's column, whose name needs quotes, and a column it retyped.
         await conn.execute('ALTER TABLE runs ADD COLUMN "Note" text')
-        await conn.execute("ALTER TABLE runs ALTER COLUMN error TYPE varchar")
+        await conn.execute("ALTER TABLE runs ALTER COLUMN error TYPE name")
         await conn.execute(
             "UPDATE runs SET \"Note\" = convert_from($1::bytea, 'SQL_ASCII'),"
             " error = convert_from($1::bytea, 'SQL_ASCII') WHERE id = 'R1'",
@@ -182,6 +182,22 @@ async def test_a_sql_ascii_database_s_text_that_is_not_utf8_is_named_by_check(
         # The JSON check reads every config: it could not read R2's, and says so.
         "damaged value: not checked, as it reads text that is not UTF-8",
     ]
+
+
+async def test_check_says_which_part_it_could_not_run_on_a_column_another_tool_renamed(
+    postgres_url: str,
+) -> None:
+    async with DB.open(postgres_url) as db:
+        run = await db.create_run(new_run())
+        await db.create_unit(new_unit(run, "u1"))
+        conn = await asyncpg.connect(postgres_url)
+        try:
+            await conn.execute("ALTER TABLE units RENAME COLUMN id TO uid")
+        finally:
+            await conn.close()
+        problems = await db.check()  # raised UndefinedColumnError as a DatabaseError
+    assert "foreign key: not checked: column t.id does not exist (SQLSTATE 42703)" in problems
+    assert 'damaged value: not checked: column "id" does not exist (SQLSTATE 42703)' in problems
 
 
 async def test_read_only_never_migrates(postgres_url: str) -> None:

@@ -210,7 +210,9 @@ async def ownership(conn: asyncpg.Connection, *, run_ids: Sequence[str]) -> dict
         list(run_ids),
     )
     return {
-        row[0]: Held(row[2], row[2] is not None and is_alive(row[7], tuple(row)[3:7]), row[1])
+        row[0]: Held(
+            row[2], row[2] is not None and is_alive(row[7], tuple(row)[3:7]), row[1], row[7]
+        )
         for row in found
     }
 

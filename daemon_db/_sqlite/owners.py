@@ -186,7 +186,10 @@ def ownership(conn: sqlite3.Connection, *, run_ids: Sequence[str]) -> dict[str, 
     )
     return {
         run_id: Held(
-            _text(name), name is not None and is_alive(_text(owner_id), liveness), attempts
+            _text(name),
+            name is not None and is_alive(_text(owner_id), liveness),
+            attempts,
+            owner_id,
         )
         for run_id, attempts, owner_id, name, *liveness in found
     }
