@@ -323,7 +323,7 @@ async def _watch_holder(db: DB, run_id: str, held: Held) -> None:
             now = (await db._owners_of([run_id])).get(run_id)
             if now is None:
                 return  # deleted: the follow says so
-            if now == held:
+            if now == held and now.holder == held.holder:
                 continue
             run = await db.get_run(run_id)
         except DaemonDBError:

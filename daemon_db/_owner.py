@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -60,13 +60,14 @@ class Held:
     """Who holds a run (its name, or None), whether that owner is alive, and its attempts.
 
     ``holder`` is the owner's id as stored, where it is read (``ownership``): a
-    name may be taken again by the next process, an id never is.
+    name may be taken again by the next process, an id never is. Left out of
+    ``==``, which asks who holds the run as people see it.
     """
 
     owner: str | None
     alive: bool
     attempts: int
-    holder: object = None
+    holder: object = field(default=None, compare=False)
 
 
 Alive = Callable[[Any, Sequence[Any]], bool]
