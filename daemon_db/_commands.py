@@ -292,7 +292,7 @@ HOLDER_CHECKED_EVERY: Final = 1.0
 def _nobody(held: Held, *, before: Held | None = None) -> str:
     if held.owner is None:
         return "no daemon holds it" + (" any more" if before is not None else "")
-    if before is not None and before.owner == held.owner:
+    if before is not None and before.holder == held.holder:
         return f"its holder {held.owner} stopped"
     return f"its holder {held.owner} is not running"
 
