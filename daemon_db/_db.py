@@ -620,6 +620,10 @@ class DB(Operations):
         tx = self._block.get()
         return None if tx is None or tx.ended else tx
 
+    def _in_write_block(self) -> bool:
+        tx = self._joined()
+        return tx is not None and tx._in_write_block()
+
     def _check_open(self) -> None:
         if self._closing is not None:
             raise ClosedError(self._path)

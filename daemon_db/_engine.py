@@ -216,3 +216,6 @@ class Queries:
 
     def release_runs(self, *, run_ids: Sequence[str], owner: Any) -> Work[None]:
         return Work(partial(self._owners.release_runs, run_ids=run_ids, owner=owner))
+
+    def holds(self, *, run_id: str, owner: Any, lock: bool) -> Work[bool]:
+        return Work(partial(self._owners.holds, run_id=run_id, owner=owner, lock=lock))

@@ -73,6 +73,10 @@ class Operations(abc.ABC):
     def _check_open(self) -> None:
         """Raise what the next call would if none can be made now (a closed DB, an ended block)."""
 
+    @abc.abstractmethod
+    def _in_write_block(self) -> bool:
+        """Whether a call made now runs in a read-write transaction block."""
+
     # Runs
 
     async def create_run(self, run: Run) -> Run:
@@ -697,6 +701,36 @@ class Operations(abc.ABC):
         """
         run_id = check.name("run_id", run_id)
         return await self._write(self._queries.release_run(run_id=run_id))
+
+    async def holds(self, run_id: str) -> bool:
+        """Whether this DB holds the run: nobody has taken it since this DB took it.
+
+        A DB takes a run by creating it, claiming it, or making it active again.
+        A daemon that stalls past its lease (a hung loop, a suspended machine)
+        may find its runs claimed and resumed by another, and its own writes to
+        them are not refused: a lease is not a fence. Asked inside the
+        transaction block that records a unit's work, the answer holds until
+        the block commits: no claim or release takes the run in between (a
+        SQLite block holds the write lock; on PostgreSQL the run's row stays
+        locked, and other blocks asking of the same run wait their turn).
+        Outside a block, it may change as soon as it is given.
+
+        Args:
+            run_id: The run's id.
+
+        Returns:
+            True if this DB holds the run; False if another owner does, or
+            nobody (a finished run, one handed back by ``release_run()``), if
+            there is no such run, and always on a read-only DB.
+
+        Raises:
+            InvalidRecordError: ``run_id`` is not a valid id.
+            ClosedError: The DB is closed.
+            DatabaseError: The database failed.
+        """
+        run_id = check.name("run_id", run_id)
+        lock = self._in_write_block()
+        return await self._read(self._queries.holds(run_id=run_id, owner=self._owner, lock=lock))
 
     # Streaming: a page at a time, never the whole listing
 

@@ -62,11 +62,12 @@ class Transaction(Operations):
             rolled the block's transaction back by itself.
     """
 
-    __slots__ = ("_block", "_connection", "_ended", "_owner", "_path")
+    __slots__ = ("_block", "_connection", "_ended", "_owner", "_path", "_readonly")
 
     _connection: Any  # the engine's connection, held for the block
     _block: _Lost
     _ended: bool
+    _readonly: bool
 
     @property
     def ended(self) -> bool:
@@ -80,6 +81,9 @@ class Transaction(Operations):
 
     def _check_open(self) -> None:
         self._check_usable()
+
+    def _in_write_block(self) -> bool:
+        return not self._readonly
 
     def _check_usable(self) -> None:
         if self._ended:

@@ -647,6 +647,73 @@ async def test_release_run_hands_a_run_back_uncounted(where: str | Path) -> None
         assert (item.run.id, item.attempt, item.owner) == (run.id, 0, "new")
 
 
+async def test_holds_says_whether_this_db_still_holds_a_run(where: str | Path) -> None:
+    async with DB.open(where, owner="hung") as hung, DB.open(where, owner="next") as other:
+        run = await hung.create_run(new_run(status="running"))
+        finished = await hung.create_run(new_run(status="completed"))
+        assert await hung.holds(run.id)
+        assert not await other.holds(run.id)
+        assert not await hung.holds(finished.id)  # held by nobody
+        assert not await hung.holds("no-such-run")
+        async with DB.open(where, readonly=True) as inspector:
+            assert not await inspector.holds(run.id)
+        await _expire(where, hung)
+        assert await hung.holds(run.id)  # lapsed, but nobody has taken it yet
+        [item] = (await other.claim_resumable_runs()).resumed
+        assert item.run.id == run.id
+        assert not await hung.holds(run.id)  # it stalled past its lease, and lost the run
+        assert await other.holds(run.id)
+        mine = await hung.create_run(new_run(status="running"))
+        assert await hung.holds(mine.id)
+        await hung.release_run(mine.id)
+        assert not await hung.holds(mine.id)
+        await other.complete_run(run.id, RunStatus.COMPLETED)
+        assert not await other.holds(run.id)
+        for bad in ("", 42, None):
+            with pytest.raises(InvalidRecordError) as raised:
+                await hung.holds(bad)  # type: ignore[arg-type]
+            assert raised.value.field == "run_id"
+
+
+async def test_no_claim_takes_a_run_between_holds_and_the_end_of_its_block(
+    where: str | Path,
+) -> None:
+    # The fence a daemon that may stall puts around recording a unit's work.
+    async with DB.open(where, owner="slow") as slow, DB.open(where, owner="next") as other:
+        run = await slow.create_run(new_run(status="running"))
+        unit = await slow.create_unit(new_unit(run, "u1", status="running"))
+        await _expire(where, slow)
+        async with slow.transaction() as tx:
+            assert await tx.holds(run.id)
+            claiming = asyncio.ensure_future(other.claim_resumable_runs())
+            await asyncio.sleep(0.3)  # the claim is under way
+            await tx.update_unit_status(unit.id, UnitStatus.COMPLETED)
+        resumed = (await claiming).resumed
+        # SQLite's claim waited for the block's write lock, then took the run;
+        # PostgreSQL's skipped the run the block locked, which stays the slow one's.
+        assert [[u.status for u in item.units] for item in resumed] in ([], [["completed"]])
+        assert await slow.holds(run.id) is (resumed == [])
+
+
+async def test_blocks_asking_holds_of_one_run_take_turns(where: str | Path) -> None:
+    # Each unit's last block asks, then checks the run was not cancelled: two
+    # such blocks at once on PostgreSQL must wait for each other, not deadlock.
+    async with DB.open(where) as db:
+        run = await db.create_run(new_run(status="running"))
+
+        async def record(unit_id: str) -> None:
+            unit = await db.create_unit(new_unit(run, unit_id, status="running"))
+            async with db.transaction() as tx:
+                assert await tx.holds(run.id)
+                await asyncio.sleep(0.05)
+                await tx.update_run_status(run.id, RunStatus.RUNNING, expected=RunStatus.RUNNING)
+                await tx.update_unit_status(unit.id, UnitStatus.COMPLETED)
+
+        await asyncio.gather(*(record(f"u{i}") for i in range(4)))
+        units = await db.list_units_by_run(run.id)
+        assert [u.status for u in units] == [UnitStatus.COMPLETED] * 4
+
+
 async def test_claims_read_through_a_transaction_block_see_its_work(db: DB) -> None:
     async with db.transaction() as tx:
         await tx.create_run(new_run(status="pending"))

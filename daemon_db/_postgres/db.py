@@ -632,7 +632,7 @@ class PostgresDB(DB):
 class PostgresTransaction(Transaction):
     """The Transaction of a PostgreSQL block: one pooled connection, a savepoint a call."""
 
-    __slots__ = ("_lock", "_readonly")
+    __slots__ = ("_lock",)
 
     _queries = queries.QUERIES
 

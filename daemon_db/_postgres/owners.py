@@ -32,6 +32,7 @@ __all__ = [
     "claim",
     "create_run",
     "ensure",
+    "holds",
     "owned_page",
     "ownership",
     "release",
@@ -199,6 +200,24 @@ def _alive(owner_id: str, liveness: Sequence[Any], here: Process) -> bool:
     if not leased:
         return False
     return process_alive(owner_id, machine, pid, started, here=here)
+
+
+async def holds(conn: asyncpg.Connection, *, run_id: str, owner: Owner, lock: bool) -> bool:
+    """Whether ``owner`` holds the run (not if there is none).
+
+    With ``lock`` (a read-write block), a run it holds stays locked until the
+    block ends: a claim skips it (``SKIP LOCKED``), a release waits. ``NO KEY``:
+    a write that only refers to the run (a unit or event's foreign key) does
+    not wait; ``UPDATE`` rather than ``SHARE``: two blocks of the daemon that
+    both ask and then change the run take turns instead of deadlocking.
+    """
+    found = await conn.fetchval(
+        "SELECT 1 FROM runs WHERE id = $1 AND owner_id = $2"
+        + (" FOR NO KEY UPDATE" if lock else ""),
+        run_id,
+        owner.id,
+    )
+    return found is not None
 
 
 async def ownership(conn: asyncpg.Connection, *, run_ids: Sequence[str]) -> dict[str, Held]:

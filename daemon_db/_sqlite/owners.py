@@ -50,6 +50,7 @@ __all__ = [
     "ensure",
     "expire",
     "hold",
+    "holds",
     "owned_page",
     "ownership",
     "release",
@@ -170,6 +171,18 @@ def release_run(conn: sqlite3.Connection, *, run_id: str) -> str | None:
     conn.execute("UPDATE runs SET owner_id = NULL WHERE id = ?", (run_id,))
     name: str | None = _text(row[0])
     return name
+
+
+def holds(conn: sqlite3.Connection, *, run_id: str, owner: Owner, lock: bool) -> bool:
+    """Whether ``owner`` holds the run (not if there is none).
+
+    ``lock`` is for PostgreSQL: a SQLite block holds the write lock from its
+    ``BEGIN IMMEDIATE``, so no claim or release can come between.
+    """
+    found = conn.execute(
+        "SELECT 1 FROM runs WHERE id = ? AND owner_id = ?", (run_id, owner.id)
+    ).fetchone()
+    return found is not None
 
 
 def ownership(conn: sqlite3.Connection, *, run_ids: Sequence[str]) -> dict[str, Held]:

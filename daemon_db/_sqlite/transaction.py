@@ -33,7 +33,7 @@ T = TypeVar("T")
 class SQLiteTransaction(Transaction):
     """The Transaction of a SQLite block: its calls run on the connection held for it."""
 
-    __slots__ = ("_readonly",)
+    __slots__ = ()
 
     _queries = queries.QUERIES
     _block: work.Block

@@ -133,6 +133,7 @@ def _calls(run_id: str) -> list[tuple[str, str, dict[str, Any], list[object]]]:
         ),
         ("claim_resumable_runs", "max_attempts", {}, [-1, "3", 1.5, True]),
         ("release_run", "run_id", {"run_id": run_id}, NAME),
+        ("holds", "run_id", {"run_id": run_id}, NAME),
         ("append_event", "run_id", {"run_id": run_id, "event_type": "t"}, NAME),
         ("append_event", "event_type", {"run_id": run_id, "event_type": "t"}, NAME),
         ("append_event", "unit_id", {"run_id": run_id, "event_type": "t"}, TEXT),
