@@ -19,7 +19,7 @@ import warnings
 from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Iterable
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Final, NoReturn, Self
+from typing import TYPE_CHECKING, Any, Final, NoReturn, Self
 
 from . import _process
 from . import _validation as check
@@ -665,14 +665,16 @@ class _Opening(Coroutine[Any, Any, "DB"]):
     def __await__(self) -> Generator[Any, None, DB]:
         return self._connecting.__await__()
 
-    def __getattr__(self, name: str) -> Any:
-        # Only for names it lacks: a DB's method called on what was never awaited.
-        if hasattr(DB, name):
-            raise AttributeError(
-                f"DB.open() returns a coroutine, not a DB (it has no {name!r}): write"
-                " 'db = await DB.open(...)' or 'async with DB.open(...) as db'"
-            )
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+    if not TYPE_CHECKING:  # a type checker refuses DB.open(...).get_run(...) by itself
+
+        def __getattr__(self, name: str) -> NoReturn:
+            # Only for names it lacks: a DB's method called on what was never awaited.
+            if hasattr(DB, name):
+                raise AttributeError(
+                    f"DB.open() returns a coroutine, not a DB (it has no {name!r}): write"
+                    " 'db = await DB.open(...)' or 'async with DB.open(...) as db'"
+                )
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __enter__(self) -> NoReturn:
         self._connecting.close()  # never to be awaited: no "never awaited" warning

@@ -11,7 +11,7 @@ import contextvars
 import warnings
 from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from ._errors import DaemonDBError, DatabaseError
 from ._operations import Operations
@@ -123,6 +123,28 @@ class _TransactionBlock(abc.ABC):
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None: ...
+
+    # Misuses, each told what to write instead, as DB.open() does.
+
+    if not TYPE_CHECKING:  # a type checker refuses block.get_run(...) by itself
+
+        def __getattr__(self, name: str) -> NoReturn:
+            # Only for names it lacks: a Transaction's method called on the block.
+            if hasattr(Transaction, name):
+                raise AttributeError(
+                    f"db.transaction() returns the block, not the transaction (it has no"
+                    f" {name!r}): write 'async with db.transaction() as tx'"
+                )
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __enter__(self) -> NoReturn:
+        raise TypeError(
+            "db.transaction() is asynchronous: write 'async with db.transaction() as tx',"
+            " not 'with'"
+        )
+
+    def __exit__(self, *exc_info: object) -> None:  # 'with' asks for both before entering
+        raise AssertionError("unreachable: __enter__ raises")
 
     def _stop_watching(self) -> None:
         self._owner.remove_done_callback(self._abandoned)

@@ -360,3 +360,16 @@ async def test_a_block_shows_only_the_operations_and_its_state(db: DB) -> None:
         public = {name for name in dir(tx) if not name.startswith("_")}
     operations = {name for name in dir(Operations) if not name.startswith("_")}
     assert public == operations | {"ended", "lost"}
+
+
+async def test_a_block_used_without_async_with_says_what_is_missing(db: DB) -> None:
+    block = db.transaction()
+    with pytest.raises(AttributeError, match=r"'async with db.transaction\(\) as tx'"):
+        block.get_run  # type: ignore[attr-defined]  # noqa: B018
+    with pytest.raises(AttributeError, match="has no attribute 'nothing'"):
+        block.nothing  # type: ignore[attr-defined]  # noqa: B018
+    plain_with = r"write 'async with db.transaction\(\) as tx', not 'with'"
+    with pytest.raises(TypeError, match=plain_with), block:
+        pass
+    async with block as tx:  # and it still works
+        assert await tx.list_runs() == []
