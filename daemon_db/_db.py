@@ -146,7 +146,9 @@ class DB(Operations):
         it, so that no other daemon's ``claim_resumable_runs()`` takes them while
         it lives. It renews its lease from the event loop while open (a write
         every ``lease / 3`` seconds, through the same queue as every write), so a
-        daemon whose loop hangs loses its lease; ``close()`` hands back what it
+        daemon whose loop hangs loses its lease (the renewal after it warns with
+        ``RuntimeWarning``, and ``holds()`` says which runs are still its own);
+        ``close()`` hands back what it
         holds, unfinished and uncounted. Leaving ``async with`` by an exception
         (not a cancellation, ``KeyboardInterrupt`` or ``SystemExit``) is a crash:
         the runs stay held by this owner, now dead, and the next claim counts
@@ -302,17 +304,37 @@ class DB(Operations):
         """Finish the writes under way, hand back the runs (``_release``), close the connections."""
 
     async def _renew(self) -> None:
-        """Renew this owner's lease every third of it, while the DB is open."""
+        """Renew this owner's lease every third of it, while the DB is open.
+
+        A renewal that finds the lease ran out first warns: the daemon's loop was
+        blocked (or its writes held up) for longer than the lease, and a claim
+        elsewhere may have taken its runs, which it would go on working unaware.
+        """
         while True:
             await asyncio.sleep(self._owner.lease / 3)
             # A failure (a full disk) is not the caller's: the next renewal tries again,
             # and meanwhile the lease still runs.
             with contextlib.suppress(DaemonDBError):
-                await self._renew_lease()
+                if await self._renew_lease():
+                    self._lapsed()
+
+    def _lapsed(self) -> None:
+        message = (
+            f"{self._path}: the lease of this DB (owner {self._owner.name!r},"
+            f" {self._owner.lease:g} s) ran out before it was renewed: its event loop was"
+            " blocked, or its writes held up, for longer than that. Another daemon may"
+            " have claimed the runs it held; holds(run_id) says which are still its own"
+        )
+        try:
+            warnings.warn(message, RuntimeWarning, stacklevel=1)
+        except RuntimeWarning as exc:
+            # A filter made it an error (-W error), and nobody awaits this task: the
+            # loop's handler logs it, and the renewals go on.
+            self._loop.call_exception_handler({"message": message, "exception": exc})
 
     @abc.abstractmethod
-    async def _renew_lease(self) -> None:
-        """Write this owner's lease anew, outside any transaction block."""
+    async def _renew_lease(self) -> bool:
+        """Write this owner's lease anew, outside any transaction block; True if it had lapsed."""
 
     async def _release(self, *, crashed: bool) -> None:
         """Hand back the runs this owner holds, unfinished: a clean close counts no attempt.

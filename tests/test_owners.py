@@ -9,6 +9,8 @@ import os
 import socket
 import sqlite3
 import sys
+import time
+import warnings
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -712,6 +714,51 @@ async def test_blocks_asking_holds_of_one_run_take_turns(where: str | Path) -> N
         await asyncio.gather(*(record(f"u{i}") for i in range(4)))
         units = await db.list_units_by_run(run.id)
         assert [u.status for u in units] == [UnitStatus.COMPLETED] * 4
+
+
+async def test_a_renewal_that_finds_the_lease_ran_out_warns(where: str | Path) -> None:
+    async with DB.open(where, owner="stalled", lease=1.0) as db:
+        run = await db.create_run(new_run(status="running"))
+        # A loop blocked past its lease (a blocking call in a coroutine).
+        time.sleep(2.5)  # noqa: ASYNC251
+        with pytest.warns(RuntimeWarning, match="ran out before it was renewed") as warned:
+            await asyncio.sleep(0.8)  # a renewal comes every third of the lease
+        assert "'stalled', 1 s" in str(warned[0].message)
+        assert "holds(run_id)" in str(warned[0].message)
+        with warnings.catch_warnings(record=True) as later:
+            warnings.simplefilter("always")
+            await asyncio.sleep(0.8)  # renewed on time since: nothing more to say
+        assert later == []
+        # A claim found it dead and forgot it: its row is gone, and so are its runs.
+        forget = "DELETE FROM owners WHERE name = 'stalled'"
+        await _raw(
+            where, *(["PRAGMA foreign_keys = ON"] if isinstance(where, Path) else []), forget
+        )
+        with pytest.warns(RuntimeWarning, match="ran out before it was renewed"):
+            await asyncio.sleep(0.8)
+        assert not await db.holds(run.id)
+
+
+async def test_a_lapse_warning_made_an_error_is_logged_and_the_renewals_go_on(
+    where: str | Path,
+) -> None:
+    loop = asyncio.get_running_loop()
+    handled: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _, context: handled.append(context))
+    try:
+        async with DB.open(where, owner="stalled", lease=1.0) as db:
+            await _expire(where, db)
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                await asyncio.sleep(0.8)
+            [context] = handled
+            assert isinstance(context["exception"], RuntimeWarning)
+            assert "ran out before it was renewed" in context["message"]
+            await _expire(where, db)
+            with pytest.warns(RuntimeWarning, match="ran out"):  # still renewing
+                await asyncio.sleep(0.8)
+    finally:
+        loop.set_exception_handler(None)
 
 
 async def test_claims_read_through_a_transaction_block_see_its_work(db: DB) -> None:

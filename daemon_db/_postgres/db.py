@@ -500,8 +500,9 @@ class PostgresDB(DB):
                 with contextlib.suppress(*_POSTGRES_ERRORS):
                     await self._pool.close()
 
-    async def _renew_lease(self) -> None:
-        await self._run(partial(owners.ensure, owner=self._owner), write=True)
+    async def _renew_lease(self) -> bool:
+        lapsed: bool = await self._run(partial(owners.renew, owner=self._owner), write=True)
+        return lapsed
 
     async def _end_lease(self, *, crashed: bool) -> None:
         end = owners.expire if crashed else owners.release

@@ -37,6 +37,7 @@ __all__ = [
     "ownership",
     "release",
     "release_run",
+    "renew",
     "resumable",
 ]
 
@@ -54,6 +55,20 @@ _ATTEMPTS, _NEXT, _NAME, _LIVENESS, _OWNER_ID = 12, 13, 14, slice(15, 19), 19
 async def ensure(conn: asyncpg.Connection, *, owner: Owner) -> None:
     """Register ``owner``, or renew its lease to the server's now + lease."""
     await conn.execute(_REGISTER, *_registration(owner))
+
+
+async def renew(conn: asyncpg.Connection, *, owner: Owner) -> bool:
+    """``ensure``, saying whether the lease had run out first (or a claim had removed it).
+
+    The row is locked as the renewal's update would lock it (``NO KEY``): a
+    claim deleting it waits, or is waited for, and a block that made a run
+    this owner holds (its foreign key's lock) holds up neither.
+    """
+    lasted = await conn.fetchval(
+        "SELECT lease_until >= now() FROM owners WHERE id = $1 FOR NO KEY UPDATE", owner.id
+    )
+    await conn.execute(_REGISTER, *_registration(owner))
+    return lasted is not True
 
 
 _REGISTER = (

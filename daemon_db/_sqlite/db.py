@@ -155,9 +155,9 @@ class SQLiteDB(DB):
                 if self._writer is not None:
                     await self._writer.connection.close()
 
-    async def _renew_lease(self) -> None:
+    async def _renew_lease(self) -> bool:
         assert self._writer is not None
-        await self._writer.submit(partial(owners.ensure, owner=self._owner))
+        return await self._writer.submit(partial(owners.renew, owner=self._owner))
 
     async def _end_lease(self, *, crashed: bool) -> None:
         assert self._writer is not None

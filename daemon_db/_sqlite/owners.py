@@ -56,6 +56,7 @@ __all__ = [
     "release",
     "release_run",
     "release_runs",
+    "renew",
     "resumable",
     "update_run_status",
 ]
@@ -84,6 +85,16 @@ def ensure(conn: sqlite3.Connection, *, owner: Owner) -> None:
             owner.lease_until(),
         ),
     )
+
+
+def renew(conn: sqlite3.Connection, *, owner: Owner) -> bool:
+    """``ensure``, saying whether the lease had run out first (or a claim had removed it)."""
+    now = timestamps.to_text(timestamps.now())
+    lasted = conn.execute(
+        "SELECT lease_until >= ? FROM owners WHERE id = ?", (now, owner.id)
+    ).fetchone()
+    ensure(conn, owner=owner)
+    return lasted is None or lasted[0] != 1
 
 
 def hold(conn: sqlite3.Connection, *, owner: Owner) -> str:
