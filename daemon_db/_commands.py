@@ -548,6 +548,7 @@ async def release(args: argparse.Namespace) -> int:
     async with _open(args, readonly=False) as db:
         run_id = await _run_id(db, args.run_id, "RUN_ID")
         taken = "the next claim takes it"
+        alive = await _alive_holder(db, run_id)
         held_by = await db.release_run(run_id)
         try:
             run = await db.get_run(run_id)
@@ -561,6 +562,11 @@ async def release(args: argparse.Namespace) -> int:
         sys.stdout.write(f"run {run_id} was held by nobody: nothing changed\n")
     else:
         sys.stdout.write(f"released run {run_id} (held by {terminal.safe(held_by)}): {taken}\n")
+    if alive is not None:
+        _note(
+            f"{alive} held it and is alive; it is not told, so unless it is stuck it goes"
+            " on working the run, as will the daemon that claims it"
+        )
     return 0
 
 
@@ -579,6 +585,7 @@ async def _finish(args: argparse.Namespace, status: RunStatus, reason: str | Non
     async with _open(args, readonly=False) as db:
         run_id = await _run_id(db, args.run_id, "RUN_ID")
         before = await db.get_run(run_id)
+        alive = await _alive_holder(db, run_id)
         try:
             run = await db.complete_run(run_id, status, error=reason)
         except StatusConflictError as exc:
@@ -589,8 +596,20 @@ async def _finish(args: argparse.Namespace, status: RunStatus, reason: str | Non
         sys.stdout.write(f"run {run_id} was already {status}: nothing changed\n")
     else:
         sys.stdout.write(f"{status} run {run_id} (it was {before.status if before else '?'})\n")
+        if alive is not None:
+            _note(
+                f"{alive} held it and is alive; it is not told, and finds out at its next"
+                " compare-and-set on the run (a StatusConflictError)"
+            )
     assert run.status is status
     return 0
+
+
+async def _alive_holder(db: DB, run_id: str) -> str | None:
+    """The name of the live owner holding the run, if one does: an operator's write
+    on its run goes behind its back."""
+    held = (await db._owners_of([run_id])).get(run_id)
+    return held.owner if held is not None and held.alive else None
 
 
 # Shared steps

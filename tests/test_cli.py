@@ -1426,25 +1426,36 @@ async def _nothing(**_: object) -> None:
 def test_release_fail_and_cancel_write_and_say_what_changed(db_path: Path) -> None:
     async def made() -> list[Run]:
         async with DB.open(db_path, owner="stuck") as db:
-            runs = [await db.create_run(new_run(status="running")) for _ in range(3)]
+            runs = [await db.create_run(new_run(status="running")) for _ in range(4)]
             db._release = _nothing  # type: ignore[method-assign]
             return runs
 
-    released, failed, cancelled = asyncio.run(made())
+    released, failed, cancelled, orphan = asyncio.run(made())
+    # Their holder is this process, alive: each write goes behind its back, and says so.
+    behind_its_back = "daemon-db: stuck held it and is alive; it is not told"
     done = daemon_db_command("release", released.id[-6:].lower(), "--db", str(db_path))
-    assert (done.returncode, done.stderr) == (0, "")
+    assert done.returncode == 0
     assert done.stdout == f"released run {released.id} (held by stuck): the next claim takes it\n"
+    assert done.stderr.startswith(behind_its_back)
+    assert "as will the daemon that claims it" in done.stderr
     again = daemon_db_command("release", released.id, "--db", str(db_path))
     assert again.stdout == f"run {released.id} was held by nobody: nothing changed\n"
+    assert again.stderr == ""
 
     done = daemon_db_command("fail", failed.id, "--reason", "branch deleted", "--db", str(db_path))
     assert (done.returncode, done.stdout) == (0, f"failed run {failed.id} (it was running)\n")
+    assert done.stderr.startswith(behind_its_back)
+    assert "next compare-and-set on the run" in done.stderr
     done = daemon_db_command("fail", failed.id, "--reason", "again", "--db", str(db_path))
-    assert done.stdout == f"run {failed.id} was already failed: nothing changed\n"
+    assert (done.stdout, done.stderr) == (
+        f"run {failed.id} was already failed: nothing changed\n",
+        "",
+    )
     refused = daemon_db_command("cancel", failed.id, "--db", str(db_path))
     assert_one_line_error(refused, 1, failed.id, "already failed", "nothing changed")
     done = daemon_db_command("cancel", cancelled.id, "--db", str(db_path))
     assert (done.returncode, done.stdout) == (0, f"cancelled run {cancelled.id} (it was running)\n")
+    assert done.stderr.startswith(behind_its_back)
 
     async def stored() -> tuple[list[Run], list[list[str]]]:
         async with DB.open(db_path, readonly=True) as db:
@@ -1460,6 +1471,12 @@ def test_release_fail_and_cancel_write_and_say_what_changed(db_path: Path) -> No
     ]
     assert runs[1].error == "branch deleted"
     assert logs == [[], ["run_completed"], ["run_completed"]]  # one each, whatever was retried
+    # A holder whose lease ran out is dead: nothing goes behind its back.
+    with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
+        conn.execute("UPDATE owners SET lease_until = '2000-01-01T00:00:00.000000Z'")
+    for command in (["release"], ["cancel"]):
+        done = daemon_db_command(*command, orphan.id, "--db", str(db_path))
+        assert (done.returncode, done.stderr) == (0, "")
     missing = daemon_db_command("fail", "ZZZZZZ", "--reason", "x", "--db", str(db_path))
     assert_one_line_error(missing, 1, "ZZZZZZ")
     no_reason = daemon_db_command("fail", failed.id, "--db", str(db_path))
