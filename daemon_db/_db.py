@@ -216,11 +216,15 @@ class DB(Operations):
             return _Opening(_open_postgres(location, readonly, float(busy_timeout), me))
         from ._sqlite.db import SQLiteDB  # not above: it is a subclass of DB
 
+        if location != MEMORY:
+            # Every later use of the path (sizes, the log, backup's checks) means the
+            # file opened now, whatever directory the daemon moves to (daemonizing).
+            location = os.path.abspath(location)
         return _Opening(SQLiteDB._connect(location, readonly, float(busy_timeout), str(mode), me))
 
     @property
     def path(self) -> str:
-        """The path the database was opened with, or ``":memory:"``."""
+        """The database file's absolute path (as it was when opened), ``":memory:"``, or the URL."""
         return self._path
 
     @property

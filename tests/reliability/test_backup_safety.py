@@ -60,6 +60,36 @@ async def test_backup_refuses_its_own_database_however_it_is_named(tmp_path: Pat
     )
 
 
+async def test_a_db_opened_by_a_relative_path_keeps_its_file_after_a_chdir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A daemon that opens "state.db" from its config and then changes directory
+    # (daemonizing to /): backup() took its own -wal for another file and
+    # replaced it, losing acknowledged writes; stats() gave another file's size.
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "state.db").write_bytes(b"x" * 12345)
+    monkeypatch.chdir(tmp_path)
+    async with DB.open("state.db") as db:
+        assert db.path == str(tmp_path / "state.db")
+        run = await db.create_run(new_run(status="running"))
+        monkeypatch.chdir(tmp_path / "elsewhere")
+        stats = await db.stats()
+        # Its own file, in whole pages (the checkpointer may grow it meanwhile), not
+        # the other state.db of 12,345 bytes.
+        assert stats.file_bytes >= 4096
+        assert stats.file_bytes % 4096 == 0
+        for own in ("state.db-wal", "state.db-shm"):
+            with pytest.raises(DatabaseError, match="is the database being copied"):
+                await db.backup(tmp_path / own, overwrite=True)
+        await db.backup("copy.db")  # a relative destination is where the caller is now
+        for n in range(500):
+            await db.append_event(run.id, "after", payload={"n": n})
+    async with DB.open(tmp_path / "state.db", readonly=True) as db:
+        assert len(await db.list_events(run.id)) == 500
+    async with DB.open(tmp_path / "elsewhere" / "copy.db", readonly=True) as copy:
+        assert await copy.get_run(run.id) == run
+
+
 async def test_backup_refuses_a_folder_and_anything_that_is_not_a_regular_file(
     tmp_path: Path,
 ) -> None:
