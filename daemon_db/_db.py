@@ -179,8 +179,9 @@ class DB(Operations):
 
         Raises:
             DatabaseError: The file is not a daemon_db database (not SQLite, or
-                another application's), cannot be created or written, has a
-                schema another tool changed (opened read-write), or, with
+                another application's), cannot be created or written, has
+                more than one name (hard links: SQLite keeps a log beside each),
+                has a schema another tool changed (opened read-write), or, with
                 ``readonly=True``, does not exist or is ``":memory:"``. Nothing in
                 the file is changed; the error names the path.
             SchemaVersionError: The file's schema is newer than this release, or,

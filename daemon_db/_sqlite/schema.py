@@ -63,6 +63,7 @@ def open_writer(path: str, *, busy_timeout: float, synchronous: str) -> sqlite3.
     if path != MEMORY:
         _refuse_folder(path)
         _create_private_file(path)
+        _refuse_hard_links(path)
     try:
         conn = sqlite3.connect(
             path if path == MEMORY else uri(path, "rw"),
@@ -97,6 +98,7 @@ def open_reader(path: str, *, busy_timeout: float) -> sqlite3.Connection:
     _refuse_folder(path)
     if not os.path.isfile(path):
         raise DatabaseError(path, "no such database file")
+    _refuse_hard_links(path)
     try:
         # mode=ro makes SQLite itself refuse every write on this connection.
         conn = sqlite3.connect(
@@ -160,6 +162,22 @@ def _refuse_folder(path: str) -> None:
     # SQLite would say only SQLITE_CANTOPEN, "unable to open database file".
     if os.path.isdir(path):
         raise DatabaseError(path, "is a folder, not a database file")
+
+
+def _refuse_hard_links(path: str) -> None:
+    # SQLite keeps the -wal and -shm beside the name it opened (a symbolic link
+    # is followed to the file's own name; a hard link cannot be): processes
+    # opening one file by two names keep two logs, and the next open by one
+    # name loses what the other's log held. SQLite itself only logs it.
+    with contextlib.suppress(OSError):  # SQLite says why it cannot open it
+        links = os.stat(path).st_nlink
+        if links > 1:
+            raise DatabaseError(
+                path,
+                f"the file has {links} names (hard links), and SQLite keeps a log beside"
+                " each name it is opened by: processes opening it by different names would"
+                " lose each other's writes. Give it one name (a copy has one)",
+            )
 
 
 def _create_private_file(path: str) -> None:

@@ -90,6 +90,25 @@ async def test_a_db_opened_by_a_relative_path_keeps_its_file_after_a_chdir(
         assert await copy.get_run(run.id) == run
 
 
+async def test_a_file_with_two_names_is_not_opened(tmp_path: Path) -> None:
+    # SQLite keeps a log beside each name a file is opened by: a process writing
+    # through link.db while another wrote through state.db lost that one's writes.
+    path = tmp_path / "state.db"
+    async with DB.open(path) as db:
+        await db.create_run(new_run())
+    os.link(path, tmp_path / "link.db")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for name in ("state.db", "link.db"):
+        for readonly in (False, True):
+            with pytest.raises(DatabaseError, match=r"has 2 names \(hard links\)") as raised:
+                await DB.open(tmp_path / name, readonly=readonly)
+            assert raised.value.path == str(tmp_path / name)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no log made beside either
+    os.unlink(tmp_path / "link.db")
+    async with DB.open(path) as db:
+        assert len(await db.list_runs()) == 1
+
+
 async def test_backup_refuses_a_folder_and_anything_that_is_not_a_regular_file(
     tmp_path: Path,
 ) -> None:
