@@ -645,7 +645,17 @@ class DB(Operations):
     def _joined(self) -> Transaction | None:
         """The open block the calling task is in: its own, or the one it was started in."""
         tx = self._block.get()
-        return None if tx is None or tx.ended else tx
+        if tx is None or tx.ended:
+            return None
+        if tx._left_suspended():
+            raise DaemonDBError(
+                "this task is in a transaction block that an async generator opened and"
+                " yielded inside of: the block stays open until the generator is closed,"
+                " and a call made meanwhile would join it, and be rolled back with it."
+                " Close the generator first ('await gen.aclose()', or"
+                " 'async with contextlib.aclosing(gen)'), or end the block before yielding"
+            )
+        return tx
 
     def _in_write_block(self) -> bool:
         tx = self._joined()

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import contextvars
+import inspect
+import sys
 import warnings
 from collections.abc import Callable
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from ._errors import DaemonDBError, DatabaseError
@@ -62,7 +65,16 @@ class Transaction(Operations):
             rolled the block's transaction back by itself.
     """
 
-    __slots__ = ("_block", "_connection", "_ended", "_owner", "_path", "_readonly")
+    __slots__ = (
+        "_block",
+        "_connection",
+        "_ended",
+        "_generator",
+        "_opener",
+        "_owner",
+        "_path",
+        "_readonly",
+    )
 
     _connection: Any  # the engine's connection, held for the block
     _block: _Lost
@@ -85,6 +97,35 @@ class Transaction(Operations):
     def _in_write_block(self) -> bool:
         return not self._readonly
 
+    def _opened(self, frame: FrameType | None, task: asyncio.Task[Any]) -> None:
+        """Note where the block was entered: ``frame`` runs ``async with``, in ``task``."""
+        self._opener = task
+        self._generator = None
+        if frame is not None and frame.f_code.co_flags & inspect.CO_ASYNC_GENERATOR:
+            driver = frame.f_back
+            if driver is None or driver.f_code is not _CONTEXT_MANAGER_ENTRY:
+                self._generator = frame
+
+    def _left_suspended(self) -> bool:
+        """Whether the calling code is outside the async generator that opened this
+        block, which yielded inside it and is suspended there.
+
+        A generator runs in its caller's context, so the block stays the caller's
+        until the generator is closed: writes the caller makes meanwhile would
+        join it, unseen, and be rolled back with it when the generator is
+        finalized. (An ``asynccontextmanager``'s generator yields inside the
+        block on purpose: the code in its ``async with`` is in the block.)
+        """
+        frame = self._generator
+        if frame is None or asyncio.current_task() is not self._opener:
+            return False
+        caller: FrameType | None = sys._getframe(2)
+        while caller is not None:
+            if caller is frame:
+                return False
+            caller = caller.f_back
+        return True
+
     def _check_usable(self) -> None:
         if self._ended:
             raise DaemonDBError("this transaction block has ended")
@@ -98,6 +139,13 @@ class Transaction(Operations):
     def _end(self) -> None:
         """Mark the block ended: later calls through this object raise DaemonDBError."""
         self._ended = True
+
+
+_CONTEXT_MANAGER_ENTRY = getattr(
+    getattr(contextlib, "_AsyncGeneratorContextManager", None), "__aenter__", None
+)
+_CONTEXT_MANAGER_ENTRY = getattr(_CONTEXT_MANAGER_ENTRY, "__code__", None)
+"""The code that drives an ``asynccontextmanager``'s generator into its block."""
 
 
 class _TransactionBlock(abc.ABC):

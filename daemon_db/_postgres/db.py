@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import sys
 import urllib.parse
 from collections.abc import Callable
 from datetime import datetime
@@ -709,6 +710,7 @@ class _PostgresTransactionBlock(_TransactionBlock):
         self._counted = False
 
     async def __aenter__(self) -> Transaction:
+        entered_in = sys._getframe(1)
         db = self._db
         assert isinstance(db, PostgresDB)
         if db._joined() is not None:
@@ -733,11 +735,12 @@ class _PostgresTransactionBlock(_TransactionBlock):
         tx = self._tx = PostgresTransaction(
             self._conn, db._path, db._owner, readonly=db._is_readonly
         )
-        self._token = db._block.set(tx)
         # A block must end even if its task never leaves it: otherwise its
         # connection is never given back, and close() would wait for it.
         owner = asyncio.current_task()
         assert owner is not None, "a transaction block runs in a task"
+        tx._opened(entered_in, owner)
+        self._token = db._block.set(tx)
         self._owner = owner
         owner.add_done_callback(self._abandoned)
         self._unwatch = _nothing

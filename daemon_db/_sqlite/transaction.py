@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar
@@ -91,6 +92,7 @@ class SQLiteTransactionBlock(_TransactionBlock):
     _done: asyncio.Future[None]  # a read-only DB's block: set when it has ended
 
     async def __aenter__(self) -> Transaction:
+        entered_in = sys._getframe(1)
         db = self._db
         if db._joined() is not None:
             raise DaemonDBError("transaction blocks do not nest: this task is already in one")
@@ -100,6 +102,7 @@ class SQLiteTransactionBlock(_TransactionBlock):
         writer = db._writer
         connection = await (self._reading() if writer is None else self._writing(writer))
         tx = self._tx = SQLiteTransaction(connection, db._path, db._owner, readonly=writer is None)
+        tx._opened(entered_in, owner)
         self._token = db._block.set(tx)
         # A block must end even if its task never leaves it (the task returned,
         # or its loop was closed): otherwise SQLite's write lock stays held.

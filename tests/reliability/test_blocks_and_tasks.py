@@ -14,11 +14,12 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from daemon_db import DB, RunStatus
+from daemon_db import DB, DaemonDBError, RunStatus
 from tests.helpers import new_run, report
 
 
@@ -63,6 +64,55 @@ async def test_a_task_started_in_a_block_writes_outside_it_once_the_block_ends(d
     go_on.set()
     assert await task == 1  # not in the block that was rolled back
     assert [e.event_type for e in await db.list_events(run.id)] == ["later"]
+
+
+async def _events_in_one_snapshot(db: DB, run_id: str) -> AsyncIterator[str]:
+    """A helper as a user writes one: it yields inside its block."""
+    async with db.transaction() as tx:
+        for event in await tx.list_events(run_id):
+            yield event.event_type
+
+
+async def test_a_call_outside_a_generator_suspended_in_its_block_is_refused(db: DB) -> None:
+    # The generator runs in its caller's context: after a break, the caller's
+    # writes joined the block the generator left open, returned, and were
+    # rolled back when it was finalized (adversary pass).
+    run = await db.create_run(new_run(status="running"))
+    await db.append_event(run.id, "first")
+    events = _events_in_one_snapshot(db, run.id)
+    async for _ in events:
+        break
+    for call in (db.create_run(new_run()), db.append_event(run.id, "lost"), db.list_runs()):
+        with pytest.raises(DaemonDBError, match=r"await gen\.aclose\(\)"):
+            await call
+    await events.aclose()
+    second = await db.create_run(new_run())
+    await db.append_event(run.id, "kept")
+    assert [r.id for r in await db.list_runs()] == [run.id, second.id]
+    assert [e.event_type for e in await db.list_events(run.id)] == ["first", "kept"]
+    async with contextlib.aclosing(_events_in_one_snapshot(db, run.id)) as closing:
+        async for _ in closing:
+            break
+    assert (await db.append_event(run.id, "after aclosing")).sequence == 3
+    assert [t async for t in _events_in_one_snapshot(db, run.id)][-1] == "after aclosing"
+
+
+async def test_calls_in_an_asynccontextmanager_s_block_join_it(db: DB) -> None:
+    # Its generator yields inside the block on purpose: the code in its
+    # 'async with' is in the block, commits with it, and is rolled back with it.
+    @contextlib.asynccontextmanager
+    async def unit_of_work(db: DB) -> AsyncIterator[None]:
+        async with db.transaction():
+            yield
+
+    run = await db.create_run(new_run(status="running"))
+    async with unit_of_work(db):
+        await db.append_event(run.id, "committed")
+    with contextlib.suppress(ZeroDivisionError):
+        async with unit_of_work(db):
+            await db.append_event(run.id, "rolled back")
+            raise ZeroDivisionError
+    assert [e.event_type for e in await db.list_events(run.id)] == ["committed"]
 
 
 async def test_a_block_whose_task_ends_inside_it_is_rolled_back(db: DB) -> None:
