@@ -509,7 +509,8 @@ class DB(Operations):
             destination: The file to write (not ``":memory:"``).
             overwrite: Replace ``destination`` if it exists.
             progress: Called as ``progress(copied, total)`` (in pages) on the event
-                loop as the copy goes.
+                loop as the copy goes. An exception it raises stops the copy
+                (nothing is left at ``destination``) and is raised by ``backup()``.
 
         Returns:
             The number of pages copied.
@@ -520,8 +521,8 @@ class DB(Operations):
                 one of its files (through any link), a folder, not a regular file,
                 or has a ``-wal`` or ``-shm`` file beside it (a database that may be
                 in use); or SQLite failed; on PostgreSQL, always (use ``pg_dump``).
-            InvalidRecordError: ``destination`` is not a file path, or ``overwrite``
-                is not a bool.
+            InvalidRecordError: ``destination`` is not a file path, ``overwrite``
+                is not a bool, or ``progress`` is neither callable nor None.
             DaemonDBError: Called inside a transaction block, which it would copy
                 unfinished.
             ClosedError: The DB is closed.

@@ -9,6 +9,7 @@ import sqlite3
 import sys
 import threading
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +110,42 @@ async def test_backup_of_a_file_and_of_memory(db: DB, tmp_path: Path) -> None:
     await db.backup(copy, overwrite=True)
     assert dump(copy) != before
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".backup")] == []
+
+
+@pytest.mark.sqlite_only
+async def test_a_progress_that_raises_stops_the_backup(
+    db: DB, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An operator's "stop" was logged by the loop, and the copy made all the same.
+    monkeypatch.setattr(maintenance, "backup", partial(maintenance.backup, pages_per_step=2))
+    run = await db.create_run(new_run())
+    for n in range(40):
+        await db.append_event(run.id, "tick", payload={"n": n, "pad": "x" * 400})
+    copy = tmp_path / "copy.db"
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_first_step(copied: int, total: int) -> None:
+        raise Stop(copied)
+
+    def stop_at_last_step(copied: int, total: int) -> None:
+        if copied == total:
+            raise Stop(copied)
+
+    for progress in (stop_at_first_step, stop_at_last_step):
+        with pytest.raises(Stop):
+            await db.backup(copy, progress=progress)
+        assert not copy.exists()
+    with pytest.raises(TypeError):  # a callback of the wrong shape is a mistake, not a no-op
+        await db.backup(copy, progress=lambda copied: None)  # type: ignore[arg-type,misc]
+    for bad in (5, "progress"):
+        with pytest.raises(InvalidRecordError) as raised:
+            await db.backup(copy, progress=bad)  # type: ignore[arg-type]
+        assert raised.value.field == "progress"
+    assert [p.name for p in tmp_path.iterdir() if "copy" in p.name or "backup" in p.name] == []
+    assert await db.backup(copy, progress=lambda copied, total: None) > 1
+    assert await db.list_events(run.id) != []
 
 
 async def test_a_backup_is_one_file_that_stays_one_when_read(file_db: DB, tmp_path: Path) -> None:

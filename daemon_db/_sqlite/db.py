@@ -59,6 +59,9 @@ PRUNE_BATCH_SECONDS: Final = 0.01
 PRUNE_PAUSE_SECONDS: Final = 0.5
 """Between batches, prune_runs waits at most this long for checkpoints to catch up."""
 
+PROGRESS_WAIT: Final = 1.0
+"""backup() waits this long at each step for its progress callback to run on the loop."""
+
 
 class SQLiteDB(DB):
     """The DB ``DB.open()`` returns for a file path or ``":memory:"``."""
@@ -267,14 +270,33 @@ class SQLiteDB(DB):
     ) -> int:
         if not isinstance(overwrite, bool):  # "false" must not replace a file
             raise InvalidRecordError("overwrite", overwrite, "must be a bool")
+        if progress is not None and not callable(progress):
+            raise InvalidRecordError("progress", progress, "must be a callable, or None")
         target = _location(destination)
         if target == schema.MEMORY:
             raise InvalidRecordError("destination", target, "must be a file path")
         loop = asyncio.get_running_loop()
+        raised: list[Exception] = []  # by progress: the copy stops
 
-        def report(copied: int, total: int) -> None:  # runs on the connection's thread
-            if progress is not None:
-                loop.call_soon_threadsafe(progress, copied, total)
+        def told(copied: int, total: int, done: threading.Event) -> None:  # on the loop
+            assert progress is not None
+            try:
+                progress(copied, total)
+            except Exception as exc:  # an operator's "stop", or a mistake
+                raised.append(exc)
+            finally:
+                done.set()
+
+        def report(copied: int, total: int) -> None:  # on the connection's thread
+            if progress is None:
+                return
+            # In step with the loop (a step copies 4 MB), so that a "stop" stops
+            # this copy; a loop too busy to answer only makes the news late.
+            done = threading.Event()
+            loop.call_soon_threadsafe(told, copied, total, done)
+            done.wait(PROGRESS_WAIT)
+            if raised:
+                raise raised[0]  # sqlite3 ends the backup; backup_to removes the copy
 
         copy = partial(
             maintenance.backup_to,
@@ -286,10 +308,22 @@ class SQLiteDB(DB):
         if self._joined() is not None:
             raise DaemonDBError("backup() inside a transaction block would copy it unfinished")
         self._check_open()
-        if self._reader is not None:
-            return await self._sqlite_read(copy)
-        # In memory the only connection is the writer, and SQLite cannot copy a
-        # database from inside a write transaction: take it between batches.
+        try:
+            if self._reader is not None:
+                pages = await self._sqlite_read(copy)
+            else:
+                pages = await self._copy_in_memory(copy)
+        except Exception:
+            if raised:
+                raise raised[0] from None
+            raise
+        if raised:  # late (the loop was busy): the copy was whole, and is in place
+            raise raised[0]
+        return pages
+
+    async def _copy_in_memory(self, copy: Work[int]) -> int:
+        # The only connection is the writer, and SQLite cannot copy a database
+        # from inside a write transaction: take it between batches.
         assert self._writer is not None
         connection = await self._writer.reserve()
         try:

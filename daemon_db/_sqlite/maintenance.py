@@ -7,6 +7,7 @@ in runs.py, units.py and events.py.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import sqlite3
@@ -577,7 +578,9 @@ def backup_to(
     _remove_abandoned(folder, me)
     try:
         fd, partial_copy = tempfile.mkstemp(
-            prefix=f".backup-{me.host}-{me.pid}-{me.started or 0}-", suffix=".db", dir=folder
+            prefix=f".backup-{me.host}-{_tag(me)}-{me.pid}-{me.started or 0}-",
+            suffix=".db",
+            dir=folder,
         )
     except OSError as exc:
         raise DatabaseError(destination, f"cannot write the copy: {exc.strerror}") from None
@@ -600,8 +603,18 @@ def backup_to(
     return pages
 
 
-_PARTIAL = re.compile(r"\.backup-(.*)-([0-9]+)-([0-9]+)-[a-z0-9_]{8}\.db\Z")
-"""A partial copy's name: who makes it (host, pid, start time), and mkstemp's part."""
+_PARTIAL = re.compile(r"\.backup-(.*)-([0-9a-f]{12})-([0-9]+)-([0-9]+)-[a-z0-9_]{8}\.db\Z")
+"""A partial copy's name: who makes it (host, machine, pid, start time), and mkstemp's part."""
+
+
+def _tag(process: Process) -> str:
+    """Where the process's pid means something (boot and pid namespace), in a name's few characters.
+
+    The host name is not enough: containers sharing it (and a backup folder)
+    each have pids of their own, and one took the other's live copy for a
+    dead one's.
+    """
+    return hashlib.sha256(process.machine.encode()).hexdigest()[:12]
 
 
 def _remove_abandoned(folder: str, me: Process) -> None:
@@ -609,15 +622,17 @@ def _remove_abandoned(folder: str, me: Process) -> None:
 
     A copy is made under a hidden name and renamed when whole; killed before
     that, a backup left its partial copy, as large as the copy had got, for
-    good. Only copies by processes of this host that no longer run go: a
-    live backup's, even in a folder other hosts share, is left alone.
+    good. Only copies by processes of this machine (boot and pid namespace)
+    that no longer run go: a live backup's, even in a folder other hosts or
+    containers share, is left alone.
     """
+    here = _tag(me)
     with contextlib.suppress(OSError):
         for name in os.listdir(folder):
             found = _PARTIAL.match(name)
-            if found is None or found[1] != me.host or int(found[2]) == me.pid:
+            if found is None or found[2] != here or int(found[3]) == me.pid:
                 continue
-            if not is_running(int(found[2]), None if found[3] == "0" else found[3]):
+            if not is_running(int(found[3]), None if found[4] == "0" else found[4]):
                 with contextlib.suppress(OSError):
                     os.unlink(os.path.join(folder, name))
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from daemon_db import DB, DatabaseError, _process
+from daemon_db._sqlite import maintenance
 from tests.helpers import dump, new_run, report
 
 # What these check is the SQLite engine's own (its file, writer, thread or
@@ -225,11 +226,15 @@ async def test_a_backup_removes_the_partial_copies_of_backups_killed_mid_copy(
         child = await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")
         await child.wait()
         parent = os.getppid()
-        dead = tmp_path / f".backup-{me.host}-{child.pid}-12345-abcdefgh.db"
-        alive = tmp_path / f".backup-{me.host}-{parent}-{_process._started(parent)}-abcdefgh.db"
-        elsewhere = tmp_path / f".backup-another-host-{child.pid}-12345-abcdefgh.db"
-        for partial in (dead, alive, elsewhere):
+        here = maintenance._tag(me)
+        dead = tmp_path / f".backup-{me.host}-{here}-{child.pid}-12345-abcdefgh.db"
+        started = _process._started(parent)
+        alive = tmp_path / f".backup-{me.host}-{here}-{parent}-{started}-abcdefgh.db"
+        elsewhere = tmp_path / f".backup-another-host-0123456789ab-{child.pid}-12345-abcdefgh.db"
+        # A container sharing the host name and the folder: its pids are its own.
+        container = tmp_path / f".backup-{me.host}-0123456789ab-{child.pid}-12345-abcdefgh.db"
+        for partial in (dead, alive, elsewhere, container):
             partial.write_bytes(b"half a copy")
         await db.backup(tmp_path / "copy.db")
     left = {p.name for p in tmp_path.iterdir() if p.name.startswith(".backup-")}
-    assert left == {alive.name, elsewhere.name}
+    assert left == {alive.name, elsewhere.name, container.name}
