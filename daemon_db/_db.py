@@ -217,10 +217,12 @@ class DB(Operations):
             return _Opening(_open_postgres(location, readonly, float(busy_timeout), me))
         from ._sqlite.db import SQLiteDB  # not above: it is a subclass of DB
 
-        if location != MEMORY:
+        if location != MEMORY and not os.path.isabs(location):
             # Every later use of the path (sizes, the log, backup's checks) means the
             # file opened now, whatever directory the daemon moves to (daemonizing).
-            location = os.path.abspath(location)
+            # Joined, not normalized: "link/../x.db" is beside the link's target,
+            # as the kernel reads it, not "x.db" (os.path.abspath).
+            location = os.path.join(os.getcwd(), location)
         return _Opening(SQLiteDB._connect(location, readonly, float(busy_timeout), str(mode), me))
 
     @property
@@ -315,20 +317,25 @@ class DB(Operations):
         blocked (or its writes held up) for longer than the lease, and a claim
         elsewhere may have taken its runs, which it would go on working unaware.
         """
+        lapses = 0
         while True:
             await asyncio.sleep(self._owner.lease / 3)
             # A failure (a full disk) is not the caller's: the next renewal tries again,
             # and meanwhile the lease still runs.
             with contextlib.suppress(DaemonDBError):
                 if await self._renew_lease():
-                    self._lapsed()
+                    lapses += 1
+                    self._lapsed(lapses)
 
-    def _lapsed(self) -> None:
+    def _lapsed(self, lapses: int) -> None:
+        # The count makes each message new: Python's default filter shows a
+        # message only once from one line, and every stall must show in the log.
         message = (
             f"{self._path}: the lease of this DB (owner {self._owner.name!r},"
-            f" {self._owner.lease:g} s) ran out before it was renewed: its event loop was"
-            " blocked, or its writes held up, for longer than that. Another daemon may"
-            " have claimed the runs it held; holds(run_id) says which are still its own"
+            f" {self._owner.lease:g} s) ran out before it was renewed ({lapses} time"
+            f"{'s' if lapses > 1 else ''} so far): its event loop was blocked, or its writes"
+            " held up, for longer than that. Another daemon may have claimed the runs it"
+            " held; holds(run_id) says which are still its own"
         )
         try:
             warnings.warn(message, RuntimeWarning, stacklevel=1)
@@ -522,7 +529,8 @@ class DB(Operations):
                 or has a ``-wal`` or ``-shm`` file beside it (a database that may be
                 in use); or SQLite failed; on PostgreSQL, always (use ``pg_dump``).
             InvalidRecordError: ``destination`` is not a file path, ``overwrite``
-                is not a bool, or ``progress`` is neither callable nor None.
+                is not a bool, or ``progress`` is neither a plain function
+                (not ``async def``) nor None.
             DaemonDBError: Called inside a transaction block, which it would copy
                 unfinished.
             ClosedError: The DB is closed.

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import contextlib
 import contextvars
 import inspect
 import sys
@@ -102,8 +101,10 @@ class Transaction(Operations):
         self._opener = task
         self._generator = None
         if frame is not None and frame.f_code.co_flags & inspect.CO_ASYNC_GENERATOR:
+            # Driven by a context manager's __aenter__ (asynccontextmanager's, or
+            # another library's), the generator yields inside the block on purpose.
             driver = frame.f_back
-            if driver is None or driver.f_code is not _CONTEXT_MANAGER_ENTRY:
+            if driver is None or driver.f_code.co_name != "__aenter__":
                 self._generator = frame
 
     def _left_suspended(self) -> bool:
@@ -113,8 +114,9 @@ class Transaction(Operations):
         A generator runs in its caller's context, so the block stays the caller's
         until the generator is closed: writes the caller makes meanwhile would
         join it, unseen, and be rolled back with it when the generator is
-        finalized. (An ``asynccontextmanager``'s generator yields inside the
-        block on purpose: the code in its ``async with`` is in the block.)
+        finalized. (A context manager's generator, as ``asynccontextmanager``
+        makes, yields inside the block on purpose: the code in its
+        ``async with`` is in the block.)
         """
         frame = self._generator
         if frame is None or asyncio.current_task() is not self._opener:
@@ -139,13 +141,6 @@ class Transaction(Operations):
     def _end(self) -> None:
         """Mark the block ended: later calls through this object raise DaemonDBError."""
         self._ended = True
-
-
-_CONTEXT_MANAGER_ENTRY = getattr(
-    getattr(contextlib, "_AsyncGeneratorContextManager", None), "__aenter__", None
-)
-_CONTEXT_MANAGER_ENTRY = getattr(_CONTEXT_MANAGER_ENTRY, "__code__", None)
-"""The code that drives an ``asynccontextmanager``'s generator into its block."""
 
 
 class _TransactionBlock(abc.ABC):

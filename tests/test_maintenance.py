@@ -139,7 +139,11 @@ async def test_a_progress_that_raises_stops_the_backup(
         assert not copy.exists()
     with pytest.raises(TypeError):  # a callback of the wrong shape is a mistake, not a no-op
         await db.backup(copy, progress=lambda copied: None)  # type: ignore[arg-type,misc]
-    for bad in (5, "progress"):
+
+    async def awaited(copied: int, total: int) -> None:  # called, never awaited
+        pass
+
+    for bad in (5, "progress", awaited):
         with pytest.raises(InvalidRecordError) as raised:
             await db.backup(copy, progress=bad)  # type: ignore[arg-type]
         assert raised.value.field == "progress"

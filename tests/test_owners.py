@@ -697,6 +697,26 @@ async def test_no_claim_takes_a_run_between_holds_and_the_end_of_its_block(
         assert await slow.holds(run.id) is (resumed == [])
 
 
+async def test_a_claim_beside_a_block_that_made_a_run_and_asks_holds_neither_fails(
+    where: str | Path,
+) -> None:
+    # On PostgreSQL the claim locked the old run, then waited to forget the dead
+    # owner, whose row the block's new run locked (its foreign key); the block's
+    # holds() then waited for the old run: a deadlock, and the claim failed.
+    async with DB.open(where, owner="slow") as slow, DB.open(where, owner="next") as other:
+        old = await slow.create_run(new_run(status="running"))
+        await _expire(where, slow)
+        async with slow.transaction() as tx:
+            made = await tx.create_run(new_run(status="running"))
+            claiming = asyncio.ensure_future(other.claim_resumable_runs())
+            await asyncio.sleep(0.3)  # the claim is under way
+            still_held = await tx.holds(old.id)
+        taken = [item.run.id for item in (await claiming).resumed]
+        assert taken in ([], [old.id])
+        assert still_held is (taken == [])
+        assert await slow.holds(made.id)  # what the woken daemon made is its own
+
+
 async def test_blocks_asking_holds_of_one_run_take_turns(where: str | Path) -> None:
     # Each unit's last block asks, then checks the run was not cancelled: two
     # such blocks at once on PostgreSQL must wait for each other, not deadlock.
@@ -737,6 +757,19 @@ async def test_a_renewal_that_finds_the_lease_ran_out_warns(where: str | Path) -
         with pytest.warns(RuntimeWarning, match="ran out before it was renewed"):
             await asyncio.sleep(0.8)
         assert not await db.holds(run.id)
+
+
+async def test_each_lapse_is_warned_under_python_s_default_filter(where: str | Path) -> None:
+    # "default" shows a message once per line: the same text each time showed
+    # only a daemon's first stall.
+    async with DB.open(where, owner="stalled", lease=1.0) as db:
+        with warnings.catch_warnings(record=True) as warned:
+            warnings.simplefilter("default")
+            for _ in range(2):
+                await _expire(where, db)
+                await asyncio.sleep(0.8)
+    assert [str(w.message).count("ran out before it was renewed") for w in warned] == [1, 1]
+    assert "(2 times so far)" in str(warned[1].message)
 
 
 async def test_a_lapse_warning_made_an_error_is_logged_and_the_renewals_go_on(

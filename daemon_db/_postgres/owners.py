@@ -390,13 +390,16 @@ async def claim(
     )
     # An owner found dead is forgotten; one still holding a run another claimer
     # locked keeps its row until that claimer is done (its runs point to it).
-    # So does one that renewed its lease since (a hung loop woke, in a block
-    # that made a run): the DELETE waits for its block, then finds the row
-    # changed and checks the lease again, where NOT EXISTS, read before the
-    # wait, would miss its new run, and the DELETE would let that run go.
+    # So does one that renewed its lease since (its lease is not the one judged)
+    # and one whose row another session has locked: a hung loop that woke, in
+    # a block that made a run (its foreign key's lock) or renews. Waiting for
+    # that block let NOT EXISTS, read before the wait, miss its new run; and
+    # the block, asking holds() of a run this claim had locked, deadlocked
+    # with it. A row skipped now is forgotten by a later claim.
     await conn.execute(
-        "DELETE FROM owners USING unnest($1::text[], $2::text[]) AS judged (id, lease)"
-        " WHERE owners.id = judged.id AND owners.lease_until::text = judged.lease"
+        "DELETE FROM owners WHERE id IN (SELECT owners.id FROM owners"
+        " JOIN unnest($1::text[], $2::text[]) AS judged (id, lease) ON owners.id = judged.id"
+        " WHERE owners.lease_until::text = judged.lease FOR UPDATE OF owners SKIP LOCKED)"
         " AND NOT EXISTS (SELECT 1 FROM runs WHERE runs.owner_id = owners.id)",
         dead,
         [lease for _, lease in judged],

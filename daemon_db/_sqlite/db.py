@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import os
 import sqlite3
 import threading
@@ -60,7 +61,7 @@ PRUNE_PAUSE_SECONDS: Final = 0.5
 """Between batches, prune_runs waits at most this long for checkpoints to catch up."""
 
 PROGRESS_WAIT: Final = 1.0
-"""backup() waits this long at each step for its progress callback to run on the loop."""
+"""How often backup(), waiting at each step for its progress callback, looks that the loop runs."""
 
 
 class SQLiteDB(DB):
@@ -272,18 +273,24 @@ class SQLiteDB(DB):
             raise InvalidRecordError("overwrite", overwrite, "must be a bool")
         if progress is not None and not callable(progress):
             raise InvalidRecordError("progress", progress, "must be a callable, or None")
+        if inspect.iscoroutinefunction(progress):
+            raise InvalidRecordError(
+                "progress", progress, "must be a plain function: it is called, never awaited"
+            )
         target = _location(destination)
         if target == schema.MEMORY:
             raise InvalidRecordError("destination", target, "must be a file path")
         loop = asyncio.get_running_loop()
-        raised: list[Exception] = []  # by progress: the copy stops
+        raised: list[BaseException] = []  # by progress: the copy stops
 
         def told(copied: int, total: int, done: threading.Event) -> None:  # on the loop
             assert progress is not None
             try:
                 progress(copied, total)
-            except Exception as exc:  # an operator's "stop", or a mistake
+            except BaseException as exc:  # an operator's "stop", or a mistake
                 raised.append(exc)
+                if isinstance(exc, KeyboardInterrupt | SystemExit):
+                    raise  # the loop's to stop on
             finally:
                 done.set()
 
@@ -291,10 +298,12 @@ class SQLiteDB(DB):
             if progress is None:
                 return
             # In step with the loop (a step copies 4 MB), so that a "stop" stops
-            # this copy; a loop too busy to answer only makes the news late.
+            # this copy, however long the callback takes; unless the loop has
+            # stopped, when nothing will ever call it.
             done = threading.Event()
             loop.call_soon_threadsafe(told, copied, total, done)
-            done.wait(PROGRESS_WAIT)
+            while not done.wait(PROGRESS_WAIT) and loop.is_running():
+                pass
             if raised:
                 raise raised[0]  # sqlite3 ends the backup; backup_to removes the copy
 
@@ -317,7 +326,7 @@ class SQLiteDB(DB):
             if raised:
                 raise raised[0] from None
             raise
-        if raised:  # late (the loop was busy): the copy was whole, and is in place
+        if raised:  # the loop had stopped: the copy was whole, and is in place
             raise raised[0]
         return pages
 

@@ -89,6 +89,15 @@ async def test_a_db_opened_by_a_relative_path_keeps_its_file_after_a_chdir(
         assert len(await db.list_events(run.id)) == 500
     async with DB.open(tmp_path / "elsewhere" / "copy.db", readonly=True) as copy:
         assert await copy.get_run(run.id) == run
+    # As the kernel reads it: the link first, then "..", not "..": first (abspath).
+    (tmp_path / "deep" / "er").mkdir(parents=True)
+    (tmp_path / "elsewhere" / "link").symlink_to(tmp_path / "deep" / "er")
+    async with DB.open("link/../state.db") as db:  # deep/state.db, a new one
+        assert await db.get_run(run.id) is None
+    assert (tmp_path / "deep" / "state.db").exists()
+    monkeypatch.chdir(tmp_path / "deep" / "er")
+    async with DB.open("../../state.db", readonly=True) as db:
+        assert await db.get_run(run.id) == run
 
 
 async def test_a_file_with_two_names_is_not_opened(tmp_path: Path) -> None:

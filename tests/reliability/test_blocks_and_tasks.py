@@ -97,13 +97,24 @@ async def test_a_call_outside_a_generator_suspended_in_its_block_is_refused(db: 
     assert [t async for t in _events_in_one_snapshot(db, run.id)][-1] == "after aclosing"
 
 
-async def test_calls_in_an_asynccontextmanager_s_block_join_it(db: DB) -> None:
+async def test_calls_in_a_context_manager_s_block_join_it(db: DB) -> None:
     # Its generator yields inside the block on purpose: the code in its
     # 'async with' is in the block, commits with it, and is rolled back with it.
     @contextlib.asynccontextmanager
     async def unit_of_work(db: DB) -> AsyncIterator[None]:
         async with db.transaction():
             yield
+
+    class HandRolled:  # another library's decorator, of the same shape
+        def __init__(self, db: DB) -> None:
+            self._gen = unit_of_work.__wrapped__(db)  # type: ignore[attr-defined]
+
+        async def __aenter__(self) -> None:
+            await anext(self._gen)
+
+        async def __aexit__(self, *exc_info: object) -> None:
+            with contextlib.suppress(StopAsyncIteration):
+                await anext(self._gen)
 
     run = await db.create_run(new_run(status="running"))
     async with unit_of_work(db):
@@ -112,7 +123,9 @@ async def test_calls_in_an_asynccontextmanager_s_block_join_it(db: DB) -> None:
         async with unit_of_work(db):
             await db.append_event(run.id, "rolled back")
             raise ZeroDivisionError
-    assert [e.event_type for e in await db.list_events(run.id)] == ["committed"]
+    async with HandRolled(db):
+        await db.append_event(run.id, "committed too")
+    assert [e.event_type for e in await db.list_events(run.id)] == ["committed", "committed too"]
 
 
 async def test_a_block_whose_task_ends_inside_it_is_rolled_back(db: DB) -> None:
