@@ -217,12 +217,6 @@ class DB(Operations):
             return _Opening(_open_postgres(location, readonly, float(busy_timeout), me))
         from ._sqlite.db import SQLiteDB  # not above: it is a subclass of DB
 
-        if location != MEMORY and not os.path.isabs(location):
-            # Every later use of the path (sizes, the log, backup's checks) means the
-            # file opened now, whatever directory the daemon moves to (daemonizing).
-            # Joined, not normalized: "link/../x.db" is beside the link's target,
-            # as the kernel reads it, not "x.db" (os.path.abspath).
-            location = os.path.join(os.getcwd(), location)
         return _Opening(SQLiteDB._connect(location, readonly, float(busy_timeout), str(mode), me))
 
     @property

@@ -26,7 +26,7 @@ from .. import _timestamps as timestamps
 from .. import _validation as check
 from .._cancellation import settle, wait_out
 from .._db import DB, Progress, PruneTally, _location, pruned
-from .._errors import DaemonDBError, InvalidRecordError, ReadOnlyError
+from .._errors import DaemonDBError, DatabaseError, InvalidRecordError, ReadOnlyError
 from .._operations import PAGE_SIZE
 from .._owner import Held, Owner
 from .._records import PrunedRuns, Run, Stats
@@ -62,6 +62,21 @@ PRUNE_PAUSE_SECONDS: Final = 0.5
 
 PROGRESS_WAIT: Final = 1.0
 """How often backup(), waiting at each step for its progress callback, looks that the loop runs."""
+
+
+def _anchored(path: str) -> str:
+    """``path``, absolute: every later use of it (sizes, the log, backup's checks)
+    means the file opened now, whatever directory the daemon moves to (daemonizing).
+
+    Joined, not normalized: "link/../x.db" is beside the link's target, as the
+    kernel reads it, not "x.db" (as ``os.path.abspath`` reads it).
+    """
+    if path == schema.MEMORY or os.path.isabs(path):
+        return path
+    try:
+        return os.path.join(os.getcwd(), path)
+    except OSError as exc:  # the working directory was removed
+        raise DatabaseError(path, f"a relative path, in no folder: {exc.strerror}") from None
 
 
 class SQLiteDB(DB):
@@ -105,6 +120,7 @@ class SQLiteDB(DB):
         cls, path: str, readonly: bool, busy_timeout: float, synchronous: str, owner: Owner
     ) -> SQLiteDB:
         busy_timeout = min(busy_timeout, MAX_BUSY_TIMEOUT)
+        path = _anchored(path)
         writer = reader = None
         try:
             if not readonly:

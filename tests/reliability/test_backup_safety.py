@@ -98,6 +98,11 @@ async def test_a_db_opened_by_a_relative_path_keeps_its_file_after_a_chdir(
     monkeypatch.chdir(tmp_path / "deep" / "er")
     async with DB.open("../../state.db", readonly=True) as db:
         assert await db.get_run(run.id) == run
+    (tmp_path / "gone").mkdir()
+    monkeypatch.chdir(tmp_path / "gone")
+    (tmp_path / "gone").rmdir()
+    with pytest.raises(DatabaseError, match="a relative path, in no folder"):
+        await DB.open("state.db")
 
 
 async def test_a_file_with_two_names_is_not_opened(tmp_path: Path) -> None:
