@@ -152,6 +152,29 @@ async def test_a_progress_that_raises_stops_the_backup(
     assert await db.list_events(run.id) != []
 
 
+@pytest.mark.sqlite_only
+async def test_a_cancelled_backup_is_settled_before_it_raises(
+    db: DB, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Cancelled (a wait_for timeout), the copy went on in its thread and landed
+    # later, and the caller's retry found the destination taken (adversary pass).
+    monkeypatch.setattr(maintenance, "backup", partial(maintenance.backup, pages_per_step=2))
+    run = await db.create_run(new_run())
+    for n in range(40):
+        await db.append_event(run.id, "tick", payload={"n": n, "pad": "x" * 400})
+    copy = tmp_path / "copy.db"
+    task = asyncio.current_task()
+    assert task is not None
+    with pytest.raises(asyncio.CancelledError):
+        await db.backup(copy, progress=lambda copied, total: task.cancel())
+    assert task.uncancel() == 0
+    for _ in range(10):  # nothing is still copying, to land later
+        await asyncio.sleep(0.02)
+        assert not copy.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".backup")] == []
+    assert await db.backup(copy) > 1  # the retry is not refused
+
+
 async def test_a_backup_is_one_file_that_stays_one_when_read(file_db: DB, tmp_path: Path) -> None:
     # Backup, check the backup, back up onto it again: a nightly job's habit.
     run = await file_db.create_run(new_run())

@@ -506,3 +506,41 @@ async def test_a_prune_takes_a_run_another_session_held_while_it_passed(
         assert other.is_closed()  # the lock was held through the first sweep
         assert [run.id for run in removed] == [run.id for run in made]  # oldest first
         assert await db.list_runs() == []
+
+
+async def test_a_claim_never_hands_back_a_run_a_woken_block_made_meanwhile(
+    postgres_url: str,
+) -> None:
+    # A block made a run while its lease was healthy (its owner row only locked
+    # by the run's foreign key), the lease ran out (a hung loop), and the block
+    # committed while a claim was forgetting dead owners: a snapshot taken before
+    # the commit missed the new run, the owner row was deleted, and ON DELETE SET
+    # NULL handed the run a live daemon works to the next claim (adversary pass).
+    raw = await asyncpg.connect(postgres_url)
+    try:
+        async with DB.open(postgres_url, owner="slow") as slow, DB.open(postgres_url) as other:
+            # Dead owners of a crashed fleet: they only widen the statement's window.
+            await raw.execute(
+                "INSERT INTO owners (id, name, host, machine, pid, started, lease_until)"
+                " SELECT 'dead-' || g, 'dead', 'h', 'elsewhere', g, NULL, '2000-01-01Z'"
+                " FROM generate_series(1, 200000) g"
+            )
+            async with slow.transaction() as tx:
+                made = await tx.create_run(new_run(status="running"))
+                await raw.execute(
+                    "UPDATE owners SET lease_until = '2000-01-01Z' WHERE id = $1", slow._owner.id
+                )
+                claiming = asyncio.ensure_future(other.claim_resumable_runs())
+                async with asyncio.timeout(30):
+                    while not await raw.fetchval(
+                        "SELECT count(*) FROM pg_stat_activity WHERE state = 'active'"
+                        " AND (query LIKE 'SELECT owners.id FROM owners%'"
+                        " OR query LIKE 'DELETE FROM owners WHERE id IN%')"
+                    ):
+                        await asyncio.sleep(0)
+                await asyncio.sleep(0.2)  # the loop wakes, and the block commits
+            assert (await claiming).resumed == []
+            assert await slow.holds(made.id)
+            assert await raw.fetchval("SELECT owner_id FROM runs WHERE id = $1", made.id)
+    finally:
+        await raw.close()

@@ -393,17 +393,26 @@ async def claim(
     # So does one that renewed its lease since (its lease is not the one judged)
     # and one whose row another session has locked: a hung loop that woke, in
     # a block that made a run (its foreign key's lock) or renews. Waiting for
-    # that block let NOT EXISTS, read before the wait, miss its new run; and
-    # the block, asking holds() of a run this claim had locked, deadlocked
-    # with it. A row skipped now is forgotten by a later claim.
-    await conn.execute(
-        "DELETE FROM owners WHERE id IN (SELECT owners.id FROM owners"
+    # such a block deadlocked with it when it then asked holds() of a run this
+    # claim had locked; a row skipped now is forgotten by a later claim.
+    forgotten = await conn.fetch(
+        "SELECT owners.id FROM owners"
         " JOIN unnest($1::text[], $2::text[]) AS judged (id, lease) ON owners.id = judged.id"
-        " WHERE owners.lease_until::text = judged.lease FOR UPDATE OF owners SKIP LOCKED)"
-        " AND NOT EXISTS (SELECT 1 FROM runs WHERE runs.owner_id = owners.id)",
+        " WHERE owners.lease_until::text = judged.lease FOR UPDATE OF owners SKIP LOCKED",
         dead,
         [lease for _, lease in judged],
     )
+    if forgotten:
+        # A statement of its own, so that NOT EXISTS reads a snapshot taken once
+        # the rows are locked: a run made by a block that committed after the
+        # lock's statement began but before it reached the row is seen (one
+        # statement's snapshot missed it, and the delete handed that run back),
+        # and none can be made now without this lock.
+        await conn.execute(
+            "DELETE FROM owners WHERE id = ANY($1::text[])"
+            " AND NOT EXISTS (SELECT 1 FROM runs WHERE runs.owner_id = owners.id)",
+            [row[0] for row in forgotten],
+        )
     return resumed, given_up, damaged + unreadable
 
 

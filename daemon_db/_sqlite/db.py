@@ -64,6 +64,11 @@ PROGRESS_WAIT: Final = 1.0
 """How often backup(), waiting at each step for its progress callback, looks that the loop runs."""
 
 
+class _Stopped(Exception):
+    """Raised on a backup's thread to stop the copy: its progress raised, or its caller was
+    cancelled."""
+
+
 def _anchored(path: str) -> str:
     """``path``, absolute: every later use of it (sizes, the log, backup's checks)
     means the file opened now, whatever directory the daemon moves to (daemonizing).
@@ -297,7 +302,7 @@ class SQLiteDB(DB):
         if target == schema.MEMORY:
             raise InvalidRecordError("destination", target, "must be a file path")
         loop = asyncio.get_running_loop()
-        raised: list[BaseException] = []  # by progress: the copy stops
+        raised: list[BaseException] = []  # by progress, or the caller's cancellation
 
         def told(copied: int, total: int, done: threading.Event) -> None:  # on the loop
             assert progress is not None
@@ -311,17 +316,16 @@ class SQLiteDB(DB):
                 done.set()
 
         def report(copied: int, total: int) -> None:  # on the connection's thread
-            if progress is None:
-                return
-            # In step with the loop (a step copies 4 MB), so that a "stop" stops
-            # this copy, however long the callback takes; unless the loop has
-            # stopped, when nothing will ever call it.
-            done = threading.Event()
-            loop.call_soon_threadsafe(told, copied, total, done)
-            while not done.wait(PROGRESS_WAIT) and loop.is_running():
-                pass
+            if progress is not None and not raised:
+                # In step with the loop (a step copies 4 MB), so that a "stop" stops
+                # this copy, however long the callback takes; unless the loop has
+                # stopped, when nothing will ever call it.
+                done = threading.Event()
+                loop.call_soon_threadsafe(told, copied, total, done)
+                while not done.wait(PROGRESS_WAIT) and loop.is_running():
+                    pass
             if raised:
-                raise raised[0]  # sqlite3 ends the backup; backup_to removes the copy
+                raise _Stopped  # sqlite3 ends the backup; backup_to removes the copy
 
         copy = partial(
             maintenance.backup_to,
@@ -333,15 +337,19 @@ class SQLiteDB(DB):
         if self._joined() is not None:
             raise DaemonDBError("backup() inside a transaction block would copy it unfinished")
         self._check_open()
+        copying = asyncio.ensure_future(
+            self._sqlite_read(copy) if self._reader is not None else self._copy_in_memory(copy)
+        )
         try:
-            if self._reader is not None:
-                pages = await self._sqlite_read(copy)
-            else:
-                pages = await self._copy_in_memory(copy)
-        except Exception:
-            if raised:
-                raise raised[0] from None
+            pages = await asyncio.shield(copying)
+        except asyncio.CancelledError as exc:
+            # As a cancelled write does, it returns once its work is settled: the
+            # copy stops at its next step and is removed, rather than landing later.
+            raised.append(exc)
+            await wait_out(copying)
             raise
+        except _Stopped:
+            raise raised[0] from None
         if raised:  # the loop had stopped: the copy was whole, and is in place
             raise raised[0]
         return pages
