@@ -22,6 +22,7 @@ from daemon_db import (
     DatabaseError,
     InvalidRecordError,
     ReadOnlyError,
+    Run,
     RunNotFoundError,
     RunStatus,
     UnitRecord,
@@ -112,15 +113,21 @@ async def test_backup_of_a_file_and_of_memory(db: DB, tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".backup")] == []
 
 
+async def _copied_in_many_steps(db: DB, monkeypatch: pytest.MonkeyPatch) -> Run:
+    """A run with 40 events, and backups that copy 2 pages a step (a step is 4 MB)."""
+    monkeypatch.setattr(maintenance, "backup", partial(maintenance.backup, pages_per_step=2))
+    run = await db.create_run(new_run())
+    for n in range(40):
+        await db.append_event(run.id, "tick", payload={"n": n, "pad": "x" * 400})
+    return run
+
+
 @pytest.mark.sqlite_only
 async def test_a_progress_that_raises_stops_the_backup(
     db: DB, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # An operator's "stop" was logged by the loop, and the copy made all the same.
-    monkeypatch.setattr(maintenance, "backup", partial(maintenance.backup, pages_per_step=2))
-    run = await db.create_run(new_run())
-    for n in range(40):
-        await db.append_event(run.id, "tick", payload={"n": n, "pad": "x" * 400})
+    run = await _copied_in_many_steps(db, monkeypatch)
     copy = tmp_path / "copy.db"
 
     class Stop(Exception):
@@ -158,10 +165,7 @@ async def test_a_cancelled_backup_is_settled_before_it_raises(
 ) -> None:
     # Cancelled (a wait_for timeout), the copy went on in its thread and landed
     # later, and the caller's retry found the destination taken (adversary pass).
-    monkeypatch.setattr(maintenance, "backup", partial(maintenance.backup, pages_per_step=2))
-    run = await db.create_run(new_run())
-    for n in range(40):
-        await db.append_event(run.id, "tick", payload={"n": n, "pad": "x" * 400})
+    await _copied_in_many_steps(db, monkeypatch)
     copy = tmp_path / "copy.db"
     task = asyncio.current_task()
     assert task is not None
