@@ -16,10 +16,11 @@ import contextvars
 import os
 import re
 import warnings
+import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Iterable
 from datetime import datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, NoReturn, Self
+from typing import TYPE_CHECKING, Any, Final, NoReturn, ParamSpec, Self
 
 from . import _process
 from . import _validation as check
@@ -49,6 +50,8 @@ MIN_LEASE: Final = 1.0
 MAX_LEASE: Final = 365 * 24 * 3600.0
 """The longest lease an owner may take, in seconds: a year."""
 
+
+P = ParamSpec("P")
 
 Progress = Callable[[int], None]
 """Told how many runs a prune has removed so far, after each batch that removed some."""
@@ -304,22 +307,14 @@ class DB(Operations):
     async def _disconnect(self, *, crashed: bool) -> None:
         """Finish the writes under way, hand back the runs (``_release``), close the connections."""
 
-    async def _renew(self) -> None:
-        """Renew this owner's lease every third of it, while the DB is open.
+    def _start_renewing(self) -> None:
+        """Renew the lease from a task that holds this DB only weakly.
 
-        A renewal that finds the lease ran out first warns: the daemon's loop was
-        blocked (or its writes held up) for longer than the lease, and a claim
-        elsewhere may have taken its runs, which it would go on working unaware.
+        A bound method's task would keep a DB its daemon dropped without
+        closing alive for good, renewing the lease of runs nobody works, so no
+        claim would ever take them. Collected, the DB warns, and the lease runs out.
         """
-        lapses = 0
-        while True:
-            await asyncio.sleep(self._owner.lease / 3)
-            # A failure (a full disk) is not the caller's: the next renewal tries again,
-            # and meanwhile the lease still runs.
-            with contextlib.suppress(DaemonDBError):
-                if await self._renew_lease():
-                    lapses += 1
-                    self._lapsed(lapses)
+        self._renewing = self._loop.create_task(_renew(weakref.ref(self), self._owner.lease))
 
     def _lapsed(self, lapses: int) -> None:
         # The count makes each message new: Python's default filter shows a
@@ -369,6 +364,13 @@ class DB(Operations):
                 stacklevel=2,
                 source=self,
             )
+            self._abandoned()
+
+    def _abandoned(self) -> None:
+        """Let go of what outlives a DB collected unclosed, from whatever thread collects it.
+
+        Its lease is left to run out, as after a crash: nothing can be awaited here.
+        """
 
     # Looking after the file: each engine does it its own way.
 
@@ -737,6 +739,42 @@ class _Opening(Coroutine[Any, Any, "DB"]):
     ) -> None:
         assert self._db is not None
         await self._db.__aexit__(exc_type, exc, traceback)
+
+
+def weakly(method: Callable[P, None]) -> Callable[P, None]:
+    """``method``, called only while its object lives: a callback that keeps no DB alive.
+
+    A DB its daemon dropped unclosed must be collected (see ``DB._start_renewing``).
+    """
+    ref = weakref.WeakMethod(method)
+
+    def call(*args: P.args, **kwargs: P.kwargs) -> None:
+        if (bound := ref()) is not None:
+            bound(*args, **kwargs)
+
+    return call
+
+
+async def _renew(ref: weakref.ref[DB], lease: float) -> None:
+    """Renew an owner's lease every third of it, while its DB is open and referred to.
+
+    A renewal that finds the lease ran out first warns: the daemon's loop was
+    blocked (or its writes held up) for longer than the lease, and a claim
+    elsewhere may have taken its runs, which it would go on working unaware.
+    """
+    lapses = 0
+    while True:
+        await asyncio.sleep(lease / 3)
+        db = ref()
+        if db is None:
+            return
+        # A failure (a full disk) is not the caller's: the next renewal tries again,
+        # and meanwhile the lease still runs.
+        with contextlib.suppress(DaemonDBError):
+            if await db._renew_lease():
+                lapses += 1
+                db._lapsed(lapses)
+        del db  # while asleep, the task must not keep the DB alive
 
 
 async def _open_postgres(location: str, readonly: bool, busy_timeout: float, owner: Owner) -> DB:

@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import gc
 import os
 import socket
 import sqlite3
 import sys
+import threading
 import time
 import warnings
+import weakref
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -792,6 +795,55 @@ async def test_a_lapse_warning_made_an_error_is_logged_and_the_renewals_go_on(
                 await asyncio.sleep(0.8)
     finally:
         loop.set_exception_handler(None)
+
+
+async def test_a_db_dropped_unclosed_is_collected_and_its_runs_are_claimed(
+    where: str | Path,
+) -> None:
+    # A daemon that drops a DB without closing it (an error path without
+    # 'async with') once left its runs held by a live owner for good: the
+    # renewal task kept the DB alive, renewing the lease of runs nobody worked.
+    threads = set(threading.enumerate())
+    dropped = await DB.open(where, owner="dropped", lease=1.0)
+    run = await dropped.create_run(new_run(status="running"))
+    await dropped.append_event(run.id, "started")
+    async with contextlib.aclosing(dropped.follow_events(run.id)) as following:
+        await anext(following)  # on PostgreSQL, a connection of its own listens
+    gone = weakref.ref(dropped)
+    with warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")  # aiosqlite warns of its connections too
+        del dropped, following
+        gc.collect()
+    assert any("was never closed" in str(w.message) for w in warned)
+    warned.clear()  # each names the DB as its source, and so holds it
+    assert gone() is None
+    async with DB.open(where, owner="next") as db:
+        assert (await db.claim_resumable_runs()).resumed == []  # its lease still runs
+        await asyncio.sleep(1.2)  # and is renewed by nobody
+        [claimed] = (await db.claim_resumable_runs()).resumed
+        assert (claimed.run.id, claimed.attempt) == (run.id, 1)
+
+    async def left() -> set[str]:  # its threads (not asyncio's), and its server sessions
+        names = {t.name for t in set(threading.enumerate()) - threads if "asyncio" not in t.name}
+        if isinstance(where, str):
+            import asyncpg
+
+            conn = await asyncpg.connect(where)
+            try:
+                sessions = await conn.fetch(
+                    "SELECT pid FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            finally:
+                await conn.close()
+            names |= {f"session {row['pid']}" for row in sessions}
+        return names
+
+    for _ in range(100):
+        if not await left():
+            break
+        await asyncio.sleep(0.05)
+    assert await left() == set()
 
 
 async def test_claims_read_through_a_transaction_block_see_its_work(db: DB) -> None:

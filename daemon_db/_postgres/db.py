@@ -26,7 +26,7 @@ import asyncpg
 
 from .. import _validation as check
 from .._cancellation import settle
-from .._db import DB, Progress, PruneTally
+from .._db import DB, Progress, PruneTally, weakly
 from .._engine import Work
 from .._errors import (
     DaemonDBError,
@@ -349,7 +349,7 @@ class PostgresDB(DB):
             raise
         db = cls(url, pool, owner, readonly)
         if not readonly:
-            db._renewing = asyncio.get_running_loop().create_task(db._renew())
+            db._start_renewing()
         return db
 
     @property
@@ -501,6 +501,11 @@ class PostgresDB(DB):
                 with contextlib.suppress(*_POSTGRES_ERRORS):
                     await self._pool.close()
 
+    def _abandoned(self) -> None:
+        # asyncpg's connections belong to the loop: they are let go there, and only there.
+        with contextlib.suppress(RuntimeError):  # the loop is closed: they went with it
+            self._loop.call_soon_threadsafe(_terminate, self._pool, self._listener)
+
     async def _renew_lease(self) -> bool:
         lapsed: bool = await self._run(partial(owners.renew, owner=self._owner), write=True)
         return lapsed
@@ -598,8 +603,10 @@ class PostgresDB(DB):
 
             async def connect() -> Any:
                 conn = await asyncpg.connect(self._url, server_settings=_SESSION_SETTINGS)
-                await conn.add_listener(events.CHANNEL, self._notified)
-                conn.add_termination_listener(self._listener_lost)
+                # The connection lives in the loop: callbacks bound to this DB
+                # would keep a DB its daemon dropped unclosed alive.
+                await conn.add_listener(events.CHANNEL, weakly(self._notified))
+                conn.add_termination_listener(weakly(self._listener_lost))
                 return conn
 
             # asyncpg cancelled mid-connect leaves an error no one retrieves: a
@@ -629,6 +636,13 @@ class PostgresDB(DB):
         typed = check.name("run_id", typed)
         find = partial(runs.find_ids, typed=typed, limit=limit)
         return await self._read(Work[tuple[list[str], int]](find))
+
+
+def _terminate(pool: Any, listener: Any) -> None:
+    """Close the connections of a DB collected unclosed, at once (nothing awaits them)."""
+    pool.terminate()
+    if listener is not None:
+        listener.terminate()
 
 
 class PostgresTransaction(Transaction):

@@ -224,9 +224,13 @@ class Checkpointer:
 
     def stop(self) -> None:
         """Stop the thread and close its connection; blocks until done (a checkpoint ends first)."""
+        self.stop_soon()
+        self._thread.join()
+
+    def stop_soon(self) -> None:
+        """Have the thread stop after the checkpoint under way, without waiting for it."""
         self._stopping.set()
         self._committed.set()
-        self._thread.join()
 
     def _run(self) -> None:
         try:

@@ -25,7 +25,7 @@ from .. import _engine as engine
 from .. import _timestamps as timestamps
 from .. import _validation as check
 from .._cancellation import settle, wait_out
-from .._db import DB, Progress, PruneTally, _location, pruned
+from .._db import DB, Progress, PruneTally, _location, pruned, weakly
 from .._errors import DaemonDBError, DatabaseError, InvalidRecordError, ReadOnlyError
 from .._operations import PAGE_SIZE
 from .._owner import Held, Owner
@@ -113,7 +113,7 @@ class SQLiteDB(DB):
             else Writer(
                 writer,
                 path,
-                self._notify,
+                weakly(self._notify),  # the writer is the DB's: no cycle keeps a dropped DB
                 gate=None if checkpointer is None else checkpointer.gate,
                 before=None if checkpointer is None else checkpointer.before_write,
             )
@@ -152,7 +152,7 @@ class SQLiteDB(DB):
             except BaseException:
                 await db._close(crashed=False, quiet=True)  # it never held anything
                 raise
-            db._renewing = asyncio.get_running_loop().create_task(db._renew())
+            db._start_renewing()
         return db
 
     @property
@@ -179,6 +179,15 @@ class SQLiteDB(DB):
             finally:
                 if self._writer is not None:
                     await self._writer.connection.close()
+
+    def _abandoned(self) -> None:
+        # Stopped here, not left to aiosqlite's own finalizer, which leaves the
+        # thread running when a warnings filter makes its warning an error.
+        if self._checkpointer is not None:
+            self._checkpointer.stop_soon()
+        for connection in (self._reader, None if self._writer is None else self._writer.connection):
+            if connection is not None:
+                connection.stop()
 
     async def _renew_lease(self) -> bool:
         assert self._writer is not None

@@ -103,7 +103,7 @@ def hold(conn: sqlite3.Connection, *, owner: Owner) -> str:
     A claimer that found the owner dead (its lease over) removed its row, or
     will: ``ensure`` brings it back, alive again and holding what it writes.
     So does a lease with less than half of it left: the DB renews it every
-    third of it (``DB._renew``), so one whose renewals come on time never
+    third of it (``_db._renew``), so one whose renewals come on time never
     writes here, and one whose renewals fail or come late (a busy file, a
     slowed loop) has it renewed by its writes before it runs out. Otherwise
     the row is only read: writing it on every create cost one more page in
