@@ -201,6 +201,23 @@ async def test_a_backup_is_one_file_that_stays_one_when_read(file_db: DB, tmp_pa
         assert (copy.parent / "copy.db-wal").exists()
 
 
+@pytest.mark.parametrize("log", ["-wal", "-shm", "-journal"])
+async def test_a_backup_refuses_a_destination_with_a_log_beside_it(
+    file_db: DB, tmp_path: Path, log: str
+) -> None:
+    # A -journal a killed writer left (the file itself since removed) was
+    # rolled back into the copy at its first open: the backup said it
+    # succeeded, and the copy was malformed (adversary pass).
+    await file_db.create_run(new_run())
+    left = tmp_path / f"copy.db{log}"
+    left.write_bytes(b"a log of some other database")
+    with pytest.raises(DatabaseError, match=f"has a {log} file beside it") as raised:
+        await file_db.backup(tmp_path / "copy.db")
+    assert str(left) in str(raised.value)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("copy")) == [left.name]
+    assert left.read_bytes() == b"a log of some other database"
+
+
 @pytest.mark.sqlite_only
 @pytest.mark.parametrize("flag", ["no", "false", 1])
 async def test_overwrite_is_a_bool_not_anything_truthy(

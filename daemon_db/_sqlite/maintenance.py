@@ -663,8 +663,9 @@ def _check_destination(source: str, destination: str, *, overwrite: bool) -> Non
     Renaming a copy over the live database (or one of its -wal, -shm files),
     through whatever link, would corrupt it under the connections that have
     it open; a folder or a device is not a file to replace; and a file whose
-    -wal or -shm sits beside it is a database that may be in use, whose WAL
-    would be replayed onto the copy.
+    -wal, -shm or -journal sits beside it is a database that may be in use,
+    whose log would be replayed onto the copy at its first open (a -journal
+    left by a killed writer rolls its pages back into the copy, and corrupts it).
     """
     try:
         found = os.stat(destination)
@@ -687,7 +688,7 @@ def _check_destination(source: str, destination: str, *, overwrite: bool) -> Non
         raise DatabaseError(destination, "is not a regular file; the copy would replace it")
     if found is not None and not overwrite:
         raise DatabaseError(destination, "exists already (pass overwrite=True to replace it)")
-    for end in ("-wal", "-shm"):
+    for end in _COMPANIONS:
         if os.path.lexists(destination + end):
             raise DatabaseError(
                 destination,
