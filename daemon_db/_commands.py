@@ -559,9 +559,10 @@ async def release(args: argparse.Namespace) -> int:
                 # Finished runs are held by nobody; an earlier release left some held.
                 taken = f"it is {run.status.value}, so no claim takes it"
     if held_by is None:
-        sys.stdout.write(f"run {run_id} was held by nobody: nothing changed\n")
+        sys.stdout.write(f"run {terminal.safe(run_id)} was held by nobody: nothing changed\n")
     else:
-        sys.stdout.write(f"released run {run_id} (held by {terminal.safe(held_by)}): {taken}\n")
+        shown = terminal.safe(run_id)  # another tool may have written it
+        sys.stdout.write(f"released run {shown} (held by {terminal.safe(held_by)}): {taken}\n")
     if alive is not None:
         _note(
             f"{alive} held it and is alive; it is not told, so unless it is stuck it goes"
@@ -593,9 +594,10 @@ async def _finish(args: argparse.Namespace, status: RunStatus, reason: str | Non
                 f"run {run_id} is already {exc.current}: left as it is (nothing changed)"
             ) from None
     if before is not None and before.status is status:
-        sys.stdout.write(f"run {run_id} was already {status}: nothing changed\n")
+        sys.stdout.write(f"run {terminal.safe(run_id)} was already {status}: nothing changed\n")
     else:
-        sys.stdout.write(f"{status} run {run_id} (it was {before.status if before else '?'})\n")
+        was = before.status if before else "?"
+        sys.stdout.write(f"{status} run {terminal.safe(run_id)} (it was {was})\n")
         if alive is not None:
             _note(
                 f"{alive} held it and is alive; it is not told, and finds out at its next"

@@ -711,6 +711,26 @@ def test_stored_control_characters_are_shown_escaped(db_path: Path) -> None:
     assert json.loads(done.stdout)[0]["feature_branch"] == "feature/\x1b]0;owned\x07\x1b[2J"
 
 
+@pytest.mark.parametrize("command", [["release"], ["cancel"], ["fail", "--reason", "r"]])
+def test_the_writing_commands_show_an_id_another_tool_wrote_escaped(
+    db_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    # They printed it raw: a title change and colours on the operator's terminal.
+    async def made() -> Run:
+        async with DB.open(db_path) as db:
+            return await db.create_run(new_run(status="running"))
+
+    run = asyncio.run(made())
+    hostile = "ZZ\x1b]0;owned\x07\x1b[31;1m"
+    with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
+        conn.execute("UPDATE runs SET id = ? WHERE id = ?", (hostile, run.id))
+    for _ in range(2):  # done, then nothing to do
+        code, out, err = cli(capsys, command[0], "ZZ", *command[1:], "--db", str(db_path))
+        assert code == 0, err
+        assert "ZZ\\x1b]0;owned\\x07\\x1b[31;1m" in out
+        assert "\x1b" not in out + err and "\x07" not in out + err
+
+
 def test_an_error_message_is_one_line_whatever_it_quotes(tmp_path: Path) -> None:
     odd = tmp_path / "two\nlines\x1b[2J.db"
     done = daemon_db_command("runs", "--db", str(odd))
