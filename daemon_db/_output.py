@@ -308,7 +308,7 @@ class Table(Listing):
 
     def _add(self, row: Row) -> None:
         cells = [
-            (terminal.fit(terminal.safe(column.cell(row)), WIDEST_CELL), column.style(row))
+            (terminal.cell(column.cell(row), WIDEST_CELL), column.style(row))
             for column in self._columns
         ]
         self._page.append(cells)

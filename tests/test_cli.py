@@ -728,7 +728,8 @@ def test_the_writing_commands_show_an_id_another_tool_wrote_escaped(
         code, out, err = cli(capsys, command[0], "ZZ", *command[1:], "--db", str(db_path))
         assert code == 0, err
         assert "ZZ\\x1b]0;owned\\x07\\x1b[31;1m" in out
-        assert "\x1b" not in out + err and "\x07" not in out + err
+        assert "\x1b" not in out + err
+        assert "\x07" not in out + err
 
 
 def test_an_error_message_is_one_line_whatever_it_quotes(tmp_path: Path) -> None:

@@ -7,8 +7,22 @@ import io
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from daemon_db._terminal import Progress, ago, fit, paint, safe, span, wants_colour, width
+from daemon_db import _terminal
+from daemon_db._terminal import (
+    ELLIPSIS,
+    Progress,
+    ago,
+    cell,
+    fit,
+    paint,
+    safe,
+    span,
+    wants_colour,
+    width,
+)
 
 NOW = datetime(2026, 11, 27, 18, 0, tzinfo=UTC)
 
@@ -66,6 +80,38 @@ def test_fit_shortens_to_display_columns_without_splitting_a_letter() -> None:
     assert fit("abce\u0301fg", 5) == "abce\u0301…"  # the accent stays with its e
     for text in ("😀" * 40, "e\u0301" * 80, "漢a" * 50):
         assert width(fit(text, 60)) <= 60
+
+
+_TEXT = st.text(st.characters(codec="utf-8") | st.sampled_from("\x1b\n\t\u0301\u200f"))
+
+
+@given(
+    st.one_of(_TEXT, st.builds(lambda a, n: a * n, _TEXT, st.integers(1, 400))),
+    st.integers(2, 80),
+)
+def test_a_table_cell_is_the_text_made_safe_and_fit(text: str, columns: int) -> None:
+    shown = cell(text, columns)
+    assert width(shown) <= columns
+    head = text[: columns * 8]
+    if len(head) == len(text) or width(safe(head)) >= columns:
+        assert shown == fit(safe(text), columns)
+    else:  # marks combining with one letter, and more text after them
+        assert shown.endswith(ELLIPSIS)
+
+
+def test_a_table_cell_escapes_only_what_may_show(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A megabyte of traceback was escaped whole for 60 columns: 200 of them
+    # took half a minute to print (adversary pass).
+    escaped: list[int] = []
+
+    def counted(text: str) -> str:
+        escaped.append(len(text))
+        return safe(text)
+
+    monkeypatch.setattr(_terminal, "safe", counted)
+    traceback = 'Traceback (most recent call last):\n  File "x.py", line 1\n' * 20_000
+    assert cell(traceback, 60) == fit(safe(traceback), 60)
+    assert escaped == [480]
 
 
 @pytest.mark.parametrize(
