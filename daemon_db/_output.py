@@ -28,7 +28,8 @@ from typing import Any, Final, TextIO
 
 from . import _terminal as terminal
 from . import _timestamps as timestamps
-from ._errors import DaemonDBError, show
+from . import _validation as check
+from ._errors import DaemonDBError, InvalidRecordError, show
 from ._records import FINISHED_RUN_STATUSES, EventRecord, Run, UnitRecord
 
 __all__ = [
@@ -139,10 +140,12 @@ def as_data(row: Row) -> dict[str, Any]:
     data: dict[str, Any] = {}
     for name, value in row.items():
         if name in JSON_TEXT_COLUMNS:
-            try:
-                data[JSON_TEXT_COLUMNS[name]] = None if value is None else json.loads(value)
+            try:  # as the library reads it: 1e999 decoded by json would go out as Infinity
+                data[JSON_TEXT_COLUMNS[name]] = (
+                    None if value is None else check.decoded(name, value)
+                )
                 continue
-            except ValueError:  # written behind the library's back: shown as the text it is
+            except InvalidRecordError:  # written behind the library's back: shown as it is
                 pass
         data[name] = value if type(value) in _SCALARS else _plain(value)
     return data

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -226,6 +227,15 @@ def _refuse_constant(constant: str) -> Any:
     raise ValueError(f"{constant} is not JSON")
 
 
+def _finite(number: str) -> float:
+    # 1e999 is JSON's grammar, but no number: it decodes to infinity, which
+    # JSON cannot carry back out (strict parsers refuse the "Infinity" written).
+    value = float(number)
+    if math.isinf(value):
+        raise ValueError(f"{number} is too large for a JSON number (it would be infinity)")
+    return value
+
+
 # Made once: json.dumps and json.loads build a new coder on every call given options.
 _ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
-_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite)

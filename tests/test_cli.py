@@ -544,6 +544,20 @@ def test_json_carries_payload_and_config_as_data(db_path: Path, filled: list[Run
     assert json.loads(done.stdout.splitlines()[1])["config"] == {"k": [1]}
 
 
+def test_json_out_is_json_whatever_another_tool_stored(db_path: Path, filled: list[Run]) -> None:
+    # 1e999 is in JSON's grammar, and json.loads makes it infinity, which went
+    # out as "Infinity": not JSON, and strict parsers refused the whole listing.
+    with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
+        conn.execute("UPDATE runs SET config_json = '{\"a\": 1e999}' WHERE id = ?", (filled[1].id,))
+        conn.execute("UPDATE events SET payload_json = '[1e999]' WHERE run_id = ?", (filled[1].id,))
+    for args in (["runs", "--json"], ["events", filled[1].id, "--json"]):
+        done = daemon_db_command(*args, "--db", str(db_path))
+        assert (done.returncode, done.stderr) == (0, "")
+        assert "Infinity" not in done.stdout
+        json.loads(done.stdout, parse_constant=lambda constant: pytest.fail(constant))
+    assert json.loads(done.stdout)[0]["payload_json"] == "[1e999]"  # the text it is
+
+
 @pytest.mark.parametrize(
     "args",
     [["check", "--json"], ["stats", "--nl"], ["show", "{run}", "--nl"], ["stats", "--csv"]],

@@ -63,6 +63,7 @@ BAD_RUNS: list[tuple[str, object, dict[str, Any]]] = [
     ("Run.config_json", "[1, 2]", {"config_json": "[1, 2]"}),
     ("Run.config_json", "not json", {"config_json": "not json"}),
     ("Run.config_json", '{"a": NaN}', {"config_json": '{"a": NaN}'}),
+    ("Run.config_json", '{"a": 1e999}', {"config_json": '{"a": 1e999}'}),  # infinity
     ("Run.config_json", "", {"config_json": ""}),
     ("Run.config_json", {"a": 1}, {"config_json": {"a": 1}}),
     ("Run.config_json", HUGE_OBJECT, {"config_json": HUGE_OBJECT}),
