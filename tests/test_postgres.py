@@ -55,6 +55,32 @@ async def test_an_empty_database_is_migrated_once_by_daemons_opening_together(
         await conn.close()
 
 
+async def test_session_settings_a_database_defaults_to_do_not_change_the_store(
+    postgres_url: str,
+) -> None:
+    # Set by an administrator for other applications: with the DateStyle, one
+    # damaged run's timestamps were misread, and every run went to `damaged`;
+    # with the isolation level, most appends from two daemons failed (40001).
+    async with DB.open(postgres_url) as db:
+        damaged, healthy = [await db.create_run(new_run(status="running")) for _ in range(2)]
+        await db._close(crashed=True)
+    name = postgres_url.rsplit("/", 1)[1]
+    await _execute(
+        postgres_url,
+        f"ALTER DATABASE {name} SET datestyle = 'SQL, DMY'",
+        f"ALTER DATABASE {name} SET default_transaction_isolation = 'serializable'",
+        f"UPDATE runs SET started_at = '10000-01-01' WHERE id = '{damaged.id}'",
+    )
+    async with DB.open(postgres_url) as first, DB.open(postgres_url) as second:
+        claimed = await first.claim_resumable_runs()
+        assert [taken.run.id for taken in claimed.resumed] == [healthy.id]
+        [error] = claimed.damaged
+        assert "started_at='10000-01-01" in str(error)
+        await asyncio.gather(*(db.append_event(healthy.id, "tick") for db in (first, second) * 25))
+        events = await first.list_events(healthy.id)
+        assert [event.sequence for event in events] == list(range(1, 51))
+
+
 async def test_another_applications_database_is_refused_untouched(postgres_url: str) -> None:
     await _execute(postgres_url, "CREATE TABLE orders (id INTEGER)")
     for readonly in (False, True):

@@ -65,7 +65,13 @@ _POSTGRES_ERRORS = (asyncpg.PostgresError, *CONNECTION_ERRORS)
 
 _SESSION_SETTINGS = {
     "application_name": "daemon_db",
+    # What the store's SQL assumes, whatever a database or role sets by default:
+    # a damaged row's timestamps are read as ISO text, and appends, claims and
+    # the fence count on each statement seeing what committed before it (under
+    # a stricter level, three appends in four from two daemons failed, 40001).
     "timezone": "UTC",
+    "DateStyle": "ISO, MDY",
+    "default_transaction_isolation": "read committed",
     # A session whose client the network lost (a NAT or firewall dropping it)
     # holds its transaction's locks until the server notices: with the system's
     # TCP keepalive, after two hours. These make it two minutes, for ours only.
