@@ -294,6 +294,36 @@ async def test_an_error_never_shows_a_password_given_as_a_parameter() -> None:
     assert raised.value.path == "postgresql://nobody@127.0.0.1:1/nothing"
 
 
+async def test_a_port_out_of_range_cannot_connect() -> None:
+    # asyncpg's OverflowError went through raw, and the CLI printed a traceback.
+    with pytest.raises(DatabaseError, match="cannot connect") as raised:
+        await DB.open("postgresql://nobody@127.0.0.1:99999/nothing")
+    assert "port must be 0-65535" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        "ALTER TABLE daemon_db_meta ALTER version DROP NOT NULL;"
+        " UPDATE daemon_db_meta SET version = NULL",
+        "ALTER TABLE daemon_db_meta ALTER version TYPE text;"
+        " UPDATE daemon_db_meta SET version = 'one'",
+        "ALTER TABLE daemon_db_meta ALTER application DROP NOT NULL;"
+        " UPDATE daemon_db_meta SET application = NULL",
+    ],
+)
+async def test_a_damaged_meta_row_is_a_database_error_naming_it(
+    postgres_url: str, edit: str
+) -> None:
+    # Raw TypeError and ValueError from DB.open, and tracebacks from the CLI.
+    async with DB.open(postgres_url):
+        pass
+    await _execute(postgres_url, edit)
+    for readonly in (True, False):
+        with pytest.raises(DatabaseError, match="daemon_db_meta row is damaged"):
+            await DB.open(postgres_url, readonly=readonly)
+
+
 async def test_a_name_too_long_for_an_index_entry_is_bad_input_naming_it(
     postgres_url: str,
 ) -> None:

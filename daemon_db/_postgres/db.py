@@ -339,7 +339,7 @@ class PostgresDB(DB):
             raise
         except DaemonDBError:
             raise
-        except (asyncpg.PostgresError, ValueError, *CONNECTION_ERRORS) as exc:
+        except (asyncpg.PostgresError, ValueError, OverflowError, *CONNECTION_ERRORS) as exc:
             raise DatabaseError(shown, f"cannot connect: {translate(exc, shown).reason}") from None
         try:
             async with pool.acquire() as conn:

@@ -118,7 +118,7 @@ def _moving(problem: str) -> str:
     )
 
 
-async def _found(conn: asyncpg.Connection) -> tuple[str | None, int, bool]:
+async def _found(conn: asyncpg.Connection, url: str) -> tuple[str | None, int, bool]:
     """``(application, version, has_other_tables)`` of the database, writing nothing.
 
     The tables are listed in one statement, so in one snapshot: a daemon
@@ -137,7 +137,14 @@ async def _found(conn: asyncpg.Connection) -> tuple[str | None, int, bool]:
     row = await conn.fetchrow("SELECT application, version FROM daemon_db_meta")
     if row is None:
         return None, 0, True
-    return str(row["application"]), int(row["version"]), others
+    application, version = row["application"], row["version"]
+    if type(application) is not str or type(version) is not int:  # another tool's edit
+        raise DatabaseError(
+            url,
+            f"its daemon_db_meta row is damaged (application={application!r},"
+            f" version={version!r}): it should name daemon_db and a schema version",
+        )
+    return application, version, others
 
 
 def _refuse(url: str, application: str | None, version: int, tables: bool) -> None:
@@ -155,7 +162,7 @@ def _refuse(url: str, application: str | None, version: int, tables: bool) -> No
 
 async def verify(conn: asyncpg.Connection, url: str) -> None:
     """For a read-only open: the database must be ours, at this release's version."""
-    application, version, tables = await _found(conn)
+    application, version, tables = await _found(conn, url)
     _refuse(url, application, version, tables)
     if version != SCHEMA_VERSION:
         problem = await encoding_problem(conn)
@@ -171,7 +178,7 @@ async def migrate(conn: asyncpg.Connection, url: str) -> None:
     problem = await encoding_problem(conn)
     if problem is not None:
         raise DatabaseError(url, _moving(problem))
-    application, version, tables = await _found(conn)
+    application, version, tables = await _found(conn, url)
     _refuse(url, application, version, tables)  # before the lock: nothing written
     if version == SCHEMA_VERSION:
         return
@@ -182,7 +189,7 @@ async def migrate(conn: asyncpg.Connection, url: str) -> None:
             await conn.execute("SET LOCAL lock_timeout = 0")
             await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
             # Read again under the lock: another daemon may have migrated meanwhile.
-            application, version, tables = await _found(conn)
+            application, version, tables = await _found(conn, url)
             _refuse(url, application, version, tables)
             if version >= SCHEMA_VERSION:
                 return
