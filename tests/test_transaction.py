@@ -132,6 +132,26 @@ async def test_other_tasks_writes_wait_until_the_block_ends(db: DB) -> None:
     ]
 
 
+@pytest.mark.parametrize("turns", [0, 1, 2, 3, 5])
+async def test_a_call_under_way_by_a_task_started_inside_the_block_ends_in_it(
+    db: DB, turns: int
+) -> None:
+    # On PostgreSQL the block's COMMIT ran beside the call: the block said the
+    # connection was lost, or it committed, and the task was told that nothing
+    # it did was (adversary pass). However far the call got, both are stored.
+    run = await db.create_run(new_run())
+    async with db.transaction() as tx:
+        await tx.append_event(run.id, "in the block")
+        started = asyncio.create_task(db.append_event(run.id, "by a task started in it"))
+        for _ in range(turns):
+            await asyncio.sleep(0)
+    assert (await started).sequence == 2
+    assert [e.event_type for e in await db.list_events(run.id)] == [
+        "in the block",
+        "by a task started in it",
+    ]
+
+
 async def test_in_memory_reads_by_other_tasks_wait_for_the_block() -> None:
     async with DB.open(":memory:") as db:
         async with db.transaction() as tx:

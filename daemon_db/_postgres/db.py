@@ -683,7 +683,10 @@ class PostgresTransaction(Transaction):
 
         async def in_savepoint() -> Any:
             async with self._lock:
-                self._check_usable()
+                # Called before the block ended, it runs in the block: the block's
+                # COMMIT waits for this lock, as SQLite's waits in the thread's queue.
+                if self._block.lost is not None:
+                    raise self._lost_error()
                 connection: Any = self._connection  # an asyncpg connection here
                 if closed(connection):
                     # asyncpg would say the connection was "released back to
@@ -774,25 +777,27 @@ class _PostgresTransactionBlock(_TransactionBlock):
     ) -> None:
         db, tx = self._db, self._tx
         assert isinstance(db, PostgresDB)
-        assert tx is not None
+        assert isinstance(tx, PostgresTransaction)
         if exc_type is GeneratorExit:  # the task was destroyed: nothing can be awaited now
             self._abandon()
             return
         self._stop_watching()
-        tx._end()
-        if tx.lost is None and closed(self._conn):
-            tx._block.lost = _ENDED_WHILE_IDLE
-        lost = tx.lost
-        commit = exc_type is None and lost is None
+        tx._end()  # from here, calls by tasks started inside the block go outside it
 
         async def end() -> None:
-            if not commit:
-                await _given_back(db, self._conn, self._started)
-                return
-            try:
-                await _commit(self._started, self._conn, db._path, "this transaction block")
-            finally:
-                await db._give_back(self._conn)
+            # A call a task started inside the block made before it ended, and
+            # still under way, ends first: a COMMIT beside it found the
+            # connection busy, and the block lost what that task had done.
+            async with tx._lock:
+                if tx.lost is None and closed(self._conn):
+                    tx._block.lost = _ENDED_WHILE_IDLE
+                if exc_type is not None or tx.lost is not None:
+                    await _given_back(db, self._conn, self._started)
+                    return
+                try:
+                    await _commit(self._started, self._conn, db._path, "this transaction block")
+                finally:
+                    await db._give_back(self._conn)
 
         try:
             await settle(asyncio.ensure_future(_translated(end, db._path)))
@@ -801,22 +806,24 @@ class _PostgresTransactionBlock(_TransactionBlock):
                 db._block.reset(self._token)
             self._uncount()
             db._notify()
-        if lost is not None and (exc_type is None or issubclass(exc_type, Exception)):
+        if tx.lost is not None and (exc_type is None or issubclass(exc_type, Exception)):
             raise tx._lost_error()
 
     def _abandon(self) -> None:
         """Roll back a block nobody will leave, and give its connection back."""
         db, tx = self._db, self._tx
         assert isinstance(db, PostgresDB)
-        if tx is None or tx.ended:
+        if not isinstance(tx, PostgresTransaction) or tx.ended:
             return
         self._stop_watching()
         tx._end()
 
+        async def end() -> None:
+            async with tx._lock:  # a call under way by a task started inside it ends first
+                await _given_back(db, self._conn, self._started)
+
         try:
-            self._ending = asyncio.get_running_loop().create_task(
-                _given_back(db, self._conn, self._started)
-            )
+            self._ending = asyncio.get_running_loop().create_task(end())
         except RuntimeError:  # the loop is gone: so is the pool
             self._uncount()
         else:
