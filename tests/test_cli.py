@@ -330,6 +330,26 @@ def test_resumable_stats_check(
     assert (code, json.loads(out)) == (0, {"ok": True, "problems": []})
 
 
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "UPDATE runs SET feature_branch = X'414243' WHERE id = ?",  # read, but not text
+        "UPDATE runs SET started_at = 'yesterday' WHERE id = ?",  # not read at all
+    ],
+)
+def test_resumable_lists_the_other_runs_beside_a_damaged_one(
+    capsys: pytest.CaptureFixture[str], db_path: Path, filled: list[Run], damage: str
+) -> None:
+    # A blob another tool wrote blanked the whole listing, healthy runs and all.
+    with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
+        conn.execute(damage, (filled[1].id,))
+    code, out, err = cli(capsys, "resumable", "--db", str(db_path), "--json")
+    assert code == 1
+    assert [row["id"] for row in json.loads(out)] == [filled[2].id]
+    assert err.startswith("daemon-db: left out: ")
+    assert f"damaged runs row {filled[1].id!r}" in err
+
+
 def test_check_reports_what_is_wrong_and_where(
     capsys: pytest.CaptureFixture[str], db_path: Path, filled: list[Run]
 ) -> None:
