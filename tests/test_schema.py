@@ -86,8 +86,43 @@ async def test_a_migration_that_fails_is_rolled_back(tmp_path: Path) -> None:
     with pytest.raises(DatabaseError, match="migration 2") as raised:
         await DB.open(old)
     assert raised.value.path == str(old)
+    # It said which columns; now it says which runs, and what to do.
+    assert (
+        "runs 01J0000000000000000000000A, 01J0000000000000000000000B are all active on branch"
+        " 'feature/a' of '/srv/app', where one may be: finish or delete all but one"
+    ) in raised.value.reason
     assert _header(old) == (APPLICATION_ID, 1)
     assert dump(old) == before
+
+
+async def test_a_migration_names_rows_another_tool_left_referring_to_nothing(
+    tmp_path: Path,
+) -> None:
+    # The sqlite3 shell deletes with foreign keys off: a deleted run's events
+    # stay. It said only "a foreign key no longer holds".
+    old = tmp_path / "old.db"
+    make_version_1(old, V1_ROWS + "DELETE FROM units; DELETE FROM runs WHERE status = 'running';")
+    before = dump(old)
+    with pytest.raises(DatabaseError, match="migration 2") as raised:
+        await DB.open(old)
+    assert "2 row(s) refer to rows that are gone, the first events row 1 to a runs row" in (
+        raised.value.reason
+    )
+    assert dump(old) == before
+
+
+async def test_an_operator_s_view_on_the_tables_survives_their_rebuild(tmp_path: Path) -> None:
+    # Migration 3 rebuilds runs: SQLite found the view naming the dropped table,
+    # and the migration, and the daemon with it, stopped at version 2.
+    old = tmp_path / "old.db"
+    make_version_1(
+        old, V1_ROWS + "CREATE VIEW active AS SELECT id FROM runs WHERE status = 'running';"
+    )
+    async with DB.open(old) as db:
+        assert await db.check() == []
+    assert _header(old) == (APPLICATION_ID, SCHEMA_VERSION)
+    with contextlib.closing(sqlite3.connect(old)) as conn:
+        assert conn.execute("SELECT id FROM active").fetchall() == [("01J0000000000000000000000A",)]
 
 
 async def test_reopening_keeps_everything(db_path: Path) -> None:

@@ -125,10 +125,15 @@ def migrate(conn: sqlite3.Connection, path: str, found: int) -> None:
         if migration.rebuilds_tables:
             # A no-op inside a transaction: it must be set before BEGIN.
             conn.execute("PRAGMA foreign_keys = OFF")
+            # The rebuilt table takes the old one's name without SQLite checking
+            # the views that name it: an operator's view on runs, found naming a
+            # dropped table, stopped the migration, and the daemon with it.
+            conn.execute("PRAGMA legacy_alter_table = ON")
         try:
             _apply(conn, path, migration)
         finally:
             conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute("PRAGMA legacy_alter_table = OFF")
 
 
 def _apply(conn: sqlite3.Connection, path: str, migration: Migration) -> None:
@@ -143,9 +148,12 @@ def _apply(conn: sqlite3.Connection, path: str, migration: Migration) -> None:
             raise _too_new(path, current)
         if current < migration.version:
             for statement in migration.statements:
-                conn.execute(statement)
-            if conn.execute("PRAGMA foreign_key_check").fetchone() is not None:
-                raise sqlite3.IntegrityError("a foreign key no longer holds")
+                try:
+                    conn.execute(statement)
+                except sqlite3.IntegrityError:
+                    _name_two_active_runs(conn)
+                    raise
+            _name_orphans(conn)
             conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             conn.execute(f"PRAGMA user_version = {migration.version}")
         conn.execute("COMMIT")
@@ -156,6 +164,33 @@ def _apply(conn: sqlite3.Connection, path: str, migration: Migration) -> None:
             reason = f"migration {migration.version} ({migration.name}) failed: {exc}"
             raise DatabaseError(path, reason) from None
         raise
+
+
+def _name_orphans(conn: sqlite3.Connection) -> None:
+    """Refuse rows that refer to a run or unit no longer there, naming the first."""
+    orphans = conn.execute("PRAGMA foreign_key_check").fetchall()
+    if orphans:
+        table, rowid, parent, _ = orphans[0]
+        raise sqlite3.IntegrityError(
+            f"{len(orphans)} row(s) refer to rows that are gone, the first {table} row"
+            f" {rowid} to a {parent} row (the sqlite3 shell deletes with foreign keys off"
+            " unless told 'PRAGMA foreign_keys = ON'): delete them, then open it again"
+        )
+
+
+def _name_two_active_runs(conn: sqlite3.Connection) -> None:
+    """Name the runs that break one active run per branch, if they are why a statement failed."""
+    found = conn.execute(
+        "SELECT feature_branch, repo_path, group_concat(id, ', ') FROM runs"
+        " WHERE status IN ('pending', 'running') GROUP BY feature_branch, repo_path"
+        " HAVING count(*) > 1 LIMIT 1"
+    ).fetchone()
+    if found is not None:
+        branch, repo, ids = found
+        raise sqlite3.IntegrityError(
+            f"runs {ids} are all active on branch {branch!r} of {repo!r}, where one may"
+            " be: finish or delete all but one, then open it again"
+        )
 
 
 def _refuse_folder(path: str) -> None:
