@@ -25,6 +25,7 @@ from ._db import DB
 from ._errors import (
     DaemonDBError,
     DamagedRecordError,
+    DatabaseError,
     SchemaVersionError,
     StatusConflictError,
     show,
@@ -465,13 +466,26 @@ async def migrate(args: argparse.Namespace) -> int:
     except SchemaVersionError as exc:
         if exc.found > exc.supported:
             raise
-        with _progress(f"migrating {args.db}") as progress:
-            db = await progress.spin(DB.open(args.db))
-            await db.close()
+        await _open_to_write(args.db, f"migrating {args.db}")
         sys.stdout.write(f"migrated {args.db} from schema version {exc.found} to {exc.supported}\n")
         return 0
+    except DatabaseError as exc:
+        if "SQLITE_READONLY_ROLLBACK" not in exc.reason:
+            raise
+        # A killed writer's half-done write, in a file with a rollback journal
+        # (a backup copy written to): no read-only open can get past it.
+        await _open_to_write(args.db, f"rolling back what a killed writer left in {args.db}")
+        sys.stdout.write(f"rolled back the half-done write a killed process left in {args.db}\n")
+        return await migrate(args)
     sys.stdout.write(f"{args.db} is at the current schema version: nothing to do\n")
     return 0
+
+
+async def _open_to_write(path: str, doing: str) -> None:
+    """Open ``path`` read-write, which migrates it and rolls back a hot journal, and close it."""
+    with _progress(doing) as progress:
+        db = await progress.spin(DB.open(path))
+        await db.close()
 
 
 async def backup(args: argparse.Namespace) -> int:

@@ -296,6 +296,10 @@ _EXPLAINED = {
         "the folder cannot be written, and SQLite must create the -wal and -shm files there"
     ),
     "SQLITE_NOTADB": "not a daemon_db database: not an SQLite file",
+    "SQLITE_READONLY_ROLLBACK": (
+        "its -journal holds a write a killed process left half done, which only a"
+        " read-write open rolls back (daemon-db migrate does, or the daemon)"
+    ),
 }
 
 

@@ -876,6 +876,41 @@ def test_progress_on_a_terminal_for_each_long_operation(
     assert f"from schema version 1 to {SCHEMA_VERSION}" in out
 
 
+_KILLED_MID_WRITE = """
+import os, signal, sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("PRAGMA cache_size = 1")  # the changed pages spill into the file
+conn.execute("BEGIN")
+conn.execute("UPDATE runs SET error = hex(randomblob(3000))")
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_migrate_rolls_back_what_a_killed_writer_left_in_a_journal(
+    db_path: Path, tmp_path: Path, filled: list[Run]
+) -> None:
+    # A backup copy has a rollback journal; a tool killed writing to it leaves a
+    # hot journal, which no read-only open gets past: every command, migrate
+    # included, said only "attempt to write a readonly database" (adversary pass).
+    copy = tmp_path / "copy.db"
+    assert daemon_db_command("backup", str(copy), "--db", str(db_path)).returncode == 0
+    killed = subprocess.run([sys.executable, "-c", _KILLED_MID_WRITE, str(copy)], check=False)
+    assert killed.returncode == -signal.SIGKILL
+    assert Path(f"{copy}-journal").stat().st_size > 0
+    done = daemon_db_command("runs", "--db", str(copy))
+    assert_one_line_error(done, 1, "its -journal holds a write a killed process left half done")
+    assert "daemon-db migrate" in done.stderr
+    done = daemon_db_command("migrate", "--db", str(copy))
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout == (
+        f"rolled back the half-done write a killed process left in {copy}\n"
+        f"{copy} is at the current schema version: nothing to do\n"
+    )
+    done = daemon_db_command("runs", "--db", str(copy), "--json")
+    assert [run["error"] for run in json.loads(done.stdout)] == [None, None, None]
+    assert daemon_db_command("check", "--db", str(copy)).stdout.startswith("ok:")
+
+
 def dump_pages(path: Path) -> int:
     with sqlite3.connect(path) as conn:
         (pages,) = conn.execute("PRAGMA page_count").fetchone()
