@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import random
+import signal
+import socket
 import string
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,6 +17,7 @@ import pytest
 
 from daemon_db import DB, DatabaseError, InvalidRecordError, Run, RunStatus, SchemaVersionError
 from daemon_db._postgres import schema
+from daemon_db._postgres.db import PostgresDB
 from daemon_db._postgres.url import shown_url
 from tests import postgres_server
 from tests.helpers import new_run, new_unit
@@ -292,6 +297,62 @@ async def test_an_error_never_shows_a_password_given_as_a_parameter() -> None:
         await DB.open(url)
     assert "hunter2" not in str(raised.value)
     assert raised.value.path == "postgresql://nobody@127.0.0.1:1/nothing"
+
+
+async def _backends(url: str) -> list[int]:
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'daemon_db'"
+            " AND datname = current_database()"
+        )
+    finally:
+        await conn.close()
+    return [row["pid"] for row in rows]
+
+
+async def test_the_client_notices_a_server_the_network_lost(postgres_url: str) -> None:
+    # asyncpg sets no keepalive: a call behind a cut network waited for good.
+    async with DB.open(postgres_url) as db:
+        run = await db.create_run(new_run())
+        async with contextlib.aclosing(db.follow_events(run.id)) as following:
+            reading = asyncio.ensure_future(anext(following))  # it listens meanwhile
+            await asyncio.sleep(0.2)
+            reading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reading
+        assert isinstance(db, PostgresDB)
+        connections = [*db._pool._holders, db._listener]
+        sockets = [
+            getattr(c, "_con", c)._transport.get_extra_info("socket")
+            for c in connections
+            if getattr(c, "_con", c) is not None
+        ]
+        assert len(sockets) >= 2
+        for sock in sockets:
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 120_000
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 60
+
+
+async def test_a_cancelled_read_returns_while_the_server_does_not_answer(
+    postgres_url: str,
+) -> None:
+    # Its ROLLBACK waited for a server that never answered (a stopped one),
+    # and the caller's timeout with it (adversary pass).
+    async with DB.open(postgres_url) as db:
+        run = await db.create_run(new_run())
+        stopped = await _backends(postgres_url)
+        for pid in stopped:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            async with asyncio.timeout(60):  # a hang guard, not a measure
+                with pytest.raises(TimeoutError):
+                    await asyncio.wait_for(db.get_run(run.id), 0.5)
+        finally:
+            for pid in stopped:
+                os.kill(pid, signal.SIGCONT)
+        assert await db.get_run(run.id) == run  # on a new session
 
 
 async def test_a_port_out_of_range_cannot_connect() -> None:

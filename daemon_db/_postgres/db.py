@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 import sys
 import urllib.parse
 from collections.abc import Callable
@@ -79,6 +80,31 @@ _SESSION_SETTINGS = {
     "tcp_keepalives_interval": "10",
     "tcp_keepalives_count": "6",
 }
+
+_CLIENT_TCP_OPTIONS = (
+    ("TCP_KEEPIDLE", 60),
+    ("TCP_KEEPINTVL", 10),
+    ("TCP_KEEPCNT", 6),
+    ("TCP_USER_TIMEOUT", 120_000),  # ms: data sent and not acknowledged for two minutes
+)
+
+
+async def _bound_silence(conn: Any) -> None:
+    """Have the client notice, too, a server the network lost: within about two minutes.
+
+    asyncpg sets no keepalive of its own: a call waiting for a server behind a
+    cut network waited for good, its caller's timeout and ``close()`` with it.
+    The socket is reached as asyncpg's maintainers advise (MagicStack/asyncpg#606).
+    """
+    transport = getattr(conn, "_transport", None)
+    sock = None if transport is None else transport.get_extra_info("socket")
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return  # a Unix socket: no network to lose
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in _CLIENT_TCP_OPTIONS:
+        option = getattr(socket, name, None)  # Linux's; others have some or none
+        if option is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, option, value)
 
 
 async def _refuse_changed_schema(conn: Any, url: str) -> None:
@@ -259,6 +285,28 @@ class _UnderWay:
         await self._none.wait()
 
 
+async def _read(conn: Any, call: Callable[[Any], Any]) -> Any:
+    """``call(conn)`` in a read-only snapshot of its own."""
+    snapshot = conn.transaction(isolation="repeatable_read", readonly=True)
+    begun = False
+    try:
+        await snapshot.start()
+        begun = True
+        result = await call(conn)
+        await snapshot.commit()
+    except asyncio.CancelledError:
+        # A read has nothing to settle, and its ROLLBACK would wait for a server
+        # that may never answer (a cancelled read waited for good on a stopped
+        # one): ending the session ends the snapshot as well.
+        discard(conn)
+        raise
+    except BaseException:
+        if begun and not closed(conn):
+            await snapshot.rollback()
+        raise
+    return result
+
+
 async def _given_back(db: PostgresDB, conn: Any, started: Any) -> None:
     """End a block's transaction (if it began) without committing, and release its connection."""
     try:
@@ -327,7 +375,12 @@ class PostgresDB(DB):
             # restores a floor in a task of its own, which close() cancelled
             # mid-connect, leaving an error no one retrieved.
             asyncpg.create_pool(
-                url, init_size=1, min_size=0, max_size=POOL_SIZE, server_settings=settings
+                url,
+                init_size=1,
+                min_size=0,
+                max_size=POOL_SIZE,
+                server_settings=settings,
+                init=_bound_silence,
             )
         )
         try:
@@ -392,8 +445,7 @@ class PostgresDB(DB):
 
         async def attempt(conn: Any) -> Any:
             if not write:
-                async with conn.transaction(isolation="repeatable_read", readonly=True):
-                    return await call(conn)
+                return await _read(conn, call)
             try:
                 started = conn.transaction()
                 await started.start()
@@ -609,6 +661,7 @@ class PostgresDB(DB):
 
             async def connect() -> Any:
                 conn = await asyncpg.connect(self._url, server_settings=_SESSION_SETTINGS)
+                await _bound_silence(conn)
                 # The connection lives in the loop: callbacks bound to this DB
                 # would keep a DB its daemon dropped unclosed alive.
                 await conn.add_listener(events.CHANNEL, weakly(self._notified))
