@@ -31,6 +31,7 @@ from daemon_db import (
     _owner,
     _process,
 )
+from daemon_db import _timestamps as timestamps
 from daemon_db._sqlite.db import SQLiteDB
 from tests.helpers import V1_ROWS, make_version_1, new_run, new_unit
 
@@ -376,8 +377,20 @@ async def test_owner_rows_another_tool_wrote_stop_no_start_up_claim_or_listing(
         # GLOB stops at a NUL: the form passed, and the text failed to decode
         # (and check() passed it).
         ("lease_until", "'2999-01-01T00:00:00.000000Z' || X'00FF'", "odd", False),
+        # No release writes a lease past a year: alive for good, and check() was quiet.
+        ("lease_until", "'9999-12-31T23:59:59.999999Z'", "odd", True),
     ],
-    ids=["pid", "id", "blob name", "name", "lease", "blob lease", "lease of letters", "NUL"],
+    ids=[
+        "pid",
+        "id",
+        "blob name",
+        "name",
+        "lease",
+        "blob lease",
+        "lease of letters",
+        "NUL",
+        "lease for good",
+    ],
 )
 async def test_an_owner_another_tool_wrote_is_judged_by_what_can_be_read(
     tmp_path: Path, column: str, value: str, name: str, alive: bool
@@ -385,10 +398,10 @@ async def test_an_owner_another_tool_wrote_is_judged_by_what_can_be_read(
     path = tmp_path / "odd-owner.db"
     async with DB.open(path, owner="maker") as db:
         run = await db.create_run(new_run(status="running"))
+    lease = timestamps.to_text(datetime.now(UTC) + timedelta(days=1))
     await _raw(
         path,
-        "INSERT INTO owners VALUES"
-        " ('odd', 'odd', 'h', 'elsewhere', 1, NULL, '2999-01-01T00:00:00.000000Z')",
+        f"INSERT INTO owners VALUES ('odd', 'odd', 'h', 'elsewhere', 1, NULL, '{lease}')",
         f"UPDATE owners SET {column} = {value} WHERE id = 'odd'",
         "UPDATE runs SET owner_id = (SELECT id FROM owners WHERE host = 'h')"
         f" WHERE id = '{run.id}'",

@@ -355,6 +355,24 @@ async def test_a_cancelled_read_returns_while_the_server_does_not_answer(
         assert await db.get_run(run.id) == run  # on a new session
 
 
+@pytest.mark.parametrize("lease", ["infinity", "9999-12-31", "now() + interval '400 days'"])
+async def test_check_names_an_owner_whose_lease_no_release_writes(
+    postgres_url: str, lease: str
+) -> None:
+    # Alive for good, its runs never claimed: 'infinity' was named, a year
+    # 9999 passed.
+    async with DB.open(postgres_url) as db:
+        await db.create_run(new_run())
+    await _execute(
+        postgres_url,
+        "INSERT INTO owners (id, name, host, machine, pid, lease_until)"
+        f" VALUES ('odd', 'odd', 'h', 'elsewhere', 1, {lease if '(' in lease else repr(lease)})",
+    )
+    async with DB.open(postgres_url, readonly=True) as db:
+        [problem] = await db.check()
+    assert problem.startswith("damaged value: owners row 'odd': lease_until=")
+
+
 async def test_a_port_out_of_range_cannot_connect() -> None:
     # asyncpg's OverflowError went through raw, and the CLI printed a traceback.
     with pytest.raises(DatabaseError, match="cannot connect") as raised:

@@ -129,14 +129,15 @@ _VALUES: Final = {
         "started_at": _timestamp("started_at"),
         "completed_at": _timestamp("completed_at"),
     },
-    # An owner whose lease is infinity is alive for good: daemon_db never
-    # writes it (a crashed owner's lease is set to -infinity).
+    # An owner whose lease is infinity, or more than a year away (MAX_LEASE, and
+    # a day for clocks), is alive for good: daemon_db never writes it (a crashed
+    # owner's lease is set to -infinity).
     "owners": {
         "id": _name("id"),
         "name": _name("name"),
         "machine": _name("machine"),
         "pid": "pid IS NULL OR pid < 1",
-        "lease_until": "lease_until IS NULL OR lease_until = 'infinity'",
+        "lease_until": "lease_until IS NULL OR lease_until > now() + interval '366 days'",
     },
     "events": {
         "run_id": "run_id IS NULL",

@@ -255,8 +255,11 @@ _VALUES = {
         "pid": "typeof(pid) <> 'integer' OR pid < 1",
         "started": _text("started", optional=True),
         # GLOB stops at a NUL; claims check the length too, and refuse such a lease.
+        # Nor is a lease longer than a year (MAX_LEASE, and a day for clocks) ours:
+        # another tool's '9999-...' kept an owner alive for good, and check() was quiet.
         "lease_until": _timestamp("lease_until", optional=False)
-        + f" OR length(CAST(lease_until AS BLOB)) <> {rows.TIMESTAMP_BYTES}",
+        + f" OR length(CAST(lease_until AS BLOB)) <> {rows.TIMESTAMP_BYTES}"
+        + " OR lease_until > strftime('%Y-%m-%dT%H:%M:%SZ', 'now', '+366 days')",
     },
     "events": {
         # A sequence of 2.5 in place of 2 passes the gap check's count and maximum.
