@@ -358,13 +358,16 @@ class DB(Operations):
 
     def __del__(self) -> None:
         if getattr(self, "_closing", True) is None:
-            warnings.warn(
-                f"{self!r} was never closed; use 'async with DB.open(...)' or 'await db.close()'",
-                ResourceWarning,
-                stacklevel=2,
-                source=self,
-            )
-            self._abandoned()
+            try:
+                warnings.warn(
+                    f"{self!r} was never closed; use 'async with DB.open(...)' or"
+                    " 'await db.close()'",
+                    ResourceWarning,
+                    stacklevel=2,
+                    source=self,
+                )
+            finally:  # also when a warnings filter made the warning an error
+                self._abandoned()
 
     def _abandoned(self) -> None:
         """Let go of what outlives a DB collected unclosed, from whatever thread collects it.
