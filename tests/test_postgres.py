@@ -339,7 +339,7 @@ async def test_a_cancelled_read_returns_while_the_server_does_not_answer(
     postgres_url: str,
 ) -> None:
     # Its ROLLBACK waited for a server that never answered (a stopped one),
-    # and the caller's timeout with it (adversary pass).
+    # and the caller's timeout with it (adversary pass): now it waits a second.
     async with DB.open(postgres_url) as db:
         run = await db.create_run(new_run())
         stopped = await _backends(postgres_url)
@@ -371,6 +371,30 @@ async def test_check_names_an_owner_whose_lease_no_release_writes(
     async with DB.open(postgres_url, readonly=True) as db:
         [problem] = await db.check()
     assert problem.startswith("damaged value: owners row 'odd': lease_until=")
+
+
+async def test_a_cancelled_read_leaves_no_statement_running_on_the_server(
+    postgres_url: str,
+) -> None:
+    # Ending the session at once went before asyncpg's CancelRequest: each
+    # read timed out behind a lock left a backend waiting with its slot held,
+    # until the server had none left (adversary pass).
+    async with DB.open(postgres_url) as db:
+        run = await db.create_run(new_run())
+        locker = await asyncpg.connect(postgres_url)
+        try:
+            await locker.execute("BEGIN; LOCK TABLE runs IN ACCESS EXCLUSIVE MODE")
+            for _ in range(5):
+                with pytest.raises(TimeoutError):
+                    await asyncio.wait_for(db.get_run(run.id), 0.2)
+            waiting = await locker.fetchval(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE application_name = 'daemon_db' AND wait_event_type = 'Lock'"
+            )
+            assert waiting == 0
+        finally:
+            await locker.close()
+        assert await db.get_run(run.id) == run
 
 
 async def test_a_port_out_of_range_cannot_connect() -> None:

@@ -285,6 +285,10 @@ class _UnderWay:
         await self._none.wait()
 
 
+READ_CANCEL_GRACE_SECONDS: Final = 1.0
+"""How long a cancelled read waits for its snapshot to end before it ends its session."""
+
+
 async def _read(conn: Any, call: Callable[[Any], Any]) -> Any:
     """``call(conn)`` in a read-only snapshot of its own."""
     snapshot = conn.transaction(isolation="repeatable_read", readonly=True)
@@ -295,16 +299,33 @@ async def _read(conn: Any, call: Callable[[Any], Any]) -> Any:
         result = await call(conn)
         await snapshot.commit()
     except asyncio.CancelledError:
-        # A read has nothing to settle, and its ROLLBACK would wait for a server
-        # that may never answer (a cancelled read waited for good on a stopped
-        # one): ending the session ends the snapshot as well.
-        discard(conn)
+        await _let_go(conn, snapshot if begun else None)
         raise
     except BaseException:
         if begun and not closed(conn):
             await snapshot.rollback()
         raise
     return result
+
+
+async def _let_go(conn: Any, snapshot: Any) -> None:
+    """End a cancelled read's snapshot, or its session if the server does not answer soon.
+
+    A read has nothing to settle, but its statement must not go on without it:
+    asyncpg, cancelled, asks the server to cancel it (a CancelRequest, from a
+    task of its own), and the ROLLBACK is then answered at once. A server that
+    never answers (a stopped one) had the caller wait for good. Ending the
+    session at once was no better: it went before asyncpg's request, and the
+    statement went on on the server, waiting for a lock with its slot held,
+    until the server ran out of them (an adversary pass).
+    """
+    try:
+        if snapshot is None:  # cancelled in its BEGIN: nothing runs on the server
+            raise TimeoutError
+        async with asyncio.timeout(READ_CANCEL_GRACE_SECONDS):
+            await snapshot.rollback()
+    except (TimeoutError, *_POSTGRES_ERRORS):
+        discard(conn)
 
 
 async def _given_back(db: PostgresDB, conn: Any, started: Any) -> None:
