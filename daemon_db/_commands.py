@@ -43,6 +43,7 @@ from ._records import (
     UnitRecord,
     UnitStatus,
 )
+from ._sqlite import schema
 
 __all__ = [
     "CommandError",
@@ -466,7 +467,9 @@ async def migrate(args: argparse.Namespace) -> int:
     except SchemaVersionError as exc:
         if exc.found > exc.supported:
             raise
-        await _open_to_write(args.db, f"migrating {args.db}")
+        with _progress(f"migrating {args.db}") as progress:
+            db = await progress.spin(DB.open(args.db))
+            await db.close()
         sys.stdout.write(f"migrated {args.db} from schema version {exc.found} to {exc.supported}\n")
         return 0
     except DatabaseError as exc:
@@ -474,18 +477,11 @@ async def migrate(args: argparse.Namespace) -> int:
             raise
         # A killed writer's half-done write, in a file with a rollback journal
         # (a backup copy written to): no read-only open can get past it.
-        await _open_to_write(args.db, f"rolling back what a killed writer left in {args.db}")
+        await asyncio.to_thread(schema.roll_back_journal, args.db)
         sys.stdout.write(f"rolled back the half-done write a killed process left in {args.db}\n")
-        return await migrate(args)
+        return await migrate(args)  # then migrate it, if it needs it, and say so
     sys.stdout.write(f"{args.db} is at the current schema version: nothing to do\n")
     return 0
-
-
-async def _open_to_write(path: str, doing: str) -> None:
-    """Open ``path`` read-write, which migrates it and rolls back a hot journal, and close it."""
-    with _progress(doing) as progress:
-        db = await progress.spin(DB.open(path))
-        await db.close()
 
 
 async def backup(args: argparse.Namespace) -> int:

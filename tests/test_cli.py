@@ -909,6 +909,18 @@ def test_migrate_rolls_back_what_a_killed_writer_left_in_a_journal(
     done = daemon_db_command("runs", "--db", str(copy), "--json")
     assert [run["error"] for run in json.loads(done.stdout)] == [None, None, None]
     assert daemon_db_command("check", "--db", str(copy)).stdout.startswith("ok:")
+    # A file of an older version too: rolled back, then migrated, and each said.
+    old = tmp_path / "old.db"
+    make_version_1(old)
+    with contextlib.closing(sqlite3.connect(old)) as conn:
+        conn.execute("PRAGMA journal_mode = DELETE")
+    subprocess.run([sys.executable, "-c", _KILLED_MID_WRITE, str(old)], check=False)
+    done = daemon_db_command("migrate", "--db", str(old))
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout == (
+        f"rolled back the half-done write a killed process left in {old}\n"
+        f"migrated {old} from schema version 1 to {SCHEMA_VERSION}\n"
+    )
 
 
 def dump_pages(path: Path) -> int:

@@ -58,6 +58,20 @@ def uri(path: str, mode: str) -> str:
     return f"{Path(path).resolve().as_uri()}?mode={mode}"
 
 
+def roll_back_journal(path: str) -> None:
+    """Roll back a write a process killed midway left in ``path``'s ``-journal``.
+
+    A file with a rollback journal (a backup copy) keeps it until a connection
+    that may write reads the file; no read-only open can get past it. This
+    one changes nothing else: no migration, no owner.
+    """
+    try:
+        with contextlib.closing(sqlite3.connect(uri(path, "rw"), uri=True)) as conn:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.Error as exc:
+        raise translate(exc, path) from None
+
+
 def open_writer(path: str, *, busy_timeout: float, synchronous: str) -> sqlite3.Connection:
     """Open ``path`` for writing, creating it (owner-only) and migrating it as needed."""
     if path != MEMORY:
