@@ -100,11 +100,14 @@ async def _bound_silence(conn: Any) -> None:
     sock = None if transport is None else transport.get_extra_info("socket")
     if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
         return  # a Unix socket: no network to lose
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    # Best effort: a system refusing an option still connects, as before.
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     for name, value in _CLIENT_TCP_OPTIONS:
         option = getattr(socket, name, None)  # Linux's; others have some or none
         if option is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, option, value)
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, option, value)
 
 
 async def _refuse_changed_schema(conn: Any, url: str) -> None:
