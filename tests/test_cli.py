@@ -909,6 +909,18 @@ def test_migrate_rolls_back_what_a_killed_writer_left_in_a_journal(
     done = daemon_db_command("runs", "--db", str(copy), "--json")
     assert [run["error"] for run in json.loads(done.stdout)] == [None, None, None]
     assert daemon_db_command("check", "--db", str(copy)).stdout.startswith("ok:")
+    # A file that is not ours is left as it is, its journal too: rolling back
+    # made a text file beside a stray journal a corrupt database (adversary pass).
+    other = tmp_path / "other.db"
+    assert daemon_db_command("backup", str(other), "--db", str(db_path)).returncode == 0
+    subprocess.run([sys.executable, "-c", _KILLED_MID_WRITE, str(other)], check=False)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a database\n")
+    Path(f"{other}-journal").rename(f"{notes}-journal")
+    done = daemon_db_command("migrate", "--db", str(notes))
+    assert done.returncode == 1
+    assert notes.read_text() == "not a database\n"
+    assert Path(f"{notes}-journal").exists()
     # A file of an older version too: rolled back, then migrated, and each said.
     old = tmp_path / "old.db"
     make_version_1(old)

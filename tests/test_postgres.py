@@ -397,6 +397,39 @@ async def test_a_cancelled_read_leaves_no_statement_running_on_the_server(
         assert await db.get_run(run.id) == run
 
 
+async def test_a_read_cancelled_again_while_the_server_does_not_answer_returns(
+    postgres_url: str,
+) -> None:
+    # Cancelled a second time while it waited for its ROLLBACK (a task group,
+    # a shutdown), it gave its connection back unsettled, and the pool waited
+    # for the stopped server for good (adversary pass).
+    async with DB.open(postgres_url) as db:
+        run = await db.create_run(new_run())
+        locker = await asyncpg.connect(postgres_url)
+        await locker.execute("BEGIN; LOCK TABLE runs IN ACCESS EXCLUSIVE MODE")
+        stopped: list[int] = []
+
+        async def reading() -> None:
+            async with asyncio.timeout(0.5):
+                await db.get_run(run.id)  # waits behind the lock, its snapshot begun
+
+        task = asyncio.create_task(reading())
+        try:
+            await asyncio.sleep(0.2)
+            stopped = await _backends(postgres_url)
+            for pid in stopped:
+                os.kill(pid, signal.SIGSTOP)
+            await asyncio.sleep(0.6)  # timed out: it waits for the stopped server
+            task.cancel()
+            await asyncio.wait([task], timeout=30)  # a hang guard, not a measure
+            assert task.cancelled()
+        finally:
+            for pid in stopped:
+                os.kill(pid, signal.SIGCONT)
+            await locker.close()
+        assert await db.get_run(run.id) == run
+
+
 async def test_a_port_out_of_range_cannot_connect() -> None:
     # asyncpg's OverflowError went through raw, and the CLI printed a traceback.
     with pytest.raises(DatabaseError, match="cannot connect") as raised:

@@ -329,6 +329,12 @@ async def _let_go(conn: Any, snapshot: Any) -> None:
             await snapshot.rollback()
     except (TimeoutError, *_POSTGRES_ERRORS):
         discard(conn)
+    except BaseException:
+        # Cancelled again meanwhile (a task group, a shutdown): no more waiting.
+        # Given back with its ROLLBACK unanswered, the pool waited for the
+        # server, for good if it never answers.
+        discard(conn)
+        raise
 
 
 async def _given_back(db: PostgresDB, conn: Any, started: Any) -> None:

@@ -63,13 +63,31 @@ def roll_back_journal(path: str) -> None:
 
     A file with a rollback journal (a backup copy) keeps it until a connection
     that may write reads the file; no read-only open can get past it. This
-    one changes nothing else: no migration, no owner.
+    one changes nothing else: no migration, no owner. The file's header must
+    name daemon_db first: rolling back writes into the file, and a text file
+    beside a stray journal became a corrupt database.
     """
+    try:
+        with open(path, "rb") as file:
+            header = file.read(_HEADER_BYTES)
+    except OSError as exc:
+        raise DatabaseError(path, f"cannot be read: {exc.strerror}") from None
+    if header[:16] != _SQLITE_MAGIC or int.from_bytes(header[68:72], "big") != APPLICATION_ID:
+        raise DatabaseError(path, "not a daemon_db database: its -journal is left as it is")
     try:
         with contextlib.closing(sqlite3.connect(uri(path, "rw"), uri=True)) as conn:
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlite3.Error as exc:
-        raise translate(exc, path) from None
+        name = getattr(exc, "sqlite_errorname", type(exc).__name__)
+        raise DatabaseError(
+            path,
+            f"cannot roll back the write a killed process left in its -journal ({exc}, {name}):"
+            " the file and its folder must be writable",
+        ) from None
+
+
+_HEADER_BYTES: Final = 100
+_SQLITE_MAGIC: Final = b"SQLite format 3\x00"
 
 
 def open_writer(path: str, *, busy_timeout: float, synchronous: str) -> sqlite3.Connection:
