@@ -373,20 +373,29 @@ async def test_check_names_an_owner_whose_lease_no_release_writes(
     assert problem.startswith("damaged value: owners row 'odd': lease_until=")
 
 
+@pytest.mark.parametrize("again_after", [None, 0, 1, 10], ids=["once", "twice", "1", "10"])
 async def test_a_cancelled_read_leaves_no_statement_running_on_the_server(
-    postgres_url: str,
+    postgres_url: str, again_after: int | None
 ) -> None:
     # Ending the session at once went before asyncpg's CancelRequest: each
-    # read timed out behind a lock left a backend waiting with its slot held,
-    # until the server had none left (adversary pass).
+    # read cancelled behind a lock left a backend waiting with its slot held,
+    # until the server had none left; cancelled a second time a few loop turns
+    # later, it did the same (adversary passes).
     async with DB.open(postgres_url) as db:
         run = await db.create_run(new_run())
         locker = await asyncpg.connect(postgres_url)
         try:
             await locker.execute("BEGIN; LOCK TABLE runs IN ACCESS EXCLUSIVE MODE")
             for _ in range(5):
-                with pytest.raises(TimeoutError):
-                    await asyncio.wait_for(db.get_run(run.id), 0.2)
+                reading = asyncio.create_task(db.get_run(run.id))
+                await asyncio.sleep(0.2)  # behind the lock
+                reading.cancel()
+                if again_after is not None:
+                    for _ in range(again_after):
+                        await asyncio.sleep(0)
+                    reading.cancel()
+                await asyncio.wait([reading], timeout=30)  # a hang guard
+                assert reading.cancelled()
             waiting = await locker.fetchval(
                 "SELECT count(*) FROM pg_stat_activity"
                 " WHERE application_name = 'daemon_db' AND wait_event_type = 'Lock'"

@@ -320,21 +320,22 @@ async def _let_go(conn: Any, snapshot: Any) -> None:
     never answers (a stopped one) had the caller wait for good. Ending the
     session at once was no better: it went before asyncpg's request, and the
     statement went on on the server, waiting for a lock with its slot held,
-    until the server ran out of them (an adversary pass).
+    until the server ran out of them (an adversary pass). So the wait is
+    bounded, and a caller cancelled again waits out the rest of it all the
+    same (ending the session then had the same effect: the next pass).
     """
+    if snapshot is None:  # cancelled in its BEGIN: nothing runs on the server
+        discard(conn)
+        return
+    await settle(asyncio.ensure_future(_snapshot_ended(conn, snapshot)))
+
+
+async def _snapshot_ended(conn: Any, snapshot: Any) -> None:
     try:
-        if snapshot is None:  # cancelled in its BEGIN: nothing runs on the server
-            raise TimeoutError
         async with asyncio.timeout(READ_CANCEL_GRACE_SECONDS):
             await snapshot.rollback()
     except (TimeoutError, *_POSTGRES_ERRORS):
         discard(conn)
-    except BaseException:
-        # Cancelled again meanwhile (a task group, a shutdown): no more waiting.
-        # Given back with its ROLLBACK unanswered, the pool waited for the
-        # server, for good if it never answers.
-        discard(conn)
-        raise
 
 
 async def _given_back(db: PostgresDB, conn: Any, started: Any) -> None:

@@ -73,7 +73,12 @@ def roll_back_journal(path: str) -> None:
     except OSError as exc:
         raise DatabaseError(path, f"cannot be read: {exc.strerror}") from None
     if header[:16] != _SQLITE_MAGIC or int.from_bytes(header[68:72], "big") != APPLICATION_ID:
-        raise DatabaseError(path, "not a daemon_db database: its -journal is left as it is")
+        raise DatabaseError(
+            path,
+            "its header does not name daemon_db, so its -journal is left as it is: keep"
+            " the journal if the file may be a daemon_db database whose first page was"
+            " torn (a read-write open of a copy of both, in the sqlite3 shell, restores it)",
+        )
     try:
         with contextlib.closing(sqlite3.connect(uri(path, "rw"), uri=True)) as conn:
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
