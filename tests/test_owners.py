@@ -821,7 +821,7 @@ async def test_a_db_dropped_unclosed_is_collected_and_its_runs_are_claimed(
     unraisable: list[str] = []
     monkeypatch.setattr(sys, "unraisablehook", lambda u: unraisable.append(str(u.exc_value)))
     threads = set(threading.enumerate())
-    dropped = await DB.open(where, owner="dropped", lease=1.0)
+    dropped = await DB.open(where, owner="dropped", lease=2.0)
     run = await dropped.create_run(new_run(status="running"))
     await dropped.append_event(run.id, "started")
     async with contextlib.aclosing(dropped.follow_events(run.id)) as following:
@@ -837,7 +837,7 @@ async def test_a_db_dropped_unclosed_is_collected_and_its_runs_are_claimed(
     assert gone() is None
     async with DB.open(where, owner="next") as db:
         assert (await db.claim_resumable_runs()).resumed == []  # its lease still runs
-        await asyncio.sleep(1.2)  # and is renewed by nobody
+        await asyncio.sleep(2.2)  # and is renewed by nobody
         [claimed] = (await db.claim_resumable_runs()).resumed
         assert (claimed.run.id, claimed.attempt) == (run.id, 1)
 
